@@ -1,0 +1,143 @@
+"""Publishing a version as a commit, and loading one back only after verifying it.
+
+Publishing, for any :class:`~jobs.store.Store`:
+
+1. upload every file of the version under ``versions/<version>/`` (immutable; never overwritten);
+2. write ``versions/<version>/manifest.json`` with the size and SHA-256 of every file;
+3. move the pointer with one conditional write (the pointer read at the start of the run must still be there).
+
+A run that dies before step 3 leaves readers on the previous version; its files are an unpromoted version
+that ``jobs.models`` lists and can promote or collect. Loading resolves pointer → manifest → files and checks
+every size and SHA-256 *before* anything is unpickled.
+
+    >>> manifest = publish(store, version, Path("out/"), fields, expected=pointer)
+    >>> path = fetch_verified(store, "latest", Path("cache/"))   # the gensim model file, verified
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobs.errors import IntegrityError, VersionNotFound
+from jobs.store import VERSIONS, Pointer, Store
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def version_key(version: str, name: str) -> str:
+    return f"{VERSIONS}/{version}/{name}"
+
+
+def local_files(folder: Path) -> list[str]:
+    """Every file under ``folder`` as sorted relative ``/`` paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def upload_version(
+    store: Store, version: str, folder: Path, progress: Callable[[str], None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Upload every file of ``folder`` as ``version``; return the manifest's ``files`` section."""
+    files: dict[str, dict[str, Any]] = {}
+    for name in local_files(folder):
+        if name == MANIFEST:
+            continue
+        path = folder / name
+        files[name] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        store.put_file(version_key(version, name), path)
+        if progress:
+            progress(name)
+    return files
+
+
+def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> None:
+    body = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+    store.put_bytes(version_key(version, MANIFEST), body)
+
+
+def publish(
+    store: Store, version: str, folder: Path, fields: dict[str, Any], expected: Pointer | None
+) -> dict[str, Any]:
+    """Upload ``folder`` as ``version``, write its manifest, then move the pointer. Returns the manifest.
+
+    Raises ConflictError when the pointer is no longer ``expected`` (the version stays, unpromoted).
+    """
+    files = upload_version(store, version, folder, lambda name: log.info("uploaded %s/%s", version, name))
+    manifest = {**fields, "version": version, "files": files}
+    write_manifest(store, version, manifest)
+    store.swap_pointer(version, expected)
+    log.info("published %s to %s", version, store.uri)
+    return manifest
+
+
+def resolve(store: Store, version: str) -> str:
+    """Turn ``latest`` (or ``current``) into the version the pointer names."""
+    if version not in ("latest", "current"):
+        return version
+    pointer = store.read_pointer()
+    if pointer is None:
+        raise VersionNotFound(f"the store {store.uri} has no current version yet")
+    return pointer.version
+
+
+def read_manifest(store: Store, version: str) -> dict[str, Any]:
+    version = resolve(store, version)
+    try:
+        data = store.get_bytes(version_key(version, MANIFEST))
+    except VersionNotFound:
+        raise VersionNotFound(f"version {version} has no manifest in {store.uri}") from None
+    try:
+        manifest: dict[str, Any] = json.loads(data)
+    except ValueError as exc:
+        raise IntegrityError(f"the manifest of {version} in {store.uri} is not valid JSON") from exc
+    return manifest
+
+
+def fetch_verified(store: Store, version: str, destination: Path, names: list[str] | None = None) -> Path:
+    """Download a version's files (or only ``names``) into ``destination`` and verify each against the
+    manifest. Returns ``destination``. Raises IntegrityError on a missing file or a size/SHA-256 mismatch.
+    """
+    manifest = read_manifest(store, version)
+    version = manifest["version"]
+    destination.mkdir(parents=True, exist_ok=True)
+    wanted = manifest["files"] if names is None else {n: manifest["files"][n] for n in names}
+    for name, expected in sorted(wanted.items()):
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            store.get_file(version_key(version, name), target)
+        except VersionNotFound:
+            raise IntegrityError(f"version {version} is missing {name} (listed in its manifest)") from None
+        verify_file(target, expected, f"{version}/{name}")
+    return destination
+
+
+def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
+    size = os.path.getsize(path)
+    if size != expected["size"]:
+        raise IntegrityError(f"{label}: size {size} differs from the manifest's {expected['size']}; refusing to load")
+    digest = sha256_file(path)
+    if digest != expected["sha256"]:
+        raise IntegrityError(f"{label}: SHA-256 {digest[:12]}… differs from the manifest's; refusing to load")
+
+
+def model_files(manifest: dict[str, Any]) -> list[str]:
+    """The files gensim needs to load the model (``model`` and the arrays saved beside it)."""
+    return [name for name in manifest["files"] if name.startswith("model/")]
+
