@@ -1,0 +1,168 @@
+"""The refresh's configuration: typed, frozen, validated once, and saved with every version.
+
+Everything comes from command-line flags, parsed in exactly one place (:func:`from_args`). Nothing is read
+from the environment or the disk at import time; ``RAY_ADDRESS`` is consulted only when Ray is started.
+
+    >>> config = from_args(["--input", "data/sample", "--store", "models", "--model", "fasttext"])
+    >>> config.training.model, config.tokenizer.lowercase
+    ('fasttext', True)
+    >>> to_dict(config)["training"]["vector_size"]
+    100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from jobs.errors import ConfigError
+from shards.tokenize import DEFAULT_TOKEN_PATTERN, TokenizerConfig
+from shards.tokenized import ReadOptions
+
+ModelKind = Literal["word2vec", "fasttext"]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """gensim hyper-parameters. Architecture fields apply when a model is created; an update keeps the
+    loaded model's architecture and uses this run's epochs and learning rates."""
+
+    model: ModelKind = "word2vec"
+    vector_size: int = 100
+    window: int = 5
+    min_count: int = 5
+    sg: bool = False
+    negative: int = 5
+    sample: float = 1e-3
+    epochs: int = 5
+    alpha: float = 0.025
+    min_alpha: float = 0.0001
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    seed: int = 1
+    min_n: int = 3
+    max_n: int = 6
+    bucket: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.model not in ("word2vec", "fasttext"):
+            raise ConfigError(f"--model must be word2vec or fasttext, got {self.model!r}")
+        for name in ("vector_size", "window", "min_count", "epochs", "workers", "negative"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.min_alpha <= self.alpha:
+            raise ConfigError(f"need 0 < --min-alpha ({self.min_alpha}) <= --alpha ({self.alpha})")
+        if self.model == "fasttext" and not 0 < self.min_n <= self.max_n:
+            raise ConfigError(f"need 0 < --min-n ({self.min_n}) <= --max-n ({self.max_n})")
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """One refresh: where data comes from, where models go, and how everything in between behaves."""
+
+    input: str
+    store: str
+    input_format: str = "auto"
+    glob: str | None = None
+    read: ReadOptions = ReadOptions()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    training: TrainingConfig = TrainingConfig()
+    skip_bad_partitions: bool = False
+    max_partitions: int | None = None
+    max_in_flight: int | None = None
+    ray_address: str | None = None
+    trainer_resource: str = "trainer"
+    spool_dir: str | None = None
+    json: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
+        if self.max_partitions is not None and self.max_partitions < 1:
+            raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
+
+
+def to_dict(config: RefreshConfig) -> dict[str, Any]:
+    """The resolved config as plain JSON-able data (recorded as ``config.json`` in each version)."""
+    return dataclasses.asdict(config)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m jobs.refresh",
+        description="Refresh a gensim embedding model from new partitions and publish it as a new version.",
+    )
+    p.add_argument("--input", required=True, help="folder or s3://bucket/prefix holding the partitions")
+    p.add_argument("--store", required=True, help="model store: a folder or s3://bucket/prefix")
+    p.add_argument("--json", action="store_true", help="also print one JSON summary line at the end")
+
+    g = p.add_argument_group("partitions")
+    g.add_argument("--format", dest="input_format", default="auto", choices=["auto", "parquet", "jsonl", "text"],
+                   help="partition format (auto: by extension; .gz/.zst compression is always detected)")
+    g.add_argument("--text-column", default="text", help="Parquet column / JSON field holding the text")
+    g.add_argument("--glob", help="only partitions whose path below --input matches, e.g. 'dt=2026-11-*/*'")
+    g.add_argument("--max-partitions", type=int, help="consume at most this many new partitions (oldest first)")
+    g.add_argument("--skip-bad-partitions", action="store_true",
+                   help="train on the readable partitions and record the bad ones instead of failing")
+    g.add_argument("--batch-rows", type=int, default=65_536, help="rows read and tokenized at once")
+    g.add_argument("--max-document-bytes", type=int, default=64 << 20, help="reject larger documents")
+
+    t = p.add_argument_group("tokenizer")
+    t.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
+    t.add_argument("--deaccent", action="store_true", help="fold accents (NFKD, drop combining marks)")
+    t.add_argument("--token-pattern", default=DEFAULT_TOKEN_PATTERN, help="RE2 regex of one token")
+    t.add_argument("--min-token-len", type=int, default=2)
+    t.add_argument("--max-token-len", type=int, default=40)
+
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="word2vec", choices=["word2vec", "fasttext"], help="for a new model")
+    m.add_argument("--vector-size", type=int, default=100)
+    m.add_argument("--window", type=int, default=5)
+    m.add_argument("--min-count", type=int, default=5)
+    m.add_argument("--sg", action="store_true", help="skip-gram instead of CBOW")
+    m.add_argument("--negative", type=int, default=5, help="negative samples (hierarchical softmax is not used)")
+    m.add_argument("--sample", type=float, default=1e-3, help="down-sampling threshold")
+    m.add_argument("--epochs", type=int, default=5)
+    m.add_argument("--alpha", type=float, default=0.025)
+    m.add_argument("--min-alpha", type=float, default=0.0001)
+    m.add_argument("--seed", type=int, default=1)
+    m.add_argument("--min-n", type=int, default=3, help="FastText: shortest character n-gram")
+    m.add_argument("--max-n", type=int, default=6, help="FastText: longest character n-gram")
+    m.add_argument("--bucket", type=int, default=2_000_000, help="FastText: n-gram hash buckets")
+
+    r = p.add_argument_group("ray")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads (and CPUs reserved)")
+    r.add_argument("--max-in-flight", type=int, help="partitions tokenized at once (default: 2 per cluster CPU)")
+    r.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
+    r.add_argument("--trainer-resource", default="trainer",
+                   help="custom resource of the node the training actor should run on, when a node offers it")
+    r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
+    return p
+
+
+def from_args(argv: list[str] | None = None) -> RefreshConfig:
+    """Parse flags into a validated RefreshConfig. Raises ConfigError; exits on --help."""
+    a = parser().parse_args(argv)
+    return RefreshConfig(
+        input=a.input,
+        store=a.store,
+        input_format=a.input_format,
+        glob=a.glob,
+        read=ReadOptions(text_column=a.text_column, batch_rows=a.batch_rows,
+                         max_document_bytes=a.max_document_bytes),
+        tokenizer=TokenizerConfig(lowercase=a.lowercase, deaccent=a.deaccent, token_pattern=a.token_pattern,
+                                  min_token_len=a.min_token_len, max_token_len=a.max_token_len),
+        training=TrainingConfig(model=a.model, vector_size=a.vector_size, window=a.window, min_count=a.min_count,
+                                sg=a.sg, negative=a.negative, sample=a.sample, epochs=a.epochs, alpha=a.alpha,
+                                min_alpha=a.min_alpha, workers=a.workers, seed=a.seed, min_n=a.min_n,
+                                max_n=a.max_n, bucket=a.bucket),
+        skip_bad_partitions=a.skip_bad_partitions,
+        max_partitions=a.max_partitions,
+        max_in_flight=a.max_in_flight,
+        ray_address=a.ray_address,
+        trainer_resource=a.trainer_resource,
+        spool_dir=a.spool_dir,
+        json=a.json,
+    )

@@ -1,0 +1,133 @@
+"""Everything gensim: creating, loading, growing the vocabulary of, training and saving a model.
+
+This is the only module that imports gensim. The refresh updates a model in three calls:
+
+    >>> model = create(TrainingConfig(min_count=1))           # or load(path, "word2vec")
+    >>> change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
+    >>> train(model, corpus_file="spool/corpus.txt", sentences=1, tokens=5, config=TrainingConfig())
+
+The vocabulary grows from word counts merged by the Ray workers (``build_vocab_from_freq``), so the corpus is
+read once, by training. Training uses gensim's ``corpus_file`` mode: each of ``workers`` threads reads its own
+byte range of the spooled file without the GIL-bound Python iterator and job queue of iterable mode, which is
+what lets training scale with cores. Incremental runs always use negative sampling: hierarchical-softmax trees
+would be rebuilt, invalidating the trained output layer, on every vocabulary update.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gensim.models import FastText, Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
+
+from jobs.config import TrainingConfig
+from jobs.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model/embedding.model"
+VECTORS_FILE = "vectors.bin"
+_CLASSES: dict[str, type[Word2Vec]] = {"word2vec": Word2Vec, "fasttext": FastText}
+
+
+@dataclass(frozen=True)
+class VocabularyChange:
+    """What a vocabulary update did."""
+
+    before: int
+    after: int
+    new_words: list[str]
+
+
+def create(config: TrainingConfig) -> Word2Vec:
+    """A new, untrained model with ``config``'s architecture."""
+    common: dict[str, Any] = dict(
+        vector_size=config.vector_size, window=config.window, min_count=config.min_count, sg=int(config.sg),
+        hs=0, negative=config.negative, sample=config.sample, alpha=config.alpha, min_alpha=config.min_alpha,
+        workers=config.workers, seed=config.seed, epochs=config.epochs,
+    )
+    if config.model == "fasttext":
+        return FastText(min_n=config.min_n, max_n=config.max_n, bucket=config.bucket, **common)
+    return Word2Vec(**common)
+
+
+def kind(model: Word2Vec) -> str:
+    return "fasttext" if isinstance(model, FastText) else "word2vec"
+
+
+def load(path: Path, model_kind: str) -> Word2Vec:
+    """Load a saved model. Only call this on files whose checksums were verified (jobs.publish)."""
+    return _CLASSES[model_kind].load(str(path))
+
+
+def update_vocabulary(
+    model: Word2Vec, counts: dict[str, int], sentences: int, min_count: int | None = None
+) -> VocabularyChange:
+    """Add ``counts`` to the model's vocabulary: new words at or above ``min_count`` join, known words'
+    counts grow, down-sampling is recomputed. The first call on a new model builds the vocabulary.
+    """
+    before = len(model.wv)
+    known = set(model.wv.key_to_index)
+    if min_count is not None:
+        model.min_count = min_count
+    try:
+        model.build_vocab_from_freq(counts, corpus_count=sentences, update=before > 0)
+    except RuntimeError as exc:
+        raise TrainingError(f"vocabulary update failed: {exc}") from exc
+    new_words = [w for w in model.wv.index_to_key if w not in known]
+    return VocabularyChange(before=before, after=len(model.wv), new_words=new_words)
+
+
+def train(
+    model: Word2Vec,
+    corpus_file: Path,
+    sentences: int,
+    tokens: int,
+    config: TrainingConfig,
+    callbacks: tuple[CallbackAny2Vec, ...] = (),
+) -> float:
+    """Train on the spooled corpus with ``config.workers`` threads; return the seconds spent."""
+    if len(model.wv) == 0:
+        raise TrainingError(
+            f"no word reaches min_count={model.min_count}; nothing to train (lower --min-count or add data)"
+        )
+    model.workers = config.workers
+    model.alpha, model.min_alpha = config.alpha, config.min_alpha
+    start = time.perf_counter()
+    model.train(
+        corpus_file=str(corpus_file), total_examples=sentences, total_words=tokens, epochs=config.epochs,
+        start_alpha=config.alpha, end_alpha=config.min_alpha, callbacks=list(callbacks),
+    )
+    return time.perf_counter() - start
+
+
+def record(model: Word2Vec, **event: Any) -> None:
+    """Record a refresh as a gensim lifecycle event, kept inside the saved model."""
+    model.add_lifecycle_event("refresh", **event)
+
+
+def save(model: Word2Vec, folder: Path) -> None:
+    """Save the model (gensim writes large arrays as separate .npy files) and a word2vec-format export."""
+    target = folder / MODEL_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model.save(str(target))
+    model.wv.save_word2vec_format(str(folder / VECTORS_FILE), binary=True)
+
+
+def export(model: Word2Vec, output: Path, binary: bool) -> None:
+    model.wv.save_word2vec_format(str(output), binary=binary)
+
+
+def neighbours(model: Word2Vec, word: str, topn: int = 5) -> list[tuple[str, float]]:
+    if word not in model.wv.key_to_index:
+        return []
+    return [(w, round(float(s), 4)) for w, s in model.wv.most_similar(word, topn=topn)]
+
+
+def counts_of(model: Word2Vec) -> dict[str, int]:
+    """The vocabulary with each word's cumulative count."""
+    return {w: int(model.wv.get_vecattr(w, "count")) for w in model.wv.index_to_key}

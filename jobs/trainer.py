@@ -1,0 +1,143 @@
+"""The training actor: spools the token stream to local disk, then grows, trains, saves and uploads the model.
+
+One ``Trainer`` runs per refresh, on the node that will train (see :mod:`jobs.cluster` for placement). The
+driver forwards each tokenized partition to :meth:`Trainer.ingest` in submission order; the actor appends its
+sentences to a spool file (memory does not grow with the corpus) and keeps its word counts. :meth:`finish`
+then merges the counts, updates the vocabulary of the parent model without a second pass over the corpus,
+trains with gensim's ``corpus_file`` mode, saves, and uploads the new version's files. The pointer is moved
+by the driver, never here.
+
+It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests can drive it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from jobs import model as gmodel
+from jobs.config import TrainingConfig
+from jobs.errors import TrainingError
+from jobs.publish import fetch_verified, model_files, read_manifest, upload_version
+from jobs.store import Store
+from shards.tokenized import TokenizedPartition, merge_counts
+
+log = logging.getLogger(__name__)
+
+_COMPACT_EVERY = 32  # merge the per-partition count tables this often, bounding memory to ~the vocabulary
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The trained version, uploaded but not yet committed."""
+
+    version: str
+    files: dict[str, dict[str, Any]]
+    model_kind: str
+    vocab_before: int
+    vocab_size: int
+    new_words: list[str]
+    neighbours: dict[str, list[tuple[str, float]]]
+    spooled_bytes: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Receives tokenized partitions, then produces and uploads one new model version."""
+
+    def __init__(self, spool_dir: str | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="embedding-refresh-", dir=spool_dir))
+        self.corpus_path = self.dir / "corpus.txt"
+        self._corpus = open(self.corpus_path, "wb")
+        self._counts: list[pa.Table] = []
+        self.sentences = self.tokens = self.spooled = 0
+
+    def ingest(self, part: TokenizedPartition) -> tuple[int, int, int]:
+        """Append one partition's sentences to the spool and keep its counts.
+
+        Returns the partition's (documents, sentences, tokens), so the driver never fetches the data itself.
+        """
+        try:
+            self._corpus.write(part.lines)
+        except OSError as exc:
+            raise TrainingError(f"spooling {part.uri} to {self.dir} failed: {exc}") from exc
+        self._counts.append(part.counts)
+        if len(self._counts) >= _COMPACT_EVERY:
+            self._counts = [merge_counts(self._counts)]
+        self.sentences += part.sentences
+        self.tokens += part.tokens
+        self.spooled += len(part.lines)
+        return part.documents, part.sentences, part.tokens
+
+    def finish(
+        self,
+        store: Store,
+        parent: str | None,
+        version: str,
+        config: TrainingConfig,
+        extra_files: dict[str, bytes],
+        event: dict[str, Any],
+        callbacks: tuple[Any, ...] = (),
+    ) -> Candidate:
+        """Update the parent (or a new model) with the spooled corpus, save it and upload its files."""
+        timings: dict[str, float] = {}
+        try:
+            self._corpus.close()
+            start = time.perf_counter()
+            model = self._load_parent(store, parent) if parent else gmodel.create(config)
+            timings["load"] = time.perf_counter() - start
+
+            start = time.perf_counter()
+            counts = merge_counts(self._counts)
+            self._counts = []
+            freq = dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist()))
+            change = gmodel.update_vocabulary(model, freq, self.sentences)
+            timings["vocabulary"] = time.perf_counter() - start
+            log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
+
+            timings["train"] = gmodel.train(model, self.corpus_path, self.sentences, self.tokens, config, callbacks)
+            gmodel.record(model, version=version, parent=parent, new_words=len(change.new_words), **event)
+
+            start = time.perf_counter()
+            out = self.dir / "version"
+            gmodel.save(model, out)
+            for name, data in extra_files.items():
+                (out / name).write_bytes(data)
+            timings["save"] = time.perf_counter() - start
+            ranked = sorted(change.new_words, key=lambda w: -freq[w])
+            sample = ranked[:10]
+            neighbours = {w: gmodel.neighbours(model, w) for w in sample}
+            kind = gmodel.kind(model)
+            del model
+
+            start = time.perf_counter()
+            files = upload_version(store, version, out)
+            timings["upload"] = time.perf_counter() - start
+        except TrainingError:
+            raise
+        except Exception as exc:
+            raise TrainingError(f"training {version} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.close()
+        return Candidate(
+            version=version, files=files, model_kind=kind, vocab_before=change.before, vocab_size=change.after,
+            new_words=ranked, neighbours=neighbours, spooled_bytes=self.spooled, timings=timings,
+        )
+
+    def _load_parent(self, store: Store, parent: str) -> Any:
+        manifest = read_manifest(store, parent)
+        folder = fetch_verified(store, parent, self.dir / "parent", model_files(manifest))
+        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])
+
+    def close(self) -> None:
+        """Remove the spool (the actor's node keeps nothing once the run ends)."""
+        if not self._corpus.closed:
+            self._corpus.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
