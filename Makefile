@@ -1,0 +1,34 @@
+# One entry point for the two set-up commands (demo, test) and the checks around them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test check lint bench clean
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/activate
+
+## Build sample partitions, train a first model, land new data, update it, show the result.
+demo: $(BIN)/activate
+	$(BIN)/python -m jobs.demo --workdir demo
+
+## The whole test suite (unit, component, integration, end-to-end).
+test: $(BIN)/activate
+	$(BIN)/python -m pytest
+
+## Lint and type checks.
+lint: $(BIN)/activate
+	$(BIN)/ruff check jobs shards tests
+	$(BIN)/mypy
+
+check: lint test
+
+## Benchmarks, by hand (not in CI).
+bench: $(BIN)/activate
+	$(BIN)/python -m tests.benchmarks
+
+clean:
+	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
