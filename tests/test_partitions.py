@@ -1,0 +1,129 @@
+"""Discovering partitions as writers lay them out, and reading every supported format."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from shards.errors import ConfigError, PartitionError
+from shards.partitions import discover, open_filesystem
+from shards.tokenize import TokenizerConfig
+from shards.tokenized import ReadOptions, tokenize_partition
+from tests.conftest import write_parquet
+
+pytestmark = pytest.mark.unit
+
+
+def layout(root: Path) -> None:
+    write_parquet(root / "dt=2026-11-24" / "hour=01" / "part-00001.parquet", ["b"])
+    write_parquet(root / "dt=2026-11-24" / "hour=00" / "part-00000.snappy.parquet", ["a"])
+    (root / "dt=2026-11-23").mkdir(parents=True)
+    (root / "dt=2026-11-23" / "docs.jsonl.gz").write_bytes(gzip.compress(b'{"text": "j"}\n'))
+    (root / "dt=2026-11-23" / "notes.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"t\n"))
+    for junk in ["dt=2026-11-24/_SUCCESS", "dt=2026-11-24/_metadata", "dt=2026-11-24/.part-00000.parquet.crc",
+                 "dt=2026-11-24/.hidden", "_temporary/0/part-9.parquet", "dt=2026-11-24/x.parquet.crc"]:
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_bytes(b"junk")
+
+
+def test_discovery_is_recursive_sorted_and_ignores_writer_leftovers(tmp_path: Path) -> None:
+    layout(tmp_path)
+    fs, root = open_filesystem(str(tmp_path))
+    found = discover(fs, root)
+    assert [p.uri[len(str(tmp_path)) + 1 :] for p in found] == [
+        "dt=2026-11-23/docs.jsonl.gz",
+        "dt=2026-11-23/notes.txt.zst",
+        "dt=2026-11-24/hour=00/part-00000.snappy.parquet",
+        "dt=2026-11-24/hour=01/part-00001.parquet",
+    ]
+    assert [(p.format, p.compression) for p in found] == [
+        ("jsonl", "gzip"), ("text", "zstd"), ("parquet", None), ("parquet", None)]
+    assert found[2].hive == (("dt", "2026-11-24"), ("hour", "00"))
+    assert all(p.size > 0 and p.mtime_ns > 0 for p in found)
+
+
+def test_glob_filters_relative_paths(tmp_path: Path) -> None:
+    layout(tmp_path)
+    fs, root = open_filesystem(str(tmp_path))
+    assert [p.name for p in discover(fs, root, glob="dt=2026-11-24/*")] == [
+        "part-00000.snappy.parquet", "part-00001.parquet"]
+
+
+def test_missing_root_and_unknown_format_are_config_errors(tmp_path: Path) -> None:
+    fs, root = open_filesystem(str(tmp_path / "nope"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        discover(fs, root)
+    with pytest.raises(ConfigError, match="unknown format"):
+        discover(*open_filesystem(str(tmp_path)), forced_format="csv")
+
+
+def tokens_of(tmp_path: Path, name: str, data: bytes, **read: object) -> list[str]:
+    (tmp_path / name).write_bytes(data)
+    fs, root = open_filesystem(str(tmp_path))
+    [partition] = [p for p in discover(fs, root) if p.name == name]
+    result = tokenize_partition(fs, partition, ReadOptions(**read), TokenizerConfig())  # type: ignore[arg-type]
+    return result.lines.decode().split()
+
+
+def test_every_format_reads_the_same_documents(tmp_path: Path) -> None:
+    docs = ["First document here", "Second one", None, "Third\tdoc"]
+    expected = "first document here second one third doc".split()
+    jsonl = "".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(docs)).encode()
+    text = "\n".join(d or "" for d in docs).encode() + b"\r\n"
+    write_parquet(tmp_path / "a.parquet", docs)
+    fs, root = open_filesystem(str(tmp_path))
+    parquet = tokenize_partition(fs, discover(fs, root)[0], ReadOptions(), TokenizerConfig())
+    assert parquet.lines.decode().split() == expected
+    assert parquet.documents == 3
+    assert tokens_of(tmp_path, "b.jsonl", jsonl) == expected
+    assert tokens_of(tmp_path, "c.jsonl.gz", gzip.compress(jsonl)) == expected
+    assert tokens_of(tmp_path, "d.txt", text) == expected
+    assert tokens_of(tmp_path, "e.txt.zst", zstandard.ZstdCompressor().compress(text)) == expected
+
+
+def test_custom_text_column(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"body": ["custom column"], "text": [None]}), tmp_path / "p.parquet")
+    assert tokens_of(tmp_path, "p.parquet", (tmp_path / "p.parquet").read_bytes(), text_column="body") == [
+        "custom", "column"]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "cause"),
+    [
+        ("empty.parquet", b"", "empty file"),
+        ("junk.parquet", b"this is not parquet at all", "Parquet"),
+        ("bad.jsonl", b'{"text": "ok"}\n{"text": broken\n', "malformed JSON"),
+        ("bad.txt", b"ok\n\xff\xfe bad bytes\n", "invalid UTF-8"),
+        ("bad.txt.gz", b"\x1f\x8b\x08\x00garbage", "gzip"),
+        ("nofield.jsonl", b'{"body": "x"}\n', "no JSON line has the field 'text'"),
+        ("README", b"hello", "unrecognized file type"),
+    ],
+)
+def test_bad_partitions_raise_naming_the_shard_and_the_cause(
+    tmp_path: Path, name: str, data: bytes, cause: str
+) -> None:
+    with pytest.raises(PartitionError, match=cause) as info:
+        tokens_of(tmp_path, name, data)
+    assert info.value.uri.endswith(name)
+    assert name in str(info.value)
+
+
+def test_non_text_and_missing_columns(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "ints.parquet")
+    with pytest.raises(PartitionError, match="column 'text' holds int64, not text"):
+        tokens_of(tmp_path, "ints.parquet", (tmp_path / "ints.parquet").read_bytes())
+    pq.write_table(pa.table({"body": ["x"]}), tmp_path / "other.parquet")
+    with pytest.raises(PartitionError, match=r"no column 'text' \(columns: body\)"):
+        tokens_of(tmp_path, "other.parquet", (tmp_path / "other.parquet").read_bytes())
+
+
+def test_document_size_limit(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "big.parquet", ["x" * 5000])
+    with pytest.raises(PartitionError, match="exceeds the limit of 1,000"):
+        tokens_of(tmp_path, "big.parquet", (tmp_path / "big.parquet").read_bytes(), max_document_bytes=1000)
