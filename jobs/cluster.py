@@ -139,8 +139,9 @@ def stream(
         partition, ingest_ref = pending.popleft()
         try:
             documents, sentences, tokens = result(ingest_ref)
-        except PartitionError as exc:  # Ray's error subclasses the cause's class
-            rejected = PartitionError(exc.uri, exc.cause)
+        except PartitionError as exc:  # Ray's error subclasses the cause's class and keeps it as .cause
+            original = getattr(exc, "cause", None)
+            rejected = original if isinstance(original, PartitionError) else PartitionError(partition.uri, str(exc))
             log.warning("bad partition %s", rejected)
             outcome.rejected.append(rejected)
             return

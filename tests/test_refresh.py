@@ -1,0 +1,172 @@
+"""The refresh end to end on a real local Ray cluster, with real gensim training and a local store."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gensim.models.callbacks import CallbackAny2Vec
+
+from jobs import model as gmodel
+from jobs.config import from_args
+from jobs.errors import BadPartitionsError, TrainingError
+from jobs.publish import fetch_verified, model_files, read_manifest
+from jobs.refresh import Hooks, main, run
+from jobs.store import open_store
+from tests.conftest import snapshot, write_parquet
+from tests.corpora import cluster_words, clustered
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+FAST = ["--workers", "2", "--vector-size", "24", "--epochs", "3", "--min-count", "1", "--max-in-flight", "3"]
+
+
+def args(data: Path, store: Path, *extra: str) -> list[str]:
+    return ["--input", str(data), "--store", str(store), *FAST, *extra]
+
+
+def load_latest(store: Path):  # type: ignore[no-untyped-def]
+    s = open_store(str(store))
+    manifest = read_manifest(s, "latest")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = fetch_verified(s, "latest", Path(tmp), model_files(manifest))
+        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), manifest
+
+
+def reference_counts(docs: list[str | None]) -> collections.Counter[str]:
+    """Single-process, per-document reference count with the default tokenizer's semantics."""
+    counts: collections.Counter[str] = collections.Counter()
+    for doc in docs:
+        counts.update(t for t in re.findall(r"[^\W\d_]+", (doc or "").lower()) if 2 <= len(t) <= 40)
+    return counts
+
+
+def test_vocabulary_counts_equal_a_single_process_count(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    all_docs: list[str | None] = []
+    for day in range(3):
+        for part in range(3):
+            docs = clustered(40, seed=day * 10 + part) + [None, "", f"Mixed CASE, punctuation! {day}{part}"]
+            all_docs += docs
+            write_parquet(data / f"dt=2026-11-2{day}" / f"part-{part:05d}.parquet", docs)
+    (data / "dt=2026-11-20" / "_SUCCESS").touch()
+
+    summary = run(from_args(args(data, store)))
+
+    model, manifest = load_latest(store)
+    expected = reference_counts(all_docs)
+    assert gmodel.counts_of(model) == dict(expected)
+    assert summary.tokens == manifest["tokens"] == sum(expected.values())
+    assert summary.partitions == len(manifest["partitions"]) == 9
+    assert sorted(p["uri"] for p in manifest["partitions"]) == sorted(
+        str(p) for p in data.rglob("*.parquet"))
+
+
+class ExplodeAtEpoch(CallbackAny2Vec):  # type: ignore[misc]
+    """A fault seam: gensim calls it inside training."""
+
+    def on_epoch_end(self, model: object) -> None:
+        raise RuntimeError("injected failure inside training")
+
+
+def test_first_update_and_nothing_new_then_a_failed_run_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "part-0.parquet", clustered(300, seed=1))
+
+    first = run(from_args(args(data, store)))
+    assert first.published and first.parent is None
+    old_model, _ = load_latest(store)
+    old_counts = gmodel.counts_of(old_model)
+
+    newcomers = {0: ["novelaa", "novelab"], 2: ["novelba"]}
+    write_parquet(data / "dt=2" / "part-0.parquet", clustered(300, seed=2, extra=newcomers))
+    second = run(from_args(args(data, store, "--epochs", "8")))
+    assert second.published and second.parent == first.version and second.partitions == 1
+
+    model, manifest = load_latest(store)
+    assert manifest["parent"] == first.version
+    assert set(manifest["new_words_sample"]) == {"novelaa", "novelab", "novelba"}
+    assert set(old_counts) < set(model.wv.key_to_index)
+    second_counts = reference_counts(clustered(300, seed=2, extra=newcomers))
+    for word, count in old_counts.items():
+        assert model.wv.get_vecattr(word, "count") == count + second_counts[word]
+    for new, cluster in (("novelaa", 0), ("novelab", 0), ("novelba", 2)):
+        near = [w for w, _ in model.wv.most_similar(new, topn=5) if not w.startswith("novel")]
+        mates = set(cluster_words(cluster)) | {w for w in model.wv.key_to_index if w.startswith(f"k{'abcd'[cluster]}q")}
+        assert sum(w in mates for w in near) >= len(near) - 1, (new, near)
+
+    before = snapshot(store)
+    assert main(args(data, store)) == 0  # nothing new: exit 0, nothing published
+    assert snapshot(store) == before
+
+    write_parquet(data / "dt=3" / "part-0.parquet", clustered(50, seed=3))
+    with pytest.raises(TrainingError, match="injected failure inside training"):
+        run(from_args(args(data, store)), Hooks(training_callbacks=(ExplodeAtEpoch(),)))
+    assert snapshot(store) == before
+
+
+def test_words_past_the_sentence_limit_are_trained(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    filler = clustered(1000, seed=5)
+    long_doc = " ".join(filler)[: 10_000 * 6]
+    head = long_doc.split()[:10_000]
+    tail = ["tailaa tailab tailac"] * 300
+    write_parquet(data / "dt=1" / "part-0.parquet", [" ".join(head + " ".join(tail).split())])
+
+    run(from_args(args(data, store, "--epochs", "5")))
+
+    model, manifest = load_latest(store)
+    assert manifest["sentences"] == 2 and manifest["tokens"] == 10_000 + 900
+    init_bound = 0.5 / model.vector_size * np.sqrt(model.vector_size)  # gensim's largest initial norm
+    for word in ("tailaa", "tailab", "tailac"):
+        assert np.linalg.norm(model.wv[word]) > 3 * init_bound, word
+
+
+def test_bad_partitions_fail_the_run_or_are_skipped_and_recorded(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "good.parquet", clustered(100, seed=7))
+    (data / "dt=1" / "broken.parquet").write_bytes(b"PAR1 truncated")
+    (data / "dt=1" / "bad.jsonl").write_bytes(b'{"text": "fine"}\n{oops\n')
+
+    with pytest.raises(BadPartitionsError) as info:
+        run(from_args(args(data, store)))
+    assert [e.uri.rsplit("/", 1)[1] for e in info.value.errors] == ["bad.jsonl", "broken.parquet"]
+    assert not store.exists() or snapshot(store) == {}
+
+    summary = run(from_args(args(data, store, "--skip-bad-partitions")))
+    model, manifest = load_latest(store)
+    assert [r["uri"].rsplit("/", 1)[1] for r in manifest["rejected"]] == ["bad.jsonl", "broken.parquet"]
+    assert [p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]] == ["good.parquet"]
+    assert gmodel.counts_of(model) == dict(reference_counts(clustered(100, seed=7)))
+    assert summary.partitions == 1
+
+    (data / "dt=1" / "bad.jsonl").write_bytes(b'{"text": "repaired partition"}\n')
+    repaired = run(from_args(args(data, store, "--skip-bad-partitions")))
+    _, manifest = load_latest(store)
+    assert [p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]] == ["bad.jsonl"]
+    assert [r["uri"].rsplit("/", 1)[1] for r in manifest["rejected"]] == ["broken.parquet"]
+    assert repaired.tokens == 2
+
+
+def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobs.models import main as models_main
+
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "part-0.parquet", clustered(100, seed=9))
+    assert main([*args(data, store), "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"version", "parent", "published", "partitions", "tokens", "new_words", "vocab_size", "seconds"} <= set(line)
+    assert line["published"] is True and line["parent"] is None and line["partitions"] == 1
+
+    assert models_main(["list", "--store", str(store)]) == 0
+    assert f"* {line['version']}" in capsys.readouterr().out
+    out = tmp_path / "vectors.txt"
+    assert models_main(["export", "latest", "--store", str(store), "--output", str(out)]) == 0
+    header = out.read_text().splitlines()[0].split()
+    assert header == [str(line["vocab_size"]), "24"]
+    assert models_main(["show", "nope", "--store", str(store)]) == 2
