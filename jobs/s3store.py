@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 MIN_PART = 5 * MiB  # S3 rejects smaller parts (except the last)
+DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
 ENV_PREFIX = "EMBEDDING_REFRESH_S3_"
 RETRY_MODES = ("standard", "adaptive", "legacy")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
@@ -299,8 +300,8 @@ class S3Store:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"
         keys = sorted(self._keys(root, "delete a version"), key=lambda k: not k.endswith("/manifest.json"))
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1,000 keys
-            batch = keys[start : start + 1000]
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
             try:
                 response = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
@@ -402,4 +403,3 @@ def _hint(code: str, status: int | None, settings: S3Settings) -> str:
     if (status is not None and status >= 500) or code in ("SlowDown", "RequestTimeout"):
         return f"the store kept failing after {settings.max_attempts} attempt(s); retry later or raise AWS_MAX_ATTEMPTS"
     return "check the store URI and its permissions"
-

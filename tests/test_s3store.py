@@ -1,0 +1,471 @@
+"""The S3 store against a real ``moto_server`` over HTTP, sometimes through a fault-injecting proxy.
+
+No patched clients: every test talks to a moto process through botocore's real HTTP stack, as the job would
+to S3. Each test gets its own bucket; the server is shared by the session. Run with
+``python -m pytest tests/test_s3store.py -q``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import os
+import pickle
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import s3store
+from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
+from jobs.publish import fetch_verified, publish, read_manifest
+from jobs.s3store import S3Settings, S3Store, parse_size
+from jobs.store import Pointer, open_store
+from shards.partitions import discover, open_filesystem
+from tests.s3server import FaultProxy, MotoServer
+
+ACCESS_KEY = "AKIAFAKEACCESSKEY0042"
+SECRET_KEY = "fake/secret+key/that-must-never-leak-0042"
+SESSION_TOKEN = "FakeSessionTokenThatMustNeverLeak0042"
+MiB = 1 << 20
+component = pytest.mark.component
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Dummy credentials and the moto endpoint in the environment; nothing from the developer's ~/.aws."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "EMBEDDING_REFRESH_S3_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return moto.endpoint
+
+
+@pytest.fixture
+def raw(aws_env: str) -> Any:
+    """A plain boto3 client straight to moto, to look behind the store's back."""
+    return boto3.client("s3", endpoint_url=aws_env)
+
+
+@pytest.fixture
+def bucket(raw: Any) -> str:
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    raw.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def proxy(moto: MotoServer) -> Iterator[FaultProxy]:
+    with FaultProxy(moto.endpoint) as running:
+        yield running
+
+
+def store_at(bucket: str, endpoint: str | None = None, **settings: Any) -> S3Store:
+    """The store ``s3://bucket/models`` as the job opens it, with some settings overridden."""
+    store = S3Store.from_uri(f"s3://{bucket}/models")
+    overrides = {"endpoint_url": endpoint, **settings} if endpoint else settings
+    return S3Store(store.bucket, store.prefix, dataclasses.replace(store.settings, **overrides))
+
+
+def model_folder(root: Path, vectors_bytes: int = 12 * MiB) -> Path:
+    """A folder shaped like a saved gensim model: a small pickle and large arrays beside it."""
+    folder = root / "out"
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "model").write_bytes(b"\x80\x04gensim-model" + os.urandom(1000))
+    (folder / "model" / "model.wv.vectors.npy").write_bytes(b"\x93NUMPY" + os.urandom(vectors_bytes))
+    (folder / "model" / "model.syn1neg.npy").write_bytes(b"\x93NUMPY" + os.urandom(256 * 1024))
+    (folder / "config.json").write_text('{"vector_size": 100}')
+    return folder
+
+
+def new_version() -> str:
+    return f"20261124T020000Z-{uuid.uuid4().hex[:6]}"
+
+
+def current_on_server(raw: Any, bucket: str) -> tuple[str, str] | None:
+    """(body, ETag) of the pointer, read directly from moto."""
+    try:
+        response = raw.get_object(Bucket=bucket, Key="models/CURRENT")
+    except raw.exceptions.NoSuchKey:
+        return None
+    return response["Body"].read().decode(), response["ETag"]
+
+
+# -- settings: no server -------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_settings_come_from_the_environment_when_the_store_is_opened() -> None:
+    settings = S3Settings.from_env(
+        {
+            "AWS_ENDPOINT_URL": "http://minio:9000",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "AWS_RETRY_MODE": "adaptive",
+            "AWS_MAX_ATTEMPTS": "7",
+            "EMBEDDING_REFRESH_S3_ADDRESSING_STYLE": "path",
+            "EMBEDDING_REFRESH_S3_CHECKSUM_ALGORITHM": "none",
+            "EMBEDDING_REFRESH_S3_MULTIPART_THRESHOLD": "8MiB",
+            "EMBEDDING_REFRESH_S3_MULTIPART_CHUNKSIZE": "5242880",
+            "EMBEDDING_REFRESH_S3_MAX_CONCURRENCY": "4",
+        }
+    )
+    assert settings == S3Settings(
+        endpoint_url="http://minio:9000",
+        region="eu-west-1",
+        addressing_style="path",
+        retry_mode="adaptive",
+        max_attempts=7,
+        checksum_algorithm=None,
+        multipart_threshold=8 * MiB,
+        multipart_chunksize=5 * MiB,
+        max_concurrency=4,
+    )
+    config = settings.client_config()
+    assert config.retries == {"mode": "adaptive", "max_attempts": 7}
+    assert config.s3 == {"addressing_style": "path"}
+    assert S3Settings.from_env({}) == S3Settings()
+    assert S3Settings.from_env({"AWS_ENDPOINT_URL_S3": "http://a", "AWS_ENDPOINT_URL": "http://b"}).endpoint_url == (
+        "http://a"
+    )
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "sideways"),
+        ("AWS_RETRY_MODE", "eager"),
+        ("AWS_MAX_ATTEMPTS", "0"),
+        ("AWS_MAX_ATTEMPTS", "many"),
+        ("EMBEDDING_REFRESH_S3_CHECKSUM_ALGORITHM", "MD5"),
+        ("EMBEDDING_REFRESH_S3_MULTIPART_CHUNKSIZE", "1MiB"),
+        ("EMBEDDING_REFRESH_S3_MULTIPART_THRESHOLD", "big"),
+    ],
+)
+def test_invalid_settings_are_refused_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        S3Settings.from_env({name: value})
+
+
+@pytest.mark.unit
+def test_sizes() -> None:
+    assert parse_size("64MiB", "X") == parse_size("64 mb", "X") == 64 * MiB
+    assert parse_size("1048576", "X") == MiB
+    assert parse_size("2GiB", "X") == 2 << 30
+
+
+@pytest.mark.unit
+def test_uri_parsing_and_keys() -> None:
+    assert S3Store.from_uri("s3://bucket/a/b/", S3Settings()).uri == "s3://bucket/a/b"
+    assert S3Store.from_uri("s3://bucket", S3Settings()).uri == "s3://bucket"
+    with pytest.raises(ConfigError):
+        S3Store.from_uri("s3:///prefix", S3Settings())
+    with pytest.raises(StoreError, match="invalid key"):
+        S3Store("bucket", "p").put_bytes("versions/../CURRENT", b"")
+
+
+@component
+def test_store_pickles_without_a_client_or_credentials(bucket: str) -> None:
+    store = store_at(bucket)
+    store.put_bytes("probe", b"x")  # creates the client and resolves credentials
+    data = pickle.dumps(store)
+    for secret in (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN):
+        assert secret.encode() not in data
+    copy = pickle.loads(data)
+    assert (copy.uri, copy.settings, copy._client) == (store.uri, store.settings, None)
+    assert copy.get_bytes("probe") == b"x"
+    assert isinstance(open_store(f"s3://{bucket}/models"), S3Store)
+
+
+# -- primitives ----------------------------------------------------------------------------------------
+
+
+@component
+def test_primitives(bucket: str, raw: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_at(bucket)
+    assert store.read_pointer() is None
+    assert store.list_versions() == []
+
+    store.put_bytes("versions/v1/a.txt", b"alpha")
+    assert store.get_bytes("versions/v1/a.txt") == b"alpha"
+    source = tmp_path / "b.bin"
+    source.write_bytes(b"beta" * 1000)
+    store.put_file("versions/v1/sub/b.bin", source)
+    store.get_file("versions/v1/sub/b.bin", tmp_path / "b.copy")
+    assert (tmp_path / "b.copy").read_bytes() == source.read_bytes()
+    with pytest.raises(VersionNotFound, match=f"s3://{bucket}/models/versions/v1/missing"):
+        store.get_bytes("versions/v1/missing")
+    with pytest.raises(VersionNotFound):
+        store.get_file("versions/v1/missing", tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+    store.swap_pointer("v1", expected=None)
+    pointer = store.read_pointer()
+    assert pointer == Pointer("v1", raw.head_object(Bucket=bucket, Key="models/CURRENT")["ETag"])
+    with pytest.raises(ConflictError):
+        store.swap_pointer("v2", expected=None)  # the store is no longer empty
+    store.swap_pointer("v2", expected=pointer)
+    with pytest.raises(ConflictError) as stale:
+        store.swap_pointer("v3", expected=pointer)  # the ETag moved on
+    assert (stale.value.ours, stale.value.theirs, stale.value.expected) == ("v3", "v2", "v1")
+
+    # only versions with a manifest are listed; deleting removes every object, in batches
+    for version in ("v1", "v2"):
+        store.put_bytes(f"versions/{version}/manifest.json", b"{}")
+    store.put_bytes("versions/v0-unfinished/a.txt", b"")
+    assert store.list_versions() == ["v1", "v2"]
+    monkeypatch.setattr(s3store, "DELETE_BATCH", 2)
+    store.delete_version("v1")
+    assert store.list_versions() == ["v2"]
+    listed = raw.list_objects_v2(Bucket=bucket, Prefix="models/versions/v1/")
+    assert listed["KeyCount"] == 0
+
+
+@component
+def test_a_failed_conditional_put_answers_412(bucket: str, raw: Any) -> None:
+    """Guards against a moto regression (5.2.0 answered 500 in server mode): the store relies on 412."""
+    first = raw.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(botocore.exceptions.ClientError) as failed:
+            raw.put_object(Bucket=bucket, Key="k", Body=b"2", **condition)
+        assert failed.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+        assert failed.value.response["Error"]["Code"] == "PreconditionFailed"
+    raw.put_object(Bucket=bucket, Key="k", Body=b"3", IfMatch=first["ETag"])
+    assert raw.get_object(Bucket=bucket, Key="k")["Body"].read() == b"3"
+
+
+# -- publish and fetch ---------------------------------------------------------------------------------
+
+
+@component
+def test_publish_then_fetch_round_trips_a_multipart_model(bucket: str, raw: Any, tmp_path: Path) -> None:
+    store = store_at(bucket, multipart_threshold=1 * MiB, multipart_chunksize=5 * MiB)
+    folder = model_folder(tmp_path)
+    version = new_version()
+
+    manifest = publish(store, version, folder, {"kind": "word2vec"}, expected=None)
+
+    big = f"models/versions/{version}/model/model.wv.vectors.npy"
+    head = raw.head_object(Bucket=bucket, Key=big, ChecksumMode="ENABLED")
+    assert head["ETag"].strip('"').endswith("-3")  # 12 MiB in 5 MiB parts
+    assert head.get("ChecksumSHA256")  # S3 received and kept a SHA-256 checksum
+    assert store.read_pointer().version == version  # type: ignore[union-attr]
+    assert store.list_versions() == [version]
+    assert read_manifest(store, "latest")["files"] == manifest["files"]
+
+    fetched = fetch_verified(store, "latest", tmp_path / "cache")
+    for name in manifest["files"]:
+        assert (fetched / name).read_bytes() == (folder / name).read_bytes(), name
+
+
+@component
+def test_uploads_carry_a_sha256_checksum_unless_turned_off(
+    bucket: str, proxy: FaultProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = model_folder(tmp_path, vectors_bytes=6 * MiB)
+    store = store_at(bucket, proxy.endpoint, multipart_threshold=1 * MiB, multipart_chunksize=5 * MiB)
+    publish(store, new_version(), folder, {}, expected=None)
+    uploads = [s for s in proxy.seen if s.method == "PUT"]
+    assert uploads and all(s.headers.get("x-amz-checksum-sha256") for s in uploads)
+    assert any("partNumber=" in s.path for s in uploads)
+    assert all(s.path.startswith(f"/{bucket}/") for s in proxy.seen)  # path-style for an IP endpoint
+
+    # for S3-compatible stores that reject checksum headers
+    proxy.seen.clear()
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+    monkeypatch.setenv("EMBEDDING_REFRESH_S3_CHECKSUM_ALGORITHM", "none")
+    monkeypatch.setenv("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "path")
+    plain = store_at(bucket, proxy.endpoint, multipart_threshold=1 * MiB, multipart_chunksize=5 * MiB)
+    assert plain.client.meta.config.s3 == {"addressing_style": "path"}
+    version = new_version()
+    publish(plain, version, folder, {}, expected=store.read_pointer())
+    uploads = [s for s in proxy.seen if s.method == "PUT"]
+    assert uploads and not any(k.lower().startswith("x-amz-checksum") for s in uploads for k in s.headers)
+    fetch_verified(plain, version, tmp_path / "cache")
+
+
+@component
+def test_fetch_refuses_a_corrupted_or_missing_file(bucket: str, raw: Any, tmp_path: Path) -> None:
+    store = store_at(bucket)
+    version = new_version()
+    folder = model_folder(tmp_path, vectors_bytes=MiB)
+    publish(store, version, folder, {}, expected=None)
+    vectors = f"models/versions/{version}/model/model.wv.vectors.npy"
+    original = raw.get_object(Bucket=bucket, Key=vectors)["Body"].read()
+
+    tampered = bytearray(original)
+    tampered[-1] ^= 0xFF  # same size, different bytes
+    raw.put_object(Bucket=bucket, Key=vectors, Body=bytes(tampered))
+    with pytest.raises(IntegrityError, match=re.escape("model.wv.vectors.npy: SHA-256")):
+        fetch_verified(store, "latest", tmp_path / "a")
+
+    raw.put_object(Bucket=bucket, Key=vectors, Body=original[:-10])
+    with pytest.raises(IntegrityError, match="size"):
+        fetch_verified(store, "latest", tmp_path / "b")
+
+    raw.put_object(Bucket=bucket, Key=vectors, Body=original)
+    raw.delete_object(Bucket=bucket, Key=f"models/versions/{version}/model/model.syn1neg.npy")
+    with pytest.raises(IntegrityError, match=re.escape("missing model/model.syn1neg.npy")):
+        fetch_verified(store, "latest", tmp_path / "c")
+
+
+@component
+def test_the_second_of_two_publishers_from_one_pointer_gets_a_conflict(bucket: str, raw: Any, tmp_path: Path) -> None:
+    base = new_version()
+    publish(store_at(bucket), base, model_folder(tmp_path / "base", MiB), {}, expected=None)
+    first_store, second_store = store_at(bucket), store_at(bucket)
+    start = first_store.read_pointer()
+    assert start == second_store.read_pointer()
+    first, second = new_version(), new_version()
+
+    publish(first_store, first, model_folder(tmp_path / "first", MiB), {}, expected=start)
+    with pytest.raises(ConflictError) as conflict:
+        publish(second_store, second, model_folder(tmp_path / "second", MiB), {}, expected=start)
+
+    assert (conflict.value.ours, conflict.value.theirs, conflict.value.expected) == (second, first, base)
+    assert first in str(conflict.value) and second in str(conflict.value)
+    assert current_on_server(raw, bucket)[0].find(first) > 0  # type: ignore[index]
+    assert first_store.list_versions() == sorted([base, first, second])  # the loser stays, unpromoted
+    fetch_verified(second_store, second, tmp_path / "loser")
+
+
+@component
+def test_conflict_on_an_empty_store(bucket: str, tmp_path: Path) -> None:
+    one, two = new_version(), new_version()
+    publish(store_at(bucket), one, model_folder(tmp_path / "one", MiB), {}, expected=None)
+    with pytest.raises(ConflictError) as conflict:
+        publish(store_at(bucket), two, model_folder(tmp_path / "two", MiB), {}, expected=None)
+    assert (conflict.value.ours, conflict.value.theirs, conflict.value.expected) == (two, one, None)
+
+
+# -- failures ------------------------------------------------------------------------------------------
+
+
+@component
+def test_transient_failures_are_retried_and_publish_succeeds(
+    bucket: str, raw: Any, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="jobs")
+    store = store_at(bucket, proxy.endpoint, multipart_threshold=1 * MiB, multipart_chunksize=5 * MiB)
+    proxy.fail("503", times=2, method="PUT", path_contains="partNumber=")
+    proxy.fail("drop", method="PUT", path_contains="partNumber=2")
+    proxy.fail("500", method="POST", path_contains="uploadId=")  # CompleteMultipartUpload
+    proxy.fail("drop", method="PUT", path_contains="/manifest.json")
+    # the pointer write reaches S3 but its answer is lost: the retry then fails If-None-Match
+    proxy.fail("lose_response", method="PUT", path_contains="/CURRENT")
+    proxy.fail("503", method="GET", path_contains="/manifest.json")
+    proxy.fail("drop", method="GET", path_contains="model.wv.vectors.npy")
+    version = new_version()
+
+    manifest = publish(store, version, model_folder(tmp_path), {}, expected=None)
+    fetched = fetch_verified(store, "latest", tmp_path / "cache")
+
+    assert proxy.pending() == 0, "every planned fault fired"
+    assert len(proxy.injected()) == 8
+    assert version in current_on_server(raw, bucket)[0]  # type: ignore[index]
+    assert "a retried write had succeeded" in caplog.text  # recognised as ours, not reported as a conflict
+    assert (fetched / "model/model.wv.vectors.npy").stat().st_size == manifest["files"]["model/model.wv.vectors.npy"][
+        "size"
+    ]
+
+
+@component
+@pytest.mark.parametrize("action", ["503", "drop"])
+def test_a_store_that_keeps_failing_raises_store_error_and_leaves_the_pointer(
+    action: str, bucket: str, raw: Any, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    publish(store_at(bucket), new_version(), model_folder(tmp_path / "good", MiB), {}, expected=None)
+    before = current_on_server(raw, bucket)
+    failing = store_at(bucket, proxy.endpoint, max_attempts=2)
+    expected = failing.read_pointer()
+    proxy.fail_everything(action)  # type: ignore[arg-type]
+
+    started = time.monotonic()
+    with pytest.raises(StoreError) as failed:
+        publish(failing, new_version(), model_folder(tmp_path / "bad", MiB), {}, expected=expected)
+
+    assert not isinstance(failed.value, ConflictError)
+    assert time.monotonic() - started < 30
+    assert f"s3://{bucket}/models/versions/" in str(failed.value) and "cannot upload" in str(failed.value)
+    assert current_on_server(raw, bucket) == before
+
+
+@component
+def test_no_credential_appears_in_errors_or_logs(
+    bucket: str, proxy: FaultProxy, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    closed_port = f"http://127.0.0.1:{proxy.endpoint.rsplit(':', 1)[1]}"
+    proxy.stop()  # nothing listens there any more
+    errors: list[BaseException] = []
+    attempts = [
+        lambda: store_at(bucket, closed_port, max_attempts=1).put_bytes("k", b"x"),
+        lambda: store_at("no-such-bucket-0042").get_bytes("k"),
+        lambda: store_at("no-such-bucket-0042").put_file("k", tmp_path / "k"),
+        lambda: store_at("no-such-bucket-0042").swap_pointer("v", None),
+        lambda: store_at("no-such-bucket-0042").list_versions(),
+    ]
+    (tmp_path / "k").write_bytes(b"x")
+    for attempt in attempts:
+        with pytest.raises(StoreError) as failed:
+            attempt()
+        errors.append(failed.value)
+
+    assert "NoSuchBucket" in str(errors[1]) and "s3://no-such-bucket-0042/models/k" in str(errors[1])
+    ours = [str(e) for e in errors] + [repr(e) for e in errors] + [str(e.__cause__) for e in errors]
+    ours += [r.getMessage() for r in caplog.records if r.name.startswith(("jobs", "shards", "tests"))]
+    ours += [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    for credential in (ACCESS_KEY, SECRET_KEY, SESSION_TOKEN):
+        assert not [text for text in ours if credential in text], credential
+    # botocore's own DEBUG records show the request headers (the access key id in Authorization, the session
+    # token), so keep botocore below DEBUG in production; they never show the secret key
+    assert not [r for r in caplog.records if SECRET_KEY in r.getMessage()]
+
+
+# -- partitions through pyarrow ------------------------------------------------------------------------
+
+
+@component
+def test_pyarrow_discovers_partitions_on_the_endpoint(bucket: str, raw: Any) -> None:
+    table = pa.table({"text": ["the quick brown fox", "jumps over the lazy dog"]})
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    objects = {
+        "data/date=2026-11-23/part-0000.parquet": buffer.getvalue(),
+        "data/date=2026-11-23/_SUCCESS": b"",
+        "data/date=2026-11-24/notes.txt": b"a line of text\nanother line\n",
+        "data/_temporary/0/part-9999.parquet": b"partial",
+    }
+    for key, body in objects.items():
+        raw.put_object(Bucket=bucket, Key=key, Body=body)
+
+    fs, root = open_filesystem(f"s3://{bucket}/data/")
+    found = discover(fs, root)
+
+    assert [(p.uri, p.format, p.hive) for p in found] == [
+        (f"s3://{bucket}/data/date=2026-11-23/part-0000.parquet", "parquet", (("date", "2026-11-23"),)),
+        (f"s3://{bucket}/data/date=2026-11-24/notes.txt", "text", (("date", "2026-11-24"),)),
+    ]
+    assert pq.read_table(found[0].path, filesystem=fs).equals(table)
