@@ -1,0 +1,95 @@
+"""The local store and the publish protocol: atomic files, a conditional pointer, verified loads, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
+from jobs.models import gc, promote
+from jobs.publish import fetch_verified, publish, read_manifest
+from jobs.store import LocalStore, open_store
+
+pytestmark = pytest.mark.unit
+
+
+def folder(tmp_path: Path, name: str, payload: bytes = b"weights") -> Path:
+    out = tmp_path / f"out-{name}"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "embedding.model").write_bytes(payload)
+    (out / "model" / "embedding.model.wv.vectors.npy").write_bytes(payload * 3)
+    (out / "ledger.parquet").write_bytes(b"ledger")
+    return out
+
+
+def test_publish_then_fetch_verified_round_trips(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    assert store.read_pointer() is None and store.list_versions() == []
+    manifest = publish(store, "v1", folder(tmp_path, "a"), {"parent": None}, expected=None)
+    assert store.read_pointer().version == "v1"  # type: ignore[union-attr]
+    assert set(manifest["files"]) == {"model/embedding.model", "model/embedding.model.wv.vectors.npy",
+                                      "ledger.parquet"}
+    assert manifest["files"]["ledger.parquet"]["size"] == 6
+    got = fetch_verified(store, "latest", tmp_path / "got")
+    assert (got / "model" / "embedding.model.wv.vectors.npy").read_bytes() == b"weights" * 3
+    assert json.loads((tmp_path / "store" / "CURRENT").read_text())["manifest"] == "versions/v1/manifest.json"
+    assert not list((tmp_path / "store").rglob("*.tmp"))
+
+
+def test_a_stale_pointer_is_a_conflict_and_the_pointer_stays(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(store, "v1", folder(tmp_path, "a"), {}, expected=None)
+    start = store.read_pointer()
+    publish(store, "v2", folder(tmp_path, "b"), {}, expected=start)
+    with pytest.raises(ConflictError, match="moved to v2 while this run was working from v1") as info:
+        publish(store, "v3", folder(tmp_path, "c"), {}, expected=start)
+    assert (info.value.ours, info.value.theirs) == ("v3", "v2")
+    assert store.read_pointer().version == "v2"  # type: ignore[union-attr]
+    assert store.list_versions() == ["v1", "v2", "v3"]  # the loser is kept, unpromoted
+    with pytest.raises(ConflictError):
+        publish(store, "v4", folder(tmp_path, "d"), {}, expected=None)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncate", "delete"])
+def test_a_damaged_version_is_refused_before_loading(tmp_path: Path, damage: str) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(store, "v1", folder(tmp_path, "a"), {}, expected=None)
+    target = tmp_path / "store" / "versions" / "v1" / "model" / "embedding.model.wv.vectors.npy"
+    if damage == "corrupt":
+        target.write_bytes(b"X" + target.read_bytes()[1:])
+    elif damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-1])
+    else:
+        target.unlink()
+    message = {"corrupt": "SHA-256", "truncate": "size", "delete": "missing"}[damage]
+    with pytest.raises(IntegrityError, match=message):
+        fetch_verified(store, "v1", tmp_path / "got")
+
+
+def test_promote_rolls_back_and_forward_and_gc_keeps_current_and_parent(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    pointer = None
+    for i, version in enumerate(["v1", "v2", "v3", "v4"]):
+        publish(store, version, folder(tmp_path, version), {"parent": f"v{i}" if i else None}, expected=pointer)
+        pointer = store.read_pointer()
+    assert promote(store, "v2") == "current version: v2 (was v4)"
+    assert read_manifest(store, "latest")["version"] == "v2"
+    promote(store, "v4")
+    assert store.read_pointer().version == "v4"  # type: ignore[union-attr]
+    with pytest.raises(VersionNotFound):
+        promote(store, "v9")
+    promote(store, "v2")
+    assert gc(store, keep=1) == "removed 1 version(s); kept 3"
+    assert store.list_versions() == ["v1", "v2", "v4"]  # v4 is the newest, v2 current, v1 its parent
+
+
+def test_store_uris(tmp_path: Path) -> None:
+    assert isinstance(open_store(str(tmp_path)), LocalStore)
+    with pytest.raises(StoreError):
+        LocalStore(tmp_path).get_bytes("../escape")
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unsupported store"):
+        open_store("gs://bucket/x")
