@@ -45,8 +45,14 @@ class TrainingConfig:
     min_n: int = 3
     max_n: int = 6
     bucket: int = 2_000_000
+    vocab_policy: Literal["remember", "gensim"] = "remember"
+    pending_cap: int = 1_000_000
 
     def __post_init__(self) -> None:
+        if self.vocab_policy not in ("remember", "gensim"):
+            raise ConfigError(f"--vocab-policy must be remember or gensim, got {self.vocab_policy!r}")
+        if self.pending_cap < 0:
+            raise ConfigError(f"--pending-cap must not be negative, got {self.pending_cap}")
         if self.model not in ("word2vec", "fasttext"):
             raise ConfigError(f"--model must be word2vec or fasttext, got {self.model!r}")
         for name in ("vector_size", "window", "min_count", "epochs", "workers", "negative"):
@@ -131,6 +137,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--min-n", type=int, default=3, help="FastText: shortest character n-gram")
     m.add_argument("--max-n", type=int, default=6, help="FastText: longest character n-gram")
     m.add_argument("--bucket", type=int, default=2_000_000, help="FastText: n-gram hash buckets")
+    m.add_argument("--vocab-policy", default="remember", choices=["remember", "gensim"],
+                   help="remember: counts of words below --min-count accumulate across runs until they qualify, "
+                        "and down-sampling uses cumulative counts; gensim: judge each run's counts alone")
+    m.add_argument("--pending-cap", type=int, default=1_000_000,
+                   help="how many below-min-count words to remember (the rarest are pruned)")
 
     r = p.add_argument_group("ray")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads (and CPUs reserved)")
@@ -157,7 +168,8 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         training=TrainingConfig(model=a.model, vector_size=a.vector_size, window=a.window, min_count=a.min_count,
                                 sg=a.sg, negative=a.negative, sample=a.sample, epochs=a.epochs, alpha=a.alpha,
                                 min_alpha=a.min_alpha, workers=a.workers, seed=a.seed, min_n=a.min_n,
-                                max_n=a.max_n, bucket=a.bucket),
+                                max_n=a.max_n, bucket=a.bucket, vocab_policy=a.vocab_policy,
+                                pending_cap=a.pending_cap),
         skip_bad_partitions=a.skip_bad_partitions,
         max_partitions=a.max_partitions,
         max_in_flight=a.max_in_flight,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
@@ -65,21 +66,62 @@ def load(path: Path, model_kind: str) -> Word2Vec:
 
 
 def update_vocabulary(
-    model: Word2Vec, counts: dict[str, int], sentences: int, min_count: int | None = None
+    model: Word2Vec, counts: dict[str, int], sentences: int, pending: dict[str, int] | None = None
 ) -> VocabularyChange:
-    """Add ``counts`` to the model's vocabulary: new words at or above ``min_count`` join, known words'
-    counts grow, down-sampling is recomputed. The first call on a new model builds the vocabulary.
+    """Add this run's word ``counts`` to the model's vocabulary; the first call builds it.
+
+    With ``pending`` (counts of words that never reached ``min_count``, remembered across runs) a word is
+    admitted once its cumulative count reaches ``min_count``, and down-sampling is recomputed from the
+    cumulative counts of the whole vocabulary. With ``pending=None`` this is gensim's own behaviour:
+    ``min_count`` and down-sampling are judged on this run's counts alone.
     """
     before = len(model.wv)
-    known = set(model.wv.key_to_index)
-    if min_count is not None:
-        model.min_count = min_count
+    known = model.wv.key_to_index
+    offered = dict(counts)
+    if pending is not None:
+        for word, count in pending.items():
+            if word in offered and word not in known:
+                offered[word] += count
     try:
-        model.build_vocab_from_freq(counts, corpus_count=sentences, update=before > 0)
+        model.build_vocab_from_freq(offered, corpus_count=sentences, update=before > 0)
     except RuntimeError as exc:
         raise TrainingError(f"vocabulary update failed: {exc}") from exc
-    new_words = [w for w in model.wv.index_to_key if w not in known]
-    return VocabularyChange(before=before, after=len(model.wv), new_words=new_words)
+    if pending is not None:
+        resample(model)
+    new_words = model.wv.index_to_key[before:]
+    return VocabularyChange(before=before, after=len(model.wv), new_words=list(new_words))
+
+
+def below_min_count(
+    model: Word2Vec, counts: dict[str, int], pending: dict[str, int], cap: int
+) -> dict[str, int]:
+    """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
+    known = model.wv.key_to_index
+    remembered = {w: c for w, c in pending.items() if w not in known}
+    for word, count in counts.items():
+        if word not in known:
+            remembered[word] = remembered.get(word, 0) + count
+    if len(remembered) > cap:
+        keep = sorted(remembered.items(), key=lambda item: (-item[1], item[0]))[:cap]
+        remembered = dict(keep)
+    return remembered
+
+
+def resample(model: Word2Vec) -> None:
+    """Recompute every word's down-sampling threshold from its cumulative count (gensim's formula), rather
+    than from the latest batch alone as ``build_vocab(update=True)`` does (gensim issue #2951)."""
+    if len(model.wv) == 0:
+        return
+    counts = np.asarray(model.wv.expandos["count"], dtype=np.float64)
+    total = counts.sum()
+    if not model.sample:
+        threshold = total
+    elif model.sample < 1.0:
+        threshold = model.sample * total
+    else:
+        threshold = float(int(model.sample * (3 + np.sqrt(5)) / 2))
+    probability = np.minimum((np.sqrt(counts / threshold) + 1) * (threshold / counts), 1.0)
+    model.wv.expandos["sample_int"] = (probability * (2**32 - 1)).astype(np.uint32)
 
 
 def train(

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from jobs import model as gmodel
 from jobs.config import TrainingConfig
@@ -31,6 +32,7 @@ from shards.tokenized import TokenizedPartition, merge_counts
 
 log = logging.getLogger(__name__)
 
+PENDING = "pending.parquet"  # words below min_count, remembered across runs
 _COMPACT_EVERY = 32  # merge the per-partition count tables this often, bounding memory to ~the vocabulary
 
 
@@ -47,6 +49,16 @@ class Candidate:
     neighbours: dict[str, list[tuple[str, float]]]
     spooled_bytes: int
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def write_counts(path: Path, counts: dict[str, int]) -> None:
+    table = pa.table({"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())})
+    pq.write_table(table, path, compression="zstd")
+
+
+def read_counts(path: Path) -> dict[str, int]:
+    table = pq.read_table(path)
+    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
 
 
 class Trainer:
@@ -91,14 +103,16 @@ class Trainer:
         try:
             self._corpus.close()
             start = time.perf_counter()
-            model = self._load_parent(store, parent) if parent else gmodel.create(config)
+            model, pending = self._load_parent(store, parent) if parent else (gmodel.create(config), {})
             timings["load"] = time.perf_counter() - start
 
             start = time.perf_counter()
             counts = merge_counts(self._counts)
             self._counts = []
             freq = dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist()))
-            change = gmodel.update_vocabulary(model, freq, self.sentences)
+            remember = config.vocab_policy == "remember"
+            change = gmodel.update_vocabulary(model, freq, self.sentences, pending if remember else None)
+            pending = gmodel.below_min_count(model, freq, pending, config.pending_cap) if remember else {}
             timings["vocabulary"] = time.perf_counter() - start
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
@@ -108,6 +122,7 @@ class Trainer:
             start = time.perf_counter()
             out = self.dir / "version"
             gmodel.save(model, out)
+            write_counts(out / PENDING, pending)
             for name, data in extra_files.items():
                 (out / name).write_bytes(data)
             timings["save"] = time.perf_counter() - start
@@ -131,10 +146,13 @@ class Trainer:
             new_words=ranked, neighbours=neighbours, spooled_bytes=self.spooled, timings=timings,
         )
 
-    def _load_parent(self, store: Store, parent: str) -> Any:
+    def _load_parent(self, store: Store, parent: str) -> tuple[Any, dict[str, int]]:
+        """The verified parent model and its remembered below-min-count word counts."""
         manifest = read_manifest(store, parent)
-        folder = fetch_verified(store, parent, self.dir / "parent", model_files(manifest))
-        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])
+        names = model_files(manifest) + ([PENDING] if PENDING in manifest["files"] else [])
+        folder = fetch_verified(store, parent, self.dir / "parent", names)
+        pending = read_counts(folder / PENDING) if PENDING in names else {}
+        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), pending
 
     def close(self) -> None:
         """Remove the spool (the actor's node keeps nothing once the run ends)."""
