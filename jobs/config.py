@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from jobs.errors import ConfigError
+from jobs.evaluate import GateConfig
 from shards.tokenize import DEFAULT_TOKEN_PATTERN, TokenizerConfig
 from shards.tokenized import ReadOptions
 
@@ -47,8 +49,14 @@ class TrainingConfig:
     bucket: int = 2_000_000
     vocab_policy: Literal["remember", "gensim"] = "remember"
     pending_cap: int = 1_000_000
+    replay_fraction: float = 0.0
+    replay_max_sentences: int = 100_000
 
     def __post_init__(self) -> None:
+        if not 0 <= self.replay_fraction <= 10:
+            raise ConfigError(f"--replay-fraction must be between 0 and 10, got {self.replay_fraction}")
+        if self.replay_max_sentences < 1:
+            raise ConfigError(f"--replay-max-sentences must be at least 1, got {self.replay_max_sentences}")
         if self.vocab_policy not in ("remember", "gensim"):
             raise ConfigError(f"--vocab-policy must be remember or gensim, got {self.vocab_policy!r}")
         if self.pending_cap < 0:
@@ -72,9 +80,13 @@ class RefreshConfig:
     store: str
     input_format: str = "auto"
     glob: str | None = None
+    since: str | None = None
+    where: tuple[tuple[str, str], ...] = ()
+    reprocess_rewritten: bool = False
     read: ReadOptions = ReadOptions()
     tokenizer: TokenizerConfig = TokenizerConfig()
     training: TrainingConfig = TrainingConfig()
+    gate: GateConfig = GateConfig()
     skip_bad_partitions: bool = False
     max_partitions: int | None = None
     max_in_flight: int | None = None
@@ -84,6 +96,11 @@ class RefreshConfig:
     json: bool = False
 
     def __post_init__(self) -> None:
+        if self.since is not None:
+            try:
+                datetime.date.fromisoformat(self.since[:10])
+            except ValueError:
+                raise ConfigError(f"--since takes a date like 2026-11-24, got {self.since!r}") from None
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
         if self.max_partitions is not None and self.max_partitions < 1:
@@ -109,6 +126,12 @@ def parser() -> argparse.ArgumentParser:
                    help="partition format (auto: by extension; .gz/.zst compression is always detected)")
     g.add_argument("--text-column", default="text", help="Parquet column / JSON field holding the text")
     g.add_argument("--glob", help="only partitions whose path below --input matches, e.g. 'dt=2026-11-*/*'")
+    g.add_argument("--since", metavar="DATE",
+                   help="only partitions whose dt/date/day folder (else modification time) is on or after DATE")
+    g.add_argument("--where", action="append", default=[], metavar="KEY=GLOB",
+                   help="only partitions whose hive folder KEY matches GLOB, e.g. --where region=eu-*; repeatable")
+    g.add_argument("--reprocess-rewritten", action="store_true",
+                   help="train again on partitions rewritten (new size or mtime) since they were consumed")
     g.add_argument("--max-partitions", type=int, help="consume at most this many new partitions (oldest first)")
     g.add_argument("--skip-bad-partitions", action="store_true",
                    help="train on the readable partitions and record the bad ones instead of failing")
@@ -142,6 +165,20 @@ def parser() -> argparse.ArgumentParser:
                         "and down-sampling uses cumulative counts; gensim: judge each run's counts alone")
     m.add_argument("--pending-cap", type=int, default=1_000_000,
                    help="how many below-min-count words to remember (the rarest are pruned)")
+    m.add_argument("--replay-fraction", type=float, default=0.0,
+                   help="mix this many old sentences per new one into an update, from a stored reservoir")
+    m.add_argument("--replay-max-sentences", type=int, default=100_000, help="size of the replay reservoir")
+
+    q = p.add_argument_group("quality gate")
+    q.add_argument("--eval-similarity", action="append", default=[], metavar="TSV",
+                   help="word-pair similarity file (WordSim-353 format); repeatable")
+    q.add_argument("--eval-analogies", action="append", default=[], metavar="TXT",
+                   help="analogy file (questions-words.txt format); repeatable")
+    q.add_argument("--gate-min-overlap", type=float, default=0.1,
+                   help="least mean share of nearest neighbours of frequent old words the candidate keeps")
+    q.add_argument("--gate-max-drop", type=float, default=0.05,
+                   help="largest allowed drop of a similarity or analogy score against the parent")
+    q.add_argument("--force", action="store_true", help="promote the candidate even if the gate fails")
 
     r = p.add_argument_group("ray")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads (and CPUs reserved)")
@@ -153,6 +190,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--where takes KEY=GLOB, got {text!r}")
+    return key, value
+
+
 def from_args(argv: list[str] | None = None) -> RefreshConfig:
     """Parse flags into a validated RefreshConfig. Raises ConfigError; exits on --help."""
     a = parser().parse_args(argv)
@@ -161,6 +205,9 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         store=a.store,
         input_format=a.input_format,
         glob=a.glob,
+        since=a.since,
+        where=tuple(_key_value(w) for w in a.where),
+        reprocess_rewritten=a.reprocess_rewritten,
         read=ReadOptions(text_column=a.text_column, batch_rows=a.batch_rows,
                          max_document_bytes=a.max_document_bytes),
         tokenizer=TokenizerConfig(lowercase=a.lowercase, deaccent=a.deaccent, token_pattern=a.token_pattern,
@@ -169,7 +216,10 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
                                 sg=a.sg, negative=a.negative, sample=a.sample, epochs=a.epochs, alpha=a.alpha,
                                 min_alpha=a.min_alpha, workers=a.workers, seed=a.seed, min_n=a.min_n,
                                 max_n=a.max_n, bucket=a.bucket, vocab_policy=a.vocab_policy,
-                                pending_cap=a.pending_cap),
+                                pending_cap=a.pending_cap, replay_fraction=a.replay_fraction,
+                                replay_max_sentences=a.replay_max_sentences),
+        gate=GateConfig(min_overlap=a.gate_min_overlap, max_drop=a.gate_max_drop, force=a.force,
+                        similarity_files=tuple(a.eval_similarity), analogy_files=tuple(a.eval_analogies)),
         skip_bad_partitions=a.skip_bad_partitions,
         max_partitions=a.max_partitions,
         max_in_flight=a.max_in_flight,

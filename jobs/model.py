@@ -65,6 +65,11 @@ def load(path: Path, model_kind: str) -> Word2Vec:
     return _CLASSES[model_kind].load(str(path))
 
 
+def load_vectors(path: Path, model_kind: str) -> Any:
+    """Only the KeyedVectors of a saved model, large arrays memory-mapped (for comparisons)."""
+    return _CLASSES[model_kind].load(str(path), mmap="r").wv
+
+
 def update_vocabulary(
     model: Word2Vec, counts: dict[str, int], sentences: int, pending: dict[str, int] | None = None
 ) -> VocabularyChange:

@@ -9,29 +9,35 @@ The runbook, in order (each step is one small module):
 2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed (:mod:`jobs.ledger`);
 3. tokenize them in parallel on Ray workers and stream them to the training actor (:mod:`jobs.cluster`);
 4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.trainer`, :mod:`jobs.model`);
-5. commit: manifest, then one conditional write of the pointer (:mod:`jobs.publish`);
+5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.evaluate`), one conditional
+   write of the pointer (:mod:`jobs.publish`);
 6. report (:mod:`jobs.report`).
 
-Exit status: 0 when a version was published or there was nothing new; 1 on any failure, with a message naming
+Exit status: 0 when a version was published or there was nothing new; 1 on any failure (a failed quality
+gate included), with a message naming
 what failed and what to do, so ``ray job submit`` reports FAILED.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import secrets
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jobs import cluster, ledger, report
 from jobs.config import RefreshConfig, from_args, to_dict
-from jobs.errors import BadPartitionsError, RefreshError, TrainingError
+from jobs.errors import BadPartitionsError, ConfigError, QualityGateError, RefreshError, TrainingError
+from jobs.evaluate import GateConfig
 from jobs.publish import read_manifest, version_key, write_manifest
 from jobs.store import Store, open_store
-from shards.partitions import discover, open_filesystem
+from jobs.trainer import TrainRequest
+from shards.partitions import discover, open_filesystem, select
 
 log = logging.getLogger("jobs.refresh")
 
@@ -54,82 +60,93 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find.
     store = open_store(config.store)
+    eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
-    parent = pointer.version if pointer else None
-    parent_manifest = read_manifest(store, parent) if parent else None
-    log.info("store %s: current version %s", store.uri, parent or "none (first model)")
+    parent = read_manifest(store, pointer.version) if pointer else None
+    log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
 
-    # 2. Discover partitions and keep the new ones.
+    # 2. Discover partitions and keep the ones this lineage has not consumed.
     fs, root = open_filesystem(config.input)
-    found = discover(fs, root, forced_format=config.input_format, glob=config.glob)
-    seen = ledger.read(store, parent)
+    found = select(discover(fs, root, forced_format=config.input_format, glob=config.glob),
+                   since=config.since, where=config.where)
+    seen = ledger.read(store, pointer.version if pointer else None)
     plan = ledger.select(found, seen)
-    todo = plan.new[: config.max_partitions] if config.max_partitions else plan.new
+    todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
+    todo = todo[: config.max_partitions] if config.max_partitions else todo
     for partition in plan.rewritten:
-        log.warning("partition rewritten since it was consumed (not retrained): %s", partition.uri)
-    log.info("%d partitions found, %d already consumed, %d new", len(found), plan.already, len(todo))
+        log.warning("partition rewritten since it was consumed (%s): %s", "retraining" if
+                    config.reprocess_rewritten else "not retrained; see --reprocess-rewritten", partition.uri)
+    log.info("%d partitions found, %d already consumed, %d to train on", len(found), plan.already, len(todo))
     if not todo:
         return report.Summary(
-            version=None, parent=parent, published=False, store=store.uri, seconds=time.perf_counter() - started,
-            message=f"no new partitions under {config.input} ({len(found)} found, all consumed)",
-            rewritten=[p.uri for p in plan.rewritten],
-        )
+            version=None, parent=parent and parent["version"], published=False, store=store.uri,
+            seconds=time.perf_counter() - started, rewritten=[p.uri for p in plan.rewritten],
+            message=f"no new partitions under {config.input} ({len(found)} found, all consumed)")
 
     version = new_version()
-    with cluster.connected(config.ray_address):
+    with cluster.connected(config.ray_address), cluster.trainer_actor(config) as trainer:
         # 3. Tokenize on Ray workers, streaming into the training actor.
-        with cluster.trainer_actor(config) as trainer:
-            ingest = cluster.stream(config, fs, todo, trainer)
-            if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
-                raise BadPartitionsError(ingest.rejected)
+        ingest = cluster.stream(config, fs, todo, trainer)
+        if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
+            raise BadPartitionsError(ingest.rejected)
 
-            # 4. Vocabulary, training, save, upload (all on the trainer's node).
-            extra = {
+        # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node).
+        request = TrainRequest(
+            version=version, parent=parent and parent["version"], parent_kind=parent["model"] if parent else "",
+            training=config.training, gate=config.gate, eval_files=eval_files,
+            extra_files={
                 ledger.LEDGER: ledger.extend(seen, ingest.consumed, version),
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
-            }
-            event = {"partitions": len(ingest.consumed), "tokens": ingest.tokens}
-            try:
-                candidate = cluster.result(trainer.finish.remote(
-                    store, parent, version, config.training, extra, event, hooks.training_callbacks))
-            except TrainingError:
-                _discard(store, version)
-                raise
+            },
+            event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
+            callbacks=hooks.training_callbacks,
+        )
+        try:
+            candidate = cluster.result(trainer.finish.remote(store, request))
+        except TrainingError:
+            discard(store, version)
+            raise
 
-    # 5. Commit: the manifest, then the pointer (conditional on what step 1 read).
-    fields = {
-        "parent": parent,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": candidate.model_kind,
-        "training": to_dict(config)["training"],
-        "tokenizer": to_dict(config)["tokenizer"],
-        "partitions": [{"uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
-        "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
-        "documents": ingest.documents,
-        "sentences": ingest.sentences,
-        "tokens": ingest.tokens,
-        "new_words": len(candidate.new_words),
-        "new_words_sample": candidate.new_words[:100],
-        "vocab_size": candidate.vocab_size,
-        "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
-        "files": candidate.files,
-        "version": version,
-    }
-    write_manifest(store, version, fields)
+    # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
+    details = report.details(config, ingest, candidate, parent)
+    files = {**candidate.files, **put_report(store, version, details)}
+    write_manifest(store, version, report.manifest_fields(config, ingest, candidate, parent, files))
+    gate = candidate.evaluation
+    if not gate["passed"] and not config.gate.force:
+        raise QualityGateError(
+            f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
+            f"NOT promoted; the current version stays {pointer.version if pointer else 'none'}. "
+            f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force.")
     store.swap_pointer(version, pointer)
 
     # 6. Report.
-    return report.Summary(
-        version=version, parent=parent, published=True, store=store.uri, partitions=len(ingest.consumed),
-        documents=ingest.documents, sentences=ingest.sentences, tokens=ingest.tokens,
-        new_words=len(candidate.new_words), vocab_size=candidate.vocab_size,
-        seconds=time.perf_counter() - started,
-        timings={"tokenize": ingest.seconds, **candidate.timings},
-        rejected=fields["rejected"], rewritten=[p.uri for p in plan.rewritten], neighbours=candidate.neighbours,
-    )
+    summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
+    log.info("refresh report:\n%s", report.markdown(details))
+    return summary
 
 
-def _discard(store: Store, version: str) -> None:
+def read_eval_files(gate: GateConfig) -> dict[str, bytes]:
+    """The user's evaluation files, read once by the driver and shipped to the trainer's node."""
+    files = {}
+    for name in (*gate.similarity_files, *gate.analogy_files):
+        try:
+            files[name] = Path(name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read evaluation file {name}: {exc.strerror}") from None
+    return files
+
+
+def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Store the refresh report (Markdown and JSON) in the version; return their manifest entries."""
+    recorded = {}
+    for name, body in (("report.json", report.as_json(details).encode()),
+                       ("report.md", report.markdown(details).encode())):
+        store.put_bytes(version_key(version, name), body)
+        recorded[name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return recorded
+
+
+def discard(store: Store, version: str) -> None:
     """Remove what a failed run uploaded before its manifest: readers never saw it."""
     try:
         store.get_bytes(version_key(version, "manifest.json"))

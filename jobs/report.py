@@ -1,7 +1,12 @@
-"""The end of a refresh: its summary, printed for a human and, on request, as one JSON line.
+"""What a refresh did: the manifest's fields, the refresh report, and the final summary.
 
-    >>> summary = Summary(version="v2", parent="v1", published=True, partitions=3, tokens=10_000)
-    >>> print(human(summary))                                  # doctest: +SKIP
+The refresh report (``report.md`` and ``report.json`` in every version) lists the partitions consumed and
+rejected, the token counts, the new words with their nearest neighbours, the old words whose neighbourhoods
+changed most, and the quality gate's results against the parent. The summary is printed at the end of a run
+for a human and, with ``--json``, as one JSON line.
+
+    >>> details = details(config, ingest, candidate, parent_manifest)
+    >>> print(markdown(details))                               # doctest: +SKIP
     >>> print(json_line(summary))                              # doctest: +SKIP
 """
 
@@ -9,8 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from jobs.config import RefreshConfig, to_dict
+
+if TYPE_CHECKING:
+    from jobs.cluster import IngestResult
+    from jobs.trainer import Candidate
+    from shards.partitions import Partition
 
 
 @dataclass
@@ -33,6 +46,104 @@ class Summary:
     rewritten: list[str] = field(default_factory=list)
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+def details(
+    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The refresh report's content (stored as report.json, rendered as report.md)."""
+    return {
+        "version": candidate.version,
+        "parent": parent and parent["version"],
+        "input": config.input,
+        "partitions": [p.uri for p in ingest.consumed],
+        "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
+        "documents": ingest.documents,
+        "sentences": ingest.sentences,
+        "tokens": ingest.tokens,
+        "vocabulary": {"before": candidate.vocab_before, "after": candidate.vocab_size,
+                       "new": len(candidate.new_words)},
+        "new_words": [{"word": w, "neighbours": candidate.neighbours.get(w, [])}
+                      for w in candidate.new_words[:20]],
+        "changed_words": candidate.evaluation.get("changed", []),
+        "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
+    }
+
+
+def manifest_fields(
+    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None,
+    files: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Everything the manifest records about a version (no credentials: config holds none)."""
+    resolved = to_dict(config)
+    return {
+        "version": candidate.version,
+        "parent": parent and parent["version"],
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": candidate.model_kind,
+        "training": resolved["training"],
+        "tokenizer": resolved["tokenizer"],
+        "partitions": [{"uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
+        "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
+        "documents": ingest.documents,
+        "sentences": ingest.sentences,
+        "tokens": ingest.tokens,
+        "new_words": len(candidate.new_words),
+        "new_words_sample": candidate.new_words[:100],
+        "vocab_size": candidate.vocab_size,
+        "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
+        "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
+        "files": files,
+    }
+
+
+def summary(
+    store: str, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None,
+    rewritten: list[Partition], seconds: float,
+) -> Summary:
+    return Summary(
+        version=candidate.version, parent=parent and parent["version"], published=True, store=store,
+        partitions=len(ingest.consumed), documents=ingest.documents, sentences=ingest.sentences,
+        tokens=ingest.tokens, new_words=len(candidate.new_words), vocab_size=candidate.vocab_size,
+        seconds=seconds, timings={"tokenize": ingest.seconds, **candidate.timings},
+        rejected=[{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
+        rewritten=[p.uri for p in rewritten], neighbours=dict(list(candidate.neighbours.items())[:10]),
+        gate={k: candidate.evaluation[k] for k in ("passed", "reasons")},
+    )
+
+
+def markdown(d: dict[str, Any]) -> str:
+    """The refresh report as Markdown."""
+    vocab = d["vocabulary"]
+    lines = [
+        f"# Refresh {d['version']}",
+        "",
+        f"Parent: {d['parent'] or 'none (first model)'}. Input: `{d['input']}`.",
+        "",
+        f"- partitions consumed: {len(d['partitions'])}; rejected: {len(d['rejected'])}",
+        f"- documents {d['documents']:,}, sentences {d['sentences']:,}, tokens {d['tokens']:,}",
+        f"- vocabulary {vocab['before']:,} → {vocab['after']:,} words ({vocab['new']:,} new)",
+        "",
+        "## Quality gate: " + ("passed" if d["evaluation"]["passed"] else "FAILED"),
+        "",
+    ]
+    lines += [f"- {c['name']}: candidate {c.get('candidate')}"
+              + (f", parent {c['parent']}" if c.get("parent") is not None else "")
+              + f" ({'ok' if c['passed'] else 'fail'})" for c in d["evaluation"]["checks"]] or ["- no checks (first model)"]
+    lines += [f"- {r}" for r in d["evaluation"]["reasons"]]
+    lines += ["", "## New words and their nearest neighbours", ""]
+    lines += [f"- **{w['word']}**: " + ", ".join(f"{n} ({s:.2f})" for n, s in w["neighbours"])
+              for w in d["new_words"]] or ["- none"]
+    lines += ["", "## Old words whose neighbourhoods changed most", ""]
+    lines += [f"- **{c['word']}** (kept {c['overlap']:.0%}): {', '.join(c['before'])} → {', '.join(c['after'])}"
+              for c in d["changed_words"]] or ["- none (first model)"]
+    if d["rejected"]:
+        lines += ["", "## Rejected partitions", ""]
+        lines += [f"- `{r['uri']}`: {r['cause']}" for r in d["rejected"]]
+    lines += ["", "## Partitions consumed", ""]
+    lines += [f"- `{uri}`" for uri in d["partitions"]]
+    return "\n".join(lines) + "\n"
 
 
 def json_line(summary: Summary) -> str:

@@ -16,6 +16,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jobs import model as gmodel
+from jobs import replay
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
+from jobs.evaluate import GateConfig, evaluate
 from jobs.publish import fetch_verified, model_files, read_manifest, upload_version
 from jobs.store import Store
 from shards.tokenized import TokenizedPartition, merge_counts
@@ -47,6 +51,7 @@ class Candidate:
     vocab_size: int
     new_words: list[str]
     neighbours: dict[str, list[tuple[str, float]]]
+    evaluation: dict[str, Any]
     spooled_bytes: int
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -59,6 +64,28 @@ def write_counts(path: Path, counts: dict[str, int]) -> None:
 def read_counts(path: Path) -> dict[str, int]:
     table = pq.read_table(path)
     return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """Everything :meth:`Trainer.finish` needs besides the spooled corpus."""
+
+    version: str
+    parent: str | None
+    parent_kind: str
+    training: TrainingConfig
+    gate: GateConfig
+    eval_files: dict[str, bytes] = field(default_factory=dict)
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)
+    callbacks: tuple[Any, ...] = ()
+
+
+@contextmanager
+def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
 
 
 class Trainer:
@@ -88,71 +115,75 @@ class Trainer:
         self.spooled += len(part.lines)
         return part.documents, part.sentences, part.tokens
 
-    def finish(
-        self,
-        store: Store,
-        parent: str | None,
-        version: str,
-        config: TrainingConfig,
-        extra_files: dict[str, bytes],
-        event: dict[str, Any],
-        callbacks: tuple[Any, ...] = (),
-    ) -> Candidate:
-        """Update the parent (or a new model) with the spooled corpus, save it and upload its files."""
+    def finish(self, store: Store, request: TrainRequest) -> Candidate:
+        """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
         timings: dict[str, float] = {}
+        config = request.training
         try:
             self._corpus.close()
-            start = time.perf_counter()
-            model, pending = self._load_parent(store, parent) if parent else (gmodel.create(config), {})
-            timings["load"] = time.perf_counter() - start
+            with timed(timings, "load"):
+                parent = self._fetch_parent(store, request.parent) if request.parent else None
+                model = gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
+                pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
+                reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
 
-            start = time.perf_counter()
-            counts = merge_counts(self._counts)
-            self._counts = []
-            freq = dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist()))
-            remember = config.vocab_policy == "remember"
-            change = gmodel.update_vocabulary(model, freq, self.sentences, pending if remember else None)
-            pending = gmodel.below_min_count(model, freq, pending, config.pending_cap) if remember else {}
-            timings["vocabulary"] = time.perf_counter() - start
+            with timed(timings, "vocabulary"):
+                freq = self._merged_counts()
+                remember = config.vocab_policy == "remember"
+                change = gmodel.update_vocabulary(model, freq, self.sentences, pending if remember else None)
+                pending = gmodel.below_min_count(model, freq, pending, config.pending_cap) if remember else {}
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
-            timings["train"] = gmodel.train(model, self.corpus_path, self.sentences, self.tokens, config, callbacks)
-            gmodel.record(model, version=version, parent=parent, new_words=len(change.new_words), **event)
+            sentences, tokens = self.sentences, self.tokens
+            if config.replay_fraction > 0:
+                extra_sentences, extra_tokens = replay.append_sample(
+                    reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed)
+                sentences, tokens = sentences + extra_sentences, tokens + extra_tokens
+            timings["train"] = gmodel.train(model, self.corpus_path, sentences, tokens, config, request.callbacks)
+            gmodel.record(model, version=request.version, parent=request.parent,
+                          new_words=len(change.new_words), **request.event)
 
-            start = time.perf_counter()
-            out = self.dir / "version"
-            gmodel.save(model, out)
-            write_counts(out / PENDING, pending)
-            for name, data in extra_files.items():
-                (out / name).write_bytes(data)
-            timings["save"] = time.perf_counter() - start
-            ranked = sorted(change.new_words, key=lambda w: -freq[w])
-            sample = ranked[:10]
-            neighbours = {w: gmodel.neighbours(model, w) for w in sample}
-            kind = gmodel.kind(model)
-            del model
+            with timed(timings, "evaluate"):
+                parent_vectors = gmodel.load_vectors(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else None
+                evaluation = evaluate(parent_vectors, model.wv, request.gate, request.eval_files)
+                ranked = sorted(change.new_words, key=lambda w: -freq[w])
+                neighbours = {w: gmodel.neighbours(model, w) for w in ranked[:20]}
 
-            start = time.perf_counter()
-            files = upload_version(store, version, out)
-            timings["upload"] = time.perf_counter() - start
+            with timed(timings, "save"):
+                out = self.dir / "version"
+                gmodel.save(model, out)
+                write_counts(out / PENDING, pending)
+                if config.replay_fraction > 0:
+                    replay.save(replay.update(reservoir, self.corpus_path, self.sentences, config), out / replay.RESERVOIR)
+                for name, data in request.extra_files.items():
+                    (out / name).write_bytes(data)
+                kind = gmodel.kind(model)
+                del model
+
+            with timed(timings, "upload"):
+                files = upload_version(store, request.version, out)
         except TrainingError:
             raise
         except Exception as exc:
-            raise TrainingError(f"training {version} failed: {type(exc).__name__}: {exc}") from exc
+            raise TrainingError(f"training {request.version} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self.close()
         return Candidate(
-            version=version, files=files, model_kind=kind, vocab_before=change.before, vocab_size=change.after,
-            new_words=ranked, neighbours=neighbours, spooled_bytes=self.spooled, timings=timings,
+            version=request.version, files=files, model_kind=kind, vocab_before=change.before,
+            vocab_size=change.after, new_words=ranked, neighbours=neighbours, evaluation=evaluation,
+            spooled_bytes=self.spooled, timings=timings,
         )
 
-    def _load_parent(self, store: Store, parent: str) -> tuple[Any, dict[str, int]]:
-        """The verified parent model and its remembered below-min-count word counts."""
+    def _merged_counts(self) -> dict[str, int]:
+        counts = merge_counts(self._counts)
+        self._counts = []
+        return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist()))
+
+    def _fetch_parent(self, store: Store, parent: str) -> Path:
+        """Download and verify the parent's model files (and its remembered state, when it has one)."""
         manifest = read_manifest(store, parent)
-        names = model_files(manifest) + ([PENDING] if PENDING in manifest["files"] else [])
-        folder = fetch_verified(store, parent, self.dir / "parent", names)
-        pending = read_counts(folder / PENDING) if PENDING in names else {}
-        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), pending
+        names = model_files(manifest) + [n for n in (PENDING, replay.RESERVOIR) if n in manifest["files"]]
+        return fetch_verified(store, parent, self.dir / "parent", names)
 
     def close(self) -> None:
         """Remove the spool (the actor's node keeps nothing once the run ends)."""

@@ -13,6 +13,7 @@ sees them in the same order.
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import os
 from dataclasses import dataclass, field
@@ -144,3 +145,26 @@ def discover(
             )
         )
     return sorted(found, key=lambda p: p.path)
+
+
+DATE_KEYS = ("dt", "date", "day", "ds")
+
+
+def select(
+    partitions: list[Partition], *, since: str | None = None, where: tuple[tuple[str, str], ...] = ()
+) -> list[Partition]:
+    """Keep partitions on or after ``since`` (an ISO date, read from a dt/date/day/ds folder, else from the
+    modification time) whose hive keys match every ``(key, glob)`` of ``where``."""
+    kept = []
+    for p in partitions:
+        keys = dict(p.hive)
+        if any(key not in keys or not fnmatch.fnmatch(keys[key], pattern) for key, pattern in where):
+            continue
+        if since is not None:
+            day = next((keys[k] for k in DATE_KEYS if k in keys), None)
+            if day is None:
+                day = datetime.datetime.fromtimestamp(p.mtime_ns / 1e9, datetime.timezone.utc).date().isoformat()
+            if day[: len(since)] < since:
+                continue
+        kept.append(p)
+    return kept

@@ -1,0 +1,75 @@
+"""Replay: a bounded, uniform sample of every sentence the lineage has trained on, mixed into updates.
+
+An incremental update trains only on new data, so old words that the new data rarely mentions drift as the
+shared output layer moves. With ``--replay-fraction F`` the trainer appends ``F × new sentences`` sentences
+drawn from this reservoir to the spooled corpus before training, and then folds the new sentences into the
+reservoir (reservoir sampling, Algorithm R, so it stays a uniform sample of all history, at most
+``--replay-max-sentences`` long). The reservoir is stored with each version as ``replay.parquet``.
+
+    >>> reservoir = load(parent_folder / RESERVOIR)
+    >>> append_sample(reservoir, corpus, k=1000, seed=1)
+    >>> save(update(reservoir, corpus, new_sentences, config), out / RESERVOIR)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.config import TrainingConfig
+
+RESERVOIR = "replay.parquet"
+
+
+@dataclass
+class Reservoir:
+    lines: list[bytes]
+    seen: int
+
+
+def empty() -> Reservoir:
+    return Reservoir([], 0)
+
+
+def load(path: Path) -> Reservoir:
+    if not path.exists():
+        return empty()
+    table = pq.read_table(path)
+    seen = int((table.schema.metadata or {}).get(b"seen", b"0"))
+    return Reservoir(table.column("line").to_pylist(), seen)
+
+
+def save(reservoir: Reservoir, path: Path) -> None:
+    table = pa.table({"line": pa.array(reservoir.lines, pa.binary())})
+    pq.write_table(table.replace_schema_metadata({"seen": str(reservoir.seen)}), path, compression="zstd")
+
+
+def append_sample(reservoir: Reservoir, corpus: Path, k: int, seed: int) -> tuple[int, int]:
+    """Append up to ``k`` reservoir sentences to ``corpus``; return (sentences, tokens) appended."""
+    if k <= 0 or not reservoir.lines:
+        return 0, 0
+    chosen = random.Random(seed).sample(reservoir.lines, min(k, len(reservoir.lines)))
+    with open(corpus, "ab") as out:
+        for line in chosen:
+            out.write(line + b"\n")
+    return len(chosen), sum(line.count(b" ") + 1 for line in chosen)
+
+
+def update(reservoir: Reservoir, corpus: Path, new_sentences: int, config: TrainingConfig) -> Reservoir:
+    """Fold the first ``new_sentences`` lines of ``corpus`` (this run's data) into the reservoir."""
+    rng = random.Random(config.seed + reservoir.seen)
+    lines, seen, cap = list(reservoir.lines), reservoir.seen, config.replay_max_sentences
+    with open(corpus, "rb") as source:
+        for _, line in zip(range(new_sentences), source):
+            seen += 1
+            if len(lines) < cap:
+                lines.append(line.rstrip(b"\n"))
+            else:
+                slot = rng.randrange(seen)
+                if slot < cap:
+                    lines[slot] = line.rstrip(b"\n")
+    return Reservoir(lines, seen)
