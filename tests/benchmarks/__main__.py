@@ -1,0 +1,186 @@
+"""The benchmark suite: the refresh job against plain gensim, as one table measured in one run.
+
+    python -m tests.benchmarks                          # ~20M tokens; prints the table, writes .bench/bench-*.json
+    python -m tests.benchmarks --tokens 2000000 --skip-memory                   # a quick look
+
+Steps, in order:
+
+1. make (or find cached) the synthetic corpus (:mod:`tests.benchmarks.corpus`), and the 1x corpus of the
+   memory rows;
+2. tokenizer throughput on one core (row 1);
+3. the job on a local Ray: a first model from the first partition, then the timed update on the rest;
+4. gensim on the same data: ``build_vocab(update=True)`` + ``train()`` in ``corpus_file`` and iterable mode on
+   the corpus tokenized as the actor spools it (row 2, and ``train()`` alone for row 3), then the one-process
+   recipe straight from Parquet (row 3);
+5. peak memory of the training actor and the driver at 1x and 4x the data, each in a process of its own
+   (row 4; ``--skip-memory`` leaves it out);
+6. print the table and write it, with the parameters, the machine and the raw timings, as JSON under ``--out``.
+
+It is kept out of CI: it takes minutes, needs the whole machine, and its targets are about this code against
+gensim, not about correctness. Run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+# Ray reads its authentication mode once, when it is imported: set it before anything imports Ray. Token
+# authentication, as a local Ray defaults to, but said explicitly so Ray neither warns nor guesses; the probe
+# processes inherit it.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+from tests.benchmarks import corpus  # noqa: E402
+from tests.benchmarks import refresh as bench  # noqa: E402
+
+log = logging.getLogger("tests.benchmarks")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.splitlines()[0])
+    p.add_argument("--tokens", type=int, default=20_000_000, help="words in the corpus (default 20M)")
+    p.add_argument("--out", type=Path, default=Path(".bench"), help="folder for the JSON result and scratch files")
+    p.add_argument("--cache", type=Path, help="folder of cached corpora (default: OUT/corpora)")
+    p.add_argument("--skip-memory", action="store_true", help="leave out the peak-memory rows")
+    p.add_argument("--memory-tokens", type=int,
+                   help="words in the 1x corpus of the memory rows (default: a quarter of --tokens, so 4x is it)")
+    p.add_argument("--tokenizer-partitions", type=int, default=20,
+                   help="partitions the tokenizer row reads (default 20, ~10M words)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--vector-size", type=int, default=100)
+    p.add_argument("--window", type=int, default=5)
+    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--workers", type=int, default=2, help="training threads, and the CPUs of the local Ray")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+    a = parse(argv)
+    started = time.perf_counter()
+    params = bench.Params(epochs=a.epochs, vector_size=a.vector_size, window=a.window, min_count=a.min_count,
+                          workers=a.workers)
+    memory_tokens = a.memory_tokens or a.tokens // 4
+    # One partition size for every corpus: the 4x corpus has 4x the partitions, as a growing dataset would.
+    partition_tokens = min(500_000, max(10_000, memory_tokens // 4))
+    spec = corpus.CorpusSpec(tokens=a.tokens, partition_tokens=partition_tokens)
+    cache = a.cache or a.out / "corpora"
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    # 1. Corpora.
+    root = corpus.ensure(spec, cache)
+    partitions = bench.partitions_of(root)
+    if len(partitions) < 2:
+        raise SystemExit("the corpus needs at least 2 partitions (one for the first model): raise --tokens")
+
+    rows: list[bench.Row] = []
+    details: dict[str, Any] = {}
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=a.out))
+    try:
+        # 2. Tokenizer, one core.
+        rows.append(bench.tokenizer_row(root, a.tokenizer_partitions))
+        log.info("row: %s", rows[-1])
+
+        # 3. The job: a first model from the first partition, then the timed update on the rest.
+        job = bench.run_job(root, params, work)
+        details["job"] = dataclasses.asdict(job)
+
+        # 4. gensim on the same data: both modes of a plain update, then the one-process recipe.
+        rest = bench.tokenize_to_spool(partitions[1:], work / "rest.txt")
+        row, details["gensim_update"] = bench.training_row(job, rest, params)
+        rows.append(row)
+        log.info("row: %s", row)
+        fastest = min(details["gensim_update"].values(), key=lambda t: t["vocabulary"] + t["train"])
+        recipe = bench.one_process_recipe(job.parent_file, [p.path for p in partitions[1:]], params, work / "recipe")
+        details["recipe_s"] = recipe
+        rows.extend(bench.end_to_end_rows(job, fastest["train"], recipe, len(partitions) - 1))
+        log.info("rows: %s", rows[-2:])
+        rest.path.unlink()
+
+        # 5. Memory, 1x and 4x, each in its own process.
+        if not a.skip_memory:
+            small = corpus.ensure(dataclasses.replace(spec, tokens=memory_tokens), cache)
+            large = corpus.ensure(dataclasses.replace(spec, tokens=4 * memory_tokens), cache)
+            note = (f"1x = {memory_tokens:,} words, 4x = {4 * memory_tokens:,}, in {partition_tokens:,}-word "
+                    "partitions; 1 epoch (peak memory does not depend on epochs); each run updates a model of "
+                    "its first partition; VmHWM of the actor process and of the driver process")
+            memory, details["memory"] = bench.memory_rows(small, large, dataclasses.replace(params, epochs=1), work,
+                                                          note)
+            rows.extend(memory)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # 6. Report.
+    header = describe(spec, params)
+    print(table(rows, header))
+    result = {"header": header, "rows": [dataclasses.asdict(r) for r in rows], "details": details,
+              "corpus": dataclasses.asdict(spec), "params": dataclasses.asdict(params),
+              "machine": machine(), "seconds": round(time.perf_counter() - started, 1),
+              "command": " ".join(["python -m tests.benchmarks", *(argv if argv is not None else sys.argv[1:])])}
+    path = a.out / time.strftime("bench-%Y%m%dT%H%M%S.json")
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nwritten to {path} ({result['seconds']:.0f}s in all)")
+    return 0 if all(r.passed for r in rows) else 1
+
+
+def describe(spec: corpus.CorpusSpec, params: bench.Params) -> list[str]:
+    m = machine()
+    return [
+        f"corpus: {spec.tokens:,} words in {spec.partitions} Parquet partitions of {spec.partition_tokens:,}, "
+        f"Zipf {spec.zipf} over {spec.vocabulary:,} pseudo-words, seed {spec.seed}",
+        f"params (job and every baseline): word2vec CBOW, negative sampling, {params.describe()}",
+        f"machine: {m['cpus']} CPUs, {m['memory_gb']} GiB, Python {m['python']}, gensim {m['gensim']}, "
+        f"ray {m['ray']}, pyarrow {m['pyarrow']}; load average {m['load_average_1m']:.1f} at the end "
+        "(anything else running skews the ratios)",
+    ]
+
+
+def machine() -> dict[str, Any]:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cpus": len(os.sched_getaffinity(0)), "memory_gb": round(memory / (1 << 30)),
+            "load_average_1m": os.getloadavg()[0],
+            "python": platform.python_version(), "platform": platform.platform(),
+            **{name: version(name) for name in ("gensim", "ray", "pyarrow", "numpy")}}
+
+
+def _value(value: float, unit: str) -> str:
+    if unit in ("tokens/s", "words/s"):
+        return f"{value / 1e6:.2f}M {unit}"
+    if unit == "MB":
+        return f"{value:,.0f} MB"
+    return f"{value:.1f} {unit}"
+
+
+def table(rows: list[bench.Row], header: list[str]) -> str:
+    """The rows as a fixed-width table, with the notes numbered below it."""
+    cells = [["#", "measurement", "job", "baseline", "ratio", "target", "result"]]
+    for i, r in enumerate(rows, 1):
+        cells.append([str(i), r.name, _value(r.measured, r.unit), _value(r.baseline, r.unit), f"{r.ratio:.2f}x",
+                      r.target, "pass" if r.passed else "FAIL"])
+    widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
+    lines = [*header, ""]
+    for n, row in enumerate(cells):
+        lines.append("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in
+                               enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.extend(f"{i}. {r.note}" for i, r in enumerate(rows, 1) if r.note)
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""Measurements of the refresh job against plain gensim, one function per row of the benchmark table.
+
+    >>> params = Params(epochs=5, workers=2)
+    >>> job = run_job(root, params, work)                                           # doctest: +SKIP
+    >>> rest = tokenize_to_spool(partitions_of(root)[1:], work / "rest.txt")        # doctest: +SKIP
+    >>> row, seconds = training_row(job, rest, params)                              # doctest: +SKIP
+
+Every row compares the job's code path with what a careful engineer would do with gensim alone, on the same
+data, with the same hyper-parameters and threads, measured in the same run:
+
+1. :func:`tokenizer_row`: ``shards.tokenize`` (tokenize, count, serialize, as a worker does) against a loop of
+   gensim's ``simple_preprocess``, both pinned to one core in a fresh process;
+2. :func:`training_row`: the trainer's vocabulary and training phases, as the actor timed them during the
+   measured update, against gensim's ``build_vocab(update=True)`` + ``train()`` on the same tokenized corpus
+   in ``corpus_file`` and in iterable mode; the faster mode is the baseline;
+3. :func:`end_to_end_rows`: that same ``jobs.refresh.run`` update on a running local Ray, against gensim's
+   ``train()`` alone and against the one-process incremental recipe;
+4. :func:`memory_rows`: the peak RSS of the training actor and of the driver, at 1x and 4x the data.
+
+Rows that need a process of their own (the pinned tokenizer, each memory probe) run this module as a script:
+``python -m tests.benchmarks.refresh tokenizer|memory ...`` prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from gensim.models import Word2Vec
+from gensim.models.callbacks import CallbackAny2Vec
+from gensim.models.word2vec import LineSentence
+from gensim.utils import simple_preprocess
+
+from jobs import model as gmodel
+from jobs.config import RefreshConfig, from_args, parser
+from jobs.refresh import Hooks, run
+from shards.partitions import Partition, discover
+from shards.readers import read_texts
+from shards.tokenize import TokenizerConfig, count_words, to_lines, tokenize
+from shards.tokenized import ReadOptions, tokenize_partition
+
+log = logging.getLogger(__name__)
+
+MB = 1 << 20
+
+
+@dataclass
+class Row:
+    """One line of the table: the job's number, its baseline's, their ratio and whether it meets the target."""
+
+    name: str
+    unit: str
+    measured: float
+    baseline: float
+    ratio: float
+    target: str
+    passed: bool
+    note: str = ""
+
+
+def _row(name: str, unit: str, measured: float, baseline: float, ratio: float, op: str, goal: float,
+         note: str = "") -> Row:
+    passed = ratio >= goal if op == ">=" else ratio <= goal
+    return Row(name, unit, measured, baseline, ratio, f"{op} {goal:g}x", passed, note)
+
+
+@dataclass(frozen=True)
+class Params:
+    """Hyper-parameters shared by the job and every baseline (the job's defaults, but for ``workers``)."""
+
+    epochs: int = 5
+    vector_size: int = 100
+    window: int = 5
+    min_count: int = 5
+    negative: int = 5
+    sample: float = 1e-3
+    workers: int = 2
+
+    def flags(self) -> list[str]:
+        """The same settings as ``python -m jobs.refresh`` flags."""
+        return ["--epochs", str(self.epochs), "--vector-size", str(self.vector_size), "--window", str(self.window),
+                "--min-count", str(self.min_count), "--negative", str(self.negative), "--sample", str(self.sample),
+                "--workers", str(self.workers)]
+
+    def gensim(self) -> dict[str, Any]:
+        """The same settings as gensim keyword arguments (negative sampling, as the job always uses)."""
+        return dict(vector_size=self.vector_size, window=self.window, min_count=self.min_count, sg=0, hs=0,
+                    negative=self.negative, sample=self.sample, epochs=self.epochs, workers=self.workers,
+                    alpha=0.025, min_alpha=0.0001, seed=1)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
+
+
+def config(root: Path, store: Path, params: Params, spool_dir: Path, *extra: str) -> RefreshConfig:
+    """The job's config for ``root`` -> ``store``, built from flags exactly as the command line would.
+
+    The quality gate, where the job has one, is told to promote anyway: a synthetic corpus has no meaning
+    for it to keep, and the run must publish for its time to count.
+    """
+    known = parser()._option_string_actions  # argparse's table of the flags it accepts
+    force = ["--force"] if "--force" in known else []
+    return from_args(["--input", str(root), "--store", str(store), "--spool-dir", str(spool_dir),
+                      *params.flags(), *force, *extra])
+
+
+def partitions_of(root: Path) -> list[Partition]:
+    return discover(pafs.LocalFileSystem(), str(root.resolve()))
+
+
+def slice_glob(root: Path, partitions: list[Partition]) -> str:
+    """The ``--glob`` selecting the first partition: the small slice the first model is trained on."""
+    return partitions[0].path[len(str(root.resolve())) + 1 :]
+
+
+# -- the tokenized corpus, for the gensim baselines ----------------------------------------------------------
+
+
+@dataclass
+class Spool:
+    """A corpus tokenized by the job's tokenizer, as the trainer spools it: LineSentence text plus counts."""
+
+    path: Path
+    sentences: int = 0
+    tokens: int = 0
+
+
+def tokenize_to_spool(partitions: list[Partition], path: Path) -> Spool:
+    """Tokenize ``partitions`` with the job's worker function into the spool file the trainer would write."""
+    fs = pafs.LocalFileSystem()
+    spool = Spool(path)
+    with open(path, "wb") as out:
+        for partition in partitions:
+            part = tokenize_partition(fs, partition, ReadOptions(), TokenizerConfig())
+            out.write(part.lines)
+            spool.sentences += part.sentences
+            spool.tokens += part.tokens
+    return spool
+
+
+# -- 1. tokenizer -------------------------------------------------------------------------------------------
+
+
+def tokenizer_row(root: Path, partitions: int, repeats: int = 2) -> Row:
+    """Row 1: the job's tokenizer against ``simple_preprocess`` on the first ``partitions`` partitions, in a
+    fresh process pinned to one core."""
+    cpu = min(os.sched_getaffinity(0))
+    out = _probe("tokenizer", [str(root), str(partitions), str(repeats)], cpu=cpu)
+    ours, theirs = out["tokens"] / out["ours_s"], out["tokens"] / out["simple_preprocess_s"]
+    note = (f"{out['documents']:,} documents, {out['tokens']:,} tokens (simple_preprocess: "
+            f"{out['simple_preprocess_tokens']:,}); best of {repeats}, one core")
+    return _row("tokenizer throughput (1 core) vs simple_preprocess loop", "tokens/s", ours, theirs,
+                ours / theirs, ">=", 3.0, note)
+
+
+def _tokenizer_probe(root: Path, partitions: int, repeats: int) -> dict[str, Any]:
+    fs = pafs.LocalFileSystem()
+    batches = [texts for partition in partitions_of(root)[:partitions]
+               for texts in read_texts(fs, partition, batch_rows=ReadOptions().batch_rows)]
+    documents = [batch.to_pylist() for batch in batches]
+    config = TokenizerConfig()
+
+    def ours() -> int:
+        tokens = 0
+        for texts in batches:
+            sentences = tokenize(texts, config)
+            count_words(sentences)
+            to_lines(sentences)
+            tokens += len(sentences.values)
+        return tokens
+
+    def theirs() -> int:
+        return sum(len(simple_preprocess(doc)) for docs in documents for doc in docs if doc is not None)
+
+    ours_s, tokens = _best(ours, repeats)
+    theirs_s, their_tokens = _best(theirs, repeats)
+    return {"documents": sum(len(d) for d in documents), "tokens": tokens, "ours_s": ours_s,
+            "simple_preprocess_tokens": their_tokens, "simple_preprocess_s": theirs_s}
+
+
+def _best(fn: Any, repeats: int) -> tuple[float, Any]:
+    best, value = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        value = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, value
+
+
+# -- the job, on a local Ray --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int, object_store_mb: int = 512) -> Iterator[None]:
+    """A local Ray for this process only: pinned CPUs, a small object store, its own short temp dir."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        ray.init(num_cpus=num_cpus, object_store_memory=object_store_mb * MB, include_dashboard=False,
+                 _temp_dir=temp_dir, logging_level=logging.WARNING, configure_logging=False)
+        yield
+    finally:
+        ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def first_model(root: Path, store: Path, params: Params, work: Path, glob: str) -> str:
+    """Publish the first model from the slice ``glob`` selects, so the measured run is an update."""
+    summary = run(config(root, store, params, work, "--glob", glob))
+    assert summary.version, summary.message
+    return summary.version
+
+
+@dataclass
+class JobRun:
+    """The measured update: wall-clock seconds around ``run()`` and the phases the job timed itself."""
+
+    seconds: float
+    tokens: int
+    vocab_size: int
+    timings: dict[str, float]
+    parent_file: Path
+
+
+def run_job(root: Path, params: Params, work: Path) -> JobRun:
+    """On a fresh local Ray, publish a first model from the first partition, then time the update on the rest."""
+    store = work / "store"
+    with local_ray(params.workers):
+        parent = first_model(root, store, params, work, slice_glob(root, partitions_of(root)))
+        start = time.perf_counter()
+        summary = run(config(root, store, params, work))
+        seconds = time.perf_counter() - start
+    log.info("job: %.1fs (%s)", seconds, ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
+    return JobRun(seconds, summary.tokens, summary.vocab_size, dict(summary.timings),
+                  store / "versions" / parent / gmodel.MODEL_FILE)
+
+
+# -- 2. training --------------------------------------------------------------------------------------------
+
+
+def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) -> dict[str, float]:
+    """Plain gensim's update on the job's tokenized corpus: ``build_vocab(update=True)``, then ``train()``."""
+    model = Word2Vec.load(str(parent_file))
+    model.workers = params.workers
+    corpus: dict[str, Any] = (
+        {"corpus_file": str(spool.path)} if mode == "corpus_file" else {"corpus_iterable": LineSentence(str(spool.path))}
+    )
+    start = time.perf_counter()
+    model.build_vocab(**corpus, update=True)
+    vocabulary = time.perf_counter() - start
+    start = time.perf_counter()
+    model.train(**corpus, total_examples=model.corpus_count, total_words=model.corpus_total_words,
+                epochs=params.epochs)
+    return {"vocabulary": vocabulary, "train": time.perf_counter() - start, "vocab_size": len(model.wv)}
+
+
+def training_row(job: JobRun, spool: Spool, params: Params) -> tuple[Row, dict[str, dict[str, float]]]:
+    """Row 2: the job's vocabulary + training phases (timed inside the actor) against gensim's faster mode."""
+    modes = {mode: gensim_update(job.parent_file, spool, params, mode) for mode in ("corpus_file", "iterable")}
+    for mode, seconds in modes.items():
+        log.info("gensim %s: vocabulary %.1fs, train %.1fs", mode, seconds["vocabulary"], seconds["train"])
+    mode = min(modes, key=lambda m: modes[m]["vocabulary"] + modes[m]["train"])
+    job_s = job.timings["vocabulary"] + job.timings["train"]
+    base_s = modes[mode]["vocabulary"] + modes[mode]["train"]
+    words = spool.tokens * params.epochs
+    note = (f"job: vocabulary {job.timings['vocabulary']:.1f}s + train {job.timings['train']:.1f}s, timed in the "
+            f"actor; gensim build_vocab(update=True) + train(): " + ", ".join(
+                f"{m} {t['vocabulary']:.1f}s + {t['train']:.1f}s" for m, t in modes.items())
+            + f"; {spool.tokens:,} tokens x {params.epochs} epochs, {params.workers} threads")
+    row = _row(f"training step vs gensim update ({mode}, the faster)", "words/s", words / job_s, words / base_s,
+               base_s / job_s, ">=", 0.95, note)
+    return row, modes
+
+
+# -- 3. end to end ------------------------------------------------------------------------------------------
+
+
+def end_to_end_rows(job: JobRun, train_alone: float, recipe: float, partitions: int) -> list[Row]:
+    """Row 3: partitions in, model published, against gensim's ``train()`` alone and the one-process recipe."""
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in job.timings.items())
+    common = f"{partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition"
+    return [
+        _row("end to end (run) vs gensim train() alone", "s", job.seconds, train_alone, job.seconds / train_alone,
+             "<=", 1.15, f"{common}; job phases: {phases}; baseline: train() of the faster mode on the job's "
+             "tokenized corpus, vocabulary already updated"),
+        _row("end to end (run) vs one-process gensim recipe", "s", job.seconds, recipe, job.seconds / recipe,
+             "<=", 0.85, f"{common}; recipe: load, build_vocab(update=True), train, save, streaming Parquet "
+             "through simple_preprocess on every pass (gensim's memory-friendly corpus)"),
+    ]
+
+
+class ParquetSentences:
+    """gensim's memory-friendly corpus pattern over Parquet files: re-read and ``simple_preprocess`` each pass."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __iter__(self) -> Iterator[list[str]]:
+        for path in self.paths:
+            for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
+                for doc in batch.column(0).to_pylist():
+                    if doc:
+                        yield simple_preprocess(doc)
+
+
+def one_process_recipe(parent_file: Path, paths: list[str], params: Params, out: Path) -> float:
+    """The standard incremental recipe: load, ``build_vocab(update=True)``, ``train()``, ``save()``."""
+    start = time.perf_counter()
+    model = Word2Vec.load(str(parent_file))
+    model.workers = params.workers
+    corpus = ParquetSentences(paths)
+    model.build_vocab(corpus, update=True)
+    model.train(corpus, total_examples=model.corpus_count, epochs=params.epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(str(out / "model"))
+    return time.perf_counter() - start
+
+
+# -- 4. memory ----------------------------------------------------------------------------------------------
+
+
+def memory_rows(small: Path, large: Path, params: Params, work: Path, note: str) -> tuple[list[Row], dict]:
+    """Row 4: peak RSS of the training actor and the driver at 1x (``small``) and 4x (``large``) the data."""
+    probes = {}
+    for label, root in (("1x", small), ("4x", large)):
+        probes[label] = _probe("memory", [str(root), str(work / f"memory-{label}"), json.dumps(asdict(params))])
+        log.info("memory %s: actor %.0f MB, driver %.0f MB", label,
+                 probes[label]["actor_hwm"] / MB, probes[label]["driver_hwm"] / MB)
+    rows = []
+    for who in ("actor", "driver"):
+        one, four = probes["1x"][f"{who}_hwm"] / MB, probes["4x"][f"{who}_hwm"] / MB
+        name = "training actor" if who == "actor" else "driver"
+        rows.append(_row(f"peak RSS of the {name}, 4x data vs 1x", "MB", four, one, four / one, "<=", 1.1, note))
+    return rows, probes
+
+
+def _hwm(pid: int | str = "self") -> int:
+    """The process's resident-set high-water mark (VmHWM) in bytes; 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+class RecordPid(CallbackAny2Vec):
+    """A training callback that writes the training actor's process id where the driver can watch it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_begin(self, model: Any) -> None:
+        Path(self.path).write_text(str(os.getpid()))
+
+
+def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
+    work.mkdir(parents=True, exist_ok=True)
+    store, pid_file = work / "store", work / "actor.pid"
+    peak = {"actor": 0}
+    done = threading.Event()
+
+    def watch() -> None:  # VmHWM only grows: the last reading before the actor exits is its peak
+        while not done.is_set():
+            if pid_file.exists():
+                peak["actor"] = max(peak["actor"], _hwm(pid_file.read_text()))
+            time.sleep(0.05)
+
+    partitions = partitions_of(root)
+    with local_ray(params.workers):
+        first_model(root, store, params, work, slice_glob(root, partitions))
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        start = time.perf_counter()
+        summary = run(config(root, store, params, work), Hooks(training_callbacks=(RecordPid(str(pid_file)),)))
+        seconds = time.perf_counter() - start
+        done.set()
+        watcher.join()
+    return {"actor_hwm": peak["actor"], "driver_hwm": _hwm(), "tokens": summary.tokens, "seconds": seconds,
+            "vocab_size": summary.vocab_size}
+
+
+# -- probes: the rows that need a process of their own ------------------------------------------------------
+
+
+def _probe(kind: str, args: list[str], cpu: int | None = None) -> dict[str, Any]:
+    """Run this module as a script in a fresh process (pinned to ``cpu`` from its first instruction)."""
+    pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
+    proc = subprocess.run([sys.executable, "-m", "tests.benchmarks.refresh", kind, *args], preexec_fn=pin,
+                          stdout=subprocess.PIPE, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="python -m tests.benchmarks.refresh", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    t = sub.add_parser("tokenizer")
+    t.add_argument("root", type=Path)
+    t.add_argument("partitions", type=int)
+    t.add_argument("repeats", type=int)
+    m = sub.add_parser("memory")
+    m.add_argument("root", type=Path)
+    m.add_argument("work", type=Path)
+    m.add_argument("params", type=json.loads)
+    a = p.parse_args(argv)
+    if a.kind == "tokenizer":
+        out = _tokenizer_probe(a.root, a.partitions, a.repeats)
+    else:
+        out = _memory_probe(a.root, a.work, Params(**a.params))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
