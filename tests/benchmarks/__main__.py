@@ -41,8 +41,8 @@ from typing import Any
 # processes inherit it.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from tests.benchmarks import corpus  # noqa: E402
-from tests.benchmarks import refresh as bench  # noqa: E402
+from tests.benchmarks import corpus
+from tests.benchmarks import refresh as bench
 
 log = logging.getLogger("tests.benchmarks")
 
@@ -174,7 +174,7 @@ def table(rows: list[bench.Row], header: list[str]) -> str:
     lines = [*header, ""]
     for n, row in enumerate(cells):
         lines.append("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in
-                               enumerate(zip(row, widths))))
+                               enumerate(zip(row, widths, strict=True))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")

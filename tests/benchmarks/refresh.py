@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from gensim.models import Word2Vec
@@ -259,9 +258,9 @@ def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) ->
     """Plain gensim's update on the job's tokenized corpus: ``build_vocab(update=True)``, then ``train()``."""
     model = Word2Vec.load(str(parent_file))
     model.workers = params.workers
-    corpus: dict[str, Any] = (
-        {"corpus_file": str(spool.path)} if mode == "corpus_file" else {"corpus_iterable": LineSentence(str(spool.path))}
-    )
+    corpus: dict[str, Any] = {"corpus_file": str(spool.path)}
+    if mode == "iterable":
+        corpus = {"corpus_iterable": LineSentence(str(spool.path))}
     start = time.perf_counter()
     model.build_vocab(**corpus, update=True)
     vocabulary = time.perf_counter() - start
