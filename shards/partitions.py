@@ -59,7 +59,8 @@ class Partition:
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """Resolve a local path or ``s3://`` URI to a filesystem and a path inside it.
 
-    S3 honours the standard AWS environment (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL``).
+    S3 honours the standard AWS environment (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
+    ``AWS_MAX_ATTEMPTS``) and ``EMBEDDING_REFRESH_S3_ADDRESSING_STYLE=virtual``, as the model store does.
     """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
@@ -81,6 +82,14 @@ def _s3_filesystem() -> pafs.FileSystem:
         kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
     if region:
         kwargs["region"] = region
+    # the same knobs as the model store (jobs.s3store); pyarrow addresses buckets path-style unless told
+    if os.environ.get("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "").lower() == "virtual":
+        kwargs["force_virtual_addressing"] = True
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS")
+    if attempts:
+        if not attempts.isdigit() or int(attempts) < 1:
+            raise ConfigError(f"AWS_MAX_ATTEMPTS={attempts!r} is not a positive integer")
+        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=int(attempts))
     return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
 
 

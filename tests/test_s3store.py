@@ -469,3 +469,21 @@ def test_pyarrow_discovers_partitions_on_the_endpoint(bucket: str, raw: Any) -> 
         (f"s3://{bucket}/data/date=2026-11-24/notes.txt", "text", (("date", "2026-11-24"),)),
     ]
     assert pq.read_table(found[0].path, filesystem=fs).equals(table)
+
+
+@component
+def test_pyarrow_follows_the_store_s_retry_and_addressing_settings(
+    bucket: str, raw: Any, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw.put_object(Bucket=bucket, Key="data/part-0.txt", Body=b"some words\n")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    proxy.fail("503", times=2, method="GET")
+
+    fs, root = open_filesystem(f"s3://{bucket}/data")
+    assert [p.name for p in discover(fs, root)] == ["part-0.txt"]
+    assert proxy.pending() == 0
+
+    monkeypatch.setenv("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "virtual")
+    options = open_filesystem(f"s3://{bucket}/data")[0].__reduce__()[1][0]
+    assert options["force_virtual_addressing"] is True
