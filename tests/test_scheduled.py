@@ -1,0 +1,114 @@
+"""Scheduled refreshes: exactly-once partitions, a vocabulary that remembers, the quality gate, the report."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.config import from_args
+from jobs.errors import QualityGateError
+from jobs.publish import read_manifest, version_key
+from jobs.refresh import main, run
+from jobs.store import open_store
+from tests.conftest import snapshot, write_parquet
+from tests.corpora import cluster_words, clustered
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+FAST = ["--workers", "2", "--vector-size", "24", "--epochs", "3", "--max-in-flight", "3"]
+
+
+def args(data: Path, store: Path, *extra: str) -> list[str]:
+    return ["--input", str(data), "--store", str(store), *FAST, *extra]
+
+
+def test_three_scheduled_runs_consume_each_partition_exactly_once(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    landed: list[list[str]] = []
+    for day in range(3):
+        paths = [write_parquet(data / f"dt=2026-11-2{day}" / f"part-{i}.parquet", clustered(60, seed=day * 5 + i))
+                 for i in range(2)]
+        landed.append(sorted(str(p) for p in paths))
+        summary = run(from_args(args(data, store, "--min-count", "1")))
+        assert summary.published and summary.partitions == 2
+        manifest = read_manifest(open_store(str(store)), "latest")
+        assert sorted(p["uri"] for p in manifest["partitions"]) == landed[-1]
+
+    s = open_store(str(store))
+    ledger = pq.read_table(io.BytesIO(s.get_bytes(version_key(s.read_pointer().version, "ledger.parquet"))))
+    uris = ledger.column("uri").to_pylist()
+    assert sorted(uris) == sorted(u for day in landed for u in day) and len(set(uris)) == len(uris) == 6
+    assert len(set(ledger.column("version").to_pylist())) == 3
+
+    before = snapshot(store)
+    assert run(from_args(args(data, store))).published is False
+    assert snapshot(store) == before
+
+    rewritten = Path(landed[0][0])
+    write_parquet(rewritten, clustered(61, seed=99))
+    os.utime(rewritten, ns=(1, 1))
+    quiet = run(from_args(args(data, store)))
+    assert (quiet.published, quiet.rewritten) == (False, [str(rewritten)])
+    again = run(from_args(args(data, store, "--min-count", "1", "--reprocess-rewritten")))
+    assert again.published and again.partitions == 1 and again.rewritten == [str(rewritten)]
+
+
+def test_filters_pick_partitions_by_date_and_hive_key(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    for day in ("2026-11-20", "2026-11-24"):
+        for region in ("eu", "us"):
+            write_parquet(data / f"dt={day}" / f"region={region}" / "p.parquet", clustered(30, seed=len(region)))
+    summary = run(from_args(args(data, store, "--min-count", "1", "--since", "2026-11-21", "--where", "region=e*")))
+    manifest = read_manifest(open_store(str(store)), "latest")
+    assert summary.partitions == 1
+    assert manifest["partitions"][0]["uri"] == str(data / "dt=2026-11-24" / "region=eu" / "p.parquet")
+
+
+@pytest.mark.parametrize(("policy", "enters"), [("remember", True), ("gensim", False)])
+def test_a_word_under_min_count_in_each_run_but_over_it_in_total(tmp_path: Path, policy: str, enters: bool) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    base = clustered(200, seed=1)
+    write_parquet(data / "dt=1" / "p.parquet", [*base, "slowword appears", "slowword again", "slowword thrice"])
+    run(from_args(args(data, store, "--min-count", "5", "--vocab-policy", policy)))
+    write_parquet(data / "dt=2" / "p.parquet", [*clustered(200, seed=2), "slowword one", "slowword two", "slowword x"])
+    summary = run(from_args(args(data, store, "--min-count", "5", "--vocab-policy", policy)))
+    manifest = read_manifest(open_store(str(store)), "latest")
+    assert ("slowword" in manifest["new_words_sample"]) is enters
+    assert summary.new_words == (1 if enters else 0)  # only slowword can be new
+
+
+def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "p.parquet", clustered(300, seed=1))
+    first = run(from_args(args(data, store, "--min-count", "1")))
+    write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2, extra={1: ["novelaa"]}))
+    pairs = tmp_path / "pairs.tsv"
+    words = cluster_words(0) + cluster_words(3)
+    pairs.write_text("# word1\tword2\tscore\n" + "".join(
+        f"{a}\t{b}\t{10.0 if (a in cluster_words(0)) == (b in cluster_words(0)) else 0.0}\n"
+        for a in words[::3] for b in words[1::3]))
+    impossible = ["--min-count", "1", "--gate-min-overlap", "1.0", "--eval-similarity", str(pairs)]
+
+    assert main(args(data, store, *impossible)) == 1
+    s = open_store(str(store))
+    assert s.read_pointer().version == first.version
+    [failed] = [v for v in s.list_versions() if v != first.version]
+    manifest = read_manifest(s, failed)
+    assert manifest["evaluation"]["passed"] is False
+    assert "neighbourhood overlap" in manifest["evaluation"]["reasons"][0]
+    [similarity] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "similarity pairs.tsv"]
+    assert similarity["candidate"] > 0.5 and isinstance(similarity["parent"], float)  # clusters are learnt
+
+    with pytest.raises(QualityGateError, match="NOT promoted"):
+        run(from_args(args(data, store, *impossible)))
+    forced = run(from_args(args(data, store, *impossible, "--force")))
+    assert s.read_pointer().version == forced.version
+
+    report = s.get_bytes(version_key(forced.version, "report.md")).decode()
+    assert "**novelaa**: " in report and "Quality gate: FAILED" in report
+    near = report.split("**novelaa**: ")[1].splitlines()[0]
+    assert sum(w in near for w in cluster_words(1)) >= 2, near
