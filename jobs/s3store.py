@@ -221,8 +221,9 @@ class S3Store:
     def swap_pointer(self, version: str, expected: Pointer | None) -> None:
         """Point at ``version`` with one conditional PutObject; raise ConflictError if another writer moved it.
 
-        A write whose response was lost and whose retry then failed the condition is recognised by re-reading
-        the pointer: if it names ``version`` (versions are unique per run), the write was ours and succeeded.
+        Whether a failed write happened is settled by re-reading the pointer: a write whose response was lost
+        is retried and then fails its own condition, and a write can succeed just before a timeout. If the
+        pointer names ``version`` (versions are unique per run), the write was ours and it succeeded.
         """
         key = self._key(POINTER)
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected.token}
@@ -237,13 +238,22 @@ class S3Store:
             )
             return
         except _BOTO_ERRORS as exc:
-            # If-Match on a pointer someone deleted answers 404 on S3: the pointer moved all the same.
-            if not (_is_conflict(exc) or (expected is not None and _is_missing(exc))):
-                raise self._error("move the pointer", key, exc) from exc
-        current = self.read_pointer()
+            failure = exc
+        # If-Match on a pointer someone deleted answers 404 on S3: the pointer moved all the same.
+        conflict = _is_conflict(failure) or (expected is not None and _is_missing(failure))
+        try:
+            current = self.read_pointer()
+        except StoreError:
+            if conflict:
+                raise
+            raise self._error("move the pointer", key, failure) from failure
         if current is not None and current.version == version:
-            log.info("the pointer at %s already names %s: a retried write had succeeded", self._uri(key), version)
+            log.info(
+                "the pointer at %s names %s: the write succeeded though its answer was lost", self._uri(key), version
+            )
             return
+        if not conflict:
+            raise self._error("move the pointer", key, failure) from failure
         raise ConflictError(version, current.version if current else None, expected.version if expected else None)
 
     def put_file(self, key: str, source: Path) -> None:

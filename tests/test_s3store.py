@@ -385,10 +385,25 @@ def test_transient_failures_are_retried_and_publish_succeeds(
     assert proxy.pending() == 0, "every planned fault fired"
     assert len(proxy.injected()) == 8
     assert version in current_on_server(raw, bucket)[0]  # type: ignore[index]
-    assert "a retried write had succeeded" in caplog.text  # recognised as ours, not reported as a conflict
+    assert (
+        "the write succeeded though its answer was lost" in caplog.text
+    )  # recognised as ours, not reported as a conflict
     assert (fetched / "model/model.wv.vectors.npy").stat().st_size == manifest["files"]["model/model.wv.vectors.npy"][
         "size"
     ]
+
+
+@component
+def test_a_pointer_write_that_happened_is_not_reported_as_failed(bucket: str, raw: Any, proxy: FaultProxy) -> None:
+    """The write reaches S3, its answer is lost, and the retry fails for good: the re-read settles it."""
+    store = store_at(bucket, proxy.endpoint, max_attempts=2)
+    proxy.fail("lose_response", method="PUT", path_contains="/CURRENT")
+    proxy.fail("503", method="PUT", path_contains="/CURRENT")
+
+    store.swap_pointer("v1", expected=None)
+
+    assert proxy.pending() == 0
+    assert '"version": "v1"' in current_on_server(raw, bucket)[0]  # type: ignore[index]
 
 
 @component
