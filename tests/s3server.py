@@ -253,10 +253,9 @@ class _ProxyHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         body = self._read_body()
         action = self.owner._decide(self.command, self.path)
-        headers = {k: v for k, v in self.headers.items()}
-        self.owner.seen.append(Seen(self.command, self.path, headers, action or "forwarded"))
-        if action in _ERROR_CODES:
-            self._send_error(int(action), *_ERROR_CODES[action])  # type: ignore[index]
+        self.owner.seen.append(Seen(self.command, self.path, dict(self.headers.items()), action or "forwarded"))
+        if action is not None and action in _ERROR_CODES:
+            self._send_error(int(action), *_ERROR_CODES[action])
             return
         if action == "drop":
             self.close_connection = True
