@@ -8,11 +8,14 @@ to S3. Each test gets its own bucket; the server is shared by the session. Run w
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import io
 import logging
 import os
 import pickle
 import re
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -457,6 +460,49 @@ def test_no_credential_appears_in_errors_or_logs(
     # botocore's own DEBUG records show the request headers (the access key id in Authorization, the session
     # token), so keep botocore below DEBUG in production; they never show the secret key
     assert not [r for r in caplog.records if SECRET_KEY in r.getMessage()]
+
+
+@component
+def test_the_fault_proxy_forwards_chunked_bodies_and_conditions_byte_for_byte() -> None:
+    """The proxy under the tests above: a chunked body with extensions and a trailer, and If-Match, arrive
+    unchanged at the upstream (a raw socket that answers with the bytes it received)."""
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def upstream() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            data = b""
+            while True:  # until the headers, the last chunk and the trailers' empty line are in
+                _, ended, rest = data.partition(b"\r\n\r\n")
+                if ended and b"\r\n0\r\n" in b"\r\n" + rest and rest.endswith(b"\r\n\r\n"):
+                    break
+                more = connection.recv(65536)
+                if not more:
+                    break
+                data += more
+            received.append(data)
+            connection.sendall(b'HTTP/1.1 200 OK\r\nETag: "abc"\r\nContent-Length: 2\r\n\r\nok')
+
+    thread = threading.Thread(target=upstream, daemon=True)
+    thread.start()
+    body = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-amz-checksum-sha256: abc=\r\n\r\n"
+    with FaultProxy(f"http://127.0.0.1:{listener.getsockname()[1]}") as proxy:
+        host, port = proxy.endpoint.removeprefix("http://").split(":")
+        client = http.client.HTTPConnection(host, int(port), timeout=10)
+        client.putrequest("PUT", "/bucket/key?x=1", skip_accept_encoding=True)
+        for name, value in (("Transfer-Encoding", "chunked"), ("If-Match", '"e1"'), ("Expect", "100-continue")):
+            client.putheader(name, value)
+        client.endheaders()
+        client.send(body)
+        response = client.getresponse()
+        assert (response.status, response.getheader("ETag"), response.read()) == (200, '"abc"', b"ok")
+    thread.join(timeout=10)
+    listener.close()
+    head, _, forwarded = received[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"PUT /bucket/key?x=1 HTTP/1.1\r\n")
+    assert b'If-Match: "e1"' in head and b"Transfer-Encoding: chunked" in head and b"Expect" not in head
+    assert forwarded == body
 
 
 # -- partitions through pyarrow ------------------------------------------------------------------------
