@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -438,7 +438,7 @@ def test_no_credential_appears_in_errors_or_logs(
     closed_port = f"http://127.0.0.1:{proxy.endpoint.rsplit(':', 1)[1]}"
     proxy.stop()  # nothing listens there any more
     errors: list[BaseException] = []
-    attempts = [
+    attempts: list[Callable[[], object]] = [
         lambda: store_at(bucket, closed_port, max_attempts=1).put_bytes("k", b"x"),
         lambda: store_at("no-such-bucket-0042").get_bytes("k"),
         lambda: store_at("no-such-bucket-0042").put_file("k", tmp_path / "k"),
