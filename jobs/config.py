@@ -137,6 +137,8 @@ def parser() -> argparse.ArgumentParser:
                    help="train on the readable partitions and record the bad ones instead of failing")
     g.add_argument("--batch-rows", type=int, default=65_536, help="rows read and tokenized at once")
     g.add_argument("--max-document-bytes", type=int, default=64 << 20, help="reject larger documents")
+    g.add_argument("--max-partition-bytes", type=int, default=8 << 30,
+                   help="reject larger partition files (a worker holds one partition's tokens in memory)")
 
     t = p.add_argument_group("tokenizer")
     t.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
@@ -209,7 +211,7 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         where=tuple(_key_value(w) for w in a.where),
         reprocess_rewritten=a.reprocess_rewritten,
         read=ReadOptions(text_column=a.text_column, batch_rows=a.batch_rows,
-                         max_document_bytes=a.max_document_bytes),
+                         max_document_bytes=a.max_document_bytes, max_partition_bytes=a.max_partition_bytes),
         tokenizer=TokenizerConfig(lowercase=a.lowercase, deaccent=a.deaccent, token_pattern=a.token_pattern,
                                   min_token_len=a.min_token_len, max_token_len=a.max_token_len),
         training=TrainingConfig(model=a.model, vector_size=a.vector_size, window=a.window, min_count=a.min_count,

@@ -12,6 +12,7 @@ It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import tempfile
@@ -105,8 +106,10 @@ class Trainer:
         """
         try:
             self._corpus.write(part.lines)
+            self._corpus.flush()
         except OSError as exc:
-            raise TrainingError(f"spooling {part.uri} to {self.dir} failed: {exc}") from exc
+            hint = " (free space there or pass --spool-dir on a larger disk)" if exc.errno == errno.ENOSPC else ""
+            raise TrainingError(f"spooling {part.uri} to {self.dir} failed: {exc.strerror}{hint}") from None
         self._counts.append(part.counts)
         if len(self._counts) >= _COMPACT_EVERY:
             self._counts = [merge_counts(self._counts)]

@@ -30,8 +30,11 @@ class ReadOptions:
     text_column: str = "text"
     batch_rows: int = 65_536
     max_document_bytes: int = 64 << 20
+    max_partition_bytes: int = 8 << 30
 
     def __post_init__(self) -> None:
+        if self.max_partition_bytes < 1:
+            raise ConfigError(f"max_partition_bytes must be positive, got {self.max_partition_bytes}")
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
         if self.max_document_bytes < 1:
@@ -53,7 +56,17 @@ class TokenizedPartition:
 def tokenize_partition(
     fs: pafs.FileSystem, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig
 ) -> TokenizedPartition:
-    """Read, tokenize and count one partition. Raises PartitionError naming it and the cause."""
+    """Read, tokenize and count one partition. Raises PartitionError naming it and the cause.
+
+    The result is held in memory until the trainer spools it, so a partition's size is bounded by
+    ``read.max_partition_bytes``.
+    """
+    if partition.size > read.max_partition_bytes:
+        raise PartitionError(
+            partition.uri,
+            f"{partition.size:,} bytes exceeds the partition limit of {read.max_partition_bytes:,} "
+            "(split it, or raise --max-partition-bytes on workers with the memory for it)",
+        )
     chunks: list[bytes] = []
     counts: list[pa.Table] = []
     documents = sentences = tokens = 0

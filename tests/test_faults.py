@@ -1,0 +1,205 @@
+"""Hostile input and faults: exact rejections, exact counts from the good data, and a store left as it was."""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import io
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs import model as gmodel
+from jobs.config import from_args
+from jobs.errors import BadPartitionsError, TrainingError
+from jobs.refresh import run
+from tests.conftest import snapshot, write_parquet
+from tests.corpora import clustered
+from tests.test_refresh import load_latest
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+FAST = ["--workers", "2", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--max-in-flight", "4"]
+
+ODD_BUT_LEGAL = [
+    None, "", "   \t  ", "\n\n",
+    "Привет мир, как дела", "مرحبا بالعالم", "日本語のテキスト 中文", "emoji 😀🎉 party 👍🏽 time",
+    "cafe\u0301 na\u0131ve déjà vu",                          # a combining accent, a dotless i, precomposed
+    "token " + "x" * 500 + " after",                            # one absurdly long token: dropped by the cap
+    " ".join(["long"] * 12_000),                                # longer than gensim's sentence limit
+]
+#: what the tokenizer must make of ODD_BUT_LEGAL (letters and their combining marks, lowercased, 2..40 long)
+ODD_COUNTS = collections.Counter(
+    "привет мир как дела مرحبا بالعالم 日本語のテキスト 中文 emoji party time "
+    "cafe\u0301 na\u0131ve déjà vu token after".split()
+) + collections.Counter({"long": 12_000})
+
+
+def reference(docs: list[str | None]) -> collections.Counter[str]:
+    counts: collections.Counter[str] = collections.Counter()
+    for doc in docs:
+        counts.update(t for t in re.findall(r"[^\W\d_]+", (doc or "").lower()) if 2 <= len(t) <= 40)
+    return counts
+
+
+def hostile_folder(root: Path) -> tuple[dict[str, str], collections.Counter[str]]:
+    """Good and bad partitions side by side. Returns {bad file name: expected cause} and the good counts."""
+    good = clustered(80, seed=11)
+    write_parquet(root / "dt=1" / "good.parquet", good)
+    write_parquet(root / "dt=1" / "odd.parquet", ODD_BUT_LEGAL)
+    (root / "dt=1" / "good.jsonl.gz").write_bytes(gzip.compress(b'{"text": "json lines fine"}\n{"text": null}\n'))
+    (root / "dt=1" / "_SUCCESS").touch()
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"text": clustered(50, seed=3)}), sink)
+    bad = {
+        "truncated.parquet": (sink.getvalue()[: len(sink.getvalue()) // 2], "not a readable Parquet file"),
+        "notparquet.parquet": (b"<html>403 Forbidden</html>", "not a readable Parquet file"),
+        "empty.parquet": (b"", "empty file"),
+        "badutf8.txt": (b"good line\n\xc3\x28 invalid\n", "invalid UTF-8"),
+        "malformed.jsonl": (b'{"text": "ok"}\n{"text": "unterminated\n', "malformed JSON line"),
+        "garbage.jsonl.gz": (b"\x1f\x8b\x08\x00 not really gzip", "gzip"),
+        "garbage.txt.zst": (b"\x28\xb5\x2f\xfd not really zstd", "zstd"),
+        "nofield.jsonl": (b'{"body": "no text field"}\n', "no JSON line has the field 'text'"),
+    }
+    for name, (data, _) in bad.items():
+        (root / "dt=2" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "dt=2" / name).write_bytes(data)
+    pq.write_table(pa.table({"body": ["missing text column"]}), root / "dt=2" / "nocolumn.parquet")
+    pq.write_table(pa.table({"text": [1, 2, 3]}), root / "dt=2" / "numbers.parquet")
+    write_parquet(root / "dt=2" / "huge-doc.parquet", ["word " * 300_000])
+    causes = {name: cause for name, (_, cause) in bad.items()}
+    causes |= {"nocolumn.parquet": "no column 'text'", "numbers.parquet": "holds int64, not text",
+               "huge-doc.parquet": "exceeds the limit of 1,000,000"}
+    return causes, reference(good) + ODD_COUNTS + collections.Counter("json lines fine".split())
+
+
+def test_bad_partitions_both_ways(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    causes, expected = hostile_folder(data)
+    common = ["--input", str(data), "--store", str(store), *FAST, "--max-document-bytes", "1000000"]
+
+    with pytest.raises(BadPartitionsError) as info:
+        run(from_args(common))
+    assert {e.uri.rsplit("/", 1)[1]: e.cause for e in info.value.errors}.keys() == causes.keys()
+    for error in info.value.errors:
+        assert causes[error.uri.rsplit("/", 1)[1]] in error.cause, error
+    assert "--skip-bad-partitions" in str(info.value)
+    assert snapshot(store) == {}
+
+    summary = run(from_args([*common, "--skip-bad-partitions"]))
+    model, manifest = load_latest(store)
+    assert gmodel.counts_of(model) == dict(expected)
+    assert {r["uri"].rsplit("/", 1)[1] for r in manifest["rejected"]} == causes.keys()
+    assert {p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]} == {"good.parquet", "odd.parquet",
+                                                                           "good.jsonl.gz"}
+    assert summary.tokens == sum(expected.values())
+
+    before = snapshot(store)
+    with pytest.raises(BadPartitionsError) as again:  # only the bad ones are left: retried, still bad, reported
+        run(from_args([*common, "--skip-bad-partitions"]))
+    assert len(again.value.errors) == len(causes)
+    assert snapshot(store) == before
+
+
+def own_ray_processes(title: str) -> list[psutil.Process]:
+    """Processes of this test session's Ray (descendants of this process) whose title starts with ``title``."""
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if " ".join(proc.cmdline()).startswith(title):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def run_while(action: Callable[[], bool], argv: list[str], timeout: float = 120) -> tuple[Any, BaseException | None]:
+    """Run a refresh in a thread and call ``action`` until it returns True (it does the damage)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["summary"] = run(from_args(argv))
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    acted = False
+    while thread.is_alive() and time.monotonic() < deadline:
+        if not acted and action():
+            acted = True
+        time.sleep(0.02)
+    thread.join(timeout=max(1.0, deadline - time.monotonic()))
+    assert acted, "the fault was never injected"
+    return outcome.get("summary"), outcome.get("error")
+
+
+def kill_first(title: str) -> Callable[[], bool]:
+    def action() -> bool:
+        victims = own_ray_processes(title)
+        if victims:
+            os.kill(victims[0].pid, signal.SIGKILL)
+        return bool(victims)
+
+    return action
+
+
+def test_a_tokenizing_worker_killed_mid_partition_is_retried(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    docs = {i: clustered(4000, seed=i) for i in range(6)}
+    for i, part in docs.items():
+        write_parquet(data / f"dt={i}" / "p.parquet", part)
+    summary, error = run_while(kill_first("ray::tokenize_partition"), ["--input", str(data), "--store", str(store),
+                                                                      *FAST])
+    assert error is None, error
+    model, _ = load_latest(store)
+    expected = sum((reference(d) for d in docs.values()), collections.Counter())
+    assert gmodel.counts_of(model) == dict(expected)
+    assert summary.partitions == 6
+
+
+def test_the_training_actor_dying_fails_the_run_and_a_rerun_succeeds(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "p.parquet", clustered(3000, seed=1))
+    argv = ["--input", str(data), "--store", str(store), *FAST]
+    run(from_args(argv))
+    write_parquet(data / "dt=2" / "p.parquet", clustered(20000, seed=2))
+    before = snapshot(store)
+    _, error = run_while(kill_first("ray::Trainer.finish"), [*argv, "--epochs", "30"])
+    assert isinstance(error, TrainingError) and "training actor died" in str(error)
+    assert snapshot(store) == before
+    assert run(from_args(argv)).partitions == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Any:
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_spool_disk_fails_the_run_cleanly(tmp_path: Path, tiny_disk: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "p.parquet", clustered(2000, seed=1))
+    with pytest.raises(TrainingError, match="No space left on device.*--spool-dir"):
+        run(from_args(["--input", str(data), "--store", str(store), *FAST, "--spool-dir", str(tiny_disk)]))
+    assert snapshot(store) == {}
+    assert list(tiny_disk.iterdir()) == []
