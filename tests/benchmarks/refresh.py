@@ -239,7 +239,11 @@ class JobRun:
 
 
 def run_job(root: Path, params: Params, work: Path) -> JobRun:
-    """On a fresh local Ray, publish a first model from the first partition, then time the update on the rest."""
+    """On a fresh local Ray, publish a first model from the first partition, then time the update on the rest.
+
+    The first run also starts Ray's worker processes, so the timed one finds the cluster as ``ray job submit``
+    would: up and warm.
+    """
     store = work / "store"
     with local_ray(params.workers):
         parent = first_model(root, store, params, work, slice_glob(root, partitions_of(root)))
@@ -249,9 +253,6 @@ def run_job(root: Path, params: Params, work: Path) -> JobRun:
     log.info("job: %.1fs (%s)", seconds, ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
     return JobRun(seconds, summary.tokens, summary.vocab_size, dict(summary.timings),
                   store / "versions" / parent / gmodel.MODEL_FILE)
-
-
-# -- 2. training --------------------------------------------------------------------------------------------
 
 
 def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) -> dict[str, float]:
@@ -265,44 +266,10 @@ def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) ->
     model.build_vocab(**corpus, update=True)
     vocabulary = time.perf_counter() - start
     start = time.perf_counter()
-    model.train(**corpus, total_examples=model.corpus_count, total_words=model.corpus_total_words,
-                epochs=params.epochs)
-    return {"vocabulary": vocabulary, "train": time.perf_counter() - start, "vocab_size": len(model.wv)}
-
-
-def training_row(job: JobRun, spool: Spool, params: Params) -> tuple[Row, dict[str, dict[str, float]]]:
-    """Row 2: the job's vocabulary + training phases (timed inside the actor) against gensim's faster mode."""
-    modes = {mode: gensim_update(job.parent_file, spool, params, mode) for mode in ("corpus_file", "iterable")}
-    for mode, seconds in modes.items():
-        log.info("gensim %s: vocabulary %.1fs, train %.1fs", mode, seconds["vocabulary"], seconds["train"])
-    mode = min(modes, key=lambda m: modes[m]["vocabulary"] + modes[m]["train"])
-    job_s = job.timings["vocabulary"] + job.timings["train"]
-    base_s = modes[mode]["vocabulary"] + modes[mode]["train"]
-    words = spool.tokens * params.epochs
-    note = (f"job: vocabulary {job.timings['vocabulary']:.1f}s + train {job.timings['train']:.1f}s, timed in the "
-            f"actor; gensim build_vocab(update=True) + train(): " + ", ".join(
-                f"{m} {t['vocabulary']:.1f}s + {t['train']:.1f}s" for m, t in modes.items())
-            + f"; {spool.tokens:,} tokens x {params.epochs} epochs, {params.workers} threads")
-    row = _row(f"training step vs gensim update ({mode}, the faster)", "words/s", words / job_s, words / base_s,
-               base_s / job_s, ">=", 0.95, note)
-    return row, modes
-
-
-# -- 3. end to end ------------------------------------------------------------------------------------------
-
-
-def end_to_end_rows(job: JobRun, train_alone: float, recipe: float, partitions: int) -> list[Row]:
-    """Row 3: partitions in, model published, against gensim's ``train()`` alone and the one-process recipe."""
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in job.timings.items())
-    common = f"{partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition"
-    return [
-        _row("end to end (run) vs gensim train() alone", "s", job.seconds, train_alone, job.seconds / train_alone,
-             "<=", 1.15, f"{common}; job phases: {phases}; baseline: train() of the faster mode on the job's "
-             "tokenized corpus, vocabulary already updated"),
-        _row("end to end (run) vs one-process gensim recipe", "s", job.seconds, recipe, job.seconds / recipe,
-             "<=", 0.85, f"{common}; recipe: load, build_vocab(update=True), train, save, streaming Parquet "
-             "through simple_preprocess on every pass (gensim's memory-friendly corpus)"),
-    ]
+    effective, raw = model.train(**corpus, total_examples=model.corpus_count, total_words=model.corpus_total_words,
+                                 epochs=params.epochs)
+    return {"vocabulary": vocabulary, "train": time.perf_counter() - start, "vocab_size": len(model.wv),
+            "effective_words": effective, "raw_words": raw}
 
 
 class ParquetSentences:
@@ -332,6 +299,81 @@ def one_process_recipe(parent_file: Path, paths: list[str], params: Params, out:
     return time.perf_counter() - start
 
 
+@dataclass
+class Update:
+    """Every timing of one update of the same parent by the same partitions: the job's and gensim's."""
+
+    jobs: list[JobRun]
+    gensim: dict[str, list[dict[str, float]]]  # mode -> one timing per round
+    recipe: list[float]
+    spool: Spool
+    partitions: int
+    load: list[float]  # the 1-minute load average at the end of each round
+
+    def best_mode(self) -> str:
+        return min(self.gensim, key=lambda m: min(t["vocabulary"] + t["train"] for t in self.gensim[m]))
+
+
+def measure_update(root: Path, params: Params, work: Path, rounds: int) -> Update:
+    """Time the job's update and each baseline ``rounds`` times, interleaved, so that a burst of load from
+    anything else on the machine hits one attempt of each rather than all attempts of one; rows take the best."""
+    partitions = partitions_of(root)
+    spool = tokenize_to_spool(partitions[1:], work / "rest.txt")
+    update = Update([], {"corpus_file": [], "iterable": []}, [], spool, len(partitions) - 1, [])
+    for i in range(rounds):
+        update.jobs.append(run_job(root, params, work / f"job-{i}"))
+        parent = update.jobs[0].parent_file  # every round updates the same parent
+        for mode, times in update.gensim.items():
+            times.append(gensim_update(parent, spool, params, mode))
+            log.info("gensim %s: vocabulary %.1fs, train %.1fs", mode, times[-1]["vocabulary"], times[-1]["train"])
+        update.recipe.append(one_process_recipe(parent, [p.path for p in partitions[1:]], params, work / "recipe"))
+        log.info("one-process recipe: %.1fs", update.recipe[-1])
+        update.load.append(os.getloadavg()[0])
+    return update
+
+
+# -- 2. training --------------------------------------------------------------------------------------------
+
+
+def training_row(update: Update, params: Params) -> Row:
+    """Row 2: the job's vocabulary + training phases (timed inside the actor) against gensim's faster mode."""
+    job = min(update.jobs, key=lambda j: j.timings["vocabulary"] + j.timings["train"])
+    job_s = job.timings["vocabulary"] + job.timings["train"]
+    mode = update.best_mode()
+    base = min(update.gensim[mode], key=lambda t: t["vocabulary"] + t["train"])
+    base_s = base["vocabulary"] + base["train"]
+    words = update.spool.tokens * params.epochs
+    modes = ", ".join(f"{m} {t['vocabulary']:.1f}s + {t['train']:.1f}s" for m, times in update.gensim.items()
+                      for t in [min(times, key=lambda t: t["vocabulary"] + t["train"])])
+    note = (f"job: vocabulary {job.timings['vocabulary']:.1f}s + train {job.timings['train']:.1f}s, timed in the "
+            f"actor; gensim build_vocab(update=True) + train(): {modes}; {update.spool.tokens:,} tokens x "
+            f"{params.epochs} epochs, {params.workers} threads; best of {len(update.jobs)}")
+    return _row(f"training step vs gensim update ({mode}, the faster)", "words/s", words / job_s, words / base_s,
+                base_s / job_s, ">=", 0.95, note)
+
+
+# -- 3. end to end ------------------------------------------------------------------------------------------
+
+
+def end_to_end_rows(update: Update) -> list[Row]:
+    """Row 3: partitions in, model published, against gensim's ``train()`` alone and the one-process recipe."""
+    job = min(update.jobs, key=lambda j: j.seconds)
+    mode = update.best_mode()
+    train_alone = min(t["train"] for t in update.gensim[mode])
+    recipe = min(update.recipe)
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in job.timings.items())
+    common = (f"{update.partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition; "
+              f"best of {len(update.jobs)}")
+    return [
+        _row("end to end (run) vs gensim train() alone", "s", job.seconds, train_alone, job.seconds / train_alone,
+             "<=", 1.15, f"{common}; job phases: {phases}; baseline: train() in {mode} mode on the job's "
+             "tokenized corpus, vocabulary already updated"),
+        _row("end to end (run) vs one-process gensim recipe", "s", job.seconds, recipe, job.seconds / recipe,
+             "<=", 0.85, f"{common}; recipe: load, build_vocab(update=True), train, save, streaming Parquet "
+             "through simple_preprocess on every pass (gensim's memory-friendly corpus)"),
+    ]
+
+
 # -- 4. memory ----------------------------------------------------------------------------------------------
 
 
@@ -340,8 +382,9 @@ def memory_rows(small: Path, large: Path, params: Params, work: Path, note: str)
     probes = {}
     for label, root in (("1x", small), ("4x", large)):
         probes[label] = _probe("memory", [str(root), str(work / f"memory-{label}"), json.dumps(asdict(params))])
-        log.info("memory %s: actor %.0f MB, driver %.0f MB", label,
-                 probes[label]["actor_hwm"] / MB, probes[label]["driver_hwm"] / MB)
+        log.info("memory %s: actor %.0f MB, driver %.0f MB, vocabulary %d", label, probes[label]["actor_hwm"] / MB,
+                 probes[label]["driver_hwm"] / MB, probes[label]["vocab_size"])
+    note += f"; vocabulary {probes['1x']['vocab_size']:,} -> {probes['4x']['vocab_size']:,} words"
     rows = []
     for who in ("actor", "driver"):
         one, four = probes["1x"][f"{who}_hwm"] / MB, probes["4x"][f"{who}_hwm"] / MB
@@ -350,12 +393,12 @@ def memory_rows(small: Path, large: Path, params: Params, work: Path, note: str)
     return rows, probes
 
 
-def _hwm(pid: int | str = "self") -> int:
-    """The process's resident-set high-water mark (VmHWM) in bytes; 0 once it has exited."""
+def _status(pid: int | str, field: str) -> int:
+    """A memory figure (``VmHWM``, ``VmRSS``) of a process in bytes; 0 once it has exited."""
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except (FileNotFoundError, ProcessLookupError):
         pass
@@ -375,13 +418,16 @@ class RecordPid(CallbackAny2Vec):
 def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     store, pid_file = work / "store", work / "actor.pid"
-    peak = {"actor": 0}
+    peak, timeline = {"actor": 0}, []
     done = threading.Event()
 
     def watch() -> None:  # VmHWM only grows: the last reading before the actor exits is its peak
+        start = time.perf_counter()
         while not done.is_set():
             if pid_file.exists():
-                peak["actor"] = max(peak["actor"], _hwm(pid_file.read_text()))
+                pid = pid_file.read_text()
+                peak["actor"] = max(peak["actor"], _status(pid, "VmHWM"))
+                timeline.append((round(time.perf_counter() - start, 2), _status(pid, "VmRSS") // MB))
             time.sleep(0.05)
 
     partitions = partitions_of(root)
@@ -394,8 +440,9 @@ def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
         seconds = time.perf_counter() - start
         done.set()
         watcher.join()
-    return {"actor_hwm": peak["actor"], "driver_hwm": _hwm(), "tokens": summary.tokens, "seconds": seconds,
-            "vocab_size": summary.vocab_size}
+    return {"actor_hwm": peak["actor"], "driver_hwm": _status("self", "VmHWM"), "tokens": summary.tokens,
+            "seconds": seconds, "vocab_size": summary.vocab_size, "timings": summary.timings,
+            "actor_rss_mb_from_training": timeline[::10]}
 
 
 # -- probes: the rows that need a process of their own ------------------------------------------------------
