@@ -25,10 +25,10 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
 from jobs.config import RefreshConfig
-from jobs.errors import PartitionError, TrainingError
+from jobs.errors import PartitionError, RefreshError, TrainingError
 from jobs.trainer import Trainer
 from shards.partitions import Partition
 from shards.tokenized import tokenize_partition
@@ -68,22 +68,21 @@ def trainer_actor(config: RefreshConfig) -> Iterator[Any]:
 
 
 def result(ref: Any) -> Any:
-    """``ray.get`` for the training actor: its death or failure becomes a TrainingError."""
+    """``ray.get`` that re-raises the project's own error raised remotely (not Ray's wrapper around it), and
+    turns the training actor's death into a TrainingError."""
     try:
         return ray.get(ref)
-    except TrainingError as exc:  # Ray's error subclasses the cause's class; keep the cause's message
-        raise TrainingError(_cause_message(exc)) from None
     except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
         raise TrainingError(f"the training actor died (its node may have been lost): {_first_line(exc)}") from None
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, RefreshError):
+            raise cause from None
+        raise TrainingError(f"a remote task failed: {type(cause).__name__}: {_first_line(cause)}") from None
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def _cause_message(exc: BaseException) -> str:
-    cause = getattr(exc, "cause", None)
-    return str(cause) if cause is not None else str(exc).strip().splitlines()[-1]
 
 
 def start_trainer(config: RefreshConfig) -> Any:
@@ -139,11 +138,9 @@ def stream(
         partition, ingest_ref = pending.popleft()
         try:
             documents, sentences, tokens = result(ingest_ref)
-        except PartitionError as exc:  # Ray's error subclasses the cause's class and keeps it as .cause
-            original = getattr(exc, "cause", None)
-            rejected = original if isinstance(original, PartitionError) else PartitionError(partition.uri, str(exc))
-            log.warning("bad partition %s", rejected)
-            outcome.rejected.append(rejected)
+        except PartitionError as exc:
+            log.warning("bad partition %s", exc)
+            outcome.rejected.append(exc)
             return
         nonlocal last_log
         outcome.consumed.append(partition)

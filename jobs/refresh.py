@@ -32,7 +32,15 @@ from typing import Any
 
 from jobs import cluster, ledger, report
 from jobs.config import RefreshConfig, from_args, to_dict
-from jobs.errors import BadPartitionsError, ConfigError, QualityGateError, RefreshError, TrainingError
+from jobs.errors import (
+    BadPartitionsError,
+    ConfigError,
+    QualityGateError,
+    RefreshError,
+    StoreError,
+    TrainingError,
+    VersionNotFound,
+)
 from jobs.evaluate import GateConfig
 from jobs.publish import read_manifest, version_key, write_manifest
 from jobs.store import Store, open_store
@@ -103,7 +111,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
         )
         try:
             candidate = cluster.result(trainer.finish.remote(store, request))
-        except TrainingError:
+        except (TrainingError, StoreError):
             discard(store, version)
             raise
 
@@ -147,11 +155,17 @@ def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str,
 
 
 def discard(store: Store, version: str) -> None:
-    """Remove what a failed run uploaded before its manifest: readers never saw it."""
+    """Remove what a failed run uploaded before its manifest (readers never saw it). Best effort: during an
+    outage the leftovers stay, invisible to readers (no manifest), and ``jobs.models gc`` can remove them."""
     try:
         store.get_bytes(version_key(version, "manifest.json"))
-    except RefreshError:
-        store.delete_version(version)
+    except VersionNotFound:
+        try:
+            store.delete_version(version)
+        except StoreError as exc:
+            log.warning("could not remove the incomplete version %s: %s", version, exc)
+    except StoreError:
+        log.warning("could not check the incomplete version %s; left for gc", version)
 
 
 def main(argv: list[str] | None = None) -> int:

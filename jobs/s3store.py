@@ -213,10 +213,23 @@ class S3Store:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
             data = response["Body"].read()
         except _BOTO_ERRORS as exc:
-            if _is_missing(exc):
+            if _is_missing(exc) or (_is_denied(exc) and not self._listed(key)):
                 return None
             raise self._error("read the pointer", key, exc) from exc
         return Pointer(parse_pointer(data, self._uri(key)), token=response["ETag"])
+
+    def _listed(self, key: str) -> bool:
+        """Whether ``key`` exists, by listing its own prefix.
+
+        S3 answers a read of a missing key with 403 instead of 404 unless the caller may list the bucket, and a
+        least-privilege policy grants ListBucket only under the store's prefix (see infra/aws/iam-policy.json).
+        Listing with the key as prefix is allowed by such a policy and settles whether the pointer exists.
+        """
+        try:
+            listing = self.client.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        except _BOTO_ERRORS:
+            return True  # cannot tell: report the original error
+        return any(item["Key"] == key for item in listing.get("Contents", []))
 
     def swap_pointer(self, version: str, expected: Pointer | None) -> None:
         """Point at ``version`` with one conditional PutObject; raise ConflictError if another writer moved it.
@@ -390,6 +403,13 @@ class S3Store:
 
 def _is_missing(exc: BaseException) -> bool:
     return isinstance(exc, ClientError) and str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+def _is_denied(exc: BaseException) -> bool:
+    return isinstance(exc, ClientError) and (
+        str(exc.response.get("Error", {}).get("Code")) in ("AccessDenied", "403", "Forbidden")
+        or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403
+    )
 
 
 def _is_conflict(exc: BaseException) -> bool:

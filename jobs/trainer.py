@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from jobs import model as gmodel
 from jobs import replay
 from jobs.config import TrainingConfig
-from jobs.errors import TrainingError
+from jobs.errors import RefreshError, TrainingError
 from jobs.evaluate import GateConfig, evaluate
 from jobs.publish import fetch_verified, model_files, read_manifest, upload_version
 from jobs.store import Store
@@ -165,8 +165,8 @@ class Trainer:
 
             with timed(timings, "upload"):
                 files = upload_version(store, request.version, out)
-        except TrainingError:
-            raise
+        except RefreshError:
+            raise  # the store's and the vocabulary's own errors already say what failed
         except Exception as exc:
             raise TrainingError(f"training {request.version} failed: {type(exc).__name__}: {exc}") from exc
         finally:

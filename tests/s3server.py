@@ -11,7 +11,8 @@ The proxy forwards requests byte for byte (headers in order, ``If-Match``/``ETag
 ``Content-Length`` or ``Transfer-Encoding: chunked`` with trailers) on one upstream connection per client
 connection. A fault answers a matching request instead of forwarding it:
 
-* ``"500"`` / ``"503"``: an S3-style XML error (``InternalError`` / ``SlowDown``) after reading the body;
+* ``"403"`` / ``"500"`` / ``"503"``: an S3-style XML error (``AccessDenied`` / ``InternalError`` / ``SlowDown``)
+  after reading the body;
 * ``"drop"``: read the request, then close the connection without answering;
 * ``"lose_response"``: forward the request (the server acts on it), then close without answering, as when
   a response is lost on the way back, which is what makes a retried conditional write ambiguous.
@@ -44,9 +45,13 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-Action = Literal["500", "503", "drop", "lose_response"]
+Action = Literal["403", "500", "503", "drop", "lose_response"]
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "expect", "upgrade", "te"})
-_ERROR_CODES = {"500": ("InternalError", "Internal Server Error"), "503": ("SlowDown", "Slow Down")}
+_ERROR_CODES = {
+    "403": ("AccessDenied", "Forbidden"),  # what S3 answers for a missing key to a caller without ListBucket
+    "500": ("InternalError", "Internal Server Error"),
+    "503": ("SlowDown", "Slow Down"),
+}
 
 
 def free_port() -> int:

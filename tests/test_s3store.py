@@ -363,6 +363,20 @@ def test_conflict_on_an_empty_store(bucket: str, tmp_path: Path) -> None:
     assert (conflict.value.ours, conflict.value.theirs, conflict.value.expected) == (two, one, None)
 
 
+@component
+def test_a_missing_pointer_read_as_403_is_settled_by_listing(
+    bucket: str, raw: Any, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A least-privilege caller (ListBucket only under the prefix) gets 403, not 404, for the missing pointer."""
+    proxy.fail("403", method="GET", path_contains="/models/CURRENT", times=100)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # every request, redirects included, via the proxy
+    store = S3Store.from_uri(f"s3://{bucket}/models")
+    assert store.read_pointer() is None
+    raw.put_object(Bucket=bucket, Key="models/CURRENT", Body=b'{"version": "v1"}')
+    with pytest.raises(StoreError, match="AccessDenied"):
+        store.read_pointer()  # it exists, yet reading it is denied: a real permission problem, reported
+
+
 # -- failures ------------------------------------------------------------------------------------------
 
 
