@@ -1,0 +1,225 @@
+"""The refresh as it runs in production: ``ray job submit`` to a real ``ray start --head``, data and models on S3.
+
+One head for the module (``tests/clusters.py``: token auth, private temp dir and HOME, loopback dashboard,
+2 CPUs) and one ``moto_server`` standing in for S3. Each submission uploads the repository as its working dir,
+with the ``excludes`` of ``infra/runtime_env.yaml``; its ``pip`` section is left out, because the head was
+started from this venv, which already has every dependency (Ray would otherwise clone the whole venv to
+install into it). The S3 endpoint and dummy keys reach the job through the runtime env's ``env_vars``.
+
+Run with ``python -m pytest tests/test_e2e_submit.py -q`` (about a minute and a half on 2 cores).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.clusters import REPO, RayHead, runtime_env
+from tests.corpora import clustered
+from tests.s3server import MotoServer
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1"]
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "AKIAE2EDUMMYKEY00001",
+    "AWS_SECRET_ACCESS_KEY": "e2e/dummy/secret/not/a/real/key/00001",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3(moto: MotoServer) -> Any:
+    """A plain boto3 client to moto, to write partitions and read the store behind the job's back."""
+    return boto3.client("s3", endpoint_url=moto.endpoint, aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+
+
+@pytest.fixture(scope="module")
+def head() -> Iterator[RayHead]:
+    with RayHead(num_cpus=2) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def job_env(moto: MotoServer) -> dict[str, Any]:
+    """The runtime env of every submission here: the real excludes, S3 settings as env vars, no pip."""
+    return runtime_env(**DUMMY_AWS, AWS_ENDPOINT_URL=moto.endpoint)
+
+
+def put_partitions(s3: Any, bucket: str, prefix: str, days: int, parts: int, seed: int = 0) -> None:
+    """``days`` x ``parts`` small Parquet partitions under s3://bucket/prefix/dt=.../part-N.parquet."""
+    for day in range(days):
+        for part in range(parts):
+            buffer = io.BytesIO()
+            table = pa.table({"text": pa.array(clustered(60, seed=seed + 10 * day + part), pa.string())})
+            pq.write_table(table, buffer)
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/dt=2026-05-0{day + 1}/part-{part}.parquet",
+                          Body=buffer.getvalue())
+
+
+def new_bucket(s3: Any, name: str) -> str:
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    return bucket
+
+
+def keys(s3: Any, bucket: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def read_json(s3: Any, bucket: str, key: str) -> Any:
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def submit(head: RayHead, submission_id: str, env: dict[str, Any], *refresh_args: str,
+           wait: bool = True) -> subprocess.CompletedProcess[str]:
+    """``ray job submit`` of one refresh, exactly as a user types it."""
+    return head.ray(
+        "job", "submit", "--address", head.dashboard, "--submission-id", submission_id,
+        "--working-dir", str(REPO), "--runtime-env-json", json.dumps(env), *([] if wait else ["--no-wait"]),
+        "--", "python", "-m", "jobs.refresh", *refresh_args, *FAST, "--json",
+    )
+
+
+def summary_line(logs: str) -> dict[str, Any]:
+    """The refresh's ``--json`` summary: the last log line that is a JSON object with a version."""
+    for line in reversed(logs.splitlines()):
+        if line.startswith("{"):
+            data = json.loads(line)
+            if "version" in data:
+                return dict(data)
+    raise AssertionError(f"no JSON summary line in the job's logs:\n{logs[-3000:]}")
+
+
+def test_a_submitted_refresh_succeeds_and_publishes_to_s3(head: RayHead, s3: Any, job_env: dict[str, Any]) -> None:
+    corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
+    put_partitions(s3, corpus, "events", days=2, parts=2)
+
+    done = submit(head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events",
+                  "--store", f"s3://{models}/w2v")
+
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert head.job("refresh-e2e-first")["status"] == "SUCCEEDED"
+    logs = head.ray("job", "logs", "--address", head.dashboard, "refresh-e2e-first")
+    summary = summary_line(logs.stdout)
+    assert summary["published"] and summary["partitions"] == 4 and summary["parent"] is None
+    pointer = read_json(s3, models, "w2v/CURRENT")
+    assert pointer["version"] == summary["version"]
+    manifest = read_json(s3, models, f"w2v/{pointer['manifest']}")
+    assert manifest["version"] == summary["version"] and manifest["tokens"] == summary["tokens"] > 0
+    assert sorted(p["uri"] for p in manifest["partitions"]) == [
+        f"s3://{corpus}/events/dt=2026-05-0{d}/part-{p}.parquet" for d in (1, 2) for p in (0, 1)]
+    stored = set(keys(s3, models))
+    for name, entry in manifest["files"].items():
+        key = f"w2v/versions/{summary['version']}/{name}"
+        assert key in stored and s3.head_object(Bucket=models, Key=key)["ContentLength"] == entry["size"]
+
+    # The same submission id again is refused by Ray: nothing runs, nothing is published.
+    again = submit(head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events",
+                   "--store", f"s3://{models}/w2v")
+    assert again.returncode != 0
+    assert "Job with submission_id refresh-e2e-first already exists" in again.stdout + again.stderr
+    assert [j["submission_id"] for j in head.jobs()].count("refresh-e2e-first") == 1
+    assert set(keys(s3, models)) == stored
+    assert read_json(s3, models, "w2v/CURRENT") == pointer
+
+
+def test_a_failing_refresh_is_reported_failed_with_its_message(head: RayHead, s3: Any,
+                                                               job_env: dict[str, Any]) -> None:
+    corpus = new_bucket(s3, "corpus")
+    put_partitions(s3, corpus, "events", days=1, parts=1)
+    missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+
+    done = submit(head, "refresh-e2e-missing-store", job_env, "--input", f"s3://{corpus}/events",
+                  "--store", f"s3://{missing}/w2v")
+
+    assert done.returncode == 1  # `ray job submit` saw the job fail
+    info = head.job("refresh-e2e-missing-store")
+    assert info["status"] == "FAILED" and "exit code 1" in info["message"].lower()
+    logs = head.ray("job", "logs", "--address", head.dashboard, "refresh-e2e-missing-store").stdout
+    assert "refresh failed: cannot read the pointer" in logs and f"s3://{missing}/w2v/CURRENT" in logs
+    assert "Traceback" not in logs  # a RefreshError is reported as one line, not a stack trace
+    assert DUMMY_AWS["AWS_SECRET_ACCESS_KEY"] not in logs
+
+
+def test_a_client_without_the_token_is_refused(head: RayHead, s3: Any, job_env: dict[str, Any]) -> None:
+    before = head.jobs()
+    assert head.api("/api/jobs/", token=None)[0] == 401
+    assert head.api("/api/jobs/", token="0" * 64)[0] == 403
+
+    args = ("--input", "s3://corpus/events", "--store", "s3://models/w2v")
+    no_token = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", "refresh-e2e-no-token",
+                        "--", "python", "-m", "jobs.refresh", *args, token=False, env={"RAY_AUTH_MODE": "disabled"})
+    wrong = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", "refresh-e2e-no-token",
+                     "--", "python", "-m", "jobs.refresh", *args, env={"RAY_AUTH_TOKEN": "0" * 64})
+
+    # the server's own answers (the client raises them as AuthenticationError)
+    assert no_token.returncode != 0 and "Unauthorized: Missing authentication token" in no_token.stderr
+    assert wrong.returncode != 0 and "Forbidden: Invalid authentication token" in wrong.stderr
+    assert head.jobs() == before
+
+
+# --- infra/submit.sh, for real --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def deployed(tmp_path: Path, job_env: dict[str, Any]) -> Path:
+    """The repository as ``submit.sh`` uploads it, with the runtime env it names adapted to this machine.
+
+    The copy's ``infra/runtime_env.yaml`` keeps its excludes and env vars, adds the S3 endpoint and dummy
+    keys (what the instance profile and AWS's endpoint give on a real cluster) and drops ``pip``.
+    """
+    spec = runtime_env(**job_env["env_vars"])
+    ignore = shutil.ignore_patterns(*(p.lstrip("/") for p in spec["excludes"]), "tests")
+    root = tmp_path / "repo"
+    shutil.copytree(REPO, root, ignore=ignore)
+    (root / "infra" / "runtime_env.yaml").write_text(json.dumps(spec))
+    return root
+
+
+def test_submit_sh_runs_once_per_window_and_reports_a_failure(head: RayHead, s3: Any, deployed: Path) -> None:
+    corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
+    put_partitions(s3, corpus, "events", days=1, parts=2, seed=100)
+
+    def trigger(at: str, store: str) -> subprocess.CompletedProcess[str]:
+        env = head.env(RAY_ADDRESS=head.dashboard, REFRESH_INPUT=f"s3://{corpus}/events/",
+                       REFRESH_STORE=store, REFRESH_AT=at)
+        return subprocess.run(["bash", str(deployed / "infra" / "submit.sh"), *FAST, "--json"], env=env,
+                              capture_output=True, text=True, timeout=300, cwd="/")
+
+    first = trigger("2026-05-01T01:00:00Z", f"s3://{models}/nightly/")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert head.job("refresh-nightly-20260501T0000Z")["status"] == "SUCCEEDED"
+    published = set(keys(s3, models))
+    pointer = read_json(s3, models, "nightly/CURRENT")
+
+    second = trigger("2026-05-01T23:59:00Z", f"s3://{models}/nightly/")  # the same daily window
+    assert second.returncode == 0
+    assert "refresh-nightly-20260501T0000Z already ran in this window" in second.stderr
+    assert [j["submission_id"] for j in head.jobs()].count("refresh-nightly-20260501T0000Z") == 1
+    assert set(keys(s3, models)) == published and read_json(s3, models, "nightly/CURRENT") == pointer
+
+    missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+    failed = trigger("2026-05-02T01:00:00Z", f"s3://{missing}/nightly/")
+    assert failed.returncode == 1
+    assert head.job("refresh-nightly-20260502T0000Z")["status"] == "FAILED"
