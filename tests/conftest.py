@@ -1,7 +1,8 @@
-"""Shared fixtures: one small local Ray cluster per test session, and tiny corpora made on the spot.
+"""Shared fixtures: one moto S3 server and one small local Ray cluster per test session, tiny corpora.
 
 Ray is started in-process with pinned CPUs and a small object store, in its own temp dir, and stopped at the
-end of the session; tests never depend on task order.
+end of the session; tests never depend on task order. Its workers inherit dummy AWS credentials and the moto
+endpoint (``AWS_ENDPOINT_URL``), as workers on a real cluster inherit their node's role and settings.
 """
 
 from __future__ import annotations
@@ -16,13 +17,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tests.s3server import MotoServer
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIATESTSESSION0001",
+    "AWS_SECRET_ACCESS_KEY": "test/session/secret/never-logged-0001",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
 @pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
+def moto() -> Iterator[MotoServer]:
+    """A real S3 endpoint: a moto server process on 127.0.0.1, shared by the session."""
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def ray_session(moto: MotoServer) -> Iterator[None]:
     """A real local Ray cluster (2 CPUs) shared by every test that needs one."""
     import ray
+
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]  # hermetic: nothing from the developer's AWS setup reaches the tests
+    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": moto.endpoint,
+                       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
 
     temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     # Workers must import test modules (e.g. training callbacks used as fault seams).

@@ -43,12 +43,6 @@ MiB = 1 << 20
 component = pytest.mark.component
 
 
-@pytest.fixture(scope="session")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
-
-
 @pytest.fixture
 def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """Dummy credentials and the moto endpoint in the environment; nothing from the developer's ~/.aws."""
