@@ -14,6 +14,7 @@ with a :class:`~jobs.errors.PartitionError` naming it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -45,8 +46,13 @@ def connected(address: str | None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-             log_to_driver=True, configure_logging=False)
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+        configure_logging=False,
+    )
     try:
         yield
     finally:
@@ -60,10 +66,8 @@ def trainer_actor(config: RefreshConfig) -> Iterator[Any]:
     try:
         yield trainer
     finally:
-        try:
+        with contextlib.suppress(Exception):  # a dead actor has nothing left to clean
             ray.get(trainer.close.remote(), timeout=60)
-        except Exception:  # noqa: BLE001 - a dead actor has nothing left to clean
-            pass
         ray.kill(trainer)
 
 
@@ -125,8 +129,7 @@ def stream(
 
     Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
     """
-    task = ray.remote(tokenize_partition).options(num_cpus=1, max_retries=TOKENIZE_RETRIES,
-                                                      retry_exceptions=False)
+    task = ray.remote(tokenize_partition).options(num_cpus=1, max_retries=TOKENIZE_RETRIES, retry_exceptions=False)
     limit = config.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     outcome = IngestResult()
     start = last_log = time.perf_counter()
@@ -151,8 +154,13 @@ def stream(
         if time.perf_counter() - last_log > 5 or done == len(partitions):
             last_log = time.perf_counter()
             rate = outcome.tokens / max(last_log - start, 1e-9)
-            log.info("tokenized %d/%d partitions, %s tokens (%s tokens/s)", done, len(partitions),
-                     f"{outcome.tokens:,}", f"{rate:,.0f}")
+            log.info(
+                "tokenized %d/%d partitions, %s tokens (%s tokens/s)",
+                done,
+                len(partitions),
+                f"{outcome.tokens:,}",
+                f"{rate:,.0f}",
+            )
 
     for partition in queue:
         token_ref = task.remote(fs_ref, partition, config.read, config.tokenizer)

@@ -122,23 +122,46 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="also print one JSON summary line at the end")
 
     g = p.add_argument_group("partitions")
-    g.add_argument("--format", dest="input_format", default="auto", choices=["auto", "parquet", "jsonl", "text"],
-                   help="partition format (auto: by extension; .gz/.zst compression is always detected)")
+    g.add_argument(
+        "--format",
+        dest="input_format",
+        default="auto",
+        choices=["auto", "parquet", "jsonl", "text"],
+        help="partition format (auto: by extension; .gz/.zst compression is always detected)",
+    )
     g.add_argument("--text-column", default="text", help="Parquet column / JSON field holding the text")
     g.add_argument("--glob", help="only partitions whose path below --input matches, e.g. 'dt=2026-11-*/*'")
-    g.add_argument("--since", metavar="DATE",
-                   help="only partitions whose dt/date/day folder (else modification time) is on or after DATE")
-    g.add_argument("--where", action="append", default=[], metavar="KEY=GLOB",
-                   help="only partitions whose hive folder KEY matches GLOB, e.g. --where region=eu-*; repeatable")
-    g.add_argument("--reprocess-rewritten", action="store_true",
-                   help="train again on partitions rewritten (new size or mtime) since they were consumed")
+    g.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only partitions whose dt/date/day folder (else modification time) is on or after DATE",
+    )
+    g.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=GLOB",
+        help="only partitions whose hive folder KEY matches GLOB, e.g. --where region=eu-*; repeatable",
+    )
+    g.add_argument(
+        "--reprocess-rewritten",
+        action="store_true",
+        help="train again on partitions rewritten (new size or mtime) since they were consumed",
+    )
     g.add_argument("--max-partitions", type=int, help="consume at most this many new partitions (oldest first)")
-    g.add_argument("--skip-bad-partitions", action="store_true",
-                   help="train on the readable partitions and record the bad ones instead of failing")
+    g.add_argument(
+        "--skip-bad-partitions",
+        action="store_true",
+        help="train on the readable partitions and record the bad ones instead of failing",
+    )
     g.add_argument("--batch-rows", type=int, default=65_536, help="rows read and tokenized at once")
     g.add_argument("--max-document-bytes", type=int, default=64 << 20, help="reject larger documents")
-    g.add_argument("--max-partition-bytes", type=int, default=8 << 30,
-                   help="reject larger partition files (a worker holds one partition's tokens in memory)")
+    g.add_argument(
+        "--max-partition-bytes",
+        type=int,
+        default=8 << 30,
+        help="reject larger partition files (a worker holds one partition's tokens in memory)",
+    )
 
     t = p.add_argument_group("tokenizer")
     t.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
@@ -162,32 +185,65 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--min-n", type=int, default=3, help="FastText: shortest character n-gram")
     m.add_argument("--max-n", type=int, default=6, help="FastText: longest character n-gram")
     m.add_argument("--bucket", type=int, default=2_000_000, help="FastText: n-gram hash buckets")
-    m.add_argument("--vocab-policy", default="remember", choices=["remember", "gensim"],
-                   help="remember: counts of words below --min-count accumulate across runs until they qualify, "
-                        "and down-sampling uses cumulative counts; gensim: judge each run's counts alone")
-    m.add_argument("--pending-cap", type=int, default=1_000_000,
-                   help="how many below-min-count words to remember (the rarest are pruned)")
-    m.add_argument("--replay-fraction", type=float, default=0.0,
-                   help="mix this many old sentences per new one into an update, from a stored reservoir")
+    m.add_argument(
+        "--vocab-policy",
+        default="remember",
+        choices=["remember", "gensim"],
+        help="remember: counts of words below --min-count accumulate across runs until they qualify, "
+        "and down-sampling uses cumulative counts; gensim: judge each run's counts alone",
+    )
+    m.add_argument(
+        "--pending-cap",
+        type=int,
+        default=1_000_000,
+        help="how many below-min-count words to remember (the rarest are pruned)",
+    )
+    m.add_argument(
+        "--replay-fraction",
+        type=float,
+        default=0.0,
+        help="mix this many old sentences per new one into an update, from a stored reservoir",
+    )
     m.add_argument("--replay-max-sentences", type=int, default=100_000, help="size of the replay reservoir")
 
     q = p.add_argument_group("quality gate")
-    q.add_argument("--eval-similarity", action="append", default=[], metavar="TSV",
-                   help="word-pair similarity file (WordSim-353 format); repeatable")
-    q.add_argument("--eval-analogies", action="append", default=[], metavar="TXT",
-                   help="analogy file (questions-words.txt format); repeatable")
-    q.add_argument("--gate-min-overlap", type=float, default=0.1,
-                   help="least mean share of nearest neighbours of frequent old words the candidate keeps")
-    q.add_argument("--gate-max-drop", type=float, default=0.05,
-                   help="largest allowed drop of a similarity or analogy score against the parent")
+    q.add_argument(
+        "--eval-similarity",
+        action="append",
+        default=[],
+        metavar="TSV",
+        help="word-pair similarity file (WordSim-353 format); repeatable",
+    )
+    q.add_argument(
+        "--eval-analogies",
+        action="append",
+        default=[],
+        metavar="TXT",
+        help="analogy file (questions-words.txt format); repeatable",
+    )
+    q.add_argument(
+        "--gate-min-overlap",
+        type=float,
+        default=0.1,
+        help="least mean share of nearest neighbours of frequent old words the candidate keeps",
+    )
+    q.add_argument(
+        "--gate-max-drop",
+        type=float,
+        default=0.05,
+        help="largest allowed drop of a similarity or analogy score against the parent",
+    )
     q.add_argument("--force", action="store_true", help="promote the candidate even if the gate fails")
 
     r = p.add_argument_group("ray")
     r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads (and CPUs reserved)")
     r.add_argument("--max-in-flight", type=int, help="partitions tokenized at once (default: 2 per cluster CPU)")
     r.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
-    r.add_argument("--trainer-resource", default="trainer",
-                   help="custom resource of the node the training actor should run on, when a node offers it")
+    r.add_argument(
+        "--trainer-resource",
+        default="trainer",
+        help="custom resource of the node the training actor should run on, when a node offers it",
+    )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
     return p
 
@@ -210,18 +266,47 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         since=a.since,
         where=tuple(_key_value(w) for w in a.where),
         reprocess_rewritten=a.reprocess_rewritten,
-        read=ReadOptions(text_column=a.text_column, batch_rows=a.batch_rows,
-                         max_document_bytes=a.max_document_bytes, max_partition_bytes=a.max_partition_bytes),
-        tokenizer=TokenizerConfig(lowercase=a.lowercase, deaccent=a.deaccent, token_pattern=a.token_pattern,
-                                  min_token_len=a.min_token_len, max_token_len=a.max_token_len),
-        training=TrainingConfig(model=a.model, vector_size=a.vector_size, window=a.window, min_count=a.min_count,
-                                sg=a.sg, negative=a.negative, sample=a.sample, epochs=a.epochs, alpha=a.alpha,
-                                min_alpha=a.min_alpha, workers=a.workers, seed=a.seed, min_n=a.min_n,
-                                max_n=a.max_n, bucket=a.bucket, vocab_policy=a.vocab_policy,
-                                pending_cap=a.pending_cap, replay_fraction=a.replay_fraction,
-                                replay_max_sentences=a.replay_max_sentences),
-        gate=GateConfig(min_overlap=a.gate_min_overlap, max_drop=a.gate_max_drop, force=a.force,
-                        similarity_files=tuple(a.eval_similarity), analogy_files=tuple(a.eval_analogies)),
+        read=ReadOptions(
+            text_column=a.text_column,
+            batch_rows=a.batch_rows,
+            max_document_bytes=a.max_document_bytes,
+            max_partition_bytes=a.max_partition_bytes,
+        ),
+        tokenizer=TokenizerConfig(
+            lowercase=a.lowercase,
+            deaccent=a.deaccent,
+            token_pattern=a.token_pattern,
+            min_token_len=a.min_token_len,
+            max_token_len=a.max_token_len,
+        ),
+        training=TrainingConfig(
+            model=a.model,
+            vector_size=a.vector_size,
+            window=a.window,
+            min_count=a.min_count,
+            sg=a.sg,
+            negative=a.negative,
+            sample=a.sample,
+            epochs=a.epochs,
+            alpha=a.alpha,
+            min_alpha=a.min_alpha,
+            workers=a.workers,
+            seed=a.seed,
+            min_n=a.min_n,
+            max_n=a.max_n,
+            bucket=a.bucket,
+            vocab_policy=a.vocab_policy,
+            pending_cap=a.pending_cap,
+            replay_fraction=a.replay_fraction,
+            replay_max_sentences=a.replay_max_sentences,
+        ),
+        gate=GateConfig(
+            min_overlap=a.gate_min_overlap,
+            max_drop=a.gate_max_drop,
+            force=a.force,
+            similarity_files=tuple(a.eval_similarity),
+            analogy_files=tuple(a.eval_analogies),
+        ),
         skip_bad_partitions=a.skip_bad_partitions,
         max_partitions=a.max_partitions,
         max_in_flight=a.max_in_flight,

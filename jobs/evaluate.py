@@ -54,8 +54,14 @@ def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[flo
     for word in probes:
         before = [w for w, _ in parent.most_similar(word, topn=config.topn)]
         after = [w for w, _ in candidate.most_similar(word, topn=config.topn)]
-        rows.append({"word": word, "overlap": len(set(before) & set(after)) / config.topn,
-                     "before": before[:5], "after": after[:5]})
+        rows.append(
+            {
+                "word": word,
+                "overlap": len(set(before) & set(after)) / config.topn,
+                "before": before[:5],
+                "after": after[:5],
+            }
+        )
     mean = sum(r["overlap"] for r in rows) / len(rows)
     changed = sorted(rows, key=lambda r: (r["overlap"], r["word"]))[:10]
     return round(mean, 4), changed
@@ -80,23 +86,34 @@ def evaluate(parent: Any | None, candidate: Any, config: GateConfig, files: dict
         overlap, changed = neighbourhoods(parent, candidate, config)
         result["changed"] = changed
         ok = overlap >= config.min_overlap
-        result["checks"].append({"name": "neighbourhood overlap", "candidate": overlap,
-                                 "threshold": config.min_overlap, "passed": ok})
+        result["checks"].append(
+            {"name": "neighbourhood overlap", "candidate": overlap, "threshold": config.min_overlap, "passed": ok}
+        )
         if not ok:
             result["reasons"].append(f"neighbourhood overlap {overlap:.3f} < {config.min_overlap}")
     with tempfile.TemporaryDirectory(prefix="embedding-eval-") as tmp:
-        for kind, names, score in (("similarity", config.similarity_files, _similarity),
-                                   ("analogy", config.analogy_files, _analogy)):
+        for kind, names, score in (
+            ("similarity", config.similarity_files, _similarity),
+            ("analogy", config.analogy_files, _analogy),
+        ):
             for name in names:
                 path = Path(tmp) / Path(name).name
                 path.write_bytes(files[name])
                 after = score(candidate, path)
                 before = score(parent, path) if parent is not None else None
                 ok = before is None or after is None or after >= before - config.max_drop
-                result["checks"].append({"name": f"{kind} {Path(name).name}", "parent": before,
-                                         "candidate": after, "threshold": config.max_drop, "passed": ok})
+                result["checks"].append(
+                    {
+                        "name": f"{kind} {Path(name).name}",
+                        "parent": before,
+                        "candidate": after,
+                        "threshold": config.max_drop,
+                        "passed": ok,
+                    }
+                )
                 if not ok:
                     result["reasons"].append(
-                        f"{kind} on {Path(name).name} fell from {before} to {after} (allowed drop {config.max_drop})")
+                        f"{kind} on {Path(name).name} fell from {before} to {after} (allowed drop {config.max_drop})"
+                    )
     result["passed"] = not result["reasons"]
     return result

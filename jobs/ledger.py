@@ -59,7 +59,7 @@ def select(partitions: list[Partition], ledger: pa.Table) -> Plan:
     sizes = ledger.column("size").to_numpy()
     mtimes = ledger.column("mtime_ns").to_numpy()
     new, rewritten, already = [], [], 0
-    for partition, row in zip(partitions, index):
+    for partition, row in zip(partitions, index, strict=True):
         if row != row:  # NaN: not in the ledger
             new.append(partition)
         elif sizes[int(row)] != partition.size or mtimes[int(row)] != partition.mtime_ns:

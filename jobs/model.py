@@ -47,9 +47,18 @@ class VocabularyChange:
 def create(config: TrainingConfig) -> Word2Vec:
     """A new, untrained model with ``config``'s architecture."""
     common: dict[str, Any] = dict(
-        vector_size=config.vector_size, window=config.window, min_count=config.min_count, sg=int(config.sg),
-        hs=0, negative=config.negative, sample=config.sample, alpha=config.alpha, min_alpha=config.min_alpha,
-        workers=config.workers, seed=config.seed, epochs=config.epochs,
+        vector_size=config.vector_size,
+        window=config.window,
+        min_count=config.min_count,
+        sg=int(config.sg),
+        hs=0,
+        negative=config.negative,
+        sample=config.sample,
+        alpha=config.alpha,
+        min_alpha=config.min_alpha,
+        workers=config.workers,
+        seed=config.seed,
+        epochs=config.epochs,
     )
     if config.model == "fasttext":
         return FastText(min_n=config.min_n, max_n=config.max_n, bucket=config.bucket, **common)
@@ -97,9 +106,7 @@ def update_vocabulary(
     return VocabularyChange(before=before, after=len(model.wv), new_words=list(new_words))
 
 
-def below_min_count(
-    model: Word2Vec, counts: dict[str, int], pending: dict[str, int], cap: int
-) -> dict[str, int]:
+def below_min_count(model: Word2Vec, counts: dict[str, int], pending: dict[str, int], cap: int) -> dict[str, int]:
     """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
     known = model.wv.key_to_index
     remembered = {w: c for w, c in pending.items() if w not in known}
@@ -146,8 +153,13 @@ def train(
     model.alpha, model.min_alpha = config.alpha, config.min_alpha
     start = time.perf_counter()
     model.train(
-        corpus_file=str(corpus_file), total_examples=sentences, total_words=tokens, epochs=config.epochs,
-        start_alpha=config.alpha, end_alpha=config.min_alpha, callbacks=list(callbacks),
+        corpus_file=str(corpus_file),
+        total_examples=sentences,
+        total_words=tokens,
+        epochs=config.epochs,
+        start_alpha=config.alpha,
+        end_alpha=config.min_alpha,
+        callbacks=list(callbacks),
     )
     return time.perf_counter() - start
 

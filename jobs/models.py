@@ -34,8 +34,10 @@ def list_versions(store: Store) -> str:
     for version in store.list_versions():
         m = read_manifest(store, version)
         mark = "* " if version == current else "  "
-        rows.append(f"{mark}{version:<26}{m.get('parent') or '-':<26}{len(m.get('partitions', [])):>11}"
-                    f"{m.get('tokens', 0):>14,}{m.get('vocab_size', 0):>10,}")
+        rows.append(
+            f"{mark}{version:<26}{m.get('parent') or '-':<26}{len(m.get('partitions', [])):>11}"
+            f"{m.get('tokens', 0):>14,}{m.get('vocab_size', 0):>10,}"
+        )
     if len(rows) == 1:
         return f"no versions in {store.uri}"
     return "\n".join(rows)

@@ -140,4 +140,3 @@ def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
 def model_files(manifest: dict[str, Any]) -> list[str]:
     """The files gensim needs to load the model (``model`` and the arrays saved beside it)."""
     return [name for name in manifest["files"] if name.startswith("model/")]
-

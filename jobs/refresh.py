@@ -75,21 +75,30 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 
     # 2. Discover partitions and keep the ones this lineage has not consumed.
     fs, root = open_filesystem(config.input)
-    found = select(discover(fs, root, forced_format=config.input_format, glob=config.glob),
-                   since=config.since, where=config.where)
+    found = select(
+        discover(fs, root, forced_format=config.input_format, glob=config.glob), since=config.since, where=config.where
+    )
     seen = ledger.read(store, pointer.version if pointer else None)
     plan = ledger.select(found, seen)
     todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
     todo = todo[: config.max_partitions] if config.max_partitions else todo
     for partition in plan.rewritten:
-        log.warning("partition rewritten since it was consumed (%s): %s", "retraining" if
-                    config.reprocess_rewritten else "not retrained; see --reprocess-rewritten", partition.uri)
+        log.warning(
+            "partition rewritten since it was consumed (%s): %s",
+            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
+            partition.uri,
+        )
     log.info("%d partitions found, %d already consumed, %d to train on", len(found), plan.already, len(todo))
     if not todo:
         return report.Summary(
-            version=None, parent=parent and parent["version"], published=False, store=store.uri,
-            seconds=time.perf_counter() - started, rewritten=[p.uri for p in plan.rewritten],
-            message=f"no new partitions under {config.input} ({len(found)} found, all consumed)")
+            version=None,
+            parent=(parent["version"] if parent else None),
+            published=False,
+            store=store.uri,
+            seconds=time.perf_counter() - started,
+            rewritten=[p.uri for p in plan.rewritten],
+            message=f"no new partitions under {config.input} ({len(found)} found, all consumed)",
+        )
 
     version = new_version()
     with cluster.connected(config.ray_address), cluster.trainer_actor(config) as trainer:
@@ -100,8 +109,12 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 
         # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node).
         request = TrainRequest(
-            version=version, parent=parent and parent["version"], parent_kind=parent["model"] if parent else "",
-            training=config.training, gate=config.gate, eval_files=eval_files,
+            version=version,
+            parent=(parent["version"] if parent else None),
+            parent_kind=parent["model"] if parent else "",
+            training=config.training,
+            gate=config.gate,
+            eval_files=eval_files,
             extra_files={
                 ledger.LEDGER: ledger.extend(seen, ingest.consumed, version),
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
@@ -124,7 +137,8 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
         raise QualityGateError(
             f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
             f"NOT promoted; the current version stays {pointer.version if pointer else 'none'}. "
-            f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force.")
+            f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
+        )
     store.swap_pointer(version, pointer)
 
     # 6. Report.
@@ -147,8 +161,10 @@ def read_eval_files(gate: GateConfig) -> dict[str, bytes]:
 def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Store the refresh report (Markdown and JSON) in the version; return their manifest entries."""
     recorded = {}
-    for name, body in (("report.json", report.as_json(details).encode()),
-                       ("report.md", report.markdown(details).encode())):
+    for name, body in (
+        ("report.json", report.as_json(details).encode()),
+        ("report.md", report.markdown(details).encode()),
+    ):
         store.put_bytes(version_key(version, name), body)
         recorded[name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
     return recorded
@@ -169,8 +185,7 @@ def discard(store: Store, version: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     try:
         config = from_args(argv)

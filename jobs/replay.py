@@ -64,7 +64,7 @@ def update(reservoir: Reservoir, corpus: Path, new_sentences: int, config: Train
     rng = random.Random(config.seed + reservoir.seen)
     lines, seen, cap = list(reservoir.lines), reservoir.seen, config.replay_max_sentences
     with open(corpus, "rb") as source:
-        for _, line in zip(range(new_sentences), source):
+        for _, line in zip(range(new_sentences), source, strict=False):  # the corpus continues with replayed lines
             seen += 1
             if len(lines) < cap:
                 lines.append(line.rstrip(b"\n"))

@@ -55,31 +55,36 @@ def details(
     """The refresh report's content (stored as report.json, rendered as report.md)."""
     return {
         "version": candidate.version,
-        "parent": parent and parent["version"],
+        "parent": (parent["version"] if parent else None),
         "input": config.input,
         "partitions": [p.uri for p in ingest.consumed],
         "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
         "documents": ingest.documents,
         "sentences": ingest.sentences,
         "tokens": ingest.tokens,
-        "vocabulary": {"before": candidate.vocab_before, "after": candidate.vocab_size,
-                       "new": len(candidate.new_words)},
-        "new_words": [{"word": w, "neighbours": candidate.neighbours.get(w, [])}
-                      for w in candidate.new_words[:20]],
+        "vocabulary": {
+            "before": candidate.vocab_before,
+            "after": candidate.vocab_size,
+            "new": len(candidate.new_words),
+        },
+        "new_words": [{"word": w, "neighbours": candidate.neighbours.get(w, [])} for w in candidate.new_words[:20]],
         "changed_words": candidate.evaluation.get("changed", []),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
     }
 
 
 def manifest_fields(
-    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None,
+    config: RefreshConfig,
+    ingest: IngestResult,
+    candidate: Candidate,
+    parent: dict[str, Any] | None,
     files: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Everything the manifest records about a version (no credentials: config holds none)."""
     resolved = to_dict(config)
     return {
         "version": candidate.version,
-        "parent": parent and parent["version"],
+        "parent": (parent["version"] if parent else None),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": candidate.model_kind,
         "training": resolved["training"],
@@ -99,16 +104,29 @@ def manifest_fields(
 
 
 def summary(
-    store: str, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None,
-    rewritten: list[Partition], seconds: float,
+    store: str,
+    ingest: IngestResult,
+    candidate: Candidate,
+    parent: dict[str, Any] | None,
+    rewritten: list[Partition],
+    seconds: float,
 ) -> Summary:
     return Summary(
-        version=candidate.version, parent=parent and parent["version"], published=True, store=store,
-        partitions=len(ingest.consumed), documents=ingest.documents, sentences=ingest.sentences,
-        tokens=ingest.tokens, new_words=len(candidate.new_words), vocab_size=candidate.vocab_size,
-        seconds=seconds, timings={"tokenize": ingest.seconds, **candidate.timings},
+        version=candidate.version,
+        parent=(parent["version"] if parent else None),
+        published=True,
+        store=store,
+        partitions=len(ingest.consumed),
+        documents=ingest.documents,
+        sentences=ingest.sentences,
+        tokens=ingest.tokens,
+        new_words=len(candidate.new_words),
+        vocab_size=candidate.vocab_size,
+        seconds=seconds,
+        timings={"tokenize": ingest.seconds, **candidate.timings},
         rejected=[{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
-        rewritten=[p.uri for p in rewritten], neighbours=dict(list(candidate.neighbours.items())[:10]),
+        rewritten=[p.uri for p in rewritten],
+        neighbours=dict(list(candidate.neighbours.items())[:10]),
         gate={k: candidate.evaluation[k] for k in ("passed", "reasons")},
     )
 
@@ -128,16 +146,22 @@ def markdown(d: dict[str, Any]) -> str:
         "## Quality gate: " + ("passed" if d["evaluation"]["passed"] else "FAILED"),
         "",
     ]
-    lines += [f"- {c['name']}: candidate {c.get('candidate')}"
-              + (f", parent {c['parent']}" if c.get("parent") is not None else "")
-              + f" ({'ok' if c['passed'] else 'fail'})" for c in d["evaluation"]["checks"]] or ["- no checks (first model)"]
+    lines += [
+        f"- {c['name']}: candidate {c.get('candidate')}"
+        + (f", parent {c['parent']}" if c.get("parent") is not None else "")
+        + f" ({'ok' if c['passed'] else 'fail'})"
+        for c in d["evaluation"]["checks"]
+    ] or ["- no checks (first model)"]
     lines += [f"- {r}" for r in d["evaluation"]["reasons"]]
     lines += ["", "## New words and their nearest neighbours", ""]
-    lines += [f"- **{w['word']}**: " + ", ".join(f"{n} ({s:.2f})" for n, s in w["neighbours"])
-              for w in d["new_words"]] or ["- none"]
+    lines += [
+        f"- **{w['word']}**: " + ", ".join(f"{n} ({s:.2f})" for n, s in w["neighbours"]) for w in d["new_words"]
+    ] or ["- none"]
     lines += ["", "## Old words whose neighbourhoods changed most", ""]
-    lines += [f"- **{c['word']}** (kept {c['overlap']:.0%}): {', '.join(c['before'])} → {', '.join(c['after'])}"
-              for c in d["changed_words"]] or ["- none (first model)"]
+    lines += [
+        f"- **{c['word']}** (kept {c['overlap']:.0%}): {', '.join(c['before'])} → {', '.join(c['after'])}"
+        for c in d["changed_words"]
+    ] or ["- none (first model)"]
     if d["rejected"]:
         lines += ["", "## Rejected partitions", ""]
         lines += [f"- `{r['uri']}`: {r['cause']}" for r in d["rejected"]]
@@ -162,7 +186,8 @@ def human(summary: Summary) -> str:
             f"  partitions {summary.partitions:,}   documents {summary.documents:,}   "
             f"sentences {summary.sentences:,}   tokens {summary.tokens:,}",
             f"  vocabulary {summary.vocab_size:,} words, {summary.new_words:,} new",
-            "  time " + "  ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
+            "  time "
+            + "  ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
             + f"  total {summary.seconds:.1f}s",
         ]
         for word, near in list(summary.neighbours.items())[:5]:

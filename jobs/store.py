@@ -127,8 +127,9 @@ class LocalStore:
         with self._locked():
             current = self.read_pointer()
             if current != expected:
-                raise ConflictError(version, current.version if current else None,
-                                    expected.version if expected else None)
+                raise ConflictError(
+                    version, current.version if current else None, expected.version if expected else None
+                )
             self._atomic_write(self.root / POINTER, pointer_body(version))
 
     def put_file(self, key: str, source: Path) -> None:
@@ -171,7 +172,7 @@ class LocalStore:
                 if isinstance(data, bytes):
                     out.write(data)
                 else:
-                    shutil.copyfileobj(data, out, 8 << 20)  # type: ignore[arg-type]
+                    shutil.copyfileobj(data, out, 8 << 20)  # type: ignore[arg-type,type-var]
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, target)

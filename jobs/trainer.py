@@ -58,13 +58,15 @@ class Candidate:
 
 
 def write_counts(path: Path, counts: dict[str, int]) -> None:
-    table = pa.table({"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())})
+    table = pa.table(
+        {"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())}
+    )
     pq.write_table(table, path, compression="zstd")
 
 
 def read_counts(path: Path) -> dict[str, int]:
     table = pq.read_table(path)
-    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist()))
+    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class Trainer:
     def __init__(self, spool_dir: str | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="embedding-refresh-", dir=spool_dir))
         self.corpus_path = self.dir / "corpus.txt"
-        self._corpus = open(self.corpus_path, "wb")
+        self._corpus = open(self.corpus_path, "wb")  # noqa: SIM115 - open across ingest calls, closed in finish
         self._counts: list[pa.Table] = []
         self.sentences = self.tokens = self.spooled = 0
 
@@ -126,7 +128,9 @@ class Trainer:
             self._corpus.close()
             with timed(timings, "load"):
                 parent = self._fetch_parent(store, request.parent) if request.parent else None
-                model = gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
+                model = (
+                    gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
+                )
                 pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
                 reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
 
@@ -140,14 +144,18 @@ class Trainer:
             sentences, tokens = self.sentences, self.tokens
             if config.replay_fraction > 0:
                 extra_sentences, extra_tokens = replay.append_sample(
-                    reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed)
+                    reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed
+                )
                 sentences, tokens = sentences + extra_sentences, tokens + extra_tokens
             timings["train"] = gmodel.train(model, self.corpus_path, sentences, tokens, config, request.callbacks)
-            gmodel.record(model, version=request.version, parent=request.parent,
-                          new_words=len(change.new_words), **request.event)
+            gmodel.record(
+                model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
+            )
 
             with timed(timings, "evaluate"):
-                parent_vectors = gmodel.load_vectors(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else None
+                parent_vectors = (
+                    gmodel.load_vectors(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else None
+                )
                 evaluation = evaluate(parent_vectors, model.wv, request.gate, request.eval_files)
                 ranked = sorted(change.new_words, key=lambda w: -freq[w])
                 neighbours = {w: gmodel.neighbours(model, w) for w in ranked[:20]}
@@ -157,7 +165,9 @@ class Trainer:
                 gmodel.save(model, out)
                 write_counts(out / PENDING, pending)
                 if config.replay_fraction > 0:
-                    replay.save(replay.update(reservoir, self.corpus_path, self.sentences, config), out / replay.RESERVOIR)
+                    replay.save(
+                        replay.update(reservoir, self.corpus_path, self.sentences, config), out / replay.RESERVOIR
+                    )
                 for name, data in request.extra_files.items():
                     (out / name).write_bytes(data)
                 kind = gmodel.kind(model)
@@ -172,15 +182,22 @@ class Trainer:
         finally:
             self.close()
         return Candidate(
-            version=request.version, files=files, model_kind=kind, vocab_before=change.before,
-            vocab_size=change.after, new_words=ranked, neighbours=neighbours, evaluation=evaluation,
-            spooled_bytes=self.spooled, timings=timings,
+            version=request.version,
+            files=files,
+            model_kind=kind,
+            vocab_before=change.before,
+            vocab_size=change.after,
+            new_words=ranked,
+            neighbours=neighbours,
+            evaluation=evaluation,
+            spooled_bytes=self.spooled,
+            timings=timings,
         )
 
     def _merged_counts(self) -> dict[str, int]:
         counts = merge_counts(self._counts)
         self._counts = []
-        return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist()))
+        return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist(), strict=True))
 
     def _fetch_parent(self, store: Store, parent: str) -> Path:
         """Download and verify the parent's model files (and its remembered state, when it has one)."""

@@ -55,7 +55,9 @@ def _cause(partition: Partition, exc: Exception) -> str:
         return f"not a readable Parquet file ({text})"
     if partition.format == "jsonl" and "JSON" in text:
         return f"malformed JSON line ({text})"
-    if partition.compression and any(w in text.lower() for w in ("zstd", "gzip", "zlib", "inflate", "compress", "deflate", "corrupt")):
+    if partition.compression and any(
+        w in text.lower() for w in ("zstd", "gzip", "zlib", "inflate", "compress", "deflate", "corrupt")
+    ):
         return f"unreadable {partition.compression} compression ({text})"
     return text
 

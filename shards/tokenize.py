@@ -48,9 +48,7 @@ class TokenizerConfig:
         if self.min_token_len < 1:
             raise ConfigError(f"min_token_len must be at least 1, got {self.min_token_len}")
         if self.max_token_len < self.min_token_len:
-            raise ConfigError(
-                f"max_token_len ({self.max_token_len}) is below min_token_len ({self.min_token_len})"
-            )
+            raise ConfigError(f"max_token_len ({self.max_token_len}) is below min_token_len ({self.min_token_len})")
         if not 1 <= self.max_sentence_tokens <= GENSIM_MAX_SENTENCE:
             raise ConfigError(
                 f"max_sentence_tokens must be between 1 and {GENSIM_MAX_SENTENCE}, got {self.max_sentence_tokens}"
@@ -95,9 +93,7 @@ def tokenize(texts: pa.Array | pa.ChunkedArray, config: TokenizerConfig) -> pa.L
     values = pc.list_flatten(lists)
     parents = pc.list_parent_indices(lists).to_numpy()
     lengths = pc.utf8_length(values)
-    keep = pc.and_(
-        pc.greater_equal(lengths, config.min_token_len), pc.less_equal(lengths, config.max_token_len)
-    )
+    keep = pc.and_(pc.greater_equal(lengths, config.min_token_len), pc.less_equal(lengths, config.max_token_len))
     values = values.filter(keep)
     parents = parents[keep.to_numpy(zero_copy_only=False)]
     counts = np.bincount(parents, minlength=len(lists)) if len(parents) else np.zeros(len(lists), np.int64)
@@ -121,9 +117,7 @@ def _assemble(values: pa.Array, doc_lengths: np.ndarray, max_len: int) -> pa.Lis
 def count_words(sentences: pa.ListArray) -> pa.Table:
     """Word counts of a tokenized batch as a two-column table (``word``, ``count``)."""
     counts = pc.value_counts(pc.list_flatten(sentences))
-    return pa.table(
-        {"word": counts.field("values"), "count": pc.cast(counts.field("counts"), pa.int64())}
-    )
+    return pa.table({"word": counts.field("values"), "count": pc.cast(counts.field("counts"), pa.int64())})
 
 
 def to_lines(sentences: pa.ListArray) -> bytes:

@@ -44,14 +44,26 @@ def ray_session(moto: MotoServer) -> Iterator[None]:
 
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         del os.environ[name]  # hermetic: nothing from the developer's AWS setup reaches the tests
-    os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": moto.endpoint,
-                       "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    os.environ.update(
+        {
+            **S3_ENV,
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
 
     temp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
     # Workers must import test modules (e.g. training callbacks used as fault seams).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    ray.init(num_cpus=2, object_store_memory=200 << 20, include_dashboard=False, _temp_dir=temp,
-             logging_level=logging.WARNING, configure_logging=False)
+    ray.init(
+        num_cpus=2,
+        object_store_memory=200 << 20,
+        include_dashboard=False,
+        _temp_dir=temp,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
     yield
     ray.shutdown()
 

@@ -21,9 +21,7 @@ def cluster_words(cluster: int, n: int = 8) -> list[str]:
     return [word(f"c{LETTERS[cluster]}x", i) for i in range(n)]
 
 
-def clustered(
-    sentences: int, clusters: int = 4, seed: int = 0, extra: dict[int, list[str]] | None = None
-) -> list[str]:
+def clustered(sentences: int, clusters: int = 4, seed: int = 0, extra: dict[int, list[str]] | None = None) -> list[str]:
     """Documents where cluster k's words (plus ``extra[k]``) co-occur with k's own context words."""
     rng = random.Random(seed)
     contexts = [[word(f"k{LETTERS[c]}q", i) for i in range(6)] for c in range(clusters)]

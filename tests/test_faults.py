@@ -33,11 +33,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
 FAST = ["--workers", "2", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--max-in-flight", "4"]
 
 ODD_BUT_LEGAL = [
-    None, "", "   \t  ", "\n\n",
-    "Привет мир, как дела", "مرحبا بالعالم", "日本語のテキスト 中文", "emoji 😀🎉 party 👍🏽 time",
-    "cafe\u0301 na\u0131ve déjà vu",                          # a combining accent, a dotless i, precomposed
-    "token " + "x" * 500 + " after",                            # one absurdly long token: dropped by the cap
-    " ".join(["long"] * 12_000),                                # longer than gensim's sentence limit
+    None,
+    "",
+    "   \t  ",
+    "\n\n",
+    "Привет мир, как дела",
+    "مرحبا بالعالم",
+    "日本語のテキスト 中文",
+    "emoji 😀🎉 party 👍🏽 time",
+    "cafe\u0301 na\u0131ve déjà vu",  # a combining accent, a dotless i, precomposed
+    "token " + "x" * 500 + " after",  # one absurdly long token: dropped by the cap
+    " ".join(["long"] * 12_000),  # longer than gensim's sentence limit
 ]
 #: what the tokenizer must make of ODD_BUT_LEGAL (letters and their combining marks, lowercased, 2..40 long)
 ODD_COUNTS = collections.Counter(
@@ -80,8 +86,11 @@ def hostile_folder(root: Path) -> tuple[dict[str, str], collections.Counter[str]
     pq.write_table(pa.table({"text": [1, 2, 3]}), root / "dt=2" / "numbers.parquet")
     write_parquet(root / "dt=2" / "huge-doc.parquet", ["word " * 300_000])
     causes = {name: cause for name, (_, cause) in bad.items()}
-    causes |= {"nocolumn.parquet": "no column 'text'", "numbers.parquet": "holds int64, not text",
-               "huge-doc.parquet": "exceeds the limit of 1,000,000"}
+    causes |= {
+        "nocolumn.parquet": "no column 'text'",
+        "numbers.parquet": "holds int64, not text",
+        "huge-doc.parquet": "exceeds the limit of 1,000,000",
+    }
     return causes, reference(good) + ODD_COUNTS + collections.Counter("json lines fine".split())
 
 
@@ -102,8 +111,11 @@ def test_bad_partitions_both_ways(tmp_path: Path) -> None:
     model, manifest = load_latest(store)
     assert gmodel.counts_of(model) == dict(expected)
     assert {r["uri"].rsplit("/", 1)[1] for r in manifest["rejected"]} == causes.keys()
-    assert {p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]} == {"good.parquet", "odd.parquet",
-                                                                           "good.jsonl.gz"}
+    assert {p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]} == {
+        "good.parquet",
+        "odd.parquet",
+        "good.jsonl.gz",
+    }
     assert summary.tokens == sum(expected.values())
 
     before = snapshot(store)
@@ -132,7 +144,7 @@ def run_while(action: Callable[[], bool], argv: list[str], timeout: float = 120)
     def target() -> None:
         try:
             outcome["summary"] = run(from_args(argv))
-        except BaseException as exc:  # noqa: BLE001 - handed back to the test
+        except BaseException as exc:  # handed back to the test
             outcome["error"] = exc
 
     thread = threading.Thread(target=target)
@@ -163,8 +175,9 @@ def test_a_tokenizing_worker_killed_mid_partition_is_retried(tmp_path: Path) -> 
     docs = {i: clustered(4000, seed=i) for i in range(6)}
     for i, part in docs.items():
         write_parquet(data / f"dt={i}" / "p.parquet", part)
-    summary, error = run_while(kill_first("ray::tokenize_partition"), ["--input", str(data), "--store", str(store),
-                                                                      *FAST])
+    summary, error = run_while(
+        kill_first("ray::tokenize_partition"), ["--input", str(data), "--store", str(store), *FAST]
+    )
     assert error is None, error
     model, _ = load_latest(store)
     expected = sum((reference(d) for d in docs.values()), collections.Counter())
@@ -189,8 +202,10 @@ def test_the_training_actor_dying_fails_the_run_and_a_rerun_succeeds(tmp_path: P
 def tiny_disk(tmp_path: Path) -> Any:
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", str(mount)], check=False)
@@ -199,7 +214,7 @@ def tiny_disk(tmp_path: Path) -> Any:
 def test_a_full_spool_disk_fails_the_run_cleanly(tmp_path: Path, tiny_disk: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
     write_parquet(data / "dt=1" / "p.parquet", clustered(2000, seed=1))
-    with pytest.raises(TrainingError, match="No space left on device.*--spool-dir"):
+    with pytest.raises(TrainingError, match=r"No space left on device.*--spool-dir"):
         run(from_args(["--input", str(data), "--store", str(store), *FAST, "--spool-dir", str(tiny_disk)]))
     assert snapshot(store) == {}
     assert list(tiny_disk.iterdir()) == []

@@ -26,8 +26,14 @@ def layout(root: Path) -> None:
     (root / "dt=2026-11-23").mkdir(parents=True)
     (root / "dt=2026-11-23" / "docs.jsonl.gz").write_bytes(gzip.compress(b'{"text": "j"}\n'))
     (root / "dt=2026-11-23" / "notes.txt.zst").write_bytes(zstandard.ZstdCompressor().compress(b"t\n"))
-    for junk in ["dt=2026-11-24/_SUCCESS", "dt=2026-11-24/_metadata", "dt=2026-11-24/.part-00000.parquet.crc",
-                 "dt=2026-11-24/.hidden", "_temporary/0/part-9.parquet", "dt=2026-11-24/x.parquet.crc"]:
+    for junk in [
+        "dt=2026-11-24/_SUCCESS",
+        "dt=2026-11-24/_metadata",
+        "dt=2026-11-24/.part-00000.parquet.crc",
+        "dt=2026-11-24/.hidden",
+        "_temporary/0/part-9.parquet",
+        "dt=2026-11-24/x.parquet.crc",
+    ]:
         (root / junk).parent.mkdir(parents=True, exist_ok=True)
         (root / junk).write_bytes(b"junk")
 
@@ -43,7 +49,11 @@ def test_discovery_is_recursive_sorted_and_ignores_writer_leftovers(tmp_path: Pa
         "dt=2026-11-24/hour=01/part-00001.parquet",
     ]
     assert [(p.format, p.compression) for p in found] == [
-        ("jsonl", "gzip"), ("text", "zstd"), ("parquet", None), ("parquet", None)]
+        ("jsonl", "gzip"),
+        ("text", "zstd"),
+        ("parquet", None),
+        ("parquet", None),
+    ]
     assert found[2].hive == (("dt", "2026-11-24"), ("hour", "00"))
     assert all(p.size > 0 and p.mtime_ns > 0 for p in found)
 
@@ -52,7 +62,9 @@ def test_glob_filters_relative_paths(tmp_path: Path) -> None:
     layout(tmp_path)
     fs, root = open_filesystem(str(tmp_path))
     assert [p.name for p in discover(fs, root, glob="dt=2026-11-24/*")] == [
-        "part-00000.snappy.parquet", "part-00001.parquet"]
+        "part-00000.snappy.parquet",
+        "part-00001.parquet",
+    ]
 
 
 def test_missing_root_and_unknown_format_are_config_errors(tmp_path: Path) -> None:
@@ -90,7 +102,9 @@ def test_every_format_reads_the_same_documents(tmp_path: Path) -> None:
 def test_custom_text_column(tmp_path: Path) -> None:
     pq.write_table(pa.table({"body": ["custom column"], "text": [None]}), tmp_path / "p.parquet")
     assert tokens_of(tmp_path, "p.parquet", (tmp_path / "p.parquet").read_bytes(), text_column="body") == [
-        "custom", "column"]
+        "custom",
+        "column",
+    ]
 
 
 @pytest.mark.parametrize(

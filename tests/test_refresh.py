@@ -51,7 +51,7 @@ def test_vocabulary_counts_equal_a_single_process_count(tmp_path: Path) -> None:
     all_docs: list[str | None] = []
     for day in range(3):
         for part in range(3):
-            docs = clustered(40, seed=day * 10 + part) + [None, "", f"Mixed CASE, punctuation! {day}{part}"]
+            docs = [*clustered(40, seed=day * 10 + part), None, "", f"Mixed CASE, punctuation! {day}{part}"]
             all_docs += docs
             write_parquet(data / f"dt=2026-11-2{day}" / f"part-{part:05d}.parquet", docs)
     (data / "dt=2026-11-20" / "_SUCCESS").touch()
@@ -63,8 +63,7 @@ def test_vocabulary_counts_equal_a_single_process_count(tmp_path: Path) -> None:
     assert gmodel.counts_of(model) == dict(expected)
     assert summary.tokens == manifest["tokens"] == sum(expected.values())
     assert summary.partitions == len(manifest["partitions"]) == 9
-    assert sorted(p["uri"] for p in manifest["partitions"]) == sorted(
-        str(p) for p in data.rglob("*.parquet"))
+    assert sorted(p["uri"] for p in manifest["partitions"]) == sorted(str(p) for p in data.rglob("*.parquet"))
 
 
 class ExplodeAtEpoch(CallbackAny2Vec):  # type: ignore[misc]

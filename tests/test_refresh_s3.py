@@ -69,14 +69,27 @@ def test_s3_to_s3_then_an_update_that_loads_it_back(bucket: str, monkeypatch: py
     boto3.client("s3").put_object(Bucket=bucket, Key="corpus/dt=2026-11-23/_SUCCESS", Body=b"")
     # FastText with 110k buckets x 100 dims: gensim saves arrays over 10M elements (here the 44 MB n-gram
     # array) as separate .npy files
-    common = ["--input", f"s3://{bucket}/corpus", "--store", f"s3://{bucket}/models", *FAST,
-              "--model", "fasttext", "--bucket", "110000", "--vector-size", "100"]
+    common = [
+        "--input",
+        f"s3://{bucket}/corpus",
+        "--store",
+        f"s3://{bucket}/models",
+        *FAST,
+        "--model",
+        "fasttext",
+        "--bucket",
+        "110000",
+        "--vector-size",
+        "100",
+    ]
     first = run(from_args(common))
     assert pointer(bucket) == first.version
     s3 = boto3.client("s3")
     npy = [k for k in keys(bucket) if k.endswith(".npy")]
     assert f"models/versions/{first.version}/model/embedding.model.wv.vectors_ngrams.npy" in npy
-    big = s3.head_object(Bucket=bucket, Key=f"models/versions/{first.version}/model/embedding.model.wv.vectors_ngrams.npy")
+    big = s3.head_object(
+        Bucket=bucket, Key=f"models/versions/{first.version}/model/embedding.model.wv.vectors_ngrams.npy"
+    )
     assert big["ETag"].strip('"').endswith("-6")  # uploaded in six 8 MiB parts
 
     land(bucket, "corpus/dt=2026-11-24/part-0.parquet", clustered(400, seed=2, extra={0: ["novelaa"]}))
@@ -119,8 +132,9 @@ def test_a_run_whose_pointer_moved_meanwhile_reports_a_conflict(bucket: str) -> 
     assert info.value.ours in open_store(f"s3://{bucket}/models").list_versions()  # kept, unpromoted
 
 
-def test_an_outage_during_publish_leaves_the_pointer(bucket: str, moto: MotoServer,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_outage_during_publish_leaves_the_pointer(
+    bucket: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     common = ["--input", f"s3://{bucket}/corpus", "--store", f"s3://{bucket}/models", *FAST]
     land(bucket, "corpus/dt=1/p.parquet", clustered(100, seed=1))
     first = run(from_args(common))
@@ -148,10 +162,21 @@ def test_a_publisher_killed_before_the_pointer_moves_leaves_readers_on_the_previ
     with FaultProxy(moto.endpoint) as proxy:
         # The manifest write hangs in retries: files are uploaded, the pointer not yet moved. Kill it there.
         proxy.fail("drop", float("inf"), method="PUT", path_contains="/manifest.json")
-        env = {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint, "AWS_MAX_ATTEMPTS": "20",
-               "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "PYTHONPATH": str(REPO)}
-        job = subprocess.Popen([sys.executable, "-m", "jobs.refresh", *common], env=env, cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "AWS_MAX_ATTEMPTS": "20",
+            "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+            "PYTHONPATH": str(REPO),
+        }
+        job = subprocess.Popen(
+            [sys.executable, "-m", "jobs.refresh", *common],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 180
         while not proxy.injected() and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.05)
@@ -165,5 +190,3 @@ def test_a_publisher_killed_before_the_pointer_moves_leaves_readers_on_the_previ
     assert any(k.endswith("embedding.model") for k in uploaded)
     with tempfile.TemporaryDirectory() as tmp:
         fetch_verified(store, "latest", Path(tmp), model_files(read_manifest(store, "latest")))
-
-

@@ -30,8 +30,10 @@ def test_three_scheduled_runs_consume_each_partition_exactly_once(tmp_path: Path
     data, store = tmp_path / "data", tmp_path / "models"
     landed: list[list[str]] = []
     for day in range(3):
-        paths = [write_parquet(data / f"dt=2026-11-2{day}" / f"part-{i}.parquet", clustered(60, seed=day * 5 + i))
-                 for i in range(2)]
+        paths = [
+            write_parquet(data / f"dt=2026-11-2{day}" / f"part-{i}.parquet", clustered(60, seed=day * 5 + i))
+            for i in range(2)
+        ]
         landed.append(sorted(str(p) for p in paths))
         summary = run(from_args(args(data, store, "--min-count", "1")))
         assert summary.published and summary.partitions == 2
@@ -88,9 +90,14 @@ def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> No
     write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2, extra={1: ["novelaa"]}))
     pairs = tmp_path / "pairs.tsv"
     words = cluster_words(0) + cluster_words(3)
-    pairs.write_text("# word1\tword2\tscore\n" + "".join(
-        f"{a}\t{b}\t{10.0 if (a in cluster_words(0)) == (b in cluster_words(0)) else 0.0}\n"
-        for a in words[::3] for b in words[1::3]))
+    pairs.write_text(
+        "# word1\tword2\tscore\n"
+        + "".join(
+            f"{a}\t{b}\t{10.0 if (a in cluster_words(0)) == (b in cluster_words(0)) else 0.0}\n"
+            for a in words[::3]
+            for b in words[1::3]
+        )
+    )
     impossible = ["--min-count", "1", "--gate-min-overlap", "1.0", "--eval-similarity", str(pairs)]
 
     assert main(args(data, store, *impossible)) == 1

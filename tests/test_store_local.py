@@ -29,8 +29,7 @@ def test_publish_then_fetch_verified_round_trips(tmp_path: Path) -> None:
     assert store.read_pointer() is None and store.list_versions() == []
     manifest = publish(store, "v1", folder(tmp_path, "a"), {"parent": None}, expected=None)
     assert store.read_pointer().version == "v1"  # type: ignore[union-attr]
-    assert set(manifest["files"]) == {"model/embedding.model", "model/embedding.model.wv.vectors.npy",
-                                      "ledger.parquet"}
+    assert set(manifest["files"]) == {"model/embedding.model", "model/embedding.model.wv.vectors.npy", "ledger.parquet"}
     assert manifest["files"]["ledger.parquet"]["size"] == 6
     got = fetch_verified(store, "latest", tmp_path / "got")
     assert (got / "model" / "embedding.model.wv.vectors.npy").read_bytes() == b"weights" * 3

@@ -53,7 +53,7 @@ def test_long_documents_are_cut_into_pieces_without_losing_a_token() -> None:
 def test_counts_and_lines_agree_with_the_sentences() -> None:
     sentences = tokenize(pa.array(["the cat saw the dog", None, "the end"]), TokenizerConfig())
     counts = count_words(sentences).to_pydict()
-    assert dict(zip(counts["word"], counts["count"])) == {"the": 3, "cat": 1, "saw": 1, "dog": 1, "end": 1}
+    assert dict(zip(counts["word"], counts["count"], strict=True)) == {"the": 3, "cat": 1, "saw": 1, "dog": 1, "end": 1}
     assert to_lines(sentences) == b"the cat saw the dog\nthe end\n"
     assert to_lines(sentences.slice(1)) == b"the end\n"
     assert to_lines(sentences.slice(0, 0)) == b""
