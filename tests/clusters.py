@@ -80,8 +80,12 @@ def clean_env(home: str, **extra: str) -> dict[str, str]:
     comes first on ``PATH``, so a job's ``python`` is the interpreter that has this project's dependencies.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "AWS_")) and k != "PYTHONPATH"}
-    env.update(HOME=home, RAY_AUTH_MODE="token", RAY_USAGE_STATS_ENABLED="0",
-               PATH=os.pathsep.join(filter(None, [str(BIN), env.get("PATH")])))
+    env.update(
+        HOME=home,
+        RAY_AUTH_MODE="token",
+        RAY_USAGE_STATS_ENABLED="0",
+        PATH=os.pathsep.join(filter(None, [str(BIN), env.get("PATH")])),
+    )
     env.update(extra)
     return env
 
@@ -169,30 +173,70 @@ class RayHead:
         self.temp_dir = short_temp_dir("rt")
         self.home = private_home(self.token)
         self._tokenless_home = private_home(None)
-        (gcs, dashboard, client, agent_http, agent_grpc, runtime_env_agent, metrics, node_manager,
-         object_manager) = free_ports(9)
+        (gcs, dashboard, client, agent_http, agent_grpc, runtime_env_agent, metrics, node_manager, object_manager) = (
+            free_ports(9)
+        )
         self.gcs_port, self.dashboard_port = gcs, dashboard
         command = [
-            str(BIN / "ray"), "start", "--head", "--block", "--disable-usage-stats",
-            "--node-ip-address", HOST, "--port", str(gcs), "--temp-dir", self.temp_dir,
-            "--include-dashboard", "true", "--dashboard-host", HOST, "--dashboard-port", str(dashboard),
-            "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent_http),
-            "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port", str(runtime_env_agent),
-            "--metrics-export-port", str(metrics), "--node-manager-port", str(node_manager),
-            "--object-manager-port", str(object_manager), "--min-worker-port", "0", "--max-worker-port", "0",
-            "--num-cpus", str(self.num_cpus), "--object-store-memory", str(self.object_store_memory),
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--disable-usage-stats",
+            "--node-ip-address",
+            HOST,
+            "--port",
+            str(gcs),
+            "--temp-dir",
+            self.temp_dir,
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            HOST,
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(client),
+            "--dashboard-agent-listen-port",
+            str(agent_http),
+            "--dashboard-agent-grpc-port",
+            str(agent_grpc),
+            "--runtime-env-agent-port",
+            str(runtime_env_agent),
+            "--metrics-export-port",
+            str(metrics),
+            "--node-manager-port",
+            str(node_manager),
+            "--object-manager-port",
+            str(object_manager),
+            "--min-worker-port",
+            "0",
+            "--max-worker-port",
+            "0",
+            "--num-cpus",
+            str(self.num_cpus),
+            "--object-store-memory",
+            str(self.object_store_memory),
         ]
         if self.resources:
             command += ["--resources", json.dumps(self.resources)]
         if self.system_config:
             command += ["--system-config", json.dumps(self.system_config)]
         if self.autoscaling_config is not None:
-            config = Path(self.temp_dir) / "autoscaling.yaml"
-            config.write_text(yaml.safe_dump(dict(self.autoscaling_config)))
-            command += ["--autoscaling-config", str(config)]
+            config = json.loads(json.dumps(self.autoscaling_config))  # a deep copy
+            if config["provider"]["type"] == "fake_multinode":
+                # where the fake provider's nodes join (else this machine's IP, port 6379: someone else's?)
+                config["provider"]["gcs_address"] = self.address
+            path = Path(self.temp_dir) / "autoscaling.yaml"
+            path.write_text(yaml.safe_dump(config))
+            command += ["--autoscaling-config", str(path)]
         handle, self._log_path = tempfile.mkstemp(prefix="ray-head-", suffix=".log", dir=self.temp_dir)
         self._process = subprocess.Popen(
-            command, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.temp_dir,
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=self.temp_dir,
             env=clean_env(self.home, RAY_TMPDIR=self.temp_dir, **self.extra_env),
             start_new_session=True,  # its own process group: see the module docstring
         )
@@ -263,14 +307,27 @@ class RayHead:
 
     # --- clients ------------------------------------------------------------------------------------------
 
-    def ray(self, *args: str, token: bool = True, timeout: float = 300, env: Mapping[str, str] | None = None,
-            cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:
+    def ray(
+        self,
+        *args: str,
+        token: bool = True,
+        timeout: float = 300,
+        env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run the ``ray`` CLI as a client of this cluster (output captured, never raises on failure)."""
-        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=timeout,
-                              env={**self.env(token=token), **(env or {})}, cwd=cwd or REPO)
+        return subprocess.run(
+            [str(BIN / "ray"), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.env(token=token), **(env or {})},
+            cwd=cwd or REPO,
+        )
 
-    def api(self, path: str, *, method: str = "GET", body: Any = None, token: str | None = "",
-            timeout: float = 10) -> tuple[int, Any]:
+    def api(
+        self, path: str, *, method: str = "GET", body: Any = None, token: str | None = "", timeout: float = 10
+    ) -> tuple[int, Any]:
         """One dashboard HTTP request; ``token=None`` sends no ``Authorization`` header. (status, JSON or text)."""
         headers = {"Content-Type": "application/json"}
         token = self.token if token == "" else token
@@ -297,8 +354,9 @@ class RayHead:
         assert status == 200, info
         return list(info)
 
-    def wait_job(self, submission_id: str, timeout: float = 300, states: frozenset[str] = TERMINAL,
-                 poll: float = 0.2) -> dict[str, Any]:
+    def wait_job(
+        self, submission_id: str, timeout: float = 300, states: frozenset[str] = TERMINAL, poll: float = 0.2
+    ) -> dict[str, Any]:
         """Poll the Jobs API until the job is in one of ``states``; its info."""
         deadline = time.monotonic() + timeout
         info = None

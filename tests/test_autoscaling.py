@@ -1,0 +1,168 @@
+"""The refresh on an autoscaling cluster that starts with no workers: Ray's fake multi-node provider, locally.
+
+``infra/local/autoscaling.yaml`` describes the cluster as ``infra/aws/cluster.yaml`` does (a head with
+``CPU: 0``, 1-CPU tokenizing workers from 0 to 2, one node offering ``trainer: 1``); the head is started with
+``RAY_FAKE_CLUSTER=1`` and that config, and every "node" the autoscaler launches is one more raylet on this
+machine. One refresh is submitted with ``ray job submit`` while a poller records the nodes every half second;
+the tests below read that one record.
+
+Run with ``python -m pytest tests/test_autoscaling.py -q`` (about a minute and a half on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs.publish import read_manifest
+from jobs.store import open_store
+from tests.clusters import REPO, RayHead, runtime_env
+from tests.conftest import write_parquet
+from tests.corpora import clustered
+
+pytestmark = pytest.mark.e2e
+
+CONFIG = REPO / "infra" / "local" / "autoscaling.yaml"
+FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1"]
+HEAD_ID = "f" * 51 + "00000"  # the fake provider's fixed id for the head
+
+
+def autoscaling_config() -> dict[str, Any]:
+    return dict(yaml.safe_load(CONFIG.read_text()))
+
+
+def fake_cluster(config: dict[str, Any]) -> RayHead:
+    """A head running the autoscaler with the fake multi-node provider, checking every second (default 5)."""
+    return RayHead(num_cpus=0, autoscaling_config=config,
+                   extra_env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+
+
+@dataclass
+class Record:
+    """What one autoscaled refresh did, as seen from outside."""
+
+    workers_at_start: list[dict[str, Any]]
+    submitted: float
+    running: float | None = None
+    finished: float | None = None
+    first_worker: float | None = None
+    all_idle: float | None = None
+    job: dict[str, Any] = field(default_factory=dict)
+    logs: str = ""
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> resources, every worker seen
+    most_workers: int = 0
+    actors: list[dict[str, Any]] = field(default_factory=list)
+
+    def scale_up_seconds(self) -> float:
+        assert self.first_worker is not None and self.running is not None
+        return self.first_worker - self.running
+
+
+def workers(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [n for n in nodes if n["node_id"] != HEAD_ID]
+
+
+def run_autoscaled_refresh(head: RayHead, data: Path, store: Path, submission_id: str,
+                           timeout: float = 420, scale_down_timeout: float = 120) -> Record:
+    """Submit one refresh and watch the cluster grow, finish the job and shrink back to the head."""
+    record = Record(workers_at_start=workers(head.alive_nodes()), submitted=time.monotonic())
+    done = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", submission_id, "--no-wait",
+                    "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env()),
+                    "--", "python", "-m", "jobs.refresh", "--input", str(data), "--store", str(store), *FAST,
+                    "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    deadline = time.monotonic() + timeout
+    while record.finished is None or record.all_idle is None:
+        assert time.monotonic() < deadline, f"autoscaled refresh not over after {timeout}s: {record}"
+        now = time.monotonic()
+        info = head.job(submission_id) or {}
+        alive = workers(head.alive_nodes())
+        for node in alive:
+            record.seen.setdefault(node["node_id"], node["resources_total"])
+        record.most_workers = max(record.most_workers, len(alive))
+        if record.running is None and info.get("status") in ("RUNNING", "SUCCEEDED", "FAILED"):
+            record.running = now
+        if record.first_worker is None and alive:
+            record.first_worker = now
+        if record.finished is None and info.get("status") in ("SUCCEEDED", "FAILED", "STOPPED"):
+            record.finished, record.job = now, info
+            deadline = min(deadline, now + scale_down_timeout)
+        if record.finished is not None and not alive:
+            record.all_idle = now
+        time.sleep(0.5)
+    record.logs = str(head.api(f"/api/jobs/{submission_id}/logs")[1].get("logs", ""))
+    status, actors = head.api("/api/v0/actors?limit=1000&detail=true")
+    assert status == 200, actors
+    record.actors = list(actors["data"]["result"]["result"])
+    return record
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Record]:
+    data, store = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("models") / "w2v"
+    for day in range(2):
+        for part in range(4):
+            write_parquet(data / f"dt=2026-06-0{day + 1}" / f"part-{part}.parquet",
+                          clustered(200, seed=10 * day + part))
+    with fake_cluster(autoscaling_config()) as head:
+        record = run_autoscaled_refresh(head, data, store, "refresh-autoscaled")
+    record.job["store"] = str(store)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and record.first_worker is not None:
+        reporter.write_line(
+            f"\nautoscaling: first worker node {record.scale_up_seconds():.1f}s after the job started RUNNING; "
+            f"job {record.finished - record.submitted:.1f}s from submission; "  # type: ignore[operator]
+            f"{record.most_workers} workers at most; back to the head alone "
+            f"{record.all_idle - record.finished:.1f}s after the job ended")  # type: ignore[operator]
+    yield record
+
+
+def test_the_config_passes_rays_schema_and_validation() -> None:
+    from ray.autoscaler._private.util import validate_config  # what the autoscaler's config reader runs
+
+    config = autoscaling_config()
+    validate_config(config)
+    assert config["provider"]["type"] == "fake_multinode"
+    assert config["available_node_types"][config["head_node_type"]]["resources"] == {"CPU": 0}
+    assert config["available_node_types"]["trainer"]["resources"]["trainer"] == 1
+
+
+def test_the_cluster_starts_with_no_worker_nodes(run: Record) -> None:
+    assert run.workers_at_start == []
+
+
+def test_waiting_tokenize_tasks_make_the_autoscaler_add_workers(run: Record) -> None:
+    assert run.first_worker is not None and run.running is not None
+    assert run.first_worker < run.finished  # type: ignore[operator]
+    assert 1 <= run.most_workers <= 3  # 2 tokenizers and 1 trainer at most
+    assert all(resources["CPU"] == 1 for resources in run.seen.values())
+
+
+def test_the_refresh_completes_and_publishes(run: Record) -> None:
+    assert run.job["status"] == "SUCCEEDED", run.logs[-3000:]
+    store = open_store(run.job["store"])
+    pointer = store.read_pointer()
+    assert pointer is not None
+    manifest = read_manifest(store, pointer.version)
+    assert len(manifest["partitions"]) == 8 and manifest["tokens"] == 8 * 200 * 12
+
+
+def test_idle_workers_are_removed(run: Record) -> None:
+    assert run.all_idle is not None  # no worker left within the bounded wait after the job ended
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "jobs.cluster.start_trainer asks for the trainer resource only when a live node offers it; on a cluster "
+    "that scales the trainer type from 0 (infra/aws/cluster.yaml, infra/k8s/*) none does when the run starts, "
+    "so the actor takes 0 CPUs and lands on the CPU-0 head, and the trainer node is never launched"))
+def test_the_training_actor_runs_on_the_trainer_node(run: Record) -> None:
+    trainers = [a for a in run.actors if a.get("class_name") == "Trainer"]
+    assert len(trainers) == 1
+    assert "trainer" in run.seen.get(trainers[0]["node_id"], {})
