@@ -40,8 +40,9 @@ def autoscaling_config() -> dict[str, Any]:
 
 def fake_cluster(config: dict[str, Any]) -> RayHead:
     """A head running the autoscaler with the fake multi-node provider, checking every second (default 5)."""
-    return RayHead(num_cpus=0, autoscaling_config=config,
-                   extra_env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
+    return RayHead(
+        num_cpus=0, autoscaling_config=config, extra_env={"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
+    )
 
 
 @dataclass
@@ -69,14 +70,34 @@ def workers(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [n for n in nodes if n["node_id"] != HEAD_ID]
 
 
-def run_autoscaled_refresh(head: RayHead, data: Path, store: Path, submission_id: str,
-                           timeout: float = 420, scale_down_timeout: float = 120) -> Record:
+def run_autoscaled_refresh(
+    head: RayHead, data: Path, store: Path, submission_id: str, timeout: float = 420, scale_down_timeout: float = 120
+) -> Record:
     """Submit one refresh and watch the cluster grow, finish the job and shrink back to the head."""
     record = Record(workers_at_start=workers(head.alive_nodes()), submitted=time.monotonic())
-    done = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", submission_id, "--no-wait",
-                    "--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env()),
-                    "--", "python", "-m", "jobs.refresh", "--input", str(data), "--store", str(store), *FAST,
-                    "--json")
+    done = head.ray(
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--submission-id",
+        submission_id,
+        "--no-wait",
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env()),
+        "--",
+        "python",
+        "-m",
+        "jobs.refresh",
+        "--input",
+        str(data),
+        "--store",
+        str(store),
+        *FAST,
+        "--json",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     deadline = time.monotonic() + timeout
     while record.finished is None or record.all_idle is None:
@@ -109,8 +130,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
     data, store = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("models") / "w2v"
     for day in range(2):
         for part in range(4):
-            write_parquet(data / f"dt=2026-06-0{day + 1}" / f"part-{part}.parquet",
-                          clustered(200, seed=10 * day + part))
+            write_parquet(
+                data / f"dt=2026-06-0{day + 1}" / f"part-{part}.parquet", clustered(200, seed=10 * day + part)
+            )
     with fake_cluster(autoscaling_config()) as head:
         record = run_autoscaled_refresh(head, data, store, "refresh-autoscaled")
     record.job["store"] = str(store)
@@ -120,7 +142,8 @@ def run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
             f"\nautoscaling: first worker node {record.scale_up_seconds():.1f}s after the job started RUNNING; "
             f"job {record.finished - record.submitted:.1f}s from submission; "  # type: ignore[operator]
             f"{record.most_workers} workers at most; back to the head alone "
-            f"{record.all_idle - record.finished:.1f}s after the job ended")  # type: ignore[operator]
+            f"{record.all_idle - record.finished:.1f}s after the job ended"
+        )  # type: ignore[operator]
     yield record
 
 
@@ -158,10 +181,14 @@ def test_idle_workers_are_removed(run: Record) -> None:
     assert run.all_idle is not None  # no worker left within the bounded wait after the job ended
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jobs.cluster.start_trainer asks for the trainer resource only when a live node offers it; on a cluster "
-    "that scales the trainer type from 0 (infra/aws/cluster.yaml, infra/k8s/*) none does when the run starts, "
-    "so the actor takes 0 CPUs and lands on the CPU-0 head, and the trainer node is never launched"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "jobs.cluster.start_trainer asks for the trainer resource only when a live node offers it; on a cluster "
+        "that scales the trainer type from 0 (infra/aws/cluster.yaml, infra/k8s/*) none does when the run starts, "
+        "so the actor takes 0 CPUs and lands on the CPU-0 head, and the trainer node is never launched"
+    ),
+)
 def test_the_training_actor_runs_on_the_trainer_node(run: Record) -> None:
     trainers = [a for a in run.actors if a.get("class_name") == "Trainer"]
     assert len(trainers) == 1

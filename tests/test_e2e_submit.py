@@ -49,8 +49,13 @@ def moto() -> Iterator[MotoServer]:
 @pytest.fixture(scope="module")
 def s3(moto: MotoServer) -> Any:
     """A plain boto3 client to moto, to write partitions and read the store behind the job's back."""
-    return boto3.client("s3", endpoint_url=moto.endpoint, aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
-                        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=moto.endpoint,
+        aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +77,9 @@ def put_partitions(s3: Any, bucket: str, prefix: str, days: int, parts: int, see
             buffer = io.BytesIO()
             table = pa.table({"text": pa.array(clustered(60, seed=seed + 10 * day + part), pa.string())})
             pq.write_table(table, buffer)
-            s3.put_object(Bucket=bucket, Key=f"{prefix}/dt=2026-05-0{day + 1}/part-{part}.parquet",
-                          Body=buffer.getvalue())
+            s3.put_object(
+                Bucket=bucket, Key=f"{prefix}/dt=2026-05-0{day + 1}/part-{part}.parquet", Body=buffer.getvalue()
+            )
 
 
 def new_bucket(s3: Any, name: str) -> str:
@@ -91,13 +97,29 @@ def read_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def submit(head: RayHead, submission_id: str, env: dict[str, Any], *refresh_args: str,
-           wait: bool = True) -> subprocess.CompletedProcess[str]:
+def submit(
+    head: RayHead, submission_id: str, env: dict[str, Any], *refresh_args: str, wait: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``ray job submit`` of one refresh, exactly as a user types it."""
     return head.ray(
-        "job", "submit", "--address", head.dashboard, "--submission-id", submission_id,
-        "--working-dir", str(REPO), "--runtime-env-json", json.dumps(env), *([] if wait else ["--no-wait"]),
-        "--", "python", "-m", "jobs.refresh", *refresh_args, *FAST, "--json",
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--submission-id",
+        submission_id,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(env),
+        *([] if wait else ["--no-wait"]),
+        "--",
+        "python",
+        "-m",
+        "jobs.refresh",
+        *refresh_args,
+        *FAST,
+        "--json",
     )
 
 
@@ -115,8 +137,9 @@ def test_a_submitted_refresh_succeeds_and_publishes_to_s3(head: RayHead, s3: Any
     corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
     put_partitions(s3, corpus, "events", days=2, parts=2)
 
-    done = submit(head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events",
-                  "--store", f"s3://{models}/w2v")
+    done = submit(
+        head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events", "--store", f"s3://{models}/w2v"
+    )
 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert head.job("refresh-e2e-first")["status"] == "SUCCEEDED"
@@ -128,15 +151,17 @@ def test_a_submitted_refresh_succeeds_and_publishes_to_s3(head: RayHead, s3: Any
     manifest = read_json(s3, models, f"w2v/{pointer['manifest']}")
     assert manifest["version"] == summary["version"] and manifest["tokens"] == summary["tokens"] > 0
     assert sorted(p["uri"] for p in manifest["partitions"]) == [
-        f"s3://{corpus}/events/dt=2026-05-0{d}/part-{p}.parquet" for d in (1, 2) for p in (0, 1)]
+        f"s3://{corpus}/events/dt=2026-05-0{d}/part-{p}.parquet" for d in (1, 2) for p in (0, 1)
+    ]
     stored = set(keys(s3, models))
     for name, entry in manifest["files"].items():
         key = f"w2v/versions/{summary['version']}/{name}"
         assert key in stored and s3.head_object(Bucket=models, Key=key)["ContentLength"] == entry["size"]
 
     # The same submission id again is refused by Ray: nothing runs, nothing is published.
-    again = submit(head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events",
-                   "--store", f"s3://{models}/w2v")
+    again = submit(
+        head, "refresh-e2e-first", job_env, "--input", f"s3://{corpus}/events", "--store", f"s3://{models}/w2v"
+    )
     assert again.returncode != 0
     assert "Job with submission_id refresh-e2e-first already exists" in again.stdout + again.stderr
     assert [j["submission_id"] for j in head.jobs()].count("refresh-e2e-first") == 1
@@ -144,14 +169,14 @@ def test_a_submitted_refresh_succeeds_and_publishes_to_s3(head: RayHead, s3: Any
     assert read_json(s3, models, "w2v/CURRENT") == pointer
 
 
-def test_a_failing_refresh_is_reported_failed_with_its_message(head: RayHead, s3: Any,
-                                                               job_env: dict[str, Any]) -> None:
+def test_a_failing_refresh_is_reported_failed_with_its_message(head: RayHead, s3: Any, job_env: dict[str, Any]) -> None:
     corpus = new_bucket(s3, "corpus")
     put_partitions(s3, corpus, "events", days=1, parts=1)
     missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
 
-    done = submit(head, "refresh-e2e-missing-store", job_env, "--input", f"s3://{corpus}/events",
-                  "--store", f"s3://{missing}/w2v")
+    done = submit(
+        head, "refresh-e2e-missing-store", job_env, "--input", f"s3://{corpus}/events", "--store", f"s3://{missing}/w2v"
+    )
 
     assert done.returncode == 1  # `ray job submit` saw the job fail
     info = head.job("refresh-e2e-missing-store")
@@ -168,10 +193,35 @@ def test_a_client_without_the_token_is_refused(head: RayHead, s3: Any, job_env: 
     assert head.api("/api/jobs/", token="0" * 64)[0] == 403
 
     args = ("--input", "s3://corpus/events", "--store", "s3://models/w2v")
-    no_token = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", "refresh-e2e-no-token",
-                        "--", "python", "-m", "jobs.refresh", *args, token=False, env={"RAY_AUTH_MODE": "disabled"})
-    wrong = head.ray("job", "submit", "--address", head.dashboard, "--submission-id", "refresh-e2e-no-token",
-                     "--", "python", "-m", "jobs.refresh", *args, env={"RAY_AUTH_TOKEN": "0" * 64})
+    no_token = head.ray(
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--submission-id",
+        "refresh-e2e-no-token",
+        "--",
+        "python",
+        "-m",
+        "jobs.refresh",
+        *args,
+        token=False,
+        env={"RAY_AUTH_MODE": "disabled"},
+    )
+    wrong = head.ray(
+        "job",
+        "submit",
+        "--address",
+        head.dashboard,
+        "--submission-id",
+        "refresh-e2e-no-token",
+        "--",
+        "python",
+        "-m",
+        "jobs.refresh",
+        *args,
+        env={"RAY_AUTH_TOKEN": "0" * 64},
+    )
 
     # the server's own answers (the client raises them as AuthenticationError)
     assert no_token.returncode != 0 and "Unauthorized: Missing authentication token" in no_token.stderr
@@ -202,10 +252,17 @@ def test_submit_sh_runs_once_per_window_and_reports_a_failure(head: RayHead, s3:
     put_partitions(s3, corpus, "events", days=1, parts=2, seed=100)
 
     def trigger(at: str, store: str) -> subprocess.CompletedProcess[str]:
-        env = head.env(RAY_ADDRESS=head.dashboard, REFRESH_INPUT=f"s3://{corpus}/events/",
-                       REFRESH_STORE=store, REFRESH_AT=at)
-        return subprocess.run(["bash", str(deployed / "infra" / "submit.sh"), *FAST, "--json"], env=env,
-                              capture_output=True, text=True, timeout=300, cwd="/")
+        env = head.env(
+            RAY_ADDRESS=head.dashboard, REFRESH_INPUT=f"s3://{corpus}/events/", REFRESH_STORE=store, REFRESH_AT=at
+        )
+        return subprocess.run(
+            ["bash", str(deployed / "infra" / "submit.sh"), *FAST, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd="/",
+        )
 
     first = trigger("2026-05-01T01:00:00Z", f"s3://{models}/nightly/")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
