@@ -91,10 +91,20 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
     timings[name] = time.perf_counter() - start
 
 
+def _show_progress() -> None:
+    """Let gensim's training progress (one line a second) and this module's steps reach the driver's console,
+    which Ray forwards from the actor's stderr."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("gensim.models.word2vec", "gensim.models.fasttext", __name__):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 class Trainer:
     """Receives tokenized partitions, then produces and uploads one new model version."""
 
     def __init__(self, spool_dir: str | None = None) -> None:
+        _show_progress()
         self.dir = Path(tempfile.mkdtemp(prefix="embedding-refresh-", dir=spool_dir))
         self.corpus_path = self.dir / "corpus.txt"
         self._corpus = open(self.corpus_path, "wb")  # noqa: SIM115 - open across ingest calls, closed in finish
