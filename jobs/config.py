@@ -17,7 +17,7 @@ import dataclasses
 import datetime
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
 from jobs.evaluate import GateConfig
@@ -25,6 +25,7 @@ from shards.tokenize import DEFAULT_TOKEN_PATTERN, TokenizerConfig
 from shards.tokenized import ReadOptions
 
 ModelKind = Literal["word2vec", "fasttext"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def parser() -> argparse.ArgumentParser:
     q = p.add_argument_group("quality gate")
     q.add_argument(
         "--eval-similarity",
+        dest="similarity_files",
         action="append",
         default=[],
         metavar="TSV",
@@ -216,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--eval-analogies",
+        dest="analogy_files",
         action="append",
         default=[],
         metavar="TXT",
@@ -223,12 +226,14 @@ def parser() -> argparse.ArgumentParser:
     )
     q.add_argument(
         "--gate-min-overlap",
+        dest="min_overlap",
         type=float,
         default=0.1,
         help="least mean share of nearest neighbours of frequent old words the candidate keeps",
     )
     q.add_argument(
         "--gate-max-drop",
+        dest="max_drop",
         type=float,
         default=0.05,
         help="largest allowed drop of a similarity or analogy score against the parent",
@@ -255,63 +260,22 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _pick(cls: type[T], namespace: argparse.Namespace, **extra: Any) -> T:
+    """Build a config dataclass from the parsed flags named like its fields (argparse ``dest`` = field)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    values = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
+    return cls(**{**values, **extra})
+
+
 def from_args(argv: list[str] | None = None) -> RefreshConfig:
     """Parse flags into a validated RefreshConfig. Raises ConfigError; exits on --help."""
     a = parser().parse_args(argv)
-    return RefreshConfig(
-        input=a.input,
-        store=a.store,
-        input_format=a.input_format,
-        glob=a.glob,
-        since=a.since,
+    return _pick(
+        RefreshConfig,
+        a,
         where=tuple(_key_value(w) for w in a.where),
-        reprocess_rewritten=a.reprocess_rewritten,
-        read=ReadOptions(
-            text_column=a.text_column,
-            batch_rows=a.batch_rows,
-            max_document_bytes=a.max_document_bytes,
-            max_partition_bytes=a.max_partition_bytes,
-        ),
-        tokenizer=TokenizerConfig(
-            lowercase=a.lowercase,
-            deaccent=a.deaccent,
-            token_pattern=a.token_pattern,
-            min_token_len=a.min_token_len,
-            max_token_len=a.max_token_len,
-        ),
-        training=TrainingConfig(
-            model=a.model,
-            vector_size=a.vector_size,
-            window=a.window,
-            min_count=a.min_count,
-            sg=a.sg,
-            negative=a.negative,
-            sample=a.sample,
-            epochs=a.epochs,
-            alpha=a.alpha,
-            min_alpha=a.min_alpha,
-            workers=a.workers,
-            seed=a.seed,
-            min_n=a.min_n,
-            max_n=a.max_n,
-            bucket=a.bucket,
-            vocab_policy=a.vocab_policy,
-            pending_cap=a.pending_cap,
-            replay_fraction=a.replay_fraction,
-            replay_max_sentences=a.replay_max_sentences,
-        ),
-        gate=GateConfig(
-            min_overlap=a.gate_min_overlap,
-            max_drop=a.gate_max_drop,
-            force=a.force,
-            similarity_files=tuple(a.eval_similarity),
-            analogy_files=tuple(a.eval_analogies),
-        ),
-        skip_bad_partitions=a.skip_bad_partitions,
-        max_partitions=a.max_partitions,
-        max_in_flight=a.max_in_flight,
-        ray_address=a.ray_address,
-        trainer_resource=a.trainer_resource,
-        spool_dir=a.spool_dir,
-        json=a.json,
+        read=_pick(ReadOptions, a),
+        tokenizer=_pick(TokenizerConfig, a),
+        training=_pick(TrainingConfig, a),
+        gate=_pick(GateConfig, a, similarity_files=tuple(a.similarity_files), analogy_files=tuple(a.analogy_files)),
     )

@@ -1,19 +1,7 @@
 """The root of the project's exception hierarchy, and the errors raised while reading partitions.
 
-The whole tree (the rest lives in :mod:`jobs.errors`, which builds on this module)::
-
-    RefreshError                 anything the refresh reports as a failure (exit status 1)
-    ├── ConfigError              a flag, option or config file is invalid
-    ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)
-    │   └── BadPartitionsError   several partitions are bad; lists every one with its cause
-    ├── StoreError               the model store cannot be read or written
-    │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, or a file is missing
-    │   ├── VersionNotFound      a version, or the pointer, does not exist
-    │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted
-    ├── TrainingError            the training actor failed (it died, or gensim raised)
-    └── QualityGateError         the candidate is worse than its parent; uploaded, not promoted
-
-``shards`` raises only the errors defined here; ``jobs`` defines the rest.
+``shards`` may not import ``jobs``, so the root (:class:`RefreshError`) and the errors ``shards`` raises live
+here; :mod:`jobs.errors` defines the rest and draws the whole tree.
 """
 
 from __future__ import annotations
