@@ -95,6 +95,18 @@ def group_members(pgid: int) -> list[int]:
     return [pid for pid, stat in _proc_stats() if stat[2] == pgid]
 
 
+def descendants(pid: int) -> list[int]:
+    """Live processes below ``pid`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for child, stat in _proc_stats():
+        children.setdefault(stat[1], []).append(child)
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
 def processes_naming(text: str) -> list[int]:
     """Live processes whose command line contains ``text`` (a private temp dir: only ours can name it)."""
     found = []
@@ -118,6 +130,13 @@ def _proc_stats() -> Iterator[tuple[int, list[int]]]:
         if fields[0] == "Z":
             continue
         yield int(entry.name), [0, int(fields[1]), int(fields[2])]
+
+
+def _kill_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal process group ``pgid`` if it still has members (an empty group's number may be reused)."""
+    if group_members(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
 
 
 def _kill(pids: Sequence[int], sig: signal.Signals) -> None:
@@ -274,8 +293,7 @@ class RayHead:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and group_members(pgid):
                 time.sleep(0.2)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
+            _kill_group(pgid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
         if self.temp_dir:
@@ -395,3 +413,37 @@ def wait_until(predicate: Any, timeout: float, poll: float = 0.5, what: str = "c
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached within {timeout}s")
         time.sleep(poll)
+
+
+def run_isolated(args: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run a command that starts Ray clusters of its own in-process (``ray.cluster_utils.Cluster``), isolated
+    as :class:`RayHead` is: a process group of its own, a private ``RAY_TMPDIR`` (Ray's default temp dir, its
+    "current cluster" file included) and ``HOME`` with a fresh token, token auth, this repository importable
+    by every worker. Whatever it leaves running is killed afterwards. Returns (exit status, output)."""
+    temp, home = short_temp_dir("rt"), private_home(secrets.token_hex(32))
+    process = subprocess.Popen(
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env=clean_env(home, RAY_TMPDIR=temp, PYTHONPATH=str(REPO), **(env or {})),
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        status = process.returncode
+    except subprocess.TimeoutExpired:
+        _kill_group(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        status = -signal.SIGKILL
+        output += f"\n[killed after {timeout}s]"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            _kill_group(process.pid, sig)
+            _kill(processes_naming(temp), sig)
+            time.sleep(0.5)
+        shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+    return status, output
