@@ -47,6 +47,8 @@ from tests.benchmarks import refresh as bench
 
 log = logging.getLogger("tests.benchmarks")
 
+FIXED_VOCABULARY = 10_000  # pseudo-words in the corpora of the fixed-vocabulary memory row
+
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks", description=__doc__.splitlines()[0])
@@ -54,12 +56,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path(".bench"), help="folder for the JSON result and scratch files")
     p.add_argument("--cache", type=Path, help="folder of cached corpora (default: OUT/corpora)")
     p.add_argument("--skip-memory", action="store_true", help="leave out the peak-memory rows")
-    p.add_argument("--memory-tokens", type=int,
-                   help="words in the 1x corpus of the memory rows (default: a quarter of --tokens, so 4x is it)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="times the update and its baselines are measured, interleaved; rows take the best (default 2)")
-    p.add_argument("--tokenizer-partitions", type=int, default=20,
-                   help="partitions the tokenizer row reads (default 20, ~10M words)")
+    p.add_argument(
+        "--memory-tokens",
+        type=int,
+        help="words in the 1x corpus of the memory rows (default: a quarter of --tokens, so 4x is it)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="times the update and its baselines are measured, interleaved; rows take the best (default 2)",
+    )
+    p.add_argument(
+        "--tokenizer-partitions",
+        type=int,
+        default=20,
+        help="partitions the tokenizer row reads (default 20, ~10M words)",
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--vector-size", type=int, default=100)
     p.add_argument("--window", type=int, default=5)
@@ -69,13 +82,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     a = parse(argv)
     started = time.perf_counter()
-    params = bench.Params(epochs=a.epochs, vector_size=a.vector_size, window=a.window, min_count=a.min_count,
-                          workers=a.workers)
+    params = bench.Params(
+        epochs=a.epochs, vector_size=a.vector_size, window=a.window, min_count=a.min_count, workers=a.workers
+    )
     memory_tokens = a.memory_tokens or a.tokens // 4
     # One partition size for every corpus: the 4x corpus has 4x the partitions, as a growing dataset would.
     partition_tokens = min(500_000, max(10_000, memory_tokens // 4))
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[bench.Row] = []
     details: dict[str, Any] = {}
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=a.out))
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=a.out)).resolve()  # Ray workers do not share our cwd
     try:
         # 2. Tokenizer, one core.
         rows.append(bench.tokenizer_row(root, a.tokenizer_partitions))
@@ -108,11 +121,29 @@ def main(argv: list[str] | None = None) -> int:
         if not a.skip_memory:
             small = corpus.ensure(dataclasses.replace(spec, tokens=memory_tokens), cache)
             large = corpus.ensure(dataclasses.replace(spec, tokens=4 * memory_tokens), cache)
-            note = (f"1x = {memory_tokens:,} words, 4x = {4 * memory_tokens:,}, in {partition_tokens:,}-word "
-                    "partitions; 1 epoch (peak memory does not depend on epochs); each run updates a model of "
-                    "its first partition; VmHWM of the actor process and of the driver process")
-            memory, details["memory"] = bench.memory_rows(small, large, dataclasses.replace(params, epochs=1), work,
-                                                          note)
+            note = (
+                f"1x = {memory_tokens:,} words, 4x = {4 * memory_tokens:,}, in {partition_tokens:,}-word "
+                "partitions; 1 epoch (peak memory does not depend on epochs); each run updates a model of "
+                "its first partition; VmHWM of the actor process and of the driver process"
+            )
+            memory, details["memory"] = bench.memory_rows(
+                small, large, dataclasses.replace(params, epochs=1), work, note
+            )
+            rows.extend(memory)
+            # The same with a vocabulary every word of which reaches min_count at 1x: what remains is what
+            # the actor keeps of the corpus itself, apart from a model that grows with its vocabulary.
+            fixed = dataclasses.replace(spec, tokens=memory_tokens, vocabulary=FIXED_VOCABULARY)
+            small = corpus.ensure(fixed, cache)
+            large = corpus.ensure(dataclasses.replace(fixed, tokens=4 * memory_tokens), cache)
+            memory, details["memory_fixed_vocabulary"] = bench.memory_rows(
+                small,
+                large,
+                dataclasses.replace(params, epochs=1),
+                work,
+                note,
+                who=("actor",),
+                qualifier=f"vocabulary fixed at {FIXED_VOCABULARY:,} words",
+            )
             rows.extend(memory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -120,10 +151,16 @@ def main(argv: list[str] | None = None) -> int:
     # 6. Report.
     header = describe(spec, params)
     print(table(rows, header))
-    result = {"header": header, "rows": [dataclasses.asdict(r) for r in rows], "details": details,
-              "corpus": dataclasses.asdict(spec), "params": dataclasses.asdict(params),
-              "machine": machine(), "seconds": round(time.perf_counter() - started, 1),
-              "command": " ".join(["python -m tests.benchmarks", *(argv if argv is not None else sys.argv[1:])])}
+    result = {
+        "header": header,
+        "rows": [dataclasses.asdict(r) for r in rows],
+        "details": details,
+        "corpus": dataclasses.asdict(spec),
+        "params": dataclasses.asdict(params),
+        "machine": machine(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": " ".join(["python -m tests.benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+    }
     path = a.out / time.strftime("bench-%Y%m%dT%H%M%S.json")
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwritten to {path} ({result['seconds']:.0f}s in all)")
@@ -144,10 +181,14 @@ def describe(spec: corpus.CorpusSpec, params: bench.Params) -> list[str]:
 
 def machine() -> dict[str, Any]:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {"cpus": len(os.sched_getaffinity(0)), "memory_gb": round(memory / (1 << 30)),
-            "load_average_1m": os.getloadavg()[0],
-            "python": platform.python_version(), "platform": platform.platform(),
-            **{name: version(name) for name in ("gensim", "ray", "pyarrow", "numpy")}}
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "memory_gb": round(memory / (1 << 30)),
+        "load_average_1m": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{name: version(name) for name in ("gensim", "ray", "pyarrow", "numpy")},
+    }
 
 
 def _value(value: float, unit: str) -> str:
@@ -162,13 +203,25 @@ def table(rows: list[bench.Row], header: list[str]) -> str:
     """The rows as a fixed-width table, with the notes numbered below it."""
     cells = [["#", "measurement", "job", "baseline", "ratio", "target", "result"]]
     for i, r in enumerate(rows, 1):
-        cells.append([str(i), r.name, _value(r.measured, r.unit), _value(r.baseline, r.unit), f"{r.ratio:.2f}x",
-                      r.target, "pass" if r.passed else "FAIL"])
+        cells.append(
+            [
+                str(i),
+                r.name,
+                _value(r.measured, r.unit),
+                _value(r.baseline, r.unit),
+                f"{r.ratio:.2f}x",
+                r.target,
+                "pass" if r.passed else "FAIL",
+            ]
+        )
     widths = [max(len(row[c]) for row in cells) for c in range(len(cells[0]))]
     lines = [*header, ""]
     for n, row in enumerate(cells):
-        lines.append("  ".join(cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in
-                               enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if c < 2 else cell.rjust(w) for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")

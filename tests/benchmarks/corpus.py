@@ -43,17 +43,27 @@ log = logging.getLogger(__name__)
 
 FIRST_DAY = dt.date(2026, 1, 1)
 SPEC_FILE = "_corpus.json"  # a leading underscore: partition discovery ignores it
+GENERATOR = 1  # part of every cache key: raise it when a change here changes what a spec generates
 
-_ONSETS = ["", "b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
-           "br", "ch", "cl", "dr", "fl", "gr", "kr", "pl", "pr", "sh", "sk", "sl", "st", "str", "th", "tr"]
+_ONSETS = ["", *"b c d f g h k l m n p r s t v w z br ch cl dr fl gr kr pl pr sh sk sl st str th tr".split()]
 _VOWELS = ["a", "e", "i", "o", "u", "a", "e", "i", "o", "ou", "ai", "ea", "y"]
 _CODAS = ["", "", "", "n", "r", "s", "l", "m", "t", "nd", "st", "rk", "ng", "x"]
 _ACCENTED = {"a": "á", "e": "é", "i": "í", "o": "ö", "u": "ü", "y": "ÿ"}
 _MAX_WORD = 15  # simple_preprocess's default max_len
 
 # What may follow a word: (text, probability). A period ends a sentence: the next word is capitalized.
-_SUFFIXES = [("", 0.860), (",", 0.065), (".", 0.045), (";", 0.004), (":", 0.004), ("?", 0.004), ("!", 0.003),
-             ("'s", 0.008), ('"', 0.004), (")", 0.003)]
+_SUFFIXES = [
+    ("", 0.860),
+    (",", 0.065),
+    (".", 0.045),
+    (";", 0.004),
+    (":", 0.004),
+    ("?", 0.004),
+    ("!", 0.003),
+    ("'s", 0.008),
+    ('"', 0.004),
+    (")", 0.003),
+]
 _PREFIXES = [("", 0.990), ('"', 0.006), ("(", 0.004)]
 _NUMBERS = ["1999", "2026", "42", "3.14", "10%", "$5", "7th", "100,000", "24/7", "no.1"]
 _NUMBER_RATE = 0.01
@@ -85,7 +95,7 @@ class CorpusSpec:
 
     def key(self) -> str:
         """A short name unique to these parameters."""
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        blob = json.dumps({**dataclasses.asdict(self), "generator": GENERATOR}, sort_keys=True).encode()
         return f"{self.tokens // 1_000_000}M-{hashlib.sha256(blob).hexdigest()[:10]}"
 
     def partition_path(self, index: int) -> str:
@@ -124,7 +134,8 @@ def make_vocabulary(spec: CorpusSpec) -> pa.Array:
     while len(ordered) < spec.vocabulary:
         for syllables in rng.choice([1, 2, 2, 3, 3, 3, 4, 4, 5], size=spec.vocabulary):
             word = "".join(
-                _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))]
+                _ONSETS[rng.integers(len(_ONSETS))]
+                + _VOWELS[rng.integers(len(_VOWELS))]
                 + _CODAS[rng.integers(len(_CODAS))]
                 for _ in range(syllables)
             )

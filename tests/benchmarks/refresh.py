@@ -73,8 +73,9 @@ class Row:
     note: str = ""
 
 
-def _row(name: str, unit: str, measured: float, baseline: float, ratio: float, op: str, goal: float,
-         note: str = "") -> Row:
+def _row(
+    name: str, unit: str, measured: float, baseline: float, ratio: float, op: str, goal: float, note: str = ""
+) -> Row:
     passed = ratio >= goal if op == ">=" else ratio <= goal
     return Row(name, unit, measured, baseline, ratio, f"{op} {goal:g}x", passed, note)
 
@@ -93,15 +94,39 @@ class Params:
 
     def flags(self) -> list[str]:
         """The same settings as ``python -m jobs.refresh`` flags."""
-        return ["--epochs", str(self.epochs), "--vector-size", str(self.vector_size), "--window", str(self.window),
-                "--min-count", str(self.min_count), "--negative", str(self.negative), "--sample", str(self.sample),
-                "--workers", str(self.workers)]
+        return [
+            "--epochs",
+            str(self.epochs),
+            "--vector-size",
+            str(self.vector_size),
+            "--window",
+            str(self.window),
+            "--min-count",
+            str(self.min_count),
+            "--negative",
+            str(self.negative),
+            "--sample",
+            str(self.sample),
+            "--workers",
+            str(self.workers),
+        ]
 
     def gensim(self) -> dict[str, Any]:
         """The same settings as gensim keyword arguments (negative sampling, as the job always uses)."""
-        return dict(vector_size=self.vector_size, window=self.window, min_count=self.min_count, sg=0, hs=0,
-                    negative=self.negative, sample=self.sample, epochs=self.epochs, workers=self.workers,
-                    alpha=0.025, min_alpha=0.0001, seed=1)
+        return dict(
+            vector_size=self.vector_size,
+            window=self.window,
+            min_count=self.min_count,
+            sg=0,
+            hs=0,
+            negative=self.negative,
+            sample=self.sample,
+            epochs=self.epochs,
+            workers=self.workers,
+            alpha=0.025,
+            min_alpha=0.0001,
+            seed=1,
+        )
 
     def describe(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -115,8 +140,9 @@ def config(root: Path, store: Path, params: Params, spool_dir: Path, *extra: str
     """
     known = parser()._option_string_actions  # argparse's table of the flags it accepts
     force = ["--force"] if "--force" in known else []
-    return from_args(["--input", str(root), "--store", str(store), "--spool-dir", str(spool_dir),
-                      *params.flags(), *force, *extra])
+    return from_args(
+        ["--input", str(root), "--store", str(store), "--spool-dir", str(spool_dir), *params.flags(), *force, *extra]
+    )
 
 
 def partitions_of(root: Path) -> list[Partition]:
@@ -162,16 +188,29 @@ def tokenizer_row(root: Path, partitions: int, repeats: int = 2) -> Row:
     cpu = min(os.sched_getaffinity(0))
     out = _probe("tokenizer", [str(root), str(partitions), str(repeats)], cpu=cpu)
     ours, theirs = out["tokens"] / out["ours_s"], out["tokens"] / out["simple_preprocess_s"]
-    note = (f"{out['documents']:,} documents, {out['tokens']:,} tokens (simple_preprocess: "
-            f"{out['simple_preprocess_tokens']:,}); best of {repeats}, one core")
-    return _row("tokenizer throughput (1 core) vs simple_preprocess loop", "tokens/s", ours, theirs,
-                ours / theirs, ">=", 3.0, note)
+    note = (
+        f"{out['documents']:,} documents, {out['tokens']:,} tokens (simple_preprocess: "
+        f"{out['simple_preprocess_tokens']:,}); best of {repeats}, one core"
+    )
+    return _row(
+        "tokenizer throughput (1 core) vs simple_preprocess loop",
+        "tokens/s",
+        ours,
+        theirs,
+        ours / theirs,
+        ">=",
+        3.0,
+        note,
+    )
 
 
 def _tokenizer_probe(root: Path, partitions: int, repeats: int) -> dict[str, Any]:
     fs = pafs.LocalFileSystem()
-    batches = [texts for partition in partitions_of(root)[:partitions]
-               for texts in read_texts(fs, partition, batch_rows=ReadOptions().batch_rows)]
+    batches = [
+        texts
+        for partition in partitions_of(root)[:partitions]
+        for texts in read_texts(fs, partition, batch_rows=ReadOptions().batch_rows)
+    ]
     documents = [batch.to_pylist() for batch in batches]
     config = TokenizerConfig()
 
@@ -189,8 +228,13 @@ def _tokenizer_probe(root: Path, partitions: int, repeats: int) -> dict[str, Any
 
     ours_s, tokens = _best(ours, repeats)
     theirs_s, their_tokens = _best(theirs, repeats)
-    return {"documents": sum(len(d) for d in documents), "tokens": tokens, "ours_s": ours_s,
-            "simple_preprocess_tokens": their_tokens, "simple_preprocess_s": theirs_s}
+    return {
+        "documents": sum(len(d) for d in documents),
+        "tokens": tokens,
+        "ours_s": ours_s,
+        "simple_preprocess_tokens": their_tokens,
+        "simple_preprocess_s": theirs_s,
+    }
 
 
 def _best(fn: Any, repeats: int) -> tuple[float, Any]:
@@ -212,8 +256,14 @@ def local_ray(num_cpus: int, object_store_mb: int = 512) -> Iterator[None]:
 
     temp_dir = tempfile.mkdtemp(prefix="rb-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     try:
-        ray.init(num_cpus=num_cpus, object_store_memory=object_store_mb * MB, include_dashboard=False,
-                 _temp_dir=temp_dir, logging_level=logging.WARNING, configure_logging=False)
+        ray.init(
+            num_cpus=num_cpus,
+            object_store_memory=object_store_mb * MB,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
         yield
     finally:
         ray.shutdown()
@@ -227,6 +277,28 @@ def first_model(root: Path, store: Path, params: Params, work: Path, glob: str) 
     return summary.version
 
 
+class TrainingProbe(CallbackAny2Vec):
+    """A training callback that reports from inside the training actor, through a JSON file on this machine:
+    its process id (so the driver can watch its memory), and its CPU time and memory high-water mark when
+    training begins and ends (CPU seconds are what load from other processes distorts least)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def _write(self, **fields: Any) -> None:
+        state = json.loads(Path(self.path).read_text()) if os.path.exists(self.path) else {}
+        Path(self.path).write_text(json.dumps({**state, **fields}))
+
+    def on_train_begin(self, model: Any) -> None:
+        self._write(pid=os.getpid(), cpu_begin=time.process_time(), hwm_begin=_status("self", "VmHWM"))
+
+    def on_train_end(self, model: Any) -> None:
+        self._write(cpu_end=time.process_time(), hwm_end=_status("self", "VmHWM"))
+
+    def read(self) -> dict[str, Any]:
+        return json.loads(Path(self.path).read_text()) if os.path.exists(self.path) else {}
+
+
 @dataclass
 class JobRun:
     """The measured update: wall-clock seconds around ``run()`` and the phases the job timed itself."""
@@ -236,6 +308,7 @@ class JobRun:
     vocab_size: int
     timings: dict[str, float]
     parent_file: Path
+    train_cpu: float  # CPU seconds of the actor's process during train()
 
 
 def run_job(root: Path, params: Params, work: Path) -> JobRun:
@@ -244,15 +317,24 @@ def run_job(root: Path, params: Params, work: Path) -> JobRun:
     The first run also starts Ray's worker processes, so the timed one finds the cluster as ``ray job submit``
     would: up and warm.
     """
+    work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
     with local_ray(params.workers):
         parent = first_model(root, store, params, work, slice_glob(root, partitions_of(root)))
+        probe = TrainingProbe(work / "training.json")
         start = time.perf_counter()
-        summary = run(config(root, store, params, work))
+        summary = run(config(root, store, params, work), Hooks(training_callbacks=(probe,)))
         seconds = time.perf_counter() - start
     log.info("job: %.1fs (%s)", seconds, ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
-    return JobRun(seconds, summary.tokens, summary.vocab_size, dict(summary.timings),
-                  store / "versions" / parent / gmodel.MODEL_FILE)
+    inside = probe.read()
+    return JobRun(
+        seconds,
+        summary.tokens,
+        summary.vocab_size,
+        dict(summary.timings),
+        store / "versions" / parent / gmodel.MODEL_FILE,
+        inside["cpu_end"] - inside["cpu_begin"],
+    )
 
 
 def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) -> dict[str, float]:
@@ -265,11 +347,18 @@ def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) ->
     start = time.perf_counter()
     model.build_vocab(**corpus, update=True)
     vocabulary = time.perf_counter() - start
-    start = time.perf_counter()
-    effective, raw = model.train(**corpus, total_examples=model.corpus_count, total_words=model.corpus_total_words,
-                                 epochs=params.epochs)
-    return {"vocabulary": vocabulary, "train": time.perf_counter() - start, "vocab_size": len(model.wv),
-            "effective_words": effective, "raw_words": raw}
+    start, cpu = time.perf_counter(), time.process_time()
+    effective, raw = model.train(
+        **corpus, total_examples=model.corpus_count, total_words=model.corpus_total_words, epochs=params.epochs
+    )
+    return {
+        "vocabulary": vocabulary,
+        "train": time.perf_counter() - start,
+        "train_cpu": time.process_time() - cpu,
+        "vocab_size": len(model.wv),
+        "effective_words": effective,
+        "raw_words": raw,
+    }
 
 
 class ParquetSentences:
@@ -343,13 +432,31 @@ def training_row(update: Update, params: Params) -> Row:
     base = min(update.gensim[mode], key=lambda t: t["vocabulary"] + t["train"])
     base_s = base["vocabulary"] + base["train"]
     words = update.spool.tokens * params.epochs
-    modes = ", ".join(f"{m} {t['vocabulary']:.1f}s + {t['train']:.1f}s" for m, times in update.gensim.items()
-                      for t in [min(times, key=lambda t: t["vocabulary"] + t["train"])])
-    note = (f"job: vocabulary {job.timings['vocabulary']:.1f}s + train {job.timings['train']:.1f}s, timed in the "
-            f"actor; gensim build_vocab(update=True) + train(): {modes}; {update.spool.tokens:,} tokens x "
-            f"{params.epochs} epochs, {params.workers} threads; best of {len(update.jobs)}")
-    return _row(f"training step vs gensim update ({mode}, the faster)", "words/s", words / job_s, words / base_s,
-                base_s / job_s, ">=", 0.95, note)
+    modes = ", ".join(
+        f"{m} {t['vocabulary']:.1f}s + {t['train']:.1f}s"
+        for m, times in update.gensim.items()
+        for t in [min(times, key=lambda t: t["vocabulary"] + t["train"])]
+    )
+    job_cpu = min(j.train_cpu for j in update.jobs)
+    base_cpu = min(t["train_cpu"] for t in update.gensim[mode])
+    load = ", ".join(f"{x:.1f}" for x in update.load)
+    note = (
+        f"train() CPU seconds, which other load distorts least: job {job_cpu:.1f}, gensim {base_cpu:.1f} "
+        f"({base_cpu / job_cpu:.2f}x); load average after each round: {load}; "
+        f"job: vocabulary {job.timings['vocabulary']:.1f}s + train {job.timings['train']:.1f}s, timed in the "
+        f"actor; gensim build_vocab(update=True) + train(): {modes}; {update.spool.tokens:,} tokens x "
+        f"{params.epochs} epochs, {params.workers} threads; best of {len(update.jobs)}"
+    )
+    return _row(
+        f"training step vs gensim update ({mode}, the faster)",
+        "words/s",
+        words / job_s,
+        words / base_s,
+        base_s / job_s,
+        ">=",
+        0.95,
+        note,
+    )
 
 
 # -- 3. end to end ------------------------------------------------------------------------------------------
@@ -362,34 +469,76 @@ def end_to_end_rows(update: Update) -> list[Row]:
     train_alone = min(t["train"] for t in update.gensim[mode])
     recipe = min(update.recipe)
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in job.timings.items())
-    common = (f"{update.partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition; "
-              f"best of {len(update.jobs)}")
+    common = (
+        f"{update.partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition; "
+        f"best of {len(update.jobs)}"
+    )
     return [
-        _row("end to end (run) vs gensim train() alone", "s", job.seconds, train_alone, job.seconds / train_alone,
-             "<=", 1.15, f"{common}; job phases: {phases}; baseline: train() in {mode} mode on the job's "
-             "tokenized corpus, vocabulary already updated"),
-        _row("end to end (run) vs one-process gensim recipe", "s", job.seconds, recipe, job.seconds / recipe,
-             "<=", 0.85, f"{common}; recipe: load, build_vocab(update=True), train, save, streaming Parquet "
-             "through simple_preprocess on every pass (gensim's memory-friendly corpus)"),
+        _row(
+            "end to end (run) vs gensim train() alone",
+            "s",
+            job.seconds,
+            train_alone,
+            job.seconds / train_alone,
+            "<=",
+            1.15,
+            f"{common}; job phases: {phases}; baseline: train() in {mode} mode on the job's "
+            "tokenized corpus, vocabulary already updated",
+        ),
+        _row(
+            "end to end (run) vs one-process gensim recipe",
+            "s",
+            job.seconds,
+            recipe,
+            job.seconds / recipe,
+            "<=",
+            0.85,
+            f"{common}; recipe: load, build_vocab(update=True), train, save, streaming Parquet "
+            "through simple_preprocess on every pass (gensim's memory-friendly corpus)",
+        ),
     ]
 
 
 # -- 4. memory ----------------------------------------------------------------------------------------------
 
 
-def memory_rows(small: Path, large: Path, params: Params, work: Path, note: str) -> tuple[list[Row], dict]:
+def memory_rows(
+    small: Path,
+    large: Path,
+    params: Params,
+    work: Path,
+    note: str,
+    who: tuple[str, ...] = ("actor", "driver"),
+    qualifier: str = "",
+) -> tuple[list[Row], dict]:
     """Row 4: peak RSS of the training actor and the driver at 1x (``small``) and 4x (``large``) the data."""
     probes = {}
     for label, root in (("1x", small), ("4x", large)):
-        probes[label] = _probe("memory", [str(root), str(work / f"memory-{label}"), json.dumps(asdict(params))])
-        log.info("memory %s: actor %.0f MB, driver %.0f MB, vocabulary %d", label, probes[label]["actor_hwm"] / MB,
-                 probes[label]["driver_hwm"] / MB, probes[label]["vocab_size"])
-    note += f"; vocabulary {probes['1x']['vocab_size']:,} -> {probes['4x']['vocab_size']:,} words"
+        folder = work / f"memory-{label}{qualifier and '-' + qualifier.split()[0]}"
+        probes[label] = _probe("memory", [str(root), str(folder), json.dumps(asdict(params))])
+        log.info(
+            "memory %s: actor %.0f MB, driver %.0f MB, vocabulary %d",
+            label,
+            probes[label]["actor_hwm"] / MB,
+            probes[label]["driver_hwm"] / MB,
+            probes[label]["vocab_size"],
+        )
+    vocab = [probes[label]["vocab_size"] for label in ("1x", "4x")]
+    weights = [2 * 4 * params.vector_size * v / MB for v in vocab]  # syn0 + syn1neg, float32
+    one, four = probes["1x"], probes["4x"]
+    note += (
+        f"; vocabulary {vocab[0]:,} -> {vocab[1]:,} words (input + output weights {weights[0]:.0f} -> "
+        f"{weights[1]:.0f} MB); of the actor's resident memory, private (RssAnon, sampled at 20 Hz) peaked at "
+        f"{one['actor_private_peak'] / MB:.0f} -> {four['actor_private_peak'] / MB:.0f} MB and pages of Ray's "
+        f"shared object store (RssShmem) at {one['actor_shared_peak'] / MB:.0f} -> "
+        f"{four['actor_shared_peak'] / MB:.0f} MB"
+    )
     rows = []
-    for who in ("actor", "driver"):
-        one, four = probes["1x"][f"{who}_hwm"] / MB, probes["4x"][f"{who}_hwm"] / MB
-        name = "training actor" if who == "actor" else "driver"
-        rows.append(_row(f"peak RSS of the {name}, 4x data vs 1x", "MB", four, one, four / one, "<=", 1.1, note))
+    for process in who:
+        one, four = probes["1x"][f"{process}_hwm"] / MB, probes["4x"][f"{process}_hwm"] / MB
+        name = "training actor" if process == "actor" else "driver"
+        title = f"peak RSS of the {name}, 4x data vs 1x{qualifier and ' (' + qualifier + ')'}"
+        rows.append(_row(title, "MB", four, one, four / one, "<=", 1.1, note))
     return rows, probes
 
 
@@ -405,29 +554,42 @@ def _status(pid: int | str, field: str) -> int:
     return 0
 
 
-class RecordPid(CallbackAny2Vec):
-    """A training callback that writes the training actor's process id where the driver can watch it."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def on_train_begin(self, model: Any) -> None:
-        Path(self.path).write_text(str(os.getpid()))
+def _descendant(title: str) -> int | None:
+    """The process id of a descendant of this process whose command line starts with ``title`` (Ray names
+    an actor's process ``ray::<Class>``); only our own process tree, as other Ray clusters may share the machine."""
+    parents: dict[int, int] = {}
+    titles: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    titles[int(entry)] = cmdline.read().decode(errors="replace")
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+    for pid, name in titles.items():
+        ancestor = parents.get(pid)
+        while name.startswith(title) and ancestor:
+            if ancestor == os.getpid():
+                return pid
+            ancestor = parents.get(ancestor)
+    return None
 
 
 def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
-    store, pid_file = work / "store", work / "actor.pid"
-    peak, timeline = {"actor": 0}, []
+    store = work / "store"
+    peak = {"VmHWM": 0, "RssAnon": 0, "RssShmem": 0}
     done = threading.Event()
 
     def watch() -> None:  # VmHWM only grows: the last reading before the actor exits is its peak
-        start = time.perf_counter()
+        pid = None
         while not done.is_set():
-            if pid_file.exists():
-                pid = pid_file.read_text()
-                peak["actor"] = max(peak["actor"], _status(pid, "VmHWM"))
-                timeline.append((round(time.perf_counter() - start, 2), _status(pid, "VmRSS") // MB))
+            pid = pid or _descendant("ray::Trainer")
+            if pid:
+                for field in peak:
+                    peak[field] = max(peak[field], _status(pid, field))
             time.sleep(0.05)
 
     partitions = partitions_of(root)
@@ -436,13 +598,20 @@ def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         start = time.perf_counter()
-        summary = run(config(root, store, params, work), Hooks(training_callbacks=(RecordPid(str(pid_file)),)))
+        summary = run(config(root, store, params, work))
         seconds = time.perf_counter() - start
         done.set()
         watcher.join()
-    return {"actor_hwm": peak["actor"], "driver_hwm": _status("self", "VmHWM"), "tokens": summary.tokens,
-            "seconds": seconds, "vocab_size": summary.vocab_size, "timings": summary.timings,
-            "actor_rss_mb_from_training": timeline[::10]}
+    return {
+        "actor_hwm": peak["VmHWM"],
+        "actor_private_peak": peak["RssAnon"],
+        "actor_shared_peak": peak["RssShmem"],
+        "driver_hwm": _status("self", "VmHWM"),
+        "tokens": summary.tokens,
+        "seconds": seconds,
+        "vocab_size": summary.vocab_size,
+        "timings": summary.timings,
+    }
 
 
 # -- probes: the rows that need a process of their own ------------------------------------------------------
@@ -451,8 +620,13 @@ def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
 def _probe(kind: str, args: list[str], cpu: int | None = None) -> dict[str, Any]:
     """Run this module as a script in a fresh process (pinned to ``cpu`` from its first instruction)."""
     pin = (lambda: os.sched_setaffinity(0, {cpu})) if cpu is not None else None
-    proc = subprocess.run([sys.executable, "-m", "tests.benchmarks.refresh", kind, *args], preexec_fn=pin,
-                          stdout=subprocess.PIPE, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.refresh", kind, *args],
+        preexec_fn=pin,
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
