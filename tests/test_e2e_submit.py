@@ -5,8 +5,10 @@ One head for the module (``tests/clusters.py``: token auth, private temp dir and
 with the ``excludes`` of ``infra/runtime_env.yaml``; its ``pip`` section is left out, because the head was
 started from this venv, which already has every dependency (Ray would otherwise clone the whole venv to
 install into it). The S3 endpoint and dummy keys reach the job through the runtime env's ``env_vars``.
+``infra/submit.sh`` runs for real against the same head, from a copy of the repository whose runtime env
+differs only in those two ways. The last test checks that stopping a head stops nothing but that cluster.
 
-Run with ``python -m pytest tests/test_e2e_submit.py -q`` (about a minute and a half on 2 cores).
+Run with ``python -m pytest tests/test_e2e_submit.py -q`` (under two minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.clusters import REPO, RayHead, runtime_env
+from tests.clusters import REPO, RayHead, group_members, processes_naming, runtime_env
 from tests.corpora import clustered
 from tests.s3server import MotoServer
 
@@ -280,3 +282,16 @@ def test_submit_sh_runs_once_per_window_and_reports_a_failure(head: RayHead, s3:
     failed = trigger("2026-05-02T01:00:00Z", f"s3://{missing}/nightly/")
     assert failed.returncode == 1
     assert head.job("refresh-nightly-20260502T0000Z")["status"] == "FAILED"
+
+
+def test_stopping_a_head_leaves_other_clusters_alone(head: RayHead) -> None:
+    other = RayHead(num_cpus=1).start()
+    group, temp_dir = other._process.pid, other.temp_dir  # type: ignore[union-attr]
+    assert group_members(group) and processes_naming(temp_dir)
+
+    other.stop()
+
+    assert not group_members(group) and not processes_naming(temp_dir)
+    assert not Path(temp_dir).exists() and not Path(other.home).exists()
+    assert head.api("/api/version")[0] == 200 and len(head.alive_nodes()) == 1  # the module's head is untouched
+    assert processes_naming(head.temp_dir)
