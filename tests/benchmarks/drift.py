@@ -1,8 +1,8 @@
 """How good are incremental updates? The job's refreshes against plain gensim updates and a full retrain.
 
-    python -m tests.benchmarks.drift                                   # ~480k tokens over 4 days, minutes on 2 cores
+    python -m tests.benchmarks.drift                 # ~480k tokens over 4 days; 2 minutes on 2 cores
     python -m tests.benchmarks.drift --scale 0.5 --seed 2 --out .bench/drift-2.json
-    python -m tests.benchmarks.drift --only remember,plain,full --variant "alpha 0.01=--alpha 0.01"
+    python -m tests.benchmarks.drift --only none --variant "a=--alpha 0.01" --variant "r1=--replay-fraction 1"
 
 The corpus has a known answer. ``clusters`` groups of member words each have their own context words; a
 sentence picks one group and mixes its members (Zipf frequencies within the group), its context words and
@@ -33,6 +33,19 @@ made it into the vocabulary (how many did is reported), and for moved words (tru
 is the total of the three update runs (the job: wall-clock around ``run()``, and the trainer's ``train()``
 alone); for the full retrain, the final retrain, and the sum over days 1-3 if it were retrained every day.
 The table is printed and written, with the per-day details, as JSON to ``--out``.
+
+Reading the numbers:
+
+* the "retrain, another seed" row is the noise floor: two equally good models differ by a few percent in
+  P@k and share only ~70% of their top-k neighbours (``~full``); differences smaller than that are noise;
+* the full retrain weighs all history equally, so a word moved on day 2 still sits mostly with its old group
+  there: for moved words the incremental approaches "beat" the reference by following the latest data;
+* a dormant group's vectors are frozen by an update while the active words move away from them, which makes
+  dormant words each other's nearest neighbours (the ``dorm`` column rises above the retrain's): P@k cannot
+  see that those vectors grow stale against the rest of the model;
+* at ``--scale 1`` the corpus is small and each job run's fixed cost (Ray tasks, the training actor,
+  fetching, verifying and saving versions) dominates its time; ``--scale 8`` shows the time ratios as the
+  updates grow, while the frequent words' P@k saturates at 1.
 
 It is not collected by pytest: it takes minutes and measures quality, not correctness.
 """
@@ -138,7 +151,7 @@ class World:
 
 
 class _Names:
-    """Unique, digit-free pseudo-words (the tokenizer drops digits), none a prefix-collision of another."""
+    """Unique pseudo-words of lowercase letters: the job's tokenizer keeps them as they are (it drops digits)."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng, self.used = rng, set[str]()
@@ -302,28 +315,8 @@ class Params:
     seed: int = 1
 
     def flags(self) -> list[str]:
-        return [
-            "--vector-size",
-            str(self.vector_size),
-            "--window",
-            str(self.window),
-            "--negative",
-            str(self.negative),
-            "--epochs",
-            str(self.epochs),
-            "--min-count",
-            str(self.min_count),
-            "--sample",
-            str(self.sample),
-            "--alpha",
-            str(self.alpha),
-            "--min-alpha",
-            str(self.min_alpha),
-            "--workers",
-            str(self.workers),
-            "--seed",
-            str(self.seed),
-        ]
+        """The same parameters as ``jobs.refresh`` flags (``vector_size`` -> ``--vector-size 64``)."""
+        return [part for name, value in asdict(self).items() for part in (f"--{name.replace('_', '-')}", str(value))]
 
     def gensim(self) -> dict[str, Any]:
         return dict(
@@ -502,6 +495,7 @@ def rows(outcomes: list[Outcome], k: int) -> list[dict[str, Any]]:
     """One row per approach: scores, times, ratios against plain gensim and the full retrain, the target."""
     plain = next(o for o in outcomes if o.name == "plain gensim update")
     full = next(o for o in outcomes if o.name.startswith("full retrain"))
+    jobs = [o for o in outcomes if o.name.startswith("job")]
     table = []
     for o in outcomes:
         row: dict[str, Any] = {"approach": o.name, "note": o.note}
@@ -515,7 +509,7 @@ def rows(outcomes: list[Outcome], k: int) -> list[dict[str, Any]]:
                 row[f"{g}_vs_{base}"] = _ratio(o.scores[g]["p"], ref.scores[g]["p"])
             row[f"time_vs_{base}"] = _ratio(o.seconds, ref.seconds)
         # The product's goal: old and new words at least as good as plain gensim, within 5% of the retrain.
-        row["meets_target"] = all(
+        row["meets_target"] = o in jobs and all(
             row[f"{g}_vs_plain"] >= 1 and row[f"{g}_vs_full"] >= 0.95 for g in ("old", "new_frequent")
         )
         table.append(row)
@@ -543,7 +537,7 @@ def render(table: list[dict[str, Any]], k: int, world: World) -> str:
             f"{r['train_seconds']:>5.1f} | {r['old_vs_plain']:>11.3f} {r['new_frequent_vs_plain']:>4.2f} "
             f"{r['moved_vs_plain']:>4.2f} {r['time_vs_plain']:>5.1f} | {r['old_vs_full']:>10.3f} "
             f"{r['new_frequent_vs_full']:>4.2f} {r['moved_vs_full']:>4.2f} {r['time_vs_full']:>5.2f} | "
-            f"{'met' if r['meets_target'] else 'missed'}"
+            f"{('met' if r['meets_target'] else 'missed') if r['approach'].startswith('job') else '-'}"
         )
     return "\n".join(lines)
 
@@ -563,7 +557,7 @@ DEFAULT_VARIANTS = {
 LINEAGE_FLAGS = ("--replay-fraction", "--replay-max-sentences", "--vocab-policy", "--pending-cap")
 
 
-def variant(spec: str) -> JobVariant:
+def parse_variant(spec: str) -> JobVariant:
     """``NAME=FLAGS`` as a job row: lineage flags on every run, the others on the update runs only."""
     name, _, text = spec.partition("=")
     words, lineage, update = text.split(), [], []
@@ -579,20 +573,22 @@ def variant(spec: str) -> JobVariant:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks.drift", description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply the sentences of every day (1: ~480k tokens)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corpus and of every model")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus; every model's seed is this plus one")
     p.add_argument("--epochs", type=int, default=5, help="epochs of every training run")
     p.add_argument("--k", type=int, default=10, help="neighbours scored per word")
     p.add_argument(
         "--only",
         default="",
-        help="comma-separated subset of: " + ",".join([*DEFAULT_VARIANTS, "plain", "full"]) + " (default: all)",
+        help="comma-separated job rows to run, of: " + ",".join(DEFAULT_VARIANTS) + " (default: all; 'none' for "
+        "none); plain gensim and the full retrain always run, as every ratio needs them",
     )
     p.add_argument(
         "--variant",
         action="append",
         default=[],
         metavar="NAME=FLAGS",
-        help="another job row whose update runs get FLAGS, e.g. 'alpha 0.01=--alpha 0.01'; repeatable",
+        help="another job row, e.g. 'alpha 0.01=--alpha 0.01': its updates get FLAGS, and its first run too for "
+        "flags whose state a lineage keeps (" + ", ".join(LINEAGE_FLAGS) + "); repeatable",
     )
     p.add_argument("--out", type=Path, default=Path(".bench/drift.json"), help="where to write the JSON")
     p.add_argument("--work", type=Path, help="scratch folder (default: a new temp folder, removed at the end)")
@@ -605,8 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("jobs", "shards", "gensim", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     only = set(filter(None, args.only.split(",")))
+    unknown = only - {*DEFAULT_VARIANTS, "none"}
+    if unknown:
+        raise SystemExit(f"--only: unknown rows {sorted(unknown)}; choose from {sorted(DEFAULT_VARIANTS)} or none")
     variants = [v for key, v in DEFAULT_VARIANTS.items() if not only or key in only]
-    variants += [variant(spec) for spec in args.variant]
+    variants += [parse_variant(spec) for spec in args.variant]
 
     spec = CorpusSpec(seed=args.seed, scale=args.scale)
     params = Params(epochs=args.epochs, seed=args.seed + 1)
@@ -627,7 +626,6 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     outcomes: list[Outcome] = []
-    every_day = float("nan")
     if variants:
         import ray
 
