@@ -42,6 +42,7 @@ class TrainingConfig:
     sample: float = 1e-3
     epochs: int = 5
     alpha: float = 0.025
+    update_alpha: float = 0.01
     min_alpha: float = 0.0001
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     seed: int = 1
@@ -67,8 +68,11 @@ class TrainingConfig:
         for name in ("vector_size", "window", "min_count", "epochs", "workers", "negative"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 < self.min_alpha <= self.alpha:
-            raise ConfigError(f"need 0 < --min-alpha ({self.min_alpha}) <= --alpha ({self.alpha})")
+        if not 0 < self.min_alpha <= min(self.alpha, self.update_alpha):
+            raise ConfigError(
+                f"need 0 < --min-alpha ({self.min_alpha}) <= --alpha ({self.alpha}) and --update-alpha "
+                f"({self.update_alpha})"
+            )
         if self.model == "fasttext" and not 0 < self.min_n <= self.max_n:
             raise ConfigError(f"need 0 < --min-n ({self.min_n}) <= --max-n ({self.max_n})")
 
@@ -180,7 +184,13 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--negative", type=int, default=5, help="negative samples (hierarchical softmax is not used)")
     m.add_argument("--sample", type=float, default=1e-3, help="down-sampling threshold")
     m.add_argument("--epochs", type=int, default=5)
-    m.add_argument("--alpha", type=float, default=0.025)
+    m.add_argument("--alpha", type=float, default=0.025, help="starting learning rate of a new model")
+    m.add_argument(
+        "--update-alpha",
+        type=float,
+        default=0.01,
+        help="starting learning rate of an update (gensim would restart at --alpha); see README",
+    )
     m.add_argument("--min-alpha", type=float, default=0.0001)
     m.add_argument("--seed", type=int, default=1)
     m.add_argument("--min-n", type=int, default=3, help="FastText: shortest character n-gram")

@@ -143,21 +143,27 @@ def train(
     tokens: int,
     config: TrainingConfig,
     callbacks: tuple[CallbackAny2Vec, ...] = (),
+    update: bool = False,
 ) -> float:
-    """Train on the spooled corpus with ``config.workers`` threads; return the seconds spent."""
+    """Train on the spooled corpus with ``config.workers`` threads; return the seconds spent.
+
+    An update starts at ``config.update_alpha`` rather than the new-model rate: gensim would restart at the
+    full rate and pull old vectors further than the new data justifies.
+    """
     if len(model.wv) == 0:
         raise TrainingError(
             f"no word reaches min_count={model.min_count}; nothing to train (lower --min-count or add data)"
         )
     model.workers = config.workers
-    model.alpha, model.min_alpha = config.alpha, config.min_alpha
+    alpha = config.update_alpha if update else config.alpha
+    model.alpha, model.min_alpha = alpha, config.min_alpha
     start = time.perf_counter()
     model.train(
         corpus_file=str(corpus_file),
         total_examples=sentences,
         total_words=tokens,
         epochs=config.epochs,
-        start_alpha=config.alpha,
+        start_alpha=alpha,
         end_alpha=config.min_alpha,
         callbacks=list(callbacks),
     )

@@ -157,7 +157,9 @@ class Trainer:
                     reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed
                 )
                 sentences, tokens = sentences + extra_sentences, tokens + extra_tokens
-            timings["train"] = gmodel.train(model, self.corpus_path, sentences, tokens, config, request.callbacks)
+            timings["train"] = gmodel.train(
+                model, self.corpus_path, sentences, tokens, config, request.callbacks, update=parent is not None
+            )
             gmodel.record(
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
             )
