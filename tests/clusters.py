@@ -7,17 +7,21 @@
 Other Ray clusters may run on the same machine (other people's test runs), so a cluster started here:
 
 * is ``ray start --head --block`` run as a child in a process group of its own. Ray's reaper process kills
-  its whole process group when its parent dies; in the caller's group that would be the test runner. Stopping
-  it signals that group only, then any process still naming the cluster's temp dir: never ``ray stop``, which
-  stops every cluster of the user;
+  its whole process group when its parent dies; in the caller's group that would be the test runner.
+  Stopping it signals the head, then what is left of that group, then any process still naming the
+  cluster's temp dir: never ``ray stop``, which stops every cluster of the user;
 * has a short private ``--temp-dir`` (unix socket paths must stay under ~107 bytes) and ``RAY_TMPDIR``, so
   the "current cluster" file and ``session_latest`` stay out of ``/tmp/ray``;
-* listens on loopback only, on ports picked free here (GCS, dashboard, client server, dashboard agent, ...):
-  none of Ray's fixed defaults (6379, 8265, 10001, 52365) is used;
+* uses ports picked free here (GCS, dashboard, client server, dashboard agent, ...), none of Ray's fixed
+  defaults (6379, 8265, 10001, 52365); the dashboard and Jobs API listen on loopback only (the GCS and
+  raylets bind the machine's address: Ray turns ``--node-ip-address 127.0.0.1`` into it);
 * runs with token auth (``RAY_AUTH_MODE=token``) and a token of its own, in a private ``HOME``
   (``HOME/.ray/auth_token``), and every client gets the same ``HOME`` from :meth:`RayHead.env`, so the
   user's own ``~/.ray/auth_token`` is never read or written;
 * pins ``--num-cpus`` and a small object store.
+
+:func:`run_isolated` gives the same isolation to a child process that builds its clusters in-process with
+``ray.cluster_utils.Cluster``.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -90,16 +94,22 @@ def clean_env(home: str, **extra: str) -> dict[str, str]:
     return env
 
 
+class _Proc(NamedTuple):
+    pid: int
+    ppid: int
+    pgid: int
+
+
 def group_members(pgid: int) -> list[int]:
     """Live processes in process group ``pgid``."""
-    return [pid for pid, stat in _proc_stats() if stat[2] == pgid]
+    return [p.pid for p in _processes() if p.pgid == pgid]
 
 
 def descendants(pid: int) -> list[int]:
     """Live processes below ``pid`` (children, their children, ...)."""
     children: dict[int, list[int]] = {}
-    for child, stat in _proc_stats():
-        children.setdefault(stat[1], []).append(child)
+    for p in _processes():
+        children.setdefault(p.ppid, []).append(p.pid)
     found, todo = [], list(children.get(pid, []))
     while todo:
         found.append(todo.pop())
@@ -107,18 +117,20 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def processes_naming(text: str) -> list[int]:
-    """Live processes whose command line contains ``text`` (a private temp dir: only ours can name it)."""
+def processes_naming(path: str) -> list[int]:
+    """Live processes whose command line names ``path`` or a file below it (a private temp dir: only our
+    own processes can)."""
     found = []
-    for pid, _ in _proc_stats():
+    for p in _processes():
         with contextlib.suppress(OSError):
-            if text in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                found.append(pid)
+            words = Path(f"/proc/{p.pid}/cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split()
+            if any(w == path or w.startswith(path + "/") or w.endswith("=" + path) or f"={path}/" in w for w in words):
+                found.append(p.pid)
     return found
 
 
-def _proc_stats() -> Iterator[tuple[int, list[int]]]:
-    """(pid, [state?, ppid, pgrp]) of every live, non-zombie process."""
+def _processes() -> Iterator[_Proc]:
+    """Every live, non-zombie process."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -126,10 +138,9 @@ def _proc_stats() -> Iterator[tuple[int, list[int]]]:
             stat = Path(f"/proc/{entry.name}/stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2 :].split()  # the name may contain spaces and parentheses
-        if fields[0] == "Z":
-            continue
-        yield int(entry.name), [0, int(fields[1]), int(fields[2])]
+        state, ppid, pgid = stat[stat.rindex(")") + 2 :].split()[:3]  # the name may hold spaces and parentheses
+        if state != "Z":
+            yield _Proc(int(entry.name), int(ppid), int(pgid))
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:

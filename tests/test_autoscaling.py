@@ -75,29 +75,10 @@ def run_autoscaled_refresh(
 ) -> Record:
     """Submit one refresh and watch the cluster grow, finish the job and shrink back to the head."""
     record = Record(workers_at_start=workers(head.alive_nodes()), submitted=time.monotonic())
-    done = head.ray(
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--submission-id",
-        submission_id,
-        "--no-wait",
-        "--working-dir",
-        str(REPO),
-        "--runtime-env-json",
-        json.dumps(runtime_env()),
-        "--",
-        "python",
-        "-m",
-        "jobs.refresh",
-        "--input",
-        str(data),
-        "--store",
-        str(store),
-        *FAST,
-        "--json",
-    )
+    submit = ["job", "submit", "--address", head.dashboard, "--submission-id", submission_id, "--no-wait"]
+    upload = ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env())]
+    refresh = ["python", "-m", "jobs.refresh", "--input", str(data), "--store", str(store), *FAST, "--json"]
+    done = head.ray(*submit, *upload, "--", *refresh)
     assert done.returncode == 0, done.stderr[-3000:]
     deadline = time.monotonic() + timeout
     while record.finished is None or record.all_idle is None:

@@ -103,26 +103,9 @@ def submit(
     head: RayHead, submission_id: str, env: dict[str, Any], *refresh_args: str, wait: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """``ray job submit`` of one refresh, exactly as a user types it."""
-    return head.ray(
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--submission-id",
-        submission_id,
-        "--working-dir",
-        str(REPO),
-        "--runtime-env-json",
-        json.dumps(env),
-        *([] if wait else ["--no-wait"]),
-        "--",
-        "python",
-        "-m",
-        "jobs.refresh",
-        *refresh_args,
-        *FAST,
-        "--json",
-    )
+    submit = ["job", "submit", "--address", head.dashboard, "--submission-id", submission_id]
+    upload = ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(env), *([] if wait else ["--no-wait"])]
+    return head.ray(*submit, *upload, "--", "python", "-m", "jobs.refresh", *refresh_args, *FAST, "--json")
 
 
 def summary_line(logs: str) -> dict[str, Any]:
@@ -194,36 +177,10 @@ def test_a_client_without_the_token_is_refused(head: RayHead, s3: Any, job_env: 
     assert head.api("/api/jobs/", token=None)[0] == 401
     assert head.api("/api/jobs/", token="0" * 64)[0] == 403
 
-    args = ("--input", "s3://corpus/events", "--store", "s3://models/w2v")
-    no_token = head.ray(
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--submission-id",
-        "refresh-e2e-no-token",
-        "--",
-        "python",
-        "-m",
-        "jobs.refresh",
-        *args,
-        token=False,
-        env={"RAY_AUTH_MODE": "disabled"},
-    )
-    wrong = head.ray(
-        "job",
-        "submit",
-        "--address",
-        head.dashboard,
-        "--submission-id",
-        "refresh-e2e-no-token",
-        "--",
-        "python",
-        "-m",
-        "jobs.refresh",
-        *args,
-        env={"RAY_AUTH_TOKEN": "0" * 64},
-    )
+    submit = ["job", "submit", "--address", head.dashboard, "--submission-id", "refresh-e2e-no-token", "--"]
+    refresh = ["python", "-m", "jobs.refresh", "--input", "s3://corpus/events", "--store", "s3://models/w2v"]
+    no_token = head.ray(*submit, *refresh, token=False, env={"RAY_AUTH_MODE": "disabled"})
+    wrong = head.ray(*submit, *refresh, env={"RAY_AUTH_TOKEN": "0" * 64})
 
     # the server's own answers (the client raises them as AuthenticationError)
     assert no_token.returncode != 0 and "Unauthorized: Missing authentication token" in no_token.stderr
