@@ -98,7 +98,8 @@ def start_trainer(config: RefreshConfig) -> Any:
     resources = ray.cluster_resources()
     total_cpus = int(resources.get("CPU", 1))
     options: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
-    if resources.get(config.trainer_resource, 0) >= 1:
+    if config.require_trainer_resource or resources.get(config.trainer_resource, 0) >= 1:
+        # On an autoscaling cluster the trainer node may not exist yet: asking for the resource launches it.
         options["resources"] = {config.trainer_resource: 1}
         options["num_cpus"] = config.training.workers
     else:
@@ -119,6 +120,12 @@ class IngestResult:
     seconds: float = 0.0
 
 
+def in_flight_limit(config: RefreshConfig) -> int:
+    """Partitions tokenized at once: --max-in-flight, else two per CPU the cluster has now (at least 4, so an
+    autoscaler that starts from no workers sees enough pending work to add several)."""
+    return config.max_in_flight or max(4, 2 * int(ray.cluster_resources().get("CPU", 0)))
+
+
 def stream(
     config: RefreshConfig,
     fs: pafs.FileSystem,
@@ -130,7 +137,7 @@ def stream(
     Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
     """
     task = ray.remote(tokenize_partition).options(num_cpus=1, max_retries=TOKENIZE_RETRIES, retry_exceptions=False)
-    limit = config.max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    limit, sized_at = in_flight_limit(config), time.monotonic()
     outcome = IngestResult()
     start = last_log = time.perf_counter()
     fs_ref = ray.put(fs)
@@ -165,6 +172,8 @@ def stream(
     for partition in queue:
         token_ref = task.remote(fs_ref, partition, config.read, config.tokenizer)
         pending.append((partition, trainer.ingest.remote(token_ref)))
+        if time.monotonic() - sized_at > 1:  # an autoscaling cluster grows while the run goes on
+            limit, sized_at = in_flight_limit(config), time.monotonic()
         if len(pending) >= limit:
             drain_one()
     while pending:

@@ -97,6 +97,7 @@ class RefreshConfig:
     max_in_flight: int | None = None
     ray_address: str | None = None
     trainer_resource: str = "trainer"
+    require_trainer_resource: bool = False
     spool_dir: str | None = None
     json: bool = False
 
@@ -258,6 +259,11 @@ def parser() -> argparse.ArgumentParser:
         "--trainer-resource",
         default="trainer",
         help="custom resource of the node the training actor should run on, when a node offers it",
+    )
+    r.add_argument(
+        "--require-trainer-resource",
+        action="store_true",
+        help="always ask for --trainer-resource, even if no node offers it yet (autoscaling clusters)",
     )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
     return p

@@ -30,7 +30,7 @@ from tests.corpora import clustered
 pytestmark = pytest.mark.e2e
 
 CONFIG = REPO / "infra" / "local" / "autoscaling.yaml"
-FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1"]
+FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--require-trainer-resource"]
 HEAD_ID = "f" * 51 + "00000"  # the fake provider's fixed id for the head
 
 
@@ -162,14 +162,6 @@ def test_idle_workers_are_removed(run: Record) -> None:
     assert run.all_idle is not None  # no worker left within the bounded wait after the job ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "jobs.cluster.start_trainer asks for the trainer resource only when a live node offers it; on a cluster "
-        "that scales the trainer type from 0 (infra/aws/cluster.yaml, infra/k8s/*) none does when the run starts, "
-        "so the actor takes 0 CPUs and lands on the CPU-0 head, and the trainer node is never launched"
-    ),
-)
 def test_the_training_actor_runs_on_the_trainer_node(run: Record) -> None:
     trainers = [a for a in run.actors if a.get("class_name") == "Trainer"]
     assert len(trainers) == 1
