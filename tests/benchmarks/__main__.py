@@ -13,12 +13,16 @@ Steps, in order:
    the corpus tokenized as the actor spools it (row 2, and ``train()`` alone for row 3), then the one-process
    recipe straight from Parquet (row 3). Steps 3 and 4 repeat ``--rounds`` times, interleaved, and each row
    takes its best time: on a shared machine a burst of load then costs one attempt, not a whole row;
-5. peak memory of the training actor and the driver at 1x and 4x the data, each in a process of its own
-   (row 4; ``--skip-memory`` leaves it out);
+5. peak memory of the training actor and the driver at 1x and 4x the data, each in a process of its own,
+   then of the actor again on corpora whose vocabulary is complete at 1x (row 4; ``--skip-memory`` leaves
+   it out);
 6. print the table and write it, with the parameters, the machine and the raw timings, as JSON under ``--out``.
 
-It is kept out of CI: it takes minutes, needs the whole machine, and its targets are about this code against
-gensim, not about correctness. Run it on an otherwise idle machine.
+Exit status 1 when a row misses its target. Time grows with ``--tokens`` x ``--epochs`` x ``--rounds``: on a
+2-core VM, 4M tokens take about 10 minutes and the default 20M about 50. It is kept out of CI: it needs the
+whole machine, and its targets are about this code against gensim, not about correctness. Run it on an
+otherwise idle machine; the table prints the load average, and row 2's note the CPU seconds of training,
+which load from other processes distorts least.
 """
 
 from __future__ import annotations
