@@ -102,6 +102,10 @@ class RefreshConfig:
     json: bool = False
 
     def __post_init__(self) -> None:
+        for flag, uri in (("--input", self.input), ("--store", self.store)):
+            if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+                # pyarrow accepts s3://KEY:SECRET@bucket; such a URI would end up in logs and manifests.
+                raise ConfigError(f"{flag} may not carry credentials; use the AWS credential chain instead")
         if self.since is not None:
             try:
                 datetime.date.fromisoformat(self.since[:10])

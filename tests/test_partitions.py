@@ -141,3 +141,11 @@ def test_document_size_limit(tmp_path: Path) -> None:
     write_parquet(tmp_path / "big.parquet", ["x" * 5000])
     with pytest.raises(PartitionError, match="exceeds the limit of 1,000"):
         tokens_of(tmp_path, "big.parquet", (tmp_path / "big.parquet").read_bytes(), max_document_bytes=1000)
+
+
+def test_uris_with_credentials_are_refused_without_echoing_them() -> None:
+    from jobs.config import from_args
+
+    with pytest.raises(ConfigError, match="may not carry credentials") as info:
+        from_args(["--input", "s3://AKIAX:topsecret@bucket/p", "--store", "models"])
+    assert "topsecret" not in str(info.value)
