@@ -149,3 +149,10 @@ def test_uris_with_credentials_are_refused_without_echoing_them() -> None:
     with pytest.raises(ConfigError, match="may not carry credentials") as info:
         from_args(["--input", "s3://AKIAX:topsecret@bucket/p", "--store", "models"])
     assert "topsecret" not in str(info.value)
+
+
+def test_partition_size_limit(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "p.parquet", ["some text"] * 100)
+    size = (tmp_path / "p.parquet").stat().st_size
+    with pytest.raises(PartitionError, match=f"{size:,} bytes exceeds the partition limit of 100"):
+        tokens_of(tmp_path, "p.parquet", (tmp_path / "p.parquet").read_bytes(), max_partition_bytes=100)
