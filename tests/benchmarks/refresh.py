@@ -1,9 +1,8 @@
 """Measurements of the refresh job against plain gensim, one function per row of the benchmark table.
 
     >>> params = Params(epochs=5, workers=2)
-    >>> job = run_job(root, params, work)                                           # doctest: +SKIP
-    >>> rest = tokenize_to_spool(partitions_of(root)[1:], work / "rest.txt")        # doctest: +SKIP
-    >>> row, seconds = training_row(job, rest, params)                              # doctest: +SKIP
+    >>> update = measure_update(root, params, work, rounds=2)                       # doctest: +SKIP
+    >>> rows = [training_row(update, params), *end_to_end_rows(update)]             # doctest: +SKIP
 
 Every row compares the job's code path with what a careful engineer would do with gensim alone, on the same
 data, with the same hyper-parameters and threads, measured in the same run:
@@ -15,7 +14,8 @@ data, with the same hyper-parameters and threads, measured in the same run:
    in ``corpus_file`` and in iterable mode; the faster mode is the baseline;
 3. :func:`end_to_end_rows`: that same ``jobs.refresh.run`` update on a running local Ray, against gensim's
    ``train()`` alone and against the one-process incremental recipe;
-4. :func:`memory_rows`: the peak RSS of the training actor and of the driver, at 1x and 4x the data.
+4. :func:`memory_rows`: the peak RSS (VmHWM) of the training actor and of the driver, at 1x and 4x the data,
+   with the actor's private and shared (object store) memory apart in the note.
 
 Rows that need a process of their own (the pinned tokenizer, each memory probe) run this module as a script:
 ``python -m tests.benchmarks.refresh tokenizer|memory ...`` prints one JSON line.
@@ -273,14 +273,15 @@ def local_ray(num_cpus: int, object_store_mb: int = 512) -> Iterator[None]:
 def first_model(root: Path, store: Path, params: Params, work: Path, glob: str) -> str:
     """Publish the first model from the slice ``glob`` selects, so the measured run is an update."""
     summary = run(config(root, store, params, work, "--glob", glob))
-    assert summary.version, summary.message
+    if not summary.version:
+        raise RuntimeError(f"no first model from {root}/{glob}: {summary.message}")
     return summary.version
 
 
 class TrainingProbe(CallbackAny2Vec):
     """A training callback that reports from inside the training actor, through a JSON file on this machine:
-    its process id (so the driver can watch its memory), and its CPU time and memory high-water mark when
-    training begins and ends (CPU seconds are what load from other processes distorts least)."""
+    its process id, and its CPU time and memory high-water mark when training begins and ends (CPU seconds
+    are what load from other processes distorts least)."""
 
     def __init__(self, path: Path) -> None:
         self.path = str(path)
