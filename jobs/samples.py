@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import functools
 import datetime as dt
 from pathlib import Path
 
@@ -23,6 +24,7 @@ WIKI = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 FIRST_DAY = dt.date(2026, 11, 22)
 
 
+@functools.cache
 def articles() -> list[tuple[str, list[str]]]:
     """(title, paragraphs) of every article in gensim's Wikipedia excerpt, markup removed."""
     out = []
