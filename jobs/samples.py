@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import functools
 import datetime as dt
+import functools
 from pathlib import Path
 
 import pyarrow as pa
