@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jobs.errors import ConfigError
 
 
@@ -51,9 +53,9 @@ def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[flo
     if not probes:
         return 1.0, []
     rows = []
-    for word in probes:
-        before = [w for w, _ in parent.most_similar(word, topn=config.topn)]
-        after = [w for w, _ in candidate.most_similar(word, topn=config.topn)]
+    for word, before, after in zip(
+        probes, nearest(parent, probes, config.topn), nearest(candidate, probes, config.topn), strict=True
+    ):
         rows.append(
             {
                 "word": word,
@@ -65,6 +67,23 @@ def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[flo
     mean = sum(r["overlap"] for r in rows) / len(rows)
     changed = sorted(rows, key=lambda r: (r["overlap"], r["word"]))[:10]
     return round(mean, 4), changed
+
+
+def nearest(vectors: Any, words: list[str], topn: int, block: int = 64) -> list[list[str]]:
+    """The ``topn`` nearest neighbours (cosine) of each word, a block of words per matrix product rather than
+    one ``most_similar`` call each; memory stays at ``block`` x vocabulary floats."""
+    normed = vectors.get_normed_vectors()
+    out: list[list[str]] = []
+    for start in range(0, len(words), block):
+        rows = np.array([vectors.key_to_index[w] for w in words[start : start + block]])
+        sims = normed[rows] @ normed.T
+        sims[np.arange(len(rows)), rows] = -np.inf  # a word is not its own neighbour
+        k = min(topn, sims.shape[1] - 1)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(rows), 0), dtype=int)
+        order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
+        ranked = np.take_along_axis(top, order, axis=1)
+        out += [[vectors.index_to_key[j] for j in row] for row in ranked]
+    return out
 
 
 def _similarity(vectors: Any, path: Path) -> float | None:
