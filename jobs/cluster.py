@@ -27,6 +27,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from jobs.config import RefreshConfig
 from jobs.errors import PartitionError, RefreshError, TrainingError
@@ -59,16 +61,34 @@ def connected(address: str | None) -> Iterator[None]:
         ray.shutdown()
 
 
+@dataclass(frozen=True)
+class TrainerHandle:
+    """The training actor and the CPUs reserved for it: a placement-group bundle it occupies with 0 CPUs, so
+    tokenizing tasks can use those CPUs while the actor waits for them, and gensim's threads get them after."""
+
+    actor: Any
+    placement: PlacementGroup | None
+    cpus: int
+
+    def bundle(self) -> PlacementGroupSchedulingStrategy | None:
+        if self.placement is None:
+            return None
+        return PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=0)
+
+
 @contextmanager
-def trainer_actor(config: RefreshConfig) -> Iterator[Any]:
-    """The training actor for one run; its spool is removed and the actor stopped however the run ends."""
+def trainer_actor(config: RefreshConfig) -> Iterator[TrainerHandle]:
+    """The training actor for one run; its spool is removed, the actor stopped and its CPUs released however
+    the run ends."""
     trainer = start_trainer(config)
     try:
         yield trainer
     finally:
         with contextlib.suppress(Exception):  # a dead actor has nothing left to clean
-            ray.get(trainer.close.remote(), timeout=60)
-        ray.kill(trainer)
+            ray.get(trainer.actor.close.remote(), timeout=60)
+        ray.kill(trainer.actor)
+        if trainer.placement is not None:
+            remove_placement_group(trainer.placement)
 
 
 def result(ref: Any) -> Any:
@@ -89,23 +109,28 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
-def start_trainer(config: RefreshConfig) -> Any:
+def start_trainer(config: RefreshConfig) -> TrainerHandle:
     """Start the training actor on the node offering ``config.trainer_resource``, else on any node.
 
-    The actor reserves the CPUs it trains with, but never all of a cluster's CPUs: on a small machine the
-    tokenizing tasks it waits for must still find a CPU, or the run would deadlock.
+    The actor reserves the CPUs it trains with (``--workers``), but on a node without the trainer resource
+    never all of the cluster's CPUs: the tokenizing tasks outside its reservation must still find one.
     """
     resources = ray.cluster_resources()
-    total_cpus = int(resources.get("CPU", 1))
-    options: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
     if config.require_trainer_resource or resources.get(config.trainer_resource, 0) >= 1:
         # On an autoscaling cluster the trainer node may not exist yet: asking for the resource launches it.
-        options["resources"] = {config.trainer_resource: 1}
-        options["num_cpus"] = config.training.workers
+        cpus, bundle = config.training.workers, {config.trainer_resource: 1.0}
     else:
-        options["num_cpus"] = max(0, min(config.training.workers, total_cpus - 1))
-    log.info("training actor: %s", ", ".join(f"{k}={v}" for k, v in options.items()))
-    return ray.remote(Trainer).options(**options).remote(config.spool_dir)
+        cpus, bundle = max(0, min(config.training.workers, int(resources.get("CPU", 1)) - 1)), {}
+    if cpus:
+        bundle["CPU"] = float(cpus)
+    placement = placement_group([bundle], strategy="STRICT_PACK") if bundle else None
+    handle = TrainerHandle(actor=None, placement=placement, cpus=cpus)
+    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
+    if placement is not None:
+        options["scheduling_strategy"] = handle.bundle()
+    log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()) or "nothing")
+    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir)
+    return TrainerHandle(actor=actor, placement=placement, cpus=cpus)
 
 
 @dataclass
@@ -130,14 +155,21 @@ def stream(
     config: RefreshConfig,
     fs: pafs.FileSystem,
     partitions: list[Partition],
-    trainer: Any,
+    trainer: TrainerHandle,
 ) -> IngestResult:
     """Tokenize every partition on Ray workers and feed each result to ``trainer``, bounded in flight.
 
+    A share of the tasks (the trainer's reserved CPUs over all CPUs) runs inside the trainer's reservation,
+    which would otherwise sit idle until training starts.
     Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
     """
-    task = ray.remote(tokenize_partition).options(num_cpus=1, max_retries=TOKENIZE_RETRIES, retry_exceptions=False)
+    remote = ray.remote(tokenize_partition)
+    common: dict[str, Any] = {"num_cpus": 1, "max_retries": TOKENIZE_RETRIES, "retry_exceptions": False}
+    task = remote.options(**common)
+    in_bundle = remote.options(**common, scheduling_strategy=trainer.bundle()) if trainer.cpus else task
     limit, sized_at = in_flight_limit(config), time.monotonic()
+    total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    submitted = bundled = 0
     outcome = IngestResult()
     start = last_log = time.perf_counter()
     fs_ref = ray.put(fs)
@@ -170,10 +202,15 @@ def stream(
             )
 
     for partition in queue:
-        token_ref = task.remote(fs_ref, partition, config.read, config.tokenizer)
-        pending.append((partition, trainer.ingest.remote(token_ref)))
+        # Keep the bundle's share of the tasks at its share of the cluster's CPUs.
+        share = trainer.cpus > 0 and bundled * total_cpus <= trainer.cpus * submitted
+        runner = in_bundle if share else task
+        bundled, submitted = bundled + share, submitted + 1
+        token_ref = runner.remote(fs_ref, partition, config.read, config.tokenizer)
+        pending.append((partition, trainer.actor.ingest.remote(token_ref)))
         if time.monotonic() - sized_at > 1:  # an autoscaling cluster grows while the run goes on
             limit, sized_at = in_flight_limit(config), time.monotonic()
+            total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if len(pending) >= limit:
             drain_one()
     while pending:

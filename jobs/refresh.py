@@ -123,7 +123,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             callbacks=hooks.training_callbacks,
         )
         try:
-            candidate = cluster.result(trainer.finish.remote(store, request))
+            candidate = cluster.result(trainer.actor.finish.remote(store, request))
         except (TrainingError, StoreError):
             discard(store, version)
             raise
