@@ -17,17 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.s3server import MotoServer
+from tests.s3server import DUMMY_ENV, MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIATESTSESSION0001",
-    "AWS_SECRET_ACCESS_KEY": "test/session/secret/never-logged-0001",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +38,7 @@ def ray_session(moto: MotoServer) -> Iterator[None]:
         del os.environ[name]  # hermetic: nothing from the developer's AWS setup reaches the tests
     os.environ.update(
         {
-            **S3_ENV,
+            **DUMMY_ENV,
             "AWS_ENDPOINT_URL": moto.endpoint,
             "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull,

@@ -45,6 +45,14 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
+
+#: Dummy credentials for a local S3 endpoint (moto accepts any); tests check they never leak.
+DUMMY_ENV = {
+    "AWS_ACCESS_KEY_ID": "AKIATESTDUMMYKEY0001",
+    "AWS_SECRET_ACCESS_KEY": "test/dummy/secret/never-logged-0001",
+    "AWS_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 Action = Literal["403", "500", "503", "drop", "lose_response"]
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "expect", "upgrade", "te"})
 _ERROR_CODES = {

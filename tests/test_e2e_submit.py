@@ -29,23 +29,12 @@ import pytest
 
 from tests.clusters import REPO, RayHead, group_members, processes_naming, runtime_env
 from tests.corpora import clustered
-from tests.s3server import MotoServer
+from tests.s3server import DUMMY_ENV, MotoServer
 
 pytestmark = pytest.mark.e2e
 
 FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1"]
-DUMMY_AWS = {
-    "AWS_ACCESS_KEY_ID": "AKIAE2EDUMMYKEY00001",
-    "AWS_SECRET_ACCESS_KEY": "e2e/dummy/secret/not/a/real/key/00001",
-    "AWS_REGION": "us-east-1",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        yield server
+DUMMY_AWS = DUMMY_ENV
 
 
 @pytest.fixture(scope="module")
