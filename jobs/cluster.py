@@ -7,7 +7,9 @@ All Ray decorators and ``.options(...)`` calls live here. The flow, for N partit
        └── trainer.ingest.remote(ref) ◀─────────┘ (the driver passes references, never the data)
 
 The driver never pulls tokenized data into its own process; it hands each task's object reference to the
-training actor, whose calls run in submission order, so the spooled corpus is in partition order. A task that
+training actor, whose calls run in submission order, so the spooled corpus is in partition order. The actor's
+CPUs are reserved as a placement-group bundle that it occupies with 0 CPUs: until training starts, a share of
+the tokenize tasks runs there, and gensim's threads get those CPUs to themselves afterwards. A task that
 fails because its worker died is retried by Ray; a task that fails because the partition is bad fails once,
 with a :class:`~jobs.errors.PartitionError` naming it.
 """
@@ -124,10 +126,9 @@ def start_trainer(config: RefreshConfig) -> TrainerHandle:
     if cpus:
         bundle["CPU"] = float(cpus)
     placement = placement_group([bundle], strategy="STRICT_PACK") if bundle else None
-    handle = TrainerHandle(actor=None, placement=placement, cpus=cpus)
     options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
     if placement is not None:
-        options["scheduling_strategy"] = handle.bundle()
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0)
     log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()) or "nothing")
     actor = ray.remote(Trainer).options(**options).remote(config.spool_dir)
     return TrainerHandle(actor=actor, placement=placement, cpus=cpus)

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("gensim").setLevel(logging.WARNING)
+    logging.getLogger("jobs.refresh").setLevel(logging.WARNING)  # the summaries below say it more briefly
     data, store_dir = a.workdir / "data", a.workdir / "models"
     shutil.rmtree(a.workdir, ignore_errors=True)
     args = ["--input", str(data), "--store", str(store_dir), *TRAINING]

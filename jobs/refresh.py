@@ -63,7 +63,9 @@ def new_version() -> str:
 
 
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
-    """Run one refresh. Raises RefreshError (or a subclass) on failure; the store is then unchanged."""
+    """Run one refresh. Raises RefreshError (or a subclass) on failure. The pointer then never moved; the store
+    is unchanged, except after a failed quality gate or a conflict, which leave the new version, complete and
+    unpromoted, for inspection."""
     started = time.perf_counter()
 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find.
@@ -71,6 +73,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
     parent = read_manifest(store, pointer.version) if pointer else None
+    parent_version = pointer.version if pointer else None
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
 
     # 2. Discover partitions and keep the ones this lineage has not consumed.
@@ -78,7 +81,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     found = select(
         discover(fs, root, forced_format=config.input_format, glob=config.glob), since=config.since, where=config.where
     )
-    seen = ledger.read(store, pointer.version if pointer else None)
+    seen = ledger.read(store, parent_version)
     plan = ledger.select(found, seen)
     todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
     todo = todo[: config.max_partitions] if config.max_partitions else todo
@@ -92,7 +95,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     if not todo:
         return report.Summary(
             version=None,
-            parent=(parent["version"] if parent else None),
+            parent=parent_version,
             published=False,
             store=store.uri,
             seconds=time.perf_counter() - started,
@@ -110,7 +113,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
         # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node).
         request = TrainRequest(
             version=version,
-            parent=(parent["version"] if parent else None),
+            parent=parent_version,
             parent_kind=parent["model"] if parent else "",
             training=config.training,
             gate=config.gate,
@@ -136,7 +139,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     if not gate["passed"] and not config.gate.force:
         raise QualityGateError(
             f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
-            f"NOT promoted; the current version stays {pointer.version if pointer else 'none'}. "
+            f"NOT promoted; the current version stays {parent_version or 'none'}. "
             f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
         )
     store.swap_pointer(version, pointer)

@@ -190,7 +190,7 @@ def human(summary: Summary) -> str:
             + "  ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
             + f"  total {summary.seconds:.1f}s",
         ]
-        for word, near in list(summary.neighbours.items())[:5]:
+        for word, near in list(summary.neighbours.items())[:5] if summary.parent else []:
             lines.append(f"  new word {word!r}: " + ", ".join(w for w, _ in near))
     for bad in summary.rejected:
         lines.append(f"  rejected {bad['uri']}: {bad['cause']}")
