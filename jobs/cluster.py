@@ -28,8 +28,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.util.placement_group import (
+    PlacementGroup,
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from jobs.config import RefreshConfig
@@ -86,18 +91,20 @@ def trainer_actor(config: RefreshConfig) -> Iterator[TrainerHandle]:
     try:
         yield trainer
     finally:
-        with contextlib.suppress(Exception):  # a dead actor has nothing left to clean
-            ray.get(trainer.actor.close.remote(), timeout=60)
+        placed = trainer.placement is None or placement_group_table(trainer.placement).get("state") == "CREATED"
+        with contextlib.suppress(Exception):  # a dead (or never placed) actor has nothing left to clean
+            if placed:
+                ray.get(trainer.actor.close.remote(), timeout=60)
         ray.kill(trainer.actor)
         if trainer.placement is not None:
             remove_placement_group(trainer.placement)
 
 
-def result(ref: Any) -> Any:
+def result(ref: Any, timeout: float | None = None) -> Any:
     """``ray.get`` that re-raises the project's own error raised remotely (not Ray's wrapper around it), and
     turns the training actor's death into a TrainingError."""
     try:
-        return ray.get(ref)
+        return ray.get(ref, timeout=timeout)
     except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
         raise TrainingError(f"the training actor died (its node may have been lost): {_first_line(exc)}") from None
     except RayTaskError as exc:
@@ -179,8 +186,15 @@ def stream(
 
     def drain_one() -> None:
         partition, ingest_ref = pending.popleft()
+        first = not outcome.consumed and not outcome.rejected
         try:
-            documents, sentences, tokens = result(ingest_ref)
+            documents, sentences, tokens = result(ingest_ref, config.trainer_start_timeout if first else None)
+        except GetTimeoutError:
+            raise TrainingError(
+                f"no partition reached the training actor within {config.trainer_start_timeout:g} s: no node may "
+                f"offer what it reserves ({trainer.cpus} CPUs, resource {config.trainer_resource!r} if required); "
+                "check the cluster's trainer node type, or raise --trainer-start-timeout"
+            ) from None
         except PartitionError as exc:
             log.warning("bad partition %s", exc)
             outcome.rejected.append(exc)

@@ -98,6 +98,7 @@ class RefreshConfig:
     ray_address: str | None = None
     trainer_resource: str = "trainer"
     require_trainer_resource: bool = False
+    trainer_start_timeout: float = 900.0
     spool_dir: str | None = None
     json: bool = False
 
@@ -268,6 +269,12 @@ def parser() -> argparse.ArgumentParser:
         "--require-trainer-resource",
         action="store_true",
         help="always ask for --trainer-resource, even if no node offers it yet (autoscaling clusters)",
+    )
+    r.add_argument(
+        "--trainer-start-timeout",
+        type=float,
+        default=900.0,
+        help="seconds to wait for the first partition to reach the training actor (a trainer node to start)",
     )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
     return p

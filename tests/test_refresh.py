@@ -169,3 +169,15 @@ def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.Cap
     header = out.read_text().splitlines()[0].split()
     assert header == [str(line["vocab_size"]), "24"]
     assert models_main(["show", "nope", "--store", str(store)]) == 2
+
+
+def test_a_trainer_node_that_never_comes_fails_the_run_in_time(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "part-0.parquet", clustered(20, seed=1))
+    argv = args(
+        data, store, "--require-trainer-resource", "--trainer-resource", "nowhere", "--trainer-start-timeout", "3"
+    )
+    with pytest.raises(TrainingError, match=r"no partition reached the training actor within 3 s.*'nowhere'"):
+        run(from_args(argv))
+    assert snapshot(store) == {}
+    assert run(from_args(args(data, store))).published  # the reservation was released
