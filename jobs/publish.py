@@ -66,6 +66,12 @@ def upload_version(
     return files
 
 
+def put_recorded(store: Store, version: str, name: str, data: bytes) -> dict[str, Any]:
+    """Write one file of ``version`` from memory; return its manifest entry (size and SHA-256)."""
+    store.put_bytes(version_key(version, name), data)
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> None:
     body = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
     store.put_bytes(version_key(version, MANIFEST), body)

@@ -20,7 +20,6 @@ what failed and what to do, so ``ray job submit`` reports FAILED.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import secrets
@@ -42,7 +41,7 @@ from jobs.errors import (
     VersionNotFound,
 )
 from jobs.evaluate import GateConfig
-from jobs.publish import read_manifest, version_key, write_manifest
+from jobs.publish import put_recorded, read_manifest, version_key, write_manifest
 from jobs.store import Store, open_store
 from jobs.trainer import TrainRequest
 from shards.partitions import discover, open_filesystem, select
@@ -163,14 +162,10 @@ def read_eval_files(gate: GateConfig) -> dict[str, bytes]:
 
 def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Store the refresh report (Markdown and JSON) in the version; return their manifest entries."""
-    recorded = {}
-    for name, body in (
-        ("report.json", report.as_json(details).encode()),
-        ("report.md", report.markdown(details).encode()),
-    ):
-        store.put_bytes(version_key(version, name), body)
-        recorded[name] = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    return recorded
+    return {
+        "report.json": put_recorded(store, version, "report.json", report.as_json(details).encode()),
+        "report.md": put_recorded(store, version, "report.md", report.markdown(details).encode()),
+    }
 
 
 def discard(store: Store, version: str) -> None:
