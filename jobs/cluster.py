@@ -39,7 +39,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from jobs.config import RefreshConfig
 from jobs.errors import PartitionError, RefreshError, TrainingError
-from jobs.trainer import Trainer
+from jobs.training.trainer import Trainer
 from shards.partitions import Partition
 from shards.tokenized import tokenize_partition
 

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
-from jobs.evaluate import GateConfig
 from shards.tokenize import DEFAULT_TOKEN_PATTERN, TokenizerConfig
 from shards.tokenized import ReadOptions
 
@@ -75,6 +74,25 @@ class TrainingConfig:
             )
         if self.model == "fasttext" and not 0 < self.min_n <= self.max_n:
             raise ConfigError(f"need 0 < --min-n ({self.min_n}) <= --max-n ({self.max_n})")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Thresholds of the quality gate. ``files`` maps a file name to its kind (``similarity``/``analogy``)."""
+
+    min_overlap: float = 0.1
+    max_drop: float = 0.05
+    probe_words: int = 200
+    topn: int = 10
+    force: bool = False
+    similarity_files: tuple[str, ...] = ()
+    analogy_files: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_overlap <= 1:
+            raise ConfigError(f"--gate-min-overlap must be between 0 and 1, got {self.min_overlap}")
+        if self.max_drop < 0:
+            raise ConfigError(f"--gate-max-drop must not be negative, got {self.max_drop}")
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import ray
 
-from jobs import model as gmodel
 from jobs import report, samples
 from jobs.config import from_args
 from jobs.models import list_versions
-from jobs.publish import fetch_verified, model_files, read_manifest
 from jobs.refresh import run
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.training import model as gmodel
 
 TRAINING = ["--min-count", "3", "--epochs", "10", "--vector-size", "64", "--workers", "2"]
 

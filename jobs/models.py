@@ -18,11 +18,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from jobs import model as gmodel
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
-from jobs.publish import fetch_verified, model_files, read_manifest, resolve
 from jobs.report import as_json
-from jobs.store import Store, open_store
+from jobs.storage import Store, open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest, resolve
+from jobs.training import model as gmodel
 
 log = logging.getLogger("jobs.models")
 

@@ -5,12 +5,14 @@
 
 The runbook, in order (each step is one small module):
 
-1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.store`); read the pointer once;
-2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed (:mod:`jobs.ledger`);
+1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.storage`); read the pointer once;
+2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed
+   (:mod:`jobs.lineage.ledger`);
 3. tokenize them in parallel on Ray workers and stream them to the training actor (:mod:`jobs.cluster`);
-4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.trainer`, :mod:`jobs.model`);
-5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.evaluate`), one conditional
-   write of the pointer (:mod:`jobs.publish`);
+4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.training.trainer`,
+   :mod:`jobs.training.model`);
+5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.evaluate`), one conditional
+   write of the pointer (:mod:`jobs.storage.publish`);
 6. report (:mod:`jobs.report`).
 
 Exit status: 0 when a version was published or there was nothing new; 1 on any failure (a failed quality
@@ -29,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import cluster, ledger, report
-from jobs.config import RefreshConfig, from_args, to_dict
+from jobs import cluster, report
+from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
     ConfigError,
@@ -40,10 +42,10 @@ from jobs.errors import (
     TrainingError,
     VersionNotFound,
 )
-from jobs.evaluate import GateConfig
-from jobs.publish import put_recorded, read_manifest, version_key, write_manifest
-from jobs.store import Store, open_store
-from jobs.trainer import TrainRequest
+from jobs.lineage import ledger
+from jobs.storage import Store, open_store
+from jobs.storage.publish import put_recorded, read_manifest, version_key, write_manifest
+from jobs.training.trainer import TrainRequest
 from shards.partitions import discover, open_filesystem, select
 
 log = logging.getLogger("jobs.refresh")

@@ -22,7 +22,7 @@ from jobs.config import RefreshConfig, to_dict
 
 if TYPE_CHECKING:
     from jobs.cluster import IngestResult
-    from jobs.trainer import Candidate
+    from jobs.training.trainer import Candidate
     from shards.partitions import Partition
 
 

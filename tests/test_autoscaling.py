@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs.publish import read_manifest
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import read_manifest
 from tests.clusters import REPO, RayHead, runtime_env
 from tests.conftest import write_parquet
 from tests.corpora import clustered

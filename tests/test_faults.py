@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import model as gmodel
 from jobs.config import from_args
 from jobs.errors import BadPartitionsError, TrainingError
 from jobs.refresh import run
+from jobs.training import model as gmodel
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered
 from tests.test_refresh import load_latest

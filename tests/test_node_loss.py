@@ -37,9 +37,9 @@ from typing import Any
 
 import pytest
 
-from jobs import model as gmodel
-from jobs.publish import fetch_verified, model_files, read_manifest
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.training import model as gmodel
 from tests.clusters import descendants, free_ports, run_isolated
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered

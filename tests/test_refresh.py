@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from gensim.models.callbacks import CallbackAny2Vec
 
-from jobs import model as gmodel
 from jobs.config import from_args
 from jobs.errors import BadPartitionsError, TrainingError
-from jobs.publish import fetch_verified, model_files, read_manifest
 from jobs.refresh import Hooks, main, run
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.training import model as gmodel
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import cluster_words, clustered
 

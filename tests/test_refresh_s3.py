@@ -20,13 +20,13 @@ import pytest
 import ray
 from gensim.models.callbacks import CallbackAny2Vec
 
-from jobs import model as gmodel
 from jobs.config import from_args
 from jobs.errors import ConflictError, StoreError
 from jobs.models import promote
-from jobs.publish import fetch_verified, model_files, read_manifest
 from jobs.refresh import Hooks, run
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.training import model as gmodel
 from tests.conftest import REPO
 from tests.corpora import clustered
 from tests.s3server import FaultProxy, MotoServer

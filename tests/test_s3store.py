@@ -28,11 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs import s3store
 from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
-from jobs.publish import fetch_verified, publish, read_manifest
-from jobs.s3store import S3Settings, S3Store, parse_size
-from jobs.store import Pointer, open_store
+from jobs.storage import Pointer, open_store
+from jobs.storage import s3 as s3store
+from jobs.storage.publish import fetch_verified, publish, read_manifest
+from jobs.storage.s3 import S3Settings, S3Store, parse_size
 from shards.partitions import discover, open_filesystem
 from tests.s3server import FaultProxy, MotoServer
 

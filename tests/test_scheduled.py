@@ -11,9 +11,9 @@ import pytest
 
 from jobs.config import from_args
 from jobs.errors import QualityGateError
-from jobs.publish import read_manifest, version_key
 from jobs.refresh import main, run
-from jobs.store import open_store
+from jobs.storage import open_store
+from jobs.storage.publish import read_manifest, version_key
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import cluster_words, clustered
 

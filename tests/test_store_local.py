@@ -9,8 +9,8 @@ import pytest
 
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.models import gc, promote
-from jobs.publish import fetch_verified, publish, read_manifest
-from jobs.store import LocalStore, open_store
+from jobs.storage import LocalStore, open_store
+from jobs.storage.publish import fetch_verified, publish, read_manifest
 
 pytestmark = pytest.mark.unit
 

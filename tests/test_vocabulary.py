@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs import model as gmodel
 from jobs.config import TrainingConfig
+from jobs.lineage.counts import below_min_count
+from jobs.training import model as gmodel
 
 pytestmark = pytest.mark.component
 
@@ -18,7 +19,7 @@ def first_model() -> tuple[object, dict[str, int]]:
     batch = {"common": 500, "usual": 80, "rare": 3, "once": 1}
     change = gmodel.update_vocabulary(model, batch, sentences=10, pending={})
     assert change.new_words == ["common", "usual"]
-    return model, gmodel.below_min_count(model, batch, {}, cap=100)
+    return model, below_min_count(model, batch, {}, cap=100)
 
 
 def test_a_word_under_min_count_in_each_run_enters_once_its_total_reaches_it() -> None:
@@ -30,7 +31,7 @@ def test_a_word_under_min_count_in_each_run_enters_once_its_total_reaches_it() -
     assert model.wv.get_vecattr("rare", "count") == 6
     assert model.wv.get_vecattr("common", "count") == 900
     assert model.wv.get_vecattr("usual", "count") == 80  # absent this run, kept
-    assert gmodel.below_min_count(model, batch, pending, cap=100) == {"once": 1, "fresh": 2}
+    assert below_min_count(model, batch, pending, cap=100) == {"once": 1, "fresh": 2}
 
 
 def test_gensim_policy_forgets_words_under_min_count() -> None:
@@ -54,5 +55,5 @@ def test_downsampling_uses_cumulative_counts() -> None:
 
 def test_the_remembered_words_are_capped_keeping_the_most_frequent() -> None:
     model, _ = first_model()
-    pending = gmodel.below_min_count(model, {"a": 1, "b": 4, "c": 2, "d": 4, "common": 1}, {"e": 3}, cap=3)
+    pending = below_min_count(model, {"a": 1, "b": 4, "c": 2, "d": 4, "common": 1}, {"e": 3}, cap=3)
     assert pending == {"b": 4, "d": 4, "e": 3}

@@ -361,11 +361,11 @@ class JobVariant:
 
 def run_job(variant: JobVariant, data: Path, work: Path, params: Params, world: World, k: int) -> Outcome:
     """Day 0 as a first model, then days 1-3 as updates, each one ``jobs.refresh.run`` on the running Ray."""
-    from jobs import model as gmodel
     from jobs.config import from_args
-    from jobs.publish import fetch_verified, model_files, read_manifest
     from jobs.refresh import run
-    from jobs.store import open_store
+    from jobs.storage import open_store
+    from jobs.storage.publish import fetch_verified, model_files, read_manifest
+    from jobs.training import model as gmodel
 
     store = work / "store"
     work.mkdir(parents=True, exist_ok=True)

@@ -46,9 +46,9 @@ from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.word2vec import LineSentence
 from gensim.utils import simple_preprocess
 
-from jobs import model as gmodel
 from jobs.config import RefreshConfig, from_args, parser
 from jobs.refresh import Hooks, run
+from jobs.training import model as gmodel
 from shards.partitions import Partition, discover
 from shards.readers import read_texts
 from shards.tokenize import TokenizerConfig, count_words, to_lines, tokenize

@@ -17,7 +17,7 @@ deleting its objects before the next starts; every pass starts with a different 
 
 The table shows MB/s (MiB of file data per second, best of the repeats) and each row's ratio to boto3's.
 ``--json`` prints one JSON line with the same numbers instead. Store settings come from the environment as
-the job reads them (``EMBEDDING_REFRESH_S3_*``, see :mod:`jobs.s3store`).
+the job reads them (``EMBEDDING_REFRESH_S3_*``, see :mod:`jobs.storage.s3`).
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from typing import Any
 import boto3
 import numpy as np
 
-from jobs.publish import fetch_verified, local_files, publish, sha256_file
-from jobs.s3store import S3Store
+from jobs.storage.publish import fetch_verified, local_files, publish, sha256_file
+from jobs.storage.s3 import S3Store
 from tests.s3server import MotoServer
 
 MiB = 1 << 20

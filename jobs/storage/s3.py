@@ -53,7 +53,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
 
 from jobs.errors import ConfigError, ConflictError, StoreError, VersionNotFound
-from jobs.store import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body
+from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _parse_int(text: str, name: str) -> int:
 
 
 class S3Store:
-    """A :class:`~jobs.store.Store` under ``s3://bucket/prefix``. Picklable; the boto3 client is made lazily."""
+    """A :class:`~jobs.storage.Store` under ``s3://bucket/prefix``. Picklable; the boto3 client is made lazily."""
 
     def __init__(self, bucket: str, prefix: str = "", settings: S3Settings | None = None) -> None:
         if not bucket or "/" in bucket:

@@ -70,7 +70,7 @@ def kind(model: Word2Vec) -> str:
 
 
 def load(path: Path, model_kind: str) -> Word2Vec:
-    """Load a saved model. Only call this on files whose checksums were verified (jobs.publish)."""
+    """Load a saved model. Only call this on files whose checksums were verified (jobs.storage.publish)."""
     return _CLASSES[model_kind].load(str(path))
 
 
@@ -104,19 +104,6 @@ def update_vocabulary(
         resample(model)
     new_words = model.wv.index_to_key[before:]
     return VocabularyChange(before=before, after=len(model.wv), new_words=list(new_words))
-
-
-def below_min_count(model: Word2Vec, counts: dict[str, int], pending: dict[str, int], cap: int) -> dict[str, int]:
-    """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
-    known = model.wv.key_to_index
-    remembered = {w: c for w, c in pending.items() if w not in known}
-    for word, count in counts.items():
-        if word not in known:
-            remembered[word] = remembered.get(word, 0) + count
-    if len(remembered) > cap:
-        keep = sorted(remembered.items(), key=lambda item: (-item[1], item[0]))[:cap]
-        remembered = dict(keep)
-    return remembered
 
 
 def resample(model: Word2Vec) -> None:

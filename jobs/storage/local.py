@@ -1,12 +1,4 @@
-"""Where model versions live: the ``Store`` interface and its local-filesystem implementation.
-
-A store holds immutable files under ``versions/<version>/`` and one small pointer object, ``CURRENT``,
-naming the current version. It offers only primitives; the publish protocol (files, then manifest, then one
-conditional pointer write) and verified loading live once, in :mod:`jobs.publish`, for every store.
-
-    >>> store = open_store("./models")                  # or "s3://bucket/prefix" (see jobs.s3store)
-    >>> pointer = store.read_pointer()                   # None for an empty store
-    >>> store.swap_pointer("20261124T020000Z-ab12cd", expected=pointer)
+"""The model store on a local (or mounted) filesystem.
 
 The local store writes every file to a temporary name, fsyncs it and renames it into place, and moves the
 pointer under an exclusive lock with a compare-and-swap on the pointer's content hash (its "ETag").
@@ -17,76 +9,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from jobs.errors import ConfigError, ConflictError, StoreError, VersionNotFound
-
-POINTER = "CURRENT"
-VERSIONS = "versions"
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """The current version and an opaque token (an ETag) that a conditional write must match."""
-
-    version: str
-    token: str
-
-
-class Store(Protocol):
-    """Primitives every model store offers. Keys are ``/``-separated, relative to the store root."""
-
-    uri: str
-
-    def read_pointer(self) -> Pointer | None: ...
-
-    def swap_pointer(self, version: str, expected: Pointer | None) -> None:
-        """Point at ``version`` if the pointer is still ``expected``; raise ConflictError otherwise."""
-        ...
-
-    def put_file(self, key: str, source: Path) -> None: ...
-
-    def put_bytes(self, key: str, data: bytes) -> None: ...
-
-    def get_bytes(self, key: str) -> bytes:
-        """The object's bytes; raises VersionNotFound when it does not exist."""
-        ...
-
-    def get_file(self, key: str, destination: Path) -> None: ...
-
-    def list_versions(self) -> list[str]: ...
-
-    def delete_version(self, version: str) -> None: ...
-
-
-def open_store(uri: str) -> Store:
-    """The store for a local path or an ``s3://bucket/prefix`` URI."""
-    if uri.startswith("s3://"):
-        from jobs.s3store import S3Store  # boto3 is imported only when an S3 store is used
-
-        return S3Store.from_uri(uri)
-    if "://" in uri:
-        raise ConfigError(f"unsupported store {uri!r}: use a local path or s3://bucket/prefix")
-    return LocalStore(uri)
-
-
-def pointer_body(version: str) -> bytes:
-    """The pointer object's content, shared by every store so readers parse one format."""
-    return (json.dumps({"version": version, "manifest": f"{VERSIONS}/{version}/manifest.json"}) + "\n").encode()
-
-
-def parse_pointer(data: bytes, where: str) -> str:
-    try:
-        return str(json.loads(data)["version"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"the pointer {where} is not valid JSON with a 'version' field") from exc
+from jobs.errors import ConflictError, StoreError, VersionNotFound
+from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body
 
 
 class LocalStore:

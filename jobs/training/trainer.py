@@ -24,20 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from jobs import model as gmodel
-from jobs import replay
-from jobs.config import TrainingConfig
+from jobs.config import GateConfig, TrainingConfig
 from jobs.errors import RefreshError, TrainingError
-from jobs.evaluate import GateConfig, evaluate
-from jobs.publish import fetch_verified, model_files, read_manifest, upload_version
-from jobs.store import Store
+from jobs.lineage import replay
+from jobs.lineage.counts import PENDING, below_min_count, read_counts, write_counts
+from jobs.storage import Store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest, upload_version
+from jobs.training import model as gmodel
+from jobs.training.evaluate import evaluate
 from shards.tokenized import TokenizedPartition, merge_counts
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending.parquet"  # words below min_count, remembered across runs
 _COMPACT_EVERY = 32  # merge the per-partition count tables this often, bounding memory to ~the vocabulary
 
 
@@ -55,18 +54,6 @@ class Candidate:
     evaluation: dict[str, Any]
     spooled_bytes: int
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def write_counts(path: Path, counts: dict[str, int]) -> None:
-    table = pa.table(
-        {"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())}
-    )
-    pq.write_table(table, path, compression="zstd")
-
-
-def read_counts(path: Path) -> dict[str, int]:
-    table = pq.read_table(path)
-    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
 @dataclass(frozen=True)
@@ -148,7 +135,7 @@ class Trainer:
                 freq = self._merged_counts()
                 remember = config.vocab_policy == "remember"
                 change = gmodel.update_vocabulary(model, freq, self.sentences, pending if remember else None)
-                pending = gmodel.below_min_count(model, freq, pending, config.pending_cap) if remember else {}
+                pending = below_min_count(model, freq, pending, config.pending_cap) if remember else {}
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
             sentences, tokens = self.sentences, self.tokens

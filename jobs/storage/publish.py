@@ -1,6 +1,6 @@
 """Publishing a version as a commit, and loading one back only after verifying it.
 
-Publishing, for any :class:`~jobs.store.Store`:
+Publishing, for any :class:`~jobs.storage.Store`:
 
 1. upload every file of the version under ``versions/<version>/`` (immutable; never overwritten);
 2. write ``versions/<version>/manifest.json`` with the size and SHA-256 of every file;
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import IntegrityError, VersionNotFound
-from jobs.store import VERSIONS, Pointer, Store
+from jobs.storage.base import VERSIONS, Pointer, Store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.errors import IntegrityError, VersionNotFound
-from jobs.publish import version_key
-from jobs.store import Store
+from jobs.storage import Store
+from jobs.storage.publish import version_key
 from shards.partitions import Partition
 
 LEDGER = "ledger.parquet"

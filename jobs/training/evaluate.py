@@ -12,39 +12,19 @@ Three checks, each against the parent, on the trainer's node before anything is 
     >>> result["passed"], result["reasons"]
 
 The same pass also finds the words whose neighbourhoods changed most, for the refresh report. Works on
-gensim ``KeyedVectors`` objects; gensim itself is imported only by :mod:`jobs.model`.
+gensim ``KeyedVectors`` objects; gensim itself is imported only by :mod:`jobs.training.model`.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class GateConfig:
-    """Thresholds of the quality gate. ``files`` maps a file name to its kind (``similarity``/``analogy``)."""
-
-    min_overlap: float = 0.1
-    max_drop: float = 0.05
-    probe_words: int = 200
-    topn: int = 10
-    force: bool = False
-    similarity_files: tuple[str, ...] = ()
-    analogy_files: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_overlap <= 1:
-            raise ConfigError(f"--gate-min-overlap must be between 0 and 1, got {self.min_overlap}")
-        if self.max_drop < 0:
-            raise ConfigError(f"--gate-max-drop must not be negative, got {self.max_drop}")
+from jobs.config import GateConfig
 
 
 def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[float, list[dict[str, Any]]]:

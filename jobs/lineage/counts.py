@@ -1,0 +1,41 @@
+"""The remembered vocabulary: counts of words still under ``min_count``, carried from version to version.
+
+gensim forgets every word under ``min_count`` after each batch. With ``--vocab-policy remember`` their
+cumulative counts are stored with each version as ``pending.parquet`` (at most ``--pending-cap`` words, the
+rarest pruned), and a word joins the model once its cumulative count reaches ``min_count``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PENDING = "pending.parquet"  # words below min_count, remembered across runs
+
+
+def write_counts(path: Path, counts: dict[str, int]) -> None:
+    table = pa.table(
+        {"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())}
+    )
+    pq.write_table(table, path, compression="zstd")
+
+
+def read_counts(path: Path) -> dict[str, int]:
+    table = pq.read_table(path)
+    return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
+
+
+def below_min_count(model: Any, counts: dict[str, int], pending: dict[str, int], cap: int) -> dict[str, int]:
+    """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
+    known = model.wv.key_to_index
+    remembered = {w: c for w, c in pending.items() if w not in known}
+    for word, count in counts.items():
+        if word not in known:
+            remembered[word] = remembered.get(word, 0) + count
+    if len(remembered) > cap:
+        keep = sorted(remembered.items(), key=lambda item: (-item[1], item[0]))[:cap]
+        remembered = dict(keep)
+    return remembered

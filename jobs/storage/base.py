@@ -1,0 +1,68 @@
+"""What every model store is: the ``Store`` protocol and the pointer format that all stores share.
+
+A store holds immutable files under ``versions/<version>/`` and one small pointer object, ``CURRENT``,
+naming the current version. It offers only primitives; the publish protocol (files, then manifest, then one
+conditional pointer write) and verified loading live once, in :mod:`jobs.storage.publish`, for every store.
+
+    >>> store = open_store("./models")                  # or "s3://bucket/prefix" (jobs.storage.s3)
+    >>> pointer = store.read_pointer()                   # None for an empty store
+    >>> store.swap_pointer("20261124T020000Z-ab12cd", expected=pointer)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from jobs.errors import StoreError
+
+POINTER = "CURRENT"
+VERSIONS = "versions"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The current version and an opaque token (an ETag) that a conditional write must match."""
+
+    version: str
+    token: str
+
+
+class Store(Protocol):
+    """Primitives every model store offers. Keys are ``/``-separated, relative to the store root."""
+
+    uri: str
+
+    def read_pointer(self) -> Pointer | None: ...
+
+    def swap_pointer(self, version: str, expected: Pointer | None) -> None:
+        """Point at ``version`` if the pointer is still ``expected``; raise ConflictError otherwise."""
+        ...
+
+    def put_file(self, key: str, source: Path) -> None: ...
+
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    def get_bytes(self, key: str) -> bytes:
+        """The object's bytes; raises VersionNotFound when it does not exist."""
+        ...
+
+    def get_file(self, key: str, destination: Path) -> None: ...
+
+    def list_versions(self) -> list[str]: ...
+
+    def delete_version(self, version: str) -> None: ...
+
+
+def pointer_body(version: str) -> bytes:
+    """The pointer object's content, shared by every store so readers parse one format."""
+    return (json.dumps({"version": version, "manifest": f"{VERSIONS}/{version}/manifest.json"}) + "\n").encode()
+
+
+def parse_pointer(data: bytes, where: str) -> str:
+    try:
+        return str(json.loads(data)["version"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"the pointer {where} is not valid JSON with a 'version' field") from exc

@@ -1,0 +1,6 @@
+"""Training: the only package that imports gensim.
+
+- ``model``: creating, loading, growing the vocabulary of, training and saving a gensim model
+- ``trainer``: the training actor: spool the token stream, update the vocabulary, train, save, upload
+- ``evaluate``: the quality gate that compares a candidate with its parent
+"""
