@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
-from shards.tokenize import DEFAULT_TOKEN_PATTERN, TokenizerConfig
+from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
 
 ModelKind = Literal["word2vec", "fasttext"]
@@ -142,8 +142,13 @@ def to_dict(config: RefreshConfig) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
+    # Defaults live in the dataclasses alone: a flag not given is absent from the namespace (SUPPRESS), so the
+    # dataclass supplies it, and --help shows the dataclass's value. No abbreviations: a later flag must not
+    # change what an old cron line means.
     p = argparse.ArgumentParser(
         prog="python -m jobs.refresh",
+        argument_default=argparse.SUPPRESS,
+        allow_abbrev=False,
         description="Refresh a gensim embedding model from new partitions and publish it as a new version.",
     )
     p.add_argument("--input", required=True, help="folder or s3://bucket/prefix holding the partitions")
@@ -154,11 +159,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--format",
         dest="input_format",
-        default="auto",
         choices=["auto", "parquet", "jsonl", "text"],
         help="partition format (auto: by extension; .gz/.zst compression is always detected)",
     )
-    g.add_argument("--text-column", default="text", help="Parquet column / JSON field holding the text")
+    g.add_argument("--text-column", help="Parquet column / JSON field holding the text")
     g.add_argument("--glob", help="only partitions whose path below --input matches, e.g. 'dt=2026-11-*/*'")
     g.add_argument(
         "--since",
@@ -168,7 +172,6 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--where",
         action="append",
-        default=[],
         metavar="KEY=GLOB",
         help="only partitions whose hive folder KEY matches GLOB, e.g. --where region=eu-*; repeatable",
     )
@@ -183,46 +186,43 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train on the readable partitions and record the bad ones instead of failing",
     )
-    g.add_argument("--batch-rows", type=int, default=65_536, help="rows read and tokenized at once")
-    g.add_argument("--max-document-bytes", type=int, default=64 << 20, help="reject larger documents")
+    g.add_argument("--batch-rows", type=int, help="rows read and tokenized at once")
+    g.add_argument("--max-document-bytes", type=int, help="reject larger documents")
     g.add_argument(
         "--max-partition-bytes",
         type=int,
-        default=8 << 30,
         help="reject larger partition files (a worker holds one partition's tokens in memory)",
     )
 
     t = p.add_argument_group("tokenizer")
     t.add_argument("--no-lowercase", dest="lowercase", action="store_false", help="keep case")
     t.add_argument("--deaccent", action="store_true", help="fold accents (NFKD, drop combining marks)")
-    t.add_argument("--token-pattern", default=DEFAULT_TOKEN_PATTERN, help="RE2 regex of one token")
-    t.add_argument("--min-token-len", type=int, default=2)
-    t.add_argument("--max-token-len", type=int, default=40)
+    t.add_argument("--token-pattern", help="RE2 regex of one token")
+    t.add_argument("--min-token-len", type=int)
+    t.add_argument("--max-token-len", type=int)
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", default="word2vec", choices=["word2vec", "fasttext"], help="for a new model")
-    m.add_argument("--vector-size", type=int, default=100)
-    m.add_argument("--window", type=int, default=5)
-    m.add_argument("--min-count", type=int, default=5)
+    m.add_argument("--model", choices=["word2vec", "fasttext"], help="for a new model")
+    m.add_argument("--vector-size", type=int)
+    m.add_argument("--window", type=int)
+    m.add_argument("--min-count", type=int)
     m.add_argument("--sg", action="store_true", help="skip-gram instead of CBOW")
-    m.add_argument("--negative", type=int, default=5, help="negative samples (hierarchical softmax is not used)")
-    m.add_argument("--sample", type=float, default=1e-3, help="down-sampling threshold")
-    m.add_argument("--epochs", type=int, default=5)
-    m.add_argument("--alpha", type=float, default=0.025, help="starting learning rate of a new model")
+    m.add_argument("--negative", type=int, help="negative samples (hierarchical softmax is not used)")
+    m.add_argument("--sample", type=float, help="down-sampling threshold")
+    m.add_argument("--epochs", type=int)
+    m.add_argument("--alpha", type=float, help="starting learning rate of a new model")
     m.add_argument(
         "--update-alpha",
         type=float,
-        default=0.01,
         help="starting learning rate of an update (gensim would restart at --alpha); see README",
     )
-    m.add_argument("--min-alpha", type=float, default=0.0001)
-    m.add_argument("--seed", type=int, default=1)
-    m.add_argument("--min-n", type=int, default=3, help="FastText: shortest character n-gram")
-    m.add_argument("--max-n", type=int, default=6, help="FastText: longest character n-gram")
-    m.add_argument("--bucket", type=int, default=2_000_000, help="FastText: n-gram hash buckets")
+    m.add_argument("--min-alpha", type=float)
+    m.add_argument("--seed", type=int)
+    m.add_argument("--min-n", type=int, help="FastText: shortest character n-gram")
+    m.add_argument("--max-n", type=int, help="FastText: longest character n-gram")
+    m.add_argument("--bucket", type=int, help="FastText: n-gram hash buckets")
     m.add_argument(
         "--vocab-policy",
-        default="remember",
         choices=["remember", "gensim"],
         help="remember: counts of words below --min-count accumulate across runs until they qualify, "
         "and down-sampling uses cumulative counts; gensim: judge each run's counts alone",
@@ -230,23 +230,20 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--pending-cap",
         type=int,
-        default=1_000_000,
         help="how many below-min-count words to remember (the rarest are pruned)",
     )
     m.add_argument(
         "--replay-fraction",
         type=float,
-        default=0.0,
         help="mix this many old sentences per new one into an update, from a stored reservoir",
     )
-    m.add_argument("--replay-max-sentences", type=int, default=100_000, help="size of the replay reservoir")
+    m.add_argument("--replay-max-sentences", type=int, help="size of the replay reservoir")
 
     q = p.add_argument_group("quality gate")
     q.add_argument(
         "--eval-similarity",
         dest="similarity_files",
         action="append",
-        default=[],
         metavar="TSV",
         help="word-pair similarity file (WordSim-353 format); repeatable",
     )
@@ -254,7 +251,6 @@ def parser() -> argparse.ArgumentParser:
         "--eval-analogies",
         dest="analogy_files",
         action="append",
-        default=[],
         metavar="TXT",
         help="analogy file (questions-words.txt format); repeatable",
     )
@@ -262,25 +258,22 @@ def parser() -> argparse.ArgumentParser:
         "--gate-min-overlap",
         dest="min_overlap",
         type=float,
-        default=0.1,
         help="least mean share of nearest neighbours of frequent old words the candidate keeps",
     )
     q.add_argument(
         "--gate-max-drop",
         dest="max_drop",
         type=float,
-        default=0.05,
         help="largest allowed drop of a similarity or analogy score against the parent",
     )
     q.add_argument("--force", action="store_true", help="promote the candidate even if the gate fails")
 
     r = p.add_argument_group("ray")
-    r.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="training threads (and CPUs reserved)")
+    r.add_argument("--workers", type=int, help="training threads (and CPUs reserved)")
     r.add_argument("--max-in-flight", type=int, help="partitions tokenized at once (default: 2 per cluster CPU)")
     r.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument(
         "--trainer-resource",
-        default="trainer",
         help="custom resource of the node the training actor should run on, when a node offers it",
     )
     r.add_argument(
@@ -291,10 +284,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--trainer-start-timeout",
         type=float,
-        default=900.0,
         help="seconds to wait for the first partition to reach the training actor (a trainer node to start)",
     )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
+    _show_defaults(p)
     return p
 
 
@@ -312,15 +305,45 @@ def _pick(cls: type[T], namespace: argparse.Namespace, **extra: Any) -> T:
     return cls(**{**values, **extra})
 
 
+_SECTIONS: tuple[type, ...] = (RefreshConfig, ReadOptions, TokenizerConfig, TrainingConfig, GateConfig)
+
+
+def _defaults() -> dict[str, Any]:
+    """Every config field's default, by field name (the names argparse uses as ``dest``)."""
+    values: dict[str, Any] = {}
+    for cls in _SECTIONS:
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                values.setdefault(f.name, f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                values.setdefault(f.name, f.default_factory())
+    return values
+
+
+def _show_defaults(p: argparse.ArgumentParser) -> None:
+    """Append each flag's dataclass default to its help text."""
+    defaults = _defaults()
+    for action in p._actions:
+        default = defaults.get(action.dest)
+        if action.nargs == 0 or default in (None, (), ""):
+            continue
+        action.help = f"{action.help} (default: {default})" if action.help else f"default: {default}"
+
+
 def from_args(argv: list[str] | None = None) -> RefreshConfig:
     """Parse flags into a validated RefreshConfig. Raises ConfigError; exits on --help."""
     a = parser().parse_args(argv)
     return _pick(
         RefreshConfig,
         a,
-        where=tuple(_key_value(w) for w in a.where),
+        where=tuple(_key_value(w) for w in getattr(a, "where", [])),
         read=_pick(ReadOptions, a),
         tokenizer=_pick(TokenizerConfig, a),
         training=_pick(TrainingConfig, a),
-        gate=_pick(GateConfig, a, similarity_files=tuple(a.similarity_files), analogy_files=tuple(a.analogy_files)),
+        gate=_pick(
+            GateConfig,
+            a,
+            similarity_files=tuple(getattr(a, "similarity_files", [])),
+            analogy_files=tuple(getattr(a, "analogy_files", [])),
+        ),
     )

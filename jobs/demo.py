@@ -34,7 +34,7 @@ TRAINING = ["--min-count", "3", "--epochs", "10", "--vector-size", "64", "--work
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m jobs.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.demo", description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, default=Path("demo"))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

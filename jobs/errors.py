@@ -3,7 +3,7 @@
     RefreshError                 anything the refresh reports as a failure (exit status 1)
     ├── ConfigError              a flag, option or config file is invalid
     ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)
-    │   └── BadPartitionsError   several partitions are bad; lists every one with its cause
+    ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause
     ├── StoreError               the model store cannot be read or written
     │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, or a file is missing
     │   ├── VersionNotFound      a version, or the pointer, does not exist

@@ -79,9 +79,9 @@ def gc(store: Store, keep: int) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--store", required=True, help="a folder or s3://bucket/prefix")
-    p = argparse.ArgumentParser(prog="python -m jobs.models", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.models", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", parents=[common], help="versions, the current one starred")
     s = sub.add_parser("show", parents=[common], help="a version's manifest")

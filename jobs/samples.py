@@ -64,7 +64,7 @@ def write_days(output: Path, days: range, total_days: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m jobs.samples", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.samples", description=__doc__.splitlines()[0])
     p.add_argument("--output", default="data/sample", type=Path)
     p.add_argument("--days", type=int, default=3, help="how many daily partitions to write")
     p.add_argument("--of", type=int, default=3, help="slices the excerpt is cut into")

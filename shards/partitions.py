@@ -22,6 +22,7 @@ from typing import Literal
 import pyarrow.fs as pafs
 
 from shards.errors import ConfigError
+from shards.s3settings import S3Settings
 
 Format = Literal["parquet", "jsonl", "text"]
 Compression = Literal["gzip", "zstd"] | None
@@ -59,8 +60,8 @@ class Partition:
 def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """Resolve a local path or ``s3://`` URI to a filesystem and a path inside it.
 
-    S3 honours the standard AWS environment (credential chain, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
-    ``AWS_MAX_ATTEMPTS``) and ``EMBEDDING_REFRESH_S3_ADDRESSING_STYLE=virtual``, as the model store does.
+    S3 follows the same settings as the model store (:class:`shards.s3settings.S3Settings`: endpoint,
+    region, retries, addressing style), parsed from the environment when the filesystem is opened.
     """
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
@@ -74,23 +75,9 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _s3_filesystem() -> pafs.FileSystem:
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    kwargs: dict[str, object] = {}
-    if endpoint:
-        scheme, _, host = endpoint.partition("://")
-        kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
-    if region:
-        kwargs["region"] = region
-    # the same knobs as the model store (jobs.s3store); pyarrow addresses buckets path-style unless told
-    if os.environ.get("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "").lower() == "virtual":
-        kwargs["force_virtual_addressing"] = True
-    attempts = os.environ.get("AWS_MAX_ATTEMPTS")
-    if attempts:
-        if not attempts.isdigit() or int(attempts) < 1:
-            raise ConfigError(f"AWS_MAX_ATTEMPTS={attempts!r} is not a positive integer")
-        kwargs["retry_strategy"] = pafs.AwsStandardS3RetryStrategy(max_attempts=int(attempts))
-    return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+    settings = S3Settings.from_env()
+    retry = pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts)
+    return pafs.S3FileSystem(retry_strategy=retry, **settings.pyarrow_options())
 
 
 def _uri(fs: pafs.FileSystem, path: str) -> str:

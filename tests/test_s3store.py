@@ -32,8 +32,9 @@ from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, 
 from jobs.storage import Pointer, open_store
 from jobs.storage import s3 as s3store
 from jobs.storage.publish import fetch_verified, publish, read_manifest
-from jobs.storage.s3 import S3Settings, S3Store, parse_size
+from jobs.storage.s3 import S3Store
 from shards.partitions import discover, open_filesystem
+from shards.s3settings import S3Settings, parse_size
 from tests.s3server import FaultProxy, MotoServer
 
 ACCESS_KEY = "AKIAFAKEACCESSKEY0042"
@@ -139,7 +140,7 @@ def test_settings_come_from_the_environment_when_the_store_is_opened() -> None:
         multipart_chunksize=5 * MiB,
         max_concurrency=4,
     )
-    config = settings.client_config()
+    config = s3store.client_config(settings)
     assert config.retries == {"mode": "adaptive", "max_attempts": 7}
     assert config.s3 == {"addressing_style": "path"}
     assert S3Settings.from_env({}) == S3Settings()

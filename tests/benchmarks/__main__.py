@@ -77,10 +77,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=20,
         help="partitions the tokenizer row reads (default 20, ~10M words)",
     )
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--vector-size", type=int, default=100)
-    p.add_argument("--window", type=int, default=5)
-    p.add_argument("--min-count", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=bench.Params.epochs)
+    p.add_argument("--vector-size", type=int, default=bench.Params.vector_size)
+    p.add_argument("--window", type=int, default=bench.Params.window)
+    p.add_argument("--min-count", type=int, default=bench.Params.min_count)
     p.add_argument("--workers", type=int, default=2, help="training threads, and the CPUs of the local Ray")
     return p.parse_args(argv)
 

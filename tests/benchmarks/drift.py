@@ -75,6 +75,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from gensim.models import Word2Vec
 
+from jobs.config import TrainingConfig
+
 log = logging.getLogger("tests.benchmarks.drift")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -299,20 +301,23 @@ def overlap(a: dict[str, np.ndarray], b: dict[str, np.ndarray], k: int) -> float
 # -- the approaches -------------------------------------------------------------------------------------------
 
 
+DEFAULTS = TrainingConfig()  # the job's own defaults, shared by every approach below
+
+
 @dataclass(frozen=True)
 class Params:
     """Hyper-parameters shared by every approach."""
 
-    vector_size: int = 64
-    window: int = 5
-    negative: int = 5
-    epochs: int = 5
-    min_count: int = 5
-    sample: float = 1e-3
-    alpha: float = 0.025
-    min_alpha: float = 0.0001
+    vector_size: int = 64  # smaller than the job's default: the planted corpus is small
+    window: int = DEFAULTS.window
+    negative: int = DEFAULTS.negative
+    epochs: int = DEFAULTS.epochs
+    min_count: int = DEFAULTS.min_count
+    sample: float = DEFAULTS.sample
+    alpha: float = DEFAULTS.alpha
+    min_alpha: float = DEFAULTS.min_alpha
     workers: int = 2
-    seed: int = 1
+    seed: int = DEFAULTS.seed
 
     def flags(self) -> list[str]:
         """The same parameters as ``jobs.refresh`` flags (``vector_size`` -> ``--vector-size 64``)."""
@@ -574,7 +579,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tests.benchmarks.drift", description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=float, default=1.0, help="multiply the sentences of every day (1: ~480k tokens)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus; every model's seed is this plus one")
-    p.add_argument("--epochs", type=int, default=5, help="epochs of every training run")
+    p.add_argument("--epochs", type=int, default=Params.epochs, help="epochs of every training run")
     p.add_argument("--k", type=int, default=10, help="neighbours scored per word")
     p.add_argument(
         "--only",

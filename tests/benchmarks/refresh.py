@@ -46,7 +46,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 from gensim.models.word2vec import LineSentence
 from gensim.utils import simple_preprocess
 
-from jobs.config import RefreshConfig, from_args, parser
+from jobs.config import RefreshConfig, TrainingConfig, from_args, parser
 from jobs.refresh import Hooks, run
 from jobs.training import model as gmodel
 from shards.partitions import Partition, discover
@@ -80,16 +80,19 @@ def _row(
     return Row(name, unit, measured, baseline, ratio, f"{op} {goal:g}x", passed, note)
 
 
+DEFAULTS = TrainingConfig()  # the job's own defaults: every baseline uses the same values
+
+
 @dataclass(frozen=True)
 class Params:
     """Hyper-parameters shared by the job and every baseline (the job's defaults, but for ``workers``)."""
 
-    epochs: int = 5
-    vector_size: int = 100
-    window: int = 5
-    min_count: int = 5
-    negative: int = 5
-    sample: float = 1e-3
+    epochs: int = DEFAULTS.epochs
+    vector_size: int = DEFAULTS.vector_size
+    window: int = DEFAULTS.window
+    min_count: int = DEFAULTS.min_count
+    negative: int = DEFAULTS.negative
+    sample: float = DEFAULTS.sample
     workers: int = 2
 
     def flags(self) -> list[str]:
@@ -123,9 +126,9 @@ class Params:
             sample=self.sample,
             epochs=self.epochs,
             workers=self.workers,
-            alpha=0.025,
-            min_alpha=0.0001,
-            seed=1,
+            alpha=DEFAULTS.alpha,
+            min_alpha=DEFAULTS.min_alpha,
+            seed=DEFAULTS.seed,
         )
 
     def describe(self) -> str:
