@@ -5,8 +5,9 @@
     ...     ...                                               # each batch is a pyarrow StringArray
 
 Parquet is read row group by row group (only the text column); JSON Lines through Arrow's streaming JSON
-reader; plain text one document per line, in blocks. gzip and zstd are decompressed on the fly. Memory is
-bounded by the batch size, not the partition size. Anything unreadable raises
+reader; plain text one document per line, in blocks. Whatever Arrow text type a column was written with
+(``string``, ``large_string``, ``string_view``, UTF-8 binary), the batches are ``string``. gzip and zstd are
+decompressed on the fly. Memory is bounded by the batch size, not the partition size. Anything unreadable raises
 :class:`~shards.errors.PartitionError` naming the partition and the cause; nothing is ever executed or
 unpickled.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -26,6 +28,7 @@ from shards.partitions import Partition
 
 _TEXT_BLOCK = 16 << 20  # bytes of plain text decoded at once
 _JSON_BLOCK = 8 << 20
+_MAX_ARRAY_TEXT = 1 << 30  # bytes of text per array (a string array's 32-bit offsets address 2 GiB)
 
 
 def read_texts(
@@ -62,19 +65,43 @@ def _cause(partition: Partition, exc: Exception) -> str:
     return text
 
 
-def _as_text(column: pa.ChunkedArray | pa.Array, partition: Partition, text_column: str) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_null(column.type):
-        return pa.nulls(len(column), pa.string())
-    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-        try:
-            column = column.cast(pa.string() if pa.types.is_binary(column.type) else pa.large_string())
-        except pa.ArrowInvalid as exc:
-            raise PartitionError(partition.uri, f"invalid UTF-8 in column {text_column!r}") from exc
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        raise PartitionError(partition.uri, f"column {text_column!r} holds {column.type}, not text")
-    return column
+def _as_text(column: pa.ChunkedArray | pa.Array, partition: Partition, text_column: str) -> Iterator[pa.Array]:
+    """The column as ``string`` arrays, whatever text type it was written with: ``string``, ``large_string``
+    (Polars, pandas with Arrow strings), ``string_view``, UTF-8 ``binary`` of any width, or all nulls.
+
+    One type downstream keeps the tokenizer's kernels and the count tables uniform; a ``large_string`` chunk
+    holding more text than 32-bit offsets address is cut into row slices that fit."""
+    for chunk in column.chunks if isinstance(column, pa.ChunkedArray) else [column]:
+        kind = chunk.type
+        if pa.types.is_null(kind):
+            yield pa.nulls(len(chunk), pa.string())
+            continue
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind):
+            try:
+                chunk = chunk.cast(pa.large_string())
+            except pa.ArrowInvalid as exc:
+                raise PartitionError(partition.uri, f"invalid UTF-8 in column {text_column!r}") from exc
+        elif pa.types.is_string_view(kind):
+            chunk = chunk.cast(pa.large_string())
+        elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+            raise PartitionError(partition.uri, f"column {text_column!r} holds {kind}, not text")
+        yield from _fitting_strings(chunk)
+
+
+def _fitting_strings(texts: pa.Array) -> Iterator[pa.Array]:
+    """``texts`` (``string`` or ``large_string``) as ``string`` arrays of at most ``_MAX_ARRAY_TEXT`` bytes each
+    (a single longer document stays whole and fails the document limit instead)."""
+    if pa.types.is_string(texts.type):
+        yield texts
+        return
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
+    start = 0
+    while start < len(texts):
+        limit = offsets[start] + _MAX_ARRAY_TEXT
+        stop = max(start + 1, int(np.searchsorted(offsets, limit, side="right")) - 1)
+        piece = texts.slice(start, stop - start)
+        yield piece.cast(pa.string()) if offsets[stop] - offsets[start] < 1 << 31 else piece
+        start = stop
 
 
 def _parquet(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: int) -> Iterator[pa.Array]:
@@ -84,7 +111,7 @@ def _parquet(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows:
         if column not in names:
             raise PartitionError(partition.uri, f"no column {column!r} (columns: {', '.join(names) or 'none'})")
         for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column]):
-            yield _as_text(batch.column(0), partition, column)
+            yield from _as_text(batch.column(0), partition, column)
 
 
 def _open(fs: pafs.FileSystem, partition: Partition) -> pa.NativeFile:
@@ -103,9 +130,9 @@ def _jsonl(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: i
                     yield pa.nulls(batch.num_rows, pa.string())
                 continue
             seen = True
-            values = _as_text(batch.column(column), partition, column)
-            for start in range(0, len(values), batch_rows):
-                yield values.slice(start, batch_rows)
+            for values in _as_text(batch.column(column), partition, column):
+                for start in range(0, len(values), batch_rows):
+                    yield values.slice(start, batch_rows)
         if not seen:
             raise PartitionError(partition.uri, f"no JSON line has the field {column!r}")
 

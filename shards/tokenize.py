@@ -87,7 +87,10 @@ def _split(texts: pa.Array | pa.ChunkedArray, pattern: str) -> pa.ListArray:
 
 
 def tokenize(texts: pa.Array | pa.ChunkedArray, config: TokenizerConfig) -> pa.ListArray:
-    """Turn a string array into a list<string> array of sentences, dropping documents with no token."""
+    """Turn a text array (``string``, ``large_string`` or ``string_view``) into a list array of sentences,
+    dropping documents with no token."""
+    if pa.types.is_string_view(texts.type):  # the string kernels take string and large_string only
+        texts = texts.cast(pa.large_string())
     lists = _split(normalize(texts, config), config.token_pattern)
     lists = lists.filter(pc.is_valid(lists))
     values = pc.list_flatten(lists)
@@ -117,15 +120,18 @@ def _assemble(values: pa.Array, doc_lengths: np.ndarray, max_len: int) -> pa.Lis
 def count_words(sentences: pa.ListArray) -> pa.Table:
     """Word counts of a tokenized batch as a two-column table (``word``, ``count``)."""
     counts = pc.value_counts(pc.list_flatten(sentences))
-    return pa.table({"word": counts.field("values"), "count": pc.cast(counts.field("counts"), pa.int64())})
+    words = pc.cast(counts.field("values"), pa.string())  # one type in every count table, whatever the input's
+    return pa.table({"word": words, "count": pc.cast(counts.field("counts"), pa.int64())})
 
 
 def to_lines(sentences: pa.ListArray) -> bytes:
     """Serialize sentences as gensim ``LineSentence`` text: space-separated tokens, one sentence a line."""
     if len(sentences) == 0:
         return b""
-    joined = pc.binary_join(sentences, " ")
-    lines = pc.binary_join_element_wise(joined, "", "\n")
+    text = sentences.type.value_type  # string or large_string: the separators must be of the same type
+    joined = pc.binary_join(sentences, pa.scalar(" ", text))
+    lines = pc.binary_join_element_wise(joined, pa.scalar("", text), pa.scalar("\n", text))
     _, offsets_buf, data = lines.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    width = np.int64 if pa.types.is_large_string(text) else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=width)[lines.offset : lines.offset + len(lines) + 1]
     return data[int(offsets[0]) : int(offsets[-1])].to_pybytes()

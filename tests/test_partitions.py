@@ -99,6 +99,42 @@ def test_every_format_reads_the_same_documents(tmp_path: Path) -> None:
     assert tokens_of(tmp_path, "e.txt.zst", zstandard.ZstdCompressor().compress(text)) == expected
 
 
+TEXT_TYPES = {"string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view()}
+
+
+@pytest.mark.parametrize("kind", sorted(TEXT_TYPES))
+def test_every_arrow_text_type_reads_the_same_tokens(tmp_path: Path, kind: str) -> None:
+    docs = ["Polars writes large strings", None, "Ünïcödé too, and a b c", ""]
+    path = tmp_path / f"{kind}.parquet"
+    pq.write_table(pa.table({"text": pa.array(docs, TEXT_TYPES[kind])}), path)
+    assert str(pq.read_schema(path).field("text").type) == kind  # read back as written
+    fs, root = open_filesystem(str(tmp_path))
+    result = tokenize_partition(fs, discover(fs, root)[0], ReadOptions(), TokenizerConfig())
+    assert result.lines == "polars writes large strings\nünïcödé too and\n".encode()
+    assert (result.documents, result.sentences, result.tokens) == (3, 2, 7)
+    assert result.counts.schema.field("word").type == pa.string()
+    assert dict(zip(*result.counts.to_pydict().values(), strict=True))["polars"] == 1
+
+
+def test_parquet_written_by_polars(tmp_path: Path) -> None:
+    polars = pytest.importorskip("polars")
+    polars.DataFrame({"text": ["Written by Polars", None, "polars again"]}).write_parquet(tmp_path / "pl.parquet")
+    assert pq.read_schema(tmp_path / "pl.parquet").field("text").type == pa.large_string()
+    fs, root = open_filesystem(str(tmp_path))
+    result = tokenize_partition(fs, discover(fs, root)[0], ReadOptions(), TokenizerConfig())
+    assert result.lines == b"written by polars\npolars again\n"
+
+
+def test_large_text_is_cut_into_arrays_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shards import readers
+
+    monkeypatch.setattr(readers, "_MAX_ARRAY_TEXT", 10)  # bytes: stands in for 1 GiB
+    texts = pa.array(["aaaa", "bbbb", "cccc", "dddddddddddddddd", None, "ee"], pa.large_string())
+    pieces = list(readers._fitting_strings(texts.slice(1)))
+    assert [p.to_pylist() for p in pieces] == [["bbbb", "cccc"], ["dddddddddddddddd"], [None, "ee"]]
+    assert {p.type for p in pieces} == {pa.string()}
+
+
 def test_custom_text_column(tmp_path: Path) -> None:
     pq.write_table(pa.table({"body": ["custom column"], "text": [None]}), tmp_path / "p.parquet")
     assert tokens_of(tmp_path, "p.parquet", (tmp_path / "p.parquet").read_bytes(), text_column="body") == [

@@ -78,3 +78,14 @@ def test_many_scripts_and_emoji() -> None:
 def test_invalid_config_is_refused_with_the_reason(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         TokenizerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.string_view()])
+def test_every_arrow_text_type_tokenizes_alike(kind: pa.DataType) -> None:
+    docs = ["Hello, World! Hello", None, "naïve café"]
+    sentences = tokenize(pa.array(docs, kind), TokenizerConfig())
+    assert sentences.to_pylist() == [["hello", "world", "hello"], ["naïve", "café"]]
+    assert to_lines(sentences) == "hello world hello\nnaïve café\n".encode()
+    counts = count_words(sentences)
+    assert counts.schema.field("word").type == pa.string()
+    assert dict(zip(*counts.to_pydict().values(), strict=True)) == {"hello": 2, "world": 1, "naïve": 1, "café": 1}
