@@ -106,6 +106,7 @@ class RefreshConfig:
     since: str | None = None
     where: tuple[tuple[str, str], ...] = ()
     reprocess_rewritten: bool = False
+    allow_new_input: bool = False
     read: ReadOptions = ReadOptions()
     tokenizer: TokenizerConfig = TokenizerConfig()
     training: TrainingConfig = TrainingConfig()
@@ -179,6 +180,12 @@ def parser() -> argparse.ArgumentParser:
         "--reprocess-rewritten",
         action="store_true",
         help="train again on partitions rewritten (new size or mtime) since they were consumed",
+    )
+    g.add_argument(
+        "--allow-new-input",
+        action="store_true",
+        help="train even though none of the partitions found is in the lineage's ledger (a new source, or "
+        "the consumed partitions were deleted); without it such a run fails, as a wrong --input would",
     )
     g.add_argument("--max-partitions", type=int, help="consume at most this many new partitions (oldest first)")
     g.add_argument(

@@ -46,7 +46,7 @@ from jobs.lineage import ledger
 from jobs.storage import Store, open_store
 from jobs.storage.publish import put_recorded, read_manifest, version_key, write_manifest
 from jobs.training.trainer import TrainRequest
-from shards.partitions import discover, open_filesystem, select
+from shards.partitions import discover, open_filesystem, root_uri, select
 
 log = logging.getLogger("jobs.refresh")
 
@@ -78,11 +78,15 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
 
     # 2. Discover partitions and keep the ones this lineage has not consumed.
+    # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
+    # this input fails here, before a wrong --input can count the whole history twice.
     fs, root = open_filesystem(config.input)
-    found = select(
-        discover(fs, root, forced_format=config.input_format, glob=config.glob), since=config.since, where=config.where
-    )
-    seen = ledger.read(store, parent_version)
+    listed = discover(fs, root, forced_format=config.input_format)
+    input_root = root_uri(listed) or config.input.rstrip("/")
+    seen = ledger.read(store, parent_version, input_root)
+    if not config.allow_new_input:
+        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version)
+    found = select(listed, since=config.since, where=config.where, glob=config.glob)
     plan = ledger.select(found, seen)
     todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
     todo = todo[: config.max_partitions] if config.max_partitions else todo
@@ -120,7 +124,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             gate=config.gate,
             eval_files=eval_files,
             extra_files={
-                ledger.LEDGER: ledger.extend(seen, ingest.consumed, version),
+                ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
             },
             event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},

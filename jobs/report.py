@@ -89,7 +89,7 @@ def manifest_fields(
         "model": candidate.model_kind,
         "training": resolved["training"],
         "tokenizer": resolved["tokenizer"],
-        "partitions": [{"uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
+        "partitions": [{"key": p.key, "uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
         "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
         "documents": ingest.documents,
         "sentences": ingest.sentences,

@@ -42,7 +42,12 @@ _COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".gzip": "gzip", ".zst":
 
 @dataclass(frozen=True)
 class Partition:
-    """One file of new data. ``uri`` is its identity in ledgers; ``path`` is what its filesystem opens."""
+    """One file of new data.
+
+    ``key`` is its identity in ledgers: the path relative to the input root, so the same data keeps its
+    identity when the input is mounted elsewhere, copied to another bucket, or read through ``s3://`` instead
+    of a mount. ``uri`` names it in messages; ``path`` is what its filesystem opens.
+    """
 
     uri: str
     path: str
@@ -51,6 +56,7 @@ class Partition:
     format: Format | None
     compression: Compression = None
     hive: tuple[tuple[str, str], ...] = field(default=())
+    key: str = ""
 
     @property
     def name(self) -> str:
@@ -82,6 +88,14 @@ def _s3_filesystem() -> pafs.FileSystem:
 
 def _uri(fs: pafs.FileSystem, path: str) -> str:
     return f"s3://{path}" if fs.type_name == "s3" else path
+
+
+def root_uri(partitions: list[Partition]) -> str | None:
+    """The folder the partitions' keys are relative to, as a URI (None without partitions)."""
+    if not partitions:
+        return None
+    first = partitions[0]
+    return first.uri[: len(first.uri) - len(first.key)].rstrip("/")
 
 
 def _ignored(relative: str) -> bool:
@@ -138,6 +152,7 @@ def discover(
                 format=fmt,
                 compression=compression,
                 hive=hive_keys(relative),
+                key=relative,
             )
         )
     return sorted(found, key=lambda p: p.path)
@@ -147,12 +162,19 @@ DATE_KEYS = ("dt", "date", "day", "ds")
 
 
 def select(
-    partitions: list[Partition], *, since: str | None = None, where: tuple[tuple[str, str], ...] = ()
+    partitions: list[Partition],
+    *,
+    since: str | None = None,
+    where: tuple[tuple[str, str], ...] = (),
+    glob: str | None = None,
 ) -> list[Partition]:
     """Keep partitions on or after ``since`` (an ISO date, read from a dt/date/day/ds folder, else from the
-    modification time) whose hive keys match every ``(key, glob)`` of ``where``."""
+    modification time) whose hive keys match every ``(key, glob)`` of ``where`` and whose path below the root
+    matches ``glob``."""
     kept = []
     for p in partitions:
+        if glob and not fnmatch.fnmatch(p.key, glob):
+            continue
         keys = dict(p.hive)
         if any(key not in keys or not fnmatch.fnmatch(keys[key], pattern) for key, pattern in where):
             continue

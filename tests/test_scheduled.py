@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import from_args
-from jobs.errors import QualityGateError
+from jobs.errors import ConfigError, QualityGateError
 from jobs.refresh import main, run
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest, version_key
@@ -42,8 +43,9 @@ def test_three_scheduled_runs_consume_each_partition_exactly_once(tmp_path: Path
 
     s = open_store(str(store))
     ledger = pq.read_table(io.BytesIO(s.get_bytes(version_key(s.read_pointer().version, "ledger.parquet"))))
-    uris = ledger.column("uri").to_pylist()
-    assert sorted(uris) == sorted(u for day in landed for u in day) and len(set(uris)) == len(uris) == 6
+    keys = ledger.column("key").to_pylist()
+    assert sorted(f"{data}/{k}" for k in keys) == sorted(u for day in landed for u in day)
+    assert len(set(keys)) == len(keys) == 6
     assert len(set(ledger.column("version").to_pylist())) == 3
 
     before = snapshot(store)
@@ -57,6 +59,31 @@ def test_three_scheduled_runs_consume_each_partition_exactly_once(tmp_path: Path
     assert (quiet.published, quiet.rewritten) == (False, [str(rewritten)])
     again = run(from_args(args(data, store, "--min-count", "1", "--reprocess-rewritten")))
     assert again.published and again.partitions == 1 and again.rewritten == [str(rewritten)]
+
+
+def test_a_moved_input_is_recognised_and_a_wrong_one_refused(tmp_path: Path) -> None:
+    data, store = tmp_path / "mnt-a" / "events", tmp_path / "models"
+    for day in (1, 2):
+        write_parquet(data / f"dt={day}" / "p.parquet", clustered(60, seed=day))
+    first = run(from_args(args(data, store, "--min-count", "1")))
+    assert first.published and first.partitions == 2
+
+    # the same data, mounted elsewhere (a copy that keeps sizes and mtimes): nothing is new
+    shutil.copytree(tmp_path / "mnt-a", tmp_path / "mnt-b", copy_function=shutil.copy2)
+    moved = tmp_path / "mnt-b" / "events"
+    write_parquet(moved / "dt=3" / "p.parquet", clustered(60, seed=3))
+    second = run(from_args(args(moved, store, "--min-count", "1")))
+    assert second.published and second.partitions == 1
+    manifest = read_manifest(open_store(str(store)), "latest")
+    assert [p["key"] for p in manifest["partitions"]] == ["dt=3/p.parquet"]
+
+    # one folder too deep: every key differs, so the run refuses rather than retraining the history
+    before = snapshot(store)
+    with pytest.raises(ConfigError, match="--allow-new-input"):
+        run(from_args(args(moved / "dt=1", store, "--min-count", "1")))
+    assert snapshot(store) == before
+    forced = run(from_args(args(moved / "dt=1", store, "--min-count", "1", "--allow-new-input")))
+    assert forced.published and forced.partitions == 1
 
 
 def test_filters_pick_partitions_by_date_and_hive_key(tmp_path: Path) -> None:
