@@ -88,6 +88,7 @@ def manifest_fields(
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": candidate.model_kind,
         "training": resolved["training"],
+        "learning_rate": candidate.learning_rate,
         "tokenizer": resolved["tokenizer"],
         "partitions": [{"key": p.key, "uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
         "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],

@@ -16,10 +16,8 @@ def test_flags_not_given_take_the_dataclass_defaults() -> None:
 
 
 def test_given_flags_land_in_their_sections() -> None:
-    config = from_args(
-        ["--input", "in", "--store", "out", "--epochs", "3", "--no-lowercase", "--batch-rows", "10"]
-        + ["--where", "dt=2026-*", "--eval-similarity", "a.tsv", "--force"]
-    )
+    flags = ["--epochs", "3", "--no-lowercase", "--batch-rows", "10", "--where", "dt=2026-*"]
+    config = from_args(["--input", "in", "--store", "out", *flags, "--eval-similarity", "a.tsv", "--force"])
     assert config.training == TrainingConfig(epochs=3)
     assert config.tokenizer == TokenizerConfig(lowercase=False)
     assert config.read == ReadOptions(batch_rows=10)
@@ -37,5 +35,5 @@ def test_help_shows_the_dataclass_defaults(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         from_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"(default: {TrainingConfig().update_alpha})" in text
+    assert f"(default: {TrainingConfig().alpha})" in text
     assert f"default: {TrainingConfig().epochs}" in text

@@ -134,15 +134,15 @@ def train(
 ) -> float:
     """Train on the spooled corpus with ``config.workers`` threads; return the seconds spent.
 
-    An update starts at ``config.update_alpha`` rather than the new-model rate: gensim would restart at the
-    full rate and pull old vectors further than the new data justifies.
+    An update starts at :meth:`TrainingConfig.learning_rate` (``--update-alpha``, else the architecture's
+    default) rather than always at the new-model rate, as gensim would.
     """
     if len(model.wv) == 0:
         raise TrainingError(
             f"no word reaches min_count={model.min_count}; nothing to train (lower --min-count or add data)"
         )
     model.workers = config.workers
-    alpha = config.update_alpha if update else config.alpha
+    alpha = config.learning_rate(kind(model), update)["start"]
     model.alpha, model.min_alpha = alpha, config.min_alpha
     start = time.perf_counter()
     model.train(

@@ -53,6 +53,7 @@ class Candidate:
     neighbours: dict[str, list[tuple[str, float]]]
     evaluation: dict[str, Any]
     spooled_bytes: int
+    learning_rate: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -190,6 +191,7 @@ class Trainer:
             neighbours=neighbours,
             evaluation=evaluation,
             spooled_bytes=self.spooled,
+            learning_rate=config.learning_rate(kind, parent is not None),
             timings=timings,
         )
 

@@ -73,7 +73,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from gensim.models import Word2Vec
+from gensim.models import FastText, Word2Vec
 
 from jobs.config import TrainingConfig
 
@@ -318,18 +318,25 @@ class Params:
     min_alpha: float = DEFAULTS.min_alpha
     workers: int = 2
     seed: int = DEFAULTS.seed
+    model: str = DEFAULTS.model  # word2vec | fasttext
+    sg: bool = DEFAULTS.sg
+    bucket: int = 100_000  # FastText n-gram buckets: the planted corpus needs few, and 2M x 64 floats is 0.5 GB
 
     def flags(self) -> list[str]:
         """The same parameters as ``jobs.refresh`` flags (``vector_size`` -> ``--vector-size 64``)."""
-        return [part for name, value in asdict(self).items() for part in (f"--{name.replace('_', '-')}", str(value))]
+        values = asdict(self)
+        sg, model, bucket = values.pop("sg"), values.pop("model"), values.pop("bucket")
+        flags = [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+        flags += ["--model", model] + (["--sg"] if sg else [])
+        return flags + (["--bucket", str(bucket)] if model == "fasttext" else [])
 
     def gensim(self) -> dict[str, Any]:
-        return dict(
+        options: dict[str, Any] = dict(
             vector_size=self.vector_size,
             window=self.window,
             negative=self.negative,
             hs=0,
-            sg=0,
+            sg=int(self.sg),
             epochs=self.epochs,
             min_count=self.min_count,
             sample=self.sample,
@@ -338,6 +345,15 @@ class Params:
             workers=self.workers,
             seed=self.seed,
         )
+        return {**options, "bucket": self.bucket} if self.model == "fasttext" else options
+
+    def cls(self) -> type[Word2Vec]:
+        """gensim's class for this architecture."""
+        return FastText if self.model == "fasttext" else Word2Vec
+
+    @property
+    def arch(self) -> str:
+        return f"{'FastText' if self.model == 'fasttext' else 'Word2Vec'} {'skip-gram' if self.sg else 'CBOW'}"
 
 
 @dataclass
@@ -436,7 +452,7 @@ def finished(
 
 def run_plain(days: list[list[list[str]]], params: Params, world: World, k: int) -> Outcome:
     """gensim's documented incremental recipe, in one process, on the same tokenized days."""
-    model = Word2Vec(days[0], **params.gensim())
+    model = params.cls()(days[0], **params.gensim())
     seconds, log_days = 0.0, []
     for day, sentences in enumerate(days[1:], start=1):
         start = time.perf_counter()
@@ -469,7 +485,7 @@ def run_full(days: list[list[list[str]]], params: Params, world: World, k: int) 
     for day in range(1, DAYS):
         corpus = [s for d in days[: day + 1] for s in d]
         start = time.perf_counter()
-        model = Word2Vec(corpus, **params.gensim())
+        model = params.cls()(corpus, **params.gensim())
         wall = time.perf_counter() - start
         every_day += wall
         log_days.append({"day": day, "seconds": round(wall, 3), "vocab": len(model.wv)})
@@ -480,7 +496,7 @@ def run_full(days: list[list[list[str]]], params: Params, world: World, k: int) 
         "full retrain (reference)", model.wv, world, k, final, final, log_days, "Word2Vec(days 0..3), iterable mode"
     )
     start = time.perf_counter()
-    other = Word2Vec(corpus, **{**params.gensim(), "seed": params.seed + 1000})
+    other = params.cls()(corpus, **{**params.gensim(), "seed": params.seed + 1000})
     wall = time.perf_counter() - start
     again = finished("retrain, another seed", other.wv, world, k, wall, wall, [], "noise floor")
     return [reference, again], every_day
@@ -550,6 +566,14 @@ def render(table: list[dict[str, Any]], k: int, world: World) -> str:
 # -- the runbook ----------------------------------------------------------------------------------------------
 
 
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "w2v-cbow": {"model": "word2vec", "sg": False},
+    "w2v-sg": {"model": "word2vec", "sg": True},
+    "ft-cbow": {"model": "fasttext", "sg": False},
+    "ft-sg": {"model": "fasttext", "sg": True},
+}
+
+
 DEFAULT_VARIANTS = {
     "remember": JobVariant("job (defaults)"),
     "replay0.5": JobVariant("job --replay-fraction 0.5", ("--replay-fraction", "0.5")),
@@ -581,6 +605,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus; every model's seed is this plus one")
     p.add_argument("--epochs", type=int, default=Params.epochs, help="epochs of every training run")
     p.add_argument("--k", type=int, default=10, help="neighbours scored per word")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="w2v-cbow", help="architecture of every model")
     p.add_argument(
         "--only",
         default="",
@@ -613,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     variants += [parse_variant(spec) for spec in args.variant]
 
     spec = CorpusSpec(seed=args.seed, scale=args.scale)
-    params = Params(epochs=args.epochs, seed=args.seed + 1)
+    params = Params(epochs=args.epochs, seed=args.seed + 1, **ARCHITECTURES[args.arch])
     world = make_world(spec)
     work = args.work or Path(tempfile.mkdtemp(prefix="drift-"))
     data = work / "data"
