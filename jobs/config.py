@@ -283,7 +283,7 @@ def parser() -> argparse.ArgumentParser:
         "--gate-min-overlap",
         dest="min_overlap",
         type=float,
-        help="least mean share of nearest neighbours of frequent old words the candidate keeps",
+        help="least mean share of nearest neighbours of frequent old words the candidate keeps, beyond chance",
     )
     q.add_argument(
         "--gate-max-drop",

@@ -7,12 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from gensim.models.callbacks import CallbackAny2Vec
 
-from jobs.config import from_args
+from jobs.config import GateConfig, from_args
 from jobs.errors import ConfigError, QualityGateError
-from jobs.refresh import main, run
+from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest, version_key
 from tests.conftest import snapshot, write_parquet
@@ -110,10 +112,18 @@ def test_a_word_under_min_count_in_each_run_but_over_it_in_total(tmp_path: Path,
     assert summary.new_words == (1 if enters else 0)  # only slowword can be new
 
 
-def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> None:
+class Scramble(CallbackAny2Vec):  # type: ignore[misc]
+    """Permute the trained vectors among the words: what a diverged update looks like to the gate."""
+
+    def on_train_end(self, model: object) -> None:
+        vectors = model.wv.vectors  # type: ignore[attr-defined]
+        vectors[:] = np.random.default_rng(5).permutation(vectors)
+
+
+def test_an_update_passes_the_gate_at_default_thresholds_and_learns_new_words(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
     write_parquet(data / "dt=1" / "p.parquet", clustered(300, seed=1))
-    first = run(from_args(args(data, store, "--min-count", "1")))
+    run(from_args(args(data, store, "--min-count", "1")))
     write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2, extra={1: ["novelaa"]}))
     pairs = tmp_path / "pairs.tsv"
     words = cluster_words(0) + cluster_words(3)
@@ -125,24 +135,38 @@ def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> No
             for b in words[1::3]
         )
     )
-    impossible = ["--min-count", "1", "--gate-min-overlap", "1.0", "--eval-similarity", str(pairs)]
+    update = run(from_args(args(data, store, "--min-count", "1", "--eval-similarity", str(pairs))))
+    s = open_store(str(store))
+    assert s.read_pointer().version == update.version
+    manifest = read_manifest(s, update.version)
+    assert manifest["evaluation"]["passed"] is True
+    [overlap] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "neighbourhood overlap"]
+    assert overlap["candidate"] >= GateConfig().min_overlap
+    [similarity] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "similarity pairs.tsv"]
+    assert similarity["candidate"] > 0.5 and isinstance(similarity["parent"], float)  # clusters are learnt
+    report = s.get_bytes(version_key(update.version, "report.md")).decode()
+    near = report.split("**novelaa**: ")[1].splitlines()[0]
+    assert sum(w in near for w in cluster_words(1)) >= 2, near
 
-    assert main(args(data, store, *impossible)) == 1
+
+def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "p.parquet", clustered(300, seed=1))
+    first = run(from_args(args(data, store, "--min-count", "1")))
+    write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2))
+    scrambled = Hooks(training_callbacks=(Scramble(),))
+
+    with pytest.raises(QualityGateError, match="NOT promoted"):
+        run(from_args(args(data, store, "--min-count", "1")), scrambled)  # default thresholds
     s = open_store(str(store))
     assert s.read_pointer().version == first.version
     [failed] = [v for v in s.list_versions() if v != first.version]
     manifest = read_manifest(s, failed)
     assert manifest["evaluation"]["passed"] is False
     assert "neighbourhood overlap" in manifest["evaluation"]["reasons"][0]
-    [similarity] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "similarity pairs.tsv"]
-    assert similarity["candidate"] > 0.5 and isinstance(similarity["parent"], float)  # clusters are learnt
+    [overlap] = manifest["evaluation"]["checks"]
+    assert overlap["candidate"] < GateConfig().min_overlap
 
-    with pytest.raises(QualityGateError, match="NOT promoted"):
-        run(from_args(args(data, store, *impossible)))
-    forced = run(from_args(args(data, store, *impossible, "--force")))
+    forced = run(from_args(args(data, store, "--min-count", "1", "--force")), scrambled)
     assert s.read_pointer().version == forced.version
-
-    report = s.get_bytes(version_key(forced.version, "report.md")).decode()
-    assert "**novelaa**: " in report and "Quality gate: FAILED" in report
-    near = report.split("**novelaa**: ")[1].splitlines()[0]
-    assert sum(w in near for w in cluster_words(1)) >= 2, near
+    assert "Quality gate: FAILED" in s.get_bytes(version_key(forced.version, "report.md")).decode()
