@@ -93,6 +93,46 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class LifecycleConfig:
+    """How a long-lived lineage treats its vocabulary: a cap, forgetting, and frozen coordinates.
+
+    ``None`` means "as the lineage says": a refresh keeps the settings recorded in its parent's manifest
+    (:meth:`inherit`), and a new lineage starts from :data:`NEW_LINEAGE`. A flag that is given wins, and a
+    change against the parent is logged.
+    """
+
+    max_vocab: int | None = None  # words the model may hold after an update (0: no cap)
+    count_half_life: float | None = None  # refreshes after which a count weighs half (0: never decays)
+    freeze_known_words: bool | None = None  # the parent's words keep their vectors bit for bit
+
+    def __post_init__(self) -> None:
+        if self.max_vocab is not None and self.max_vocab < 0:
+            raise ConfigError(f"--max-vocab must not be negative (0: no cap), got {self.max_vocab}")
+        if self.count_half_life is not None and self.count_half_life < 0:
+            raise ConfigError(f"--count-half-life must not be negative (0: no decay), got {self.count_half_life}")
+
+    def inherit(self, recorded: dict[str, Any] | None) -> tuple[LifecycleConfig, list[str]]:
+        """These settings completed from the parent's ``recorded`` ones (else :data:`NEW_LINEAGE`), and a line
+        for each given flag that changes what the parent recorded."""
+        resolved, changes = {}, []
+        for f in dataclasses.fields(self):
+            given, before = getattr(self, f.name), (recorded or {}).get(f.name)
+            fallback = getattr(NEW_LINEAGE, f.name) if before is None else before
+            resolved[f.name] = fallback if given is None else given
+            if recorded is not None and given is not None and before is not None and given != before:
+                changes.append(f"--{f.name.replace('_', '-')} changes from {before} (the parent's) to {given}")
+        return LifecycleConfig(**resolved), changes
+
+    @property
+    def decay(self) -> float:
+        """The factor every remembered count is multiplied by at each refresh (1.0: no decay)."""
+        return 0.5 ** (1.0 / self.count_half_life) if self.count_half_life else 1.0
+
+
+NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=0.0, freeze_known_words=False)
+
+
+@dataclass(frozen=True)
 class GateConfig:
     """Thresholds of the quality gate. ``files`` maps a file name to its kind (``similarity``/``analogy``)."""
 
@@ -126,6 +166,7 @@ class RefreshConfig:
     read: ReadOptions = ReadOptions()
     tokenizer: TokenizerConfig = TokenizerConfig()
     training: TrainingConfig = TrainingConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     gate: GateConfig = GateConfig()
     skip_bad_partitions: bool = False
     max_partitions: int | None = None
@@ -264,6 +305,31 @@ def parser() -> argparse.ArgumentParser:
     )
     m.add_argument("--replay-max-sentences", type=int, help="size of the replay reservoir")
 
+    life = p.add_argument_group(
+        "lifecycle (kept from the parent version unless given; a new lineage: "
+        + ", ".join(
+            f"{f.name.replace('_', '-')} {getattr(NEW_LINEAGE, f.name)}" for f in dataclasses.fields(NEW_LINEAGE)
+        )
+        + ")"
+    )
+    life.add_argument(
+        "--max-vocab",
+        type=int,
+        metavar="N",
+        help="after each update, remove the words with the least standing beyond N (0: no cap)",
+    )
+    life.add_argument(
+        "--count-half-life",
+        type=float,
+        metavar="REFRESHES",
+        help="standing and remembered counts halve over this many refreshes (0: no decay)",
+    )
+    life.add_argument(
+        "--freeze-known-words",
+        action=argparse.BooleanOptionalAction,
+        help="keep the vectors of words the parent has bit for bit; only new words learn",
+    )
+
     q = p.add_argument_group("quality gate")
     q.add_argument(
         "--eval-similarity",
@@ -330,7 +396,14 @@ def _pick(cls: type[T], namespace: argparse.Namespace, **extra: Any) -> T:
     return cls(**{**values, **extra})
 
 
-_SECTIONS: tuple[type, ...] = (RefreshConfig, ReadOptions, TokenizerConfig, TrainingConfig, GateConfig)
+_SECTIONS: tuple[type, ...] = (
+    RefreshConfig,
+    ReadOptions,
+    TokenizerConfig,
+    TrainingConfig,
+    LifecycleConfig,
+    GateConfig,
+)
 
 
 def _defaults() -> dict[str, Any]:
@@ -365,6 +438,7 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         read=_pick(ReadOptions, a),
         tokenizer=_pick(TokenizerConfig, a),
         training=_pick(TrainingConfig, a),
+        lifecycle=_pick(LifecycleConfig, a),
         gate=_pick(
             GateConfig,
             a,

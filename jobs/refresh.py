@@ -22,6 +22,7 @@ what failed and what to do, so ``ray job submit`` reports FAILED.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -76,6 +77,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     parent = read_manifest(store, pointer.version) if pointer else None
     parent_version = pointer.version if pointer else None
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
+    config = inherit_lifecycle(config, parent)
 
     # 2. Discover partitions and keep the ones this lineage has not consumed.
     # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
@@ -122,6 +124,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             parent_kind=parent["model"] if parent else "",
             training=config.training,
             gate=config.gate,
+            lifecycle=config.lifecycle,
             eval_files=eval_files,
             extra_files={
                 ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
@@ -153,6 +156,14 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
+
+
+def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:
+    """The cap, decay and freeze the parent's manifest recorded, unless this run's flags change them (logged)."""
+    lifecycle, changes = config.lifecycle.inherit(parent.get("lifecycle", {}) if parent else None)
+    for change in changes:
+        log.warning("lifecycle setting changed: %s", change)
+    return dataclasses.replace(config, lifecycle=lifecycle)
 
 
 def read_eval_files(gate: GateConfig) -> dict[str, bytes]:

@@ -2,7 +2,9 @@
 
 The refresh report (``report.md`` and ``report.json`` in every version) lists the partitions consumed and
 rejected, the token counts, the new words with their nearest neighbours, the old words whose neighbourhoods
-changed most, and the quality gate's results against the parent. The summary is printed at the end of a run
+changed most, the words pruned by ``--max-vocab`` (how many, the most frequent of them), how far the known
+words drifted from the parent (mean and 99th percentile cosine distance, share of top-10 neighbours kept),
+and the quality gate's results against the parent. The summary is printed at the end of a run
 for a human and, with ``--json``, as one JSON line.
 
     >>> details = details(config, ingest, candidate, parent_manifest)
@@ -69,6 +71,7 @@ def details(
         },
         "new_words": [{"word": w, "neighbours": candidate.neighbours.get(w, [])} for w in candidate.new_words[:20]],
         "changed_words": candidate.evaluation.get("changed", []),
+        "lifecycle": lifecycle_fields(config, candidate),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
     }
 
@@ -98,10 +101,16 @@ def manifest_fields(
         "new_words": len(candidate.new_words),
         "new_words_sample": candidate.new_words[:100],
         "vocab_size": candidate.vocab_size,
+        "lifecycle": lifecycle_fields(config, candidate),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
         "files": files,
     }
+
+
+def lifecycle_fields(config: RefreshConfig, candidate: Candidate) -> dict[str, Any]:
+    """The lineage's cap, decay and freeze (later runs inherit them from here), and what they did."""
+    return {**to_dict(config)["lifecycle"], **candidate.lifecycle}
 
 
 def summary(
@@ -154,6 +163,7 @@ def markdown(d: dict[str, Any]) -> str:
         for c in d["evaluation"]["checks"]
     ] or ["- no checks (first model)"]
     lines += [f"- {r}" for r in d["evaluation"]["reasons"]]
+    lines += _lifecycle_lines(d.get("lifecycle", {}))
     lines += ["", "## New words and their nearest neighbours", ""]
     lines += [
         f"- **{w['word']}**: " + ", ".join(f"{n} ({s:.2f})" for n, s in w["neighbours"]) for w in d["new_words"]
@@ -169,6 +179,31 @@ def markdown(d: dict[str, Any]) -> str:
     lines += ["", "## Partitions consumed", ""]
     lines += [f"- `{uri}`" for uri in d["partitions"]]
     return "\n".join(lines) + "\n"
+
+
+def _lifecycle_lines(life: dict[str, Any]) -> list[str]:
+    cap = f"at most {life['max_vocab']:,} words" if life.get("max_vocab") else "no cap"
+    decay = f"half-life {life['count_half_life']:g} refreshes" if life.get("count_half_life") else "no decay"
+    lines = [
+        "",
+        "## Vocabulary lifecycle",
+        "",
+        f"- {cap}; {decay}; known words {'frozen' if life.get('frozen') else 'trained'}",
+    ]
+    if life.get("max_vocab"):
+        removed = life.get("most_frequent_removed", [])
+        lines.append(
+            f"- pruned {life.get('removed', 0):,} words"
+            + (": " + ", ".join(f"{r['word']} ({r['count']:,})" for r in removed) if removed else "")
+        )
+    moved = life.get("drift") or {}
+    if moved:
+        lines.append(
+            f"- drift of the {moved['shared_words']:,} known words: cosine distance mean {moved['mean_distance']:.4f}, "
+            f"p99 {moved['p99_distance']:.4f}; {moved['changed']:,} vectors changed; "
+            f"top-10 neighbours kept {moved['neighbours_kept']:.1%}"
+        )
+    return lines
 
 
 def json_line(summary: Summary) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.config import GateConfig, RefreshConfig, TrainingConfig, from_args
+from jobs.config import NEW_LINEAGE, GateConfig, LifecycleConfig, RefreshConfig, TrainingConfig, from_args
+from jobs.errors import ConfigError
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
 
@@ -37,3 +38,20 @@ def test_help_shows_the_dataclass_defaults(capsys: pytest.CaptureFixture[str]) -
     text = " ".join(capsys.readouterr().out.split())
     assert f"(default: {TrainingConfig().alpha})" in text
     assert f"default: {TrainingConfig().epochs}" in text
+
+
+def test_lifecycle_flags_follow_the_lineage_unless_given() -> None:
+    config = from_args(["--input", "in", "--store", "out", "--max-vocab", "10", "--no-freeze-known-words"])
+    assert config.lifecycle == LifecycleConfig(max_vocab=10, freeze_known_words=False)
+    recorded = {"max_vocab": 20, "count_half_life": 7.0, "freeze_known_words": True, "removed": 3}
+    resolved, changes = config.lifecycle.inherit(recorded)
+    assert resolved == LifecycleConfig(max_vocab=10, count_half_life=7.0, freeze_known_words=False)
+    assert changes == [
+        "--max-vocab changes from 20 (the parent's) to 10",
+        "--freeze-known-words changes from True (the parent's) to False",
+    ]
+    assert LifecycleConfig().inherit(None) == (NEW_LINEAGE, [])
+    assert LifecycleConfig().inherit(recorded)[0].count_half_life == 7.0
+    assert LifecycleConfig(count_half_life=2).decay == pytest.approx(2**-0.5)
+    with pytest.raises(ConfigError, match="--max-vocab must not be negative"):
+        LifecycleConfig(max_vocab=-1)

@@ -2,7 +2,8 @@
 
 gensim forgets every word under ``min_count`` after each batch. With ``--vocab-policy remember`` their
 cumulative counts are stored with each version as ``pending.parquet`` (at most ``--pending-cap`` words, the
-rarest pruned), and a word joins the model once its cumulative count reaches ``min_count``.
+rarest pruned), and a word joins the model once its cumulative count reaches ``min_count``. With
+``--count-half-life`` the remembered counts decay, so they are stored as floats.
 """
 
 from __future__ import annotations
@@ -16,26 +17,30 @@ import pyarrow.parquet as pq
 PENDING = "pending.parquet"  # words below min_count, remembered across runs
 
 
-def write_counts(path: Path, counts: dict[str, int]) -> None:
-    table = pa.table(
-        {"word": pa.array(list(counts), pa.string()), "count": pa.array(list(counts.values()), pa.int64())}
-    )
+def write_counts(path: Path, counts: dict[str, float]) -> None:
+    values = list(counts.values())
+    kind = pa.int64() if all(isinstance(v, int) for v in values) else pa.float64()
+    table = pa.table({"word": pa.array(list(counts), pa.string()), "count": pa.array(values, kind)})
     pq.write_table(table, path, compression="zstd")
 
 
-def read_counts(path: Path) -> dict[str, int]:
+def read_counts(path: Path) -> dict[str, float]:
     table = pq.read_table(path)
     return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
-def below_min_count(model: Any, counts: dict[str, int], pending: dict[str, int], cap: int) -> dict[str, int]:
+def below_min_count(model: Any, counts: dict[str, int], pending: dict[str, float], cap: int) -> dict[str, float]:
     """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
     known = model.wv.key_to_index
     remembered = {w: c for w, c in pending.items() if w not in known}
     for word, count in counts.items():
         if word not in known:
             remembered[word] = remembered.get(word, 0) + count
-    if len(remembered) > cap:
-        keep = sorted(remembered.items(), key=lambda item: (-item[1], item[0]))[:cap]
-        remembered = dict(keep)
-    return remembered
+    return capped(remembered, cap)
+
+
+def capped(remembered: dict[str, float], cap: int) -> dict[str, float]:
+    """The ``cap`` most frequent of the remembered words (ties: alphabetical)."""
+    if len(remembered) <= cap:
+        return remembered
+    return dict(sorted(remembered.items(), key=lambda item: (-item[1], item[0]))[:cap])

@@ -4,4 +4,8 @@
 - ``serialize``: the store's model format, loadable without unpickling (``.npy``, Parquet, JSON)
 - ``trainer``: the training actor: spool the token stream, update the vocabulary, train, save, upload
 - ``evaluate``: the quality gate that compares a candidate with its parent
+- ``lifecycle``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
+- ``prune``: removing words from a trainable model
+- ``freeze``: lock factors that keep the parent's words' vectors fixed while new words learn
+- ``drift``: how far the words a candidate shares with its parent moved
 """

@@ -4,7 +4,9 @@ One ``Trainer`` runs per refresh, on the node that will train (see :mod:`jobs.cl
 driver forwards each tokenized partition to :meth:`Trainer.ingest` in submission order; the actor appends its
 sentences to a spool file (memory does not grow with the corpus) and keeps its word counts. :meth:`finish`
 then merges the counts, updates the vocabulary of the parent model without a second pass over the corpus,
-trains with gensim's ``corpus_file`` mode, saves, and uploads the new version's files. The pointer is moved
+trains with gensim's ``corpus_file`` mode, saves, and uploads the new version's files. On the way it applies
+the lineage's lifecycle (:mod:`jobs.training.lifecycle`: decayed standing, the ``--max-vocab`` cap, frozen
+known words) and measures how far the known words drifted (:mod:`jobs.training.drift`). The pointer is moved
 by the driver, never here.
 
 It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests can drive it directly.
@@ -25,12 +27,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from jobs.config import GateConfig, TrainingConfig
+from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.errors import RefreshError, TrainingError
-from jobs.lineage import replay
-from jobs.lineage.counts import PENDING, below_min_count, read_counts, write_counts
+from jobs.lineage import replay, standing
+from jobs.lineage.counts import PENDING, read_counts, write_counts
 from jobs.storage import Store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, upload_version
+from jobs.training import drift, freeze, lifecycle
 from jobs.training import model as gmodel
 from jobs.training.evaluate import evaluate
 from shards.tokenized import TokenizedPartition, merge_counts
@@ -55,6 +58,7 @@ class Candidate:
     spooled_bytes: int
     learning_rate: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class TrainRequest:
     parent_kind: str
     training: TrainingConfig
     gate: GateConfig
+    lifecycle: LifecycleConfig = LifecycleConfig()
     eval_files: dict[str, bytes] = field(default_factory=dict)
     extra_files: dict[str, bytes] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
@@ -130,13 +135,19 @@ class Trainer:
                     gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
                 )
                 pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
+                kept = (
+                    standing.read(parent / standing.STANDING, model.wv.index_to_key)
+                    if parent and (parent / standing.STANDING).exists()
+                    else None
+                )
                 reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
 
             with timed(timings, "vocabulary"):
                 freq = self._merged_counts()
-                remember = config.vocab_policy == "remember"
-                change = gmodel.update_vocabulary(model, freq, self.sentences, pending if remember else None)
-                pending = below_min_count(model, freq, pending, config.pending_cap) if remember else {}
+                step = lifecycle.update_vocabulary(
+                    model, freq, self.sentences, pending, kept, config, request.lifecycle
+                )
+                change, pending = step.change, step.pending
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
             sentences, tokens = self.sentences, self.tokens
@@ -145,9 +156,13 @@ class Trainer:
                     reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed
                 )
                 sentences, tokens = sentences + extra_sentences, tokens + extra_tokens
+            frozen = bool(request.lifecycle.freeze_known_words and parent is not None)
+            if frozen:
+                freeze.lock(model, step.known)
             timings["train"] = gmodel.train(
                 model, self.corpus_path, sentences, tokens, config, request.callbacks, update=parent is not None
             )
+            freeze.unlock(model)
             gmodel.record(
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
             )
@@ -157,6 +172,12 @@ class Trainer:
                     gmodel.load_vectors(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else None
                 )
                 evaluation = evaluate(parent_vectors, model.wv, request.gate, request.eval_files)
+                moved = drift.measure(parent_vectors, model.wv, step.parent_rows, request.gate) if parent else {}
+                if frozen and moved["changed"]:
+                    raise TrainingError(
+                        f"--freeze-known-words did not hold: {moved['changed']} of {step.known} known words' "
+                        f"vectors changed in training; nothing was published"
+                    )
                 ranked = sorted(change.new_words, key=lambda w: -freq[w])
                 neighbours = {w: gmodel.neighbours(model, w) for w in ranked[:20]}
 
@@ -164,6 +185,8 @@ class Trainer:
                 out = self.dir / "version"
                 gmodel.save(model, out)
                 write_counts(out / PENDING, pending)
+                if request.lifecycle.decay != 1.0:
+                    standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
                 if config.replay_fraction > 0:
                     replay.save(
                         replay.update(reservoir, self.corpus_path, self.sentences, config), out / replay.RESERVOIR
@@ -193,6 +216,13 @@ class Trainer:
             spooled_bytes=self.spooled,
             learning_rate=config.learning_rate(kind, parent is not None),
             timings=timings,
+            lifecycle={
+                "removed": step.removed,
+                "most_frequent_removed": step.most_frequent_removed,
+                "known_words": step.known,
+                "frozen": frozen,
+                "drift": moved,
+            },
         )
 
     def _merged_counts(self) -> dict[str, int]:
@@ -203,7 +233,8 @@ class Trainer:
     def _fetch_parent(self, store: Store, parent: str) -> Path:
         """Download and verify the parent's model files (and its remembered state, when it has one)."""
         manifest = read_manifest(store, parent)
-        names = model_files(manifest) + [n for n in (PENDING, replay.RESERVOIR) if n in manifest["files"]]
+        lineage = (PENDING, standing.STANDING, replay.RESERVOIR)
+        names = model_files(manifest) + [n for n in lineage if n in manifest["files"]]
         return fetch_verified(store, parent, self.dir / "parent", names)
 
     def close(self) -> None:

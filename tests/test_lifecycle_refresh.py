@@ -1,0 +1,79 @@
+"""The lifecycle end to end on a real local Ray cluster: the cap, decay and freeze are recorded in the manifest,
+kept by later runs, changed (and logged) by a flag; the report shows pruning and drift."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jobs.config import from_args
+from jobs.refresh import run
+from jobs.storage import open_store
+from jobs.storage.publish import fetch_verified, model_files, read_manifest, version_key
+from jobs.training import model as gmodel
+from tests.conftest import write_parquet
+from tests.corpora import LETTERS, clustered, word
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+FAST = ["--workers", "2", "--vector-size", "16", "--epochs", "2", "--min-count", "2", "--max-in-flight", "3"]
+
+
+def latest(store: Path):  # type: ignore[no-untyped-def]
+    s = open_store(str(store))
+    manifest = read_manifest(s, "latest")
+    report = json.loads(s.get_bytes(version_key(manifest["version"], "report.json")))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = fetch_verified(s, "latest", Path(tmp), model_files(manifest))
+        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), manifest, report
+
+
+def test_lifecycle_settings_are_recorded_inherited_and_changed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+
+    def day(n: int, *flags: str):  # type: ignore[no-untyped-def]
+        fresh = [word(f"f{LETTERS[n]}w", i) for i in range(10)]
+        docs = clustered(80, seed=n) + [f"{w} {w} {w}" for w in fresh]
+        write_parquet(data / f"dt=2026-11-0{n + 1}" / "part-0.parquet", docs)
+        summary = run(from_args(["--input", str(data), "--store", str(store), *FAST, *flags]))
+        assert summary.published
+        return latest(store)
+
+    model, manifest, report = day(0, "--max-vocab", "50", "--count-half-life", "4", "--freeze-known-words")
+    settings = {"max_vocab": 50, "count_half_life": 4.0, "freeze_known_words": True}
+    assert {k: manifest["lifecycle"][k] for k in settings} == settings
+    assert len(model.wv) == 50 and manifest["lifecycle"]["removed"] == 56 + 10 - 50
+    assert report["lifecycle"]["most_frequent_removed"]
+    parent = model.wv
+
+    with caplog.at_level(logging.WARNING, logger="jobs.refresh"):
+        model, manifest, report = day(1)  # no flags: the lineage keeps its settings
+    assert not [r for r in caplog.records if "lifecycle setting changed" in r.message]
+    assert {k: manifest["lifecycle"][k] for k in settings} == settings
+    assert len(model.wv) == 50 and "standing.parquet" in manifest["files"]
+    known = manifest["lifecycle"]["known_words"]
+    assert known > 0 and model.wv.index_to_key[:known] == [w for w in parent.index_to_key if w in model.wv]
+    rows = [parent.key_to_index[w] for w in model.wv.index_to_key[:known]]
+    assert np.array_equal(model.wv.vectors[:known], parent.vectors[rows])
+    assert report["lifecycle"]["drift"] == {
+        "shared_words": known,
+        "changed": 0,
+        "mean_distance": 0.0,
+        "p99_distance": 0.0,
+        "neighbours_kept": 1.0,
+    }
+
+    with caplog.at_level(logging.WARNING, logger="jobs.refresh"):
+        model, manifest, report = day(2, "--no-freeze-known-words", "--max-vocab", "0")
+    changes = [r.message for r in caplog.records if "lifecycle setting changed" in r.message]
+    assert len(changes) == 2 and any("--freeze-known-words changes from True" in c for c in changes)
+    assert manifest["lifecycle"]["freeze_known_words"] is False and manifest["lifecycle"]["count_half_life"] == 4.0
+    assert manifest["lifecycle"]["removed"] == 0 and len(model.wv) > 50
+    assert report["lifecycle"]["drift"]["changed"] > 0 and report["lifecycle"]["drift"]["mean_distance"] > 0
