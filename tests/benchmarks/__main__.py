@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks                          # ~20M tokens; prints the table, writes .bench/bench-*.json
     python -m tests.benchmarks --tokens 2000000 --skip-memory                   # a quick look
+    python -m tests.benchmarks --sections large-model --vocab 250000           # a big model, a small increment
 
 Steps, in order:
 
@@ -16,7 +17,11 @@ Steps, in order:
 5. peak memory of the training actor and the driver at 1x and 4x the data, each in a process of its own,
    then of the actor again on corpora whose vocabulary is complete at 1x (row 4; ``--skip-memory`` leaves
    it out);
-6. print the table and write it, with the parameters, the machine and the raw timings, as JSON under ``--out``.
+6. the large-model section (:mod:`tests.benchmarks.large_model`): a cached model of ``--vocab`` words
+   refreshed with ``--increment-tokens`` new tokens, for Word2Vec and FastText;
+7. print the table and write it, with the parameters, the machine and the raw timings, as JSON under ``--out``.
+
+``--sections`` picks the parts: ``refresh`` (steps 1-5) and ``large-model`` (step 6), both by default.
 
 Exit status 1 when a row misses its target. Time grows with ``--tokens`` x ``--epochs`` x ``--rounds``: on a
 2-core VM, 4M tokens take about 10 minutes and the default 20M about 50. It is kept out of CI: it needs the
@@ -46,7 +51,7 @@ from typing import Any
 # processes inherit it.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-from tests.benchmarks import corpus
+from tests.benchmarks import corpus, large_model
 from tests.benchmarks import refresh as bench
 
 log = logging.getLogger("tests.benchmarks")
@@ -82,6 +87,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=bench.Params.window)
     p.add_argument("--min-count", type=int, default=bench.Params.min_count)
     p.add_argument("--workers", type=int, default=2, help="training threads, and the CPUs of the local Ray")
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=["refresh", "large-model"],
+        default=["refresh", "large-model"],
+        help="which parts to run (default both)",
+    )
+    large = p.add_argument_group("large-model section")
+    large_model.add_arguments(large)
     return p.parse_args(argv)
 
 
@@ -93,66 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     params = bench.Params(
         epochs=a.epochs, vector_size=a.vector_size, window=a.window, min_count=a.min_count, workers=a.workers
     )
-    memory_tokens = a.memory_tokens or a.tokens // 4
     # One partition size for every corpus: the 4x corpus has 4x the partitions, as a growing dataset would.
-    partition_tokens = min(500_000, max(10_000, memory_tokens // 4))
+    partition_tokens = min(500_000, max(10_000, (a.memory_tokens or a.tokens // 4) // 4))
     spec = corpus.CorpusSpec(tokens=a.tokens, partition_tokens=partition_tokens)
     cache = a.cache or a.out / "corpora"
     a.out.mkdir(parents=True, exist_ok=True)
-
-    # 1. Corpora.
-    root = corpus.ensure(spec, cache)
-    partitions = bench.partitions_of(root)
-    if len(partitions) < 2:
-        raise SystemExit("the corpus needs at least 2 partitions (one for the first model): raise --tokens")
 
     rows: list[bench.Row] = []
     details: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="run-", dir=a.out)).resolve()  # Ray workers do not share our cwd
     try:
-        # 2. Tokenizer, one core.
-        rows.append(bench.tokenizer_row(root, a.tokenizer_partitions))
-        log.info("row: %s", rows[-1])
-
-        # 3-4. The job's update and gensim's on the same data, interleaved, best of --rounds.
-        update = bench.measure_update(root, params, work, a.rounds)
-        details["update"] = dataclasses.asdict(update)
-        rows.append(bench.training_row(update, params))
-        rows.extend(bench.end_to_end_rows(update))
-        update.spool.path.unlink()
-
-        # 5. Memory, 1x and 4x, each in its own process.
-        if not a.skip_memory:
-            small = corpus.ensure(dataclasses.replace(spec, tokens=memory_tokens), cache)
-            large = corpus.ensure(dataclasses.replace(spec, tokens=4 * memory_tokens), cache)
-            note = (
-                f"1x = {memory_tokens:,} words, 4x = {4 * memory_tokens:,}, in {partition_tokens:,}-word "
-                "partitions; 1 epoch (peak memory does not depend on epochs); each run updates a model of "
-                "its first partition; VmHWM of the actor process and of the driver process"
+        if "refresh" in a.sections:
+            refresh_section(a, spec, params, cache, work, rows, details)
+        if "large-model" in a.sections:
+            large_rows, details["large_model"] = large_model.section(
+                a.kinds, large_model.spec_of(a), params, (a.out / "large").resolve(), work, a.large_rounds
             )
-            memory, details["memory"] = bench.memory_rows(
-                small, large, dataclasses.replace(params, epochs=1), work, note
-            )
-            rows.extend(memory)
-            # The same with a vocabulary every word of which reaches min_count at 1x: what remains is what
-            # the actor keeps of the corpus itself, apart from a model that grows with its vocabulary.
-            fixed = dataclasses.replace(spec, tokens=memory_tokens, vocabulary=FIXED_VOCABULARY)
-            small = corpus.ensure(fixed, cache)
-            large = corpus.ensure(dataclasses.replace(fixed, tokens=4 * memory_tokens), cache)
-            memory, details["memory_fixed_vocabulary"] = bench.memory_rows(
-                small,
-                large,
-                dataclasses.replace(params, epochs=1),
-                work,
-                note,
-                who=("actor",),
-                qualifier=f"vocabulary fixed at {FIXED_VOCABULARY:,} words",
-            )
-            rows.extend(memory)
+            rows.extend(large_rows)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    # 6. Report.
+    # 7. Report.
     header = describe(spec, params)
     print(table(rows, header))
     result = {
@@ -169,6 +144,63 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(result, indent=2, default=str))
     print(f"\nwritten to {path} ({result['seconds']:.0f}s in all)")
     return 0 if all(r.passed for r in rows) else 1
+
+
+def refresh_section(
+    a: argparse.Namespace,
+    spec: corpus.CorpusSpec,
+    params: bench.Params,
+    cache: Path,
+    work: Path,
+    rows: list[bench.Row],
+    details: dict[str, Any],
+) -> None:
+    """Steps 1-5: the tokenizer, the update against gensim, and peak memory, on the synthetic corpus."""
+    memory_tokens = a.memory_tokens or a.tokens // 4
+    partition_tokens = spec.partition_tokens
+    # 1. Corpora.
+    root = corpus.ensure(spec, cache)
+    partitions = bench.partitions_of(root)
+    if len(partitions) < 2:
+        raise SystemExit("the corpus needs at least 2 partitions (one for the first model): raise --tokens")
+
+    # 2. Tokenizer, one core.
+    rows.append(bench.tokenizer_row(root, a.tokenizer_partitions))
+    log.info("row: %s", rows[-1])
+
+    # 3-4. The job's update and gensim's on the same data, interleaved, best of --rounds.
+    update = bench.measure_update(root, params, work, a.rounds)
+    details["update"] = dataclasses.asdict(update)
+    rows.append(bench.training_row(update, params))
+    rows.extend(bench.end_to_end_rows(update))
+    update.spool.path.unlink()
+
+    # 5. Memory, 1x and 4x, each in its own process.
+    if not a.skip_memory:
+        small = corpus.ensure(dataclasses.replace(spec, tokens=memory_tokens), cache)
+        large = corpus.ensure(dataclasses.replace(spec, tokens=4 * memory_tokens), cache)
+        note = (
+            f"1x = {memory_tokens:,} words, 4x = {4 * memory_tokens:,}, in {partition_tokens:,}-word "
+            "partitions; 1 epoch (peak memory does not depend on epochs); each run updates a model of "
+            "its first partition; VmHWM of the actor process and of the driver process"
+        )
+        memory, details["memory"] = bench.memory_rows(small, large, dataclasses.replace(params, epochs=1), work, note)
+        rows.extend(memory)
+        # The same with a vocabulary every word of which reaches min_count at 1x: what remains is what
+        # the actor keeps of the corpus itself, apart from a model that grows with its vocabulary.
+        fixed = dataclasses.replace(spec, tokens=memory_tokens, vocabulary=FIXED_VOCABULARY)
+        small = corpus.ensure(fixed, cache)
+        large = corpus.ensure(dataclasses.replace(fixed, tokens=4 * memory_tokens), cache)
+        memory, details["memory_fixed_vocabulary"] = bench.memory_rows(
+            small,
+            large,
+            dataclasses.replace(params, epochs=1),
+            work,
+            note,
+            who=("actor",),
+            qualifier=f"vocabulary fixed at {FIXED_VOCABULARY:,} words",
+        )
+        rows.extend(memory)
 
 
 def describe(spec: corpus.CorpusSpec, params: bench.Params) -> list[str]:
