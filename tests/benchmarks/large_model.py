@@ -149,7 +149,7 @@ def ensure(spec: Spec, params: bench.Params, cache: Path) -> Base:
     version = "00000000T000000Z-base00"
     out = tmp / "version"
     gmodel.save(model, out)
-    (out / ledger.LEDGER).write_bytes(ledger.extend(ledger.empty(), [], version))
+    (out / ledger.LEDGER).write_bytes(ledger.extend(ledger.empty(), [], version, None))
     del model
     fields = {"model": spec.kind, "parent": None, "vocab_size": spec.vocabulary, "new_words_sample": []}
     publish(open_store(str(tmp / "store")), version, out, fields, expected=None)
