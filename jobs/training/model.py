@@ -1,15 +1,17 @@
 """Everything gensim: creating, loading, growing the vocabulary of, training and saving a model.
 
-This is the only module that imports gensim. The refresh updates a model in three calls:
+With :mod:`jobs.training.vocabulary`, the only module that imports gensim. The refresh updates a model in
+three calls:
 
     >>> model = create(TrainingConfig(min_count=1))           # or load(path, "word2vec")
     >>> change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
     >>> train(model, corpus_file="spool/corpus.txt", sentences=1, tokens=5, config=TrainingConfig())
 
-The vocabulary grows from word counts merged by the Ray workers (``build_vocab_from_freq``), so the corpus is
-read once, by training. Training uses gensim's ``corpus_file`` mode: each of ``workers`` threads reads its own
-byte range of the spooled file without the GIL-bound Python iterator and job queue of iterable mode, which is
-what lets training scale with cores. Incremental runs always use negative sampling: hierarchical-softmax trees
+The vocabulary grows from word counts merged by the Ray workers, so the corpus is read once, by training; an
+update does per-word work only for the batch's words (:mod:`jobs.training.vocabulary`: gensim's update, in
+numpy). Training uses gensim's ``corpus_file`` mode: each of ``workers`` threads reads its own byte range of
+the spooled file without the GIL-bound Python iterator and job queue of iterable mode, which is what lets
+training scale with cores. Incremental runs always use negative sampling: hierarchical-softmax trees
 would be rebuilt, invalidating the trained output layer, on every vocabulary update.
 """
 
@@ -17,31 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
+from jobs.training import vocabulary
+from jobs.training.vocabulary import VocabularyChange
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model/embedding.model"
 VECTORS_FILE = "vectors.bin"
 _CLASSES: dict[str, type[Word2Vec]] = {"word2vec": Word2Vec, "fasttext": FastText}
-
-
-@dataclass(frozen=True)
-class VocabularyChange:
-    """What a vocabulary update did."""
-
-    before: int
-    after: int
-    new_words: list[str]
 
 
 def create(config: TrainingConfig) -> Word2Vec:
@@ -96,14 +89,17 @@ def update_vocabulary(
         for word, count in pending.items():
             if word in offered and word not in known:
                 offered[word] += count
-    try:
-        model.build_vocab_from_freq(offered, corpus_count=sentences, update=before > 0)
-    except RuntimeError as exc:
-        raise TrainingError(f"vocabulary update failed: {exc}") from exc
+    if before:
+        change = vocabulary.grow(model, offered, sentences)
+    else:
+        try:
+            model.build_vocab_from_freq(offered, corpus_count=sentences)
+        except RuntimeError as exc:
+            raise TrainingError(f"vocabulary update failed: {exc}") from exc
+        change = VocabularyChange(before=0, after=len(model.wv), new_words=list(model.wv.index_to_key))
     if pending is not None:
         resample(model)
-    new_words = model.wv.index_to_key[before:]
-    return VocabularyChange(before=before, after=len(model.wv), new_words=list(new_words))
+    return change
 
 
 def resample(model: Word2Vec) -> None:
@@ -111,16 +107,8 @@ def resample(model: Word2Vec) -> None:
     than from the latest batch alone as ``build_vocab(update=True)`` does (gensim issue #2951)."""
     if len(model.wv) == 0:
         return
-    counts = np.asarray(model.wv.expandos["count"], dtype=np.float64)
-    total = counts.sum()
-    if not model.sample:
-        threshold = total
-    elif model.sample < 1.0:
-        threshold = model.sample * total
-    else:
-        threshold = float(int(model.sample * (3 + np.sqrt(5)) / 2))
-    probability = np.minimum((np.sqrt(counts / threshold) + 1) * (threshold / counts), 1.0)
-    model.wv.expandos["sample_int"] = (probability * (2**32 - 1)).astype(np.uint32)
+    counts = model.wv.expandos["count"]
+    model.wv.expandos["sample_int"] = vocabulary.sample_ints(counts, model.sample, float(counts.sum()))
 
 
 def train(
@@ -145,15 +133,16 @@ def train(
     alpha = config.learning_rate(kind(model), update)["start"]
     model.alpha, model.min_alpha = alpha, config.min_alpha
     start = time.perf_counter()
-    model.train(
-        corpus_file=str(corpus_file),
-        total_examples=sentences,
-        total_words=tokens,
-        epochs=config.epochs,
-        start_alpha=alpha,
-        end_alpha=config.min_alpha,
-        callbacks=list(callbacks),
-    )
+    with vocabulary.composed_after(model):
+        model.train(
+            corpus_file=str(corpus_file),
+            total_examples=sentences,
+            total_words=tokens,
+            epochs=config.epochs,
+            start_alpha=alpha,
+            end_alpha=config.min_alpha,
+            callbacks=list(callbacks),
+        )
     return time.perf_counter() - start
 
 
