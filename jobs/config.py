@@ -176,6 +176,8 @@ class RefreshConfig:
     require_trainer_resource: bool = False
     trainer_start_timeout: float = 900.0
     spool_dir: str | None = None
+    parent_cache: str | None = None
+    parent_cache_versions: int = 2
     json: bool = False
 
     def __post_init__(self) -> None:
@@ -190,6 +192,8 @@ class RefreshConfig:
                 raise ConfigError(f"--since takes a date like 2026-11-24, got {self.since!r}") from None
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
+        if self.parent_cache_versions < 0:
+            raise ConfigError(f"--parent-cache-versions must not be negative, got {self.parent_cache_versions}")
         if self.max_partitions is not None and self.max_partitions < 1:
             raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
 
@@ -378,6 +382,18 @@ def parser() -> argparse.ArgumentParser:
         help="seconds to wait for the first partition to reach the training actor (a trainer node to start)",
     )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
+    r.add_argument(
+        "--parent-cache",
+        metavar="DIR",
+        help="folder on the trainer's node keeping recent versions, verified on use, so the next run does not "
+        "download its parent again (default: embedding-refresh-cache beside the spool)",
+    )
+    r.add_argument(
+        "--parent-cache-versions",
+        type=int,
+        metavar="N",
+        help="versions the trainer's node keeps in its cache, the least recently used evicted; 0 turns it off",
+    )
     _show_defaults(p)
     return p
 

@@ -132,6 +132,8 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             },
             event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
             callbacks=hooks.training_callbacks,
+            parent_cache=config.parent_cache,
+            parent_cache_versions=config.parent_cache_versions,
         )
         try:
             candidate = cluster.result(trainer.actor.finish.remote(store, request))

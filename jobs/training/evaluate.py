@@ -9,17 +9,28 @@ Three checks, each against the parent, on the trainer's node before anything is 
   Spearman correlation, which may not drop by more than ``max_drop``.
 - **analogies** on user files in the ``questions-words.txt`` format: accuracy, same rule.
 
-    >>> result = evaluate(parent_wv, candidate_wv, GateConfig(min_overlap=0.2), files={})
+The parent's side is measured once, from the loaded parent before its vocabulary grows (:func:`baseline`),
+and the candidate's after training, so the parent is loaded once, for training:
+
+    >>> before = baseline(model.wv, GateConfig(min_overlap=0.2), files={})     # the parent, as loaded
+    >>> ...                                                                      # grow the vocabulary, train
+    >>> result = evaluate(before, model.wv, GateConfig(min_overlap=0.2), files={})
     >>> result["passed"], result["reasons"]
 
-The same pass also finds the words whose neighbourhoods changed most, for the refresh report. Works on
-gensim ``KeyedVectors`` objects; gensim itself is imported only by :mod:`jobs.training.model`.
+(``evaluate(parent_wv, candidate_wv, ...)`` on two loaded models does both steps.) Neighbours come from blocked
+matrix products of the raw vectors, divided by their norms as ``most_similar`` divides them, so no
+normalized copy of a whole matrix is made. The same pass also finds the words whose neighbourhoods changed
+most, for the refresh report. Works on gensim ``KeyedVectors`` objects; gensim itself is imported only by
+:mod:`jobs.training.model` and :mod:`jobs.training.vocabulary`.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +39,28 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.config import GateConfig
+
+Scorer = Callable[[Any, Path], "float | None"]
+_DEPTH = 2  # the parent's neighbour lists hold this many times topn: words the candidate lacks are skipped
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The parent's side of the gate, measured before anything changes the parent's model."""
+
+    words: list[str]  # the parent's vocabulary in index order (a copy: an update extends the model's list)
+    probes: list[str]
+    neighbours: list[list[str]]  # each probe's nearest among the parent's words, _DEPTH x topn deep
+    scores: dict[str, float | None] = field(default_factory=dict)  # evaluation file -> the parent's score
+
+
+def baseline(parent: Any, config: GateConfig, files: dict[str, bytes]) -> Baseline:
+    """Measure the parent (its ``KeyedVectors``, before the vocabulary update) for :func:`evaluate`."""
+    probes = probe_words(parent, config.probe_words)
+    depth = min(_DEPTH * config.topn, len(parent.index_to_key) - 1)
+    with _files(config, files) as scored:
+        scores = {name: score(parent, path) for name, score, path in scored}
+    return Baseline(list(parent.index_to_key), probes, nearest(parent, probes, depth) if depth > 0 else [], scores)
 
 
 def probe_words(vectors: Any, n: int) -> list[str]:
@@ -49,23 +82,24 @@ def probe_words(vectors: Any, n: int) -> list[str]:
     return [vectors.index_to_key[int(i)] for i in top]
 
 
-def shared_rows(parent: Any, candidate: Any) -> tuple[Any, Any]:
-    """Rows of the words both models hold, as (parent rows, candidate rows) in the parent's order.
+def shared_rows(words: list[str], candidate: Any) -> tuple[Any, Any]:
+    """Rows of the parent's ``words`` the candidate holds, as (parent rows, candidate rows) in the parent's order.
 
     An update appends its new words after the parent's, so usually the candidate's first ``len(parent)``
     rows are the parent's words and both are plain slices (checked: one list comparison in C). Otherwise
     (a vocabulary that dropped or reordered words) the rows are looked up in one vectorized pass.
     """
-    n = len(parent.index_to_key)
-    if candidate.index_to_key[:n] == parent.index_to_key:
+    n = len(words)
+    if candidate.index_to_key[:n] == words:
         return slice(0, n), slice(0, n)
-    index = pc.index_in(pa.array(parent.index_to_key, pa.string()), value_set=pa.array(candidate.index_to_key))
+    index = pc.index_in(pa.array(words, pa.string()), value_set=pa.array(candidate.index_to_key))
     present = pc.is_valid(index).to_numpy(zero_copy_only=False)
     return np.flatnonzero(present), index.drop_null().to_numpy().astype(np.int64)
 
 
-def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[float, list[dict[str, Any]]]:
-    """How much of the parent's neighbourhoods the candidate keeps, and the words that changed most.
+def neighbourhoods(parent: Baseline | Any, candidate: Any, config: GateConfig) -> tuple[float, list[dict[str, Any]]]:
+    """How much of the parent's neighbourhoods (its :func:`baseline`, or its vectors) the candidate keeps, and
+    the words that changed most.
 
     For the parent's ``probe_words`` most frequent words, the share of their ``topn`` nearest neighbours
     that the candidate keeps, both searched only among the words both models hold (a new word cannot be in
@@ -73,24 +107,21 @@ def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[flo
     The mean is corrected for chance: a random vector keeps ``topn / (words - 1)`` of a list by luck, which
     on a small vocabulary is more than any sensible threshold. 0 is what scrambled vectors keep, 1 is all.
     """
-    parent_rows, candidate_rows = shared_rows(parent, candidate)
-    shared = len(np.arange(len(parent.index_to_key))[parent_rows])
+    before = parent if isinstance(parent, Baseline) else baseline(parent, config, {})
+    parent_rows, candidate_rows = shared_rows(before.words, candidate)
+    shared = len(np.arange(len(before.words))[parent_rows])
     k = min(config.topn, shared - 1)
     if k < 1:
         return 1.0, []
-    probes = [w for w in probe_words(parent, config.probe_words) if w in candidate.key_to_index]
+    held = candidate.key_to_index
+    probes = [(w, deep) for w, deep in zip(before.probes, before.neighbours, strict=True) if w in held]
     if not probes:
         return 1.0, []
     rows: list[dict[str, Any]] = []
-    for word, before, after in zip(
-        probes,
-        nearest(parent, probes, k, among=parent_rows),
-        nearest(candidate, probes, k, among=candidate_rows),
-        strict=True,
-    ):
-        rows.append(
-            {"word": word, "overlap": len(set(before) & set(after)) / k, "before": before[:5], "after": after[:5]}
-        )
+    found = nearest(candidate, [w for w, _ in probes], k, among=candidate_rows)
+    for (word, deep), after in zip(probes, found, strict=True):
+        kept = [w for w in deep if w in held][:k]  # the parent's nearest among the words both hold
+        rows.append({"word": word, "overlap": len(set(kept) & set(after)) / k, "before": kept[:5], "after": after[:5]})
     chance = k / (shared - 1)
     mean = sum(r["overlap"] for r in rows) / len(rows)
     corrected = max(0.0, (mean - chance) / (1 - chance)) if chance < 1 else 1.0
@@ -100,28 +131,54 @@ def neighbourhoods(parent: Any, candidate: Any, config: GateConfig) -> tuple[flo
 
 def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, block: int = 64) -> list[list[str]]:
     """The ``topn`` nearest neighbours (cosine) of each word, searched among the rows ``among`` (a slice or
-    an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``).
+    an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``)."""
+    return [found for found, _ in nearest_scored(vectors, words, topn, among, block)]
 
-    A block of words per matrix product rather than one ``most_similar`` call each; memory stays at
-    ``block`` x vocabulary floats.
+
+def nearest_scored(
+    vectors: Any, words: list[str], topn: int, among: Any = None, block: int = 64
+) -> list[tuple[list[str], list[float]]]:
+    """:func:`nearest`, with each neighbour's cosine similarity.
+
+    A block of words per matrix product rather than one ``most_similar`` call each. The raw vectors are
+    multiplied and the products divided by the norms, as ``most_similar`` computes them, so beside the model
+    only ``block`` x vocabulary floats (and the norms) are held: no normalized copy of the matrix.
     """
-    normed = vectors.get_normed_vectors()
-    pool_rows = np.arange(len(normed))[slice(None) if among is None else among]
-    pool = normed[slice(None) if among is None else among]
-    position = np.full(len(normed), -1, dtype=np.int64)
+    matrix = vectors.vectors
+    vectors.fill_norms()
+    norms = vectors.norms
+    where = slice(None) if among is None else among
+    pool_rows = np.arange(len(matrix))[where]
+    pool, pool_norms = matrix[where], norms[where]
+    position = np.full(len(matrix), -1, dtype=np.int64)
     position[pool_rows] = np.arange(len(pool_rows))
-    out: list[list[str]] = []
+    out: list[tuple[list[str], list[float]]] = []
     for start in range(0, len(words), block):
         rows = np.array([vectors.key_to_index[w] for w in words[start : start + block]], dtype=np.int64)
-        sims = normed[rows] @ pool.T
+        with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
+            sims = (matrix[rows] / norms[rows, None]) @ pool.T
+            sims /= pool_norms[None, :]
         mine = position[rows]
         sims[np.flatnonzero(mine >= 0), mine[mine >= 0]] = -np.inf  # a word is not its own neighbour
         k = min(topn, sims.shape[1] - 1)
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k > 0 else np.zeros((len(rows), 0), dtype=int)
         order = np.take_along_axis(sims, top, axis=1).argsort(axis=1)[:, ::-1]
-        ranked = pool_rows[np.take_along_axis(top, order, axis=1)]
-        out += [[vectors.index_to_key[j] for j in row] for row in ranked]
+        best = np.take_along_axis(top, order, axis=1)
+        scores = np.take_along_axis(sims, best, axis=1)
+        out += [
+            ([vectors.index_to_key[j] for j in row], [float(x) for x in values])
+            for row, values in zip(pool_rows[best], scores, strict=True)
+        ]
     return out
+
+
+def neighbours(vectors: Any, words: list[str], topn: int = 5) -> dict[str, list[tuple[str, float]]]:
+    """Each word's ``topn`` nearest neighbours with their cosine similarity (rounded), for the report."""
+    known = [w for w in words if w in vectors.key_to_index]
+    return {
+        word: [(w, round(x, 4)) for w, x in zip(found, scores, strict=True)]
+        for word, (found, scores) in zip(known, nearest_scored(vectors, known, topn), strict=True)
+    }
 
 
 def _similarity(vectors: Any, path: Path) -> float | None:
@@ -136,11 +193,32 @@ def _analogy(vectors: Any, path: Path) -> float | None:
     return round(float(score), 4) if attempted else None
 
 
-def evaluate(parent: Any | None, candidate: Any, config: GateConfig, files: dict[str, bytes]) -> dict[str, Any]:
-    """Score the candidate (and the parent) and decide whether the gate passes. Pure: decides nothing else."""
+@contextmanager
+def _files(config: GateConfig, files: dict[str, bytes]) -> Iterator[list[tuple[str, Scorer, Path]]]:
+    """Each evaluation file as (name, scoring function, path of a temporary copy on this node)."""
+    with tempfile.TemporaryDirectory(prefix="embedding-eval-") as tmp:
+        out: list[tuple[str, Scorer, Path]] = []
+        scorers: tuple[tuple[tuple[str, ...], Scorer], ...] = (
+            (config.similarity_files, _similarity),
+            (config.analogy_files, _analogy),
+        )
+        for names, score in scorers:
+            for name in names:
+                path = Path(tmp) / Path(name).name
+                path.write_bytes(files[name])
+                out.append((name, score, path))
+        yield out
+
+
+def evaluate(
+    parent: Baseline | Any | None, candidate: Any, config: GateConfig, files: dict[str, bytes]
+) -> dict[str, Any]:
+    """Score the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
+    and decide whether the gate passes. Pure: decides nothing else."""
     result: dict[str, Any] = {"checks": [], "changed": [], "passed": True, "reasons": []}
-    if parent is not None:
-        overlap, changed = neighbourhoods(parent, candidate, config)
+    before = parent if parent is None or isinstance(parent, Baseline) else baseline(parent, config, files)
+    if before is not None:
+        overlap, changed = neighbourhoods(before, candidate, config)
         result["changed"] = changed
         ok = overlap >= config.min_overlap
         result["checks"].append(
@@ -148,29 +226,24 @@ def evaluate(parent: Any | None, candidate: Any, config: GateConfig, files: dict
         )
         if not ok:
             result["reasons"].append(f"neighbourhood overlap {overlap:.3f} < {config.min_overlap}")
-    with tempfile.TemporaryDirectory(prefix="embedding-eval-") as tmp:
-        for kind, names, score in (
-            ("similarity", config.similarity_files, _similarity),
-            ("analogy", config.analogy_files, _analogy),
-        ):
-            for name in names:
-                path = Path(tmp) / Path(name).name
-                path.write_bytes(files[name])
-                after = score(candidate, path)
-                before = score(parent, path) if parent is not None else None
-                ok = before is None or after is None or after >= before - config.max_drop
-                result["checks"].append(
-                    {
-                        "name": f"{kind} {Path(name).name}",
-                        "parent": before,
-                        "candidate": after,
-                        "threshold": config.max_drop,
-                        "passed": ok,
-                    }
+    with _files(config, files) as scored:
+        for name, score, path in scored:
+            kind = "similarity" if score is _similarity else "analogy"
+            after = score(candidate, path)
+            was = before.scores.get(name) if before is not None else None
+            ok = was is None or after is None or after >= was - config.max_drop
+            result["checks"].append(
+                {
+                    "name": f"{kind} {Path(name).name}",
+                    "parent": was,
+                    "candidate": after,
+                    "threshold": config.max_drop,
+                    "passed": ok,
+                }
+            )
+            if not ok:
+                result["reasons"].append(
+                    f"{kind} on {Path(name).name} fell from {was} to {after} (allowed drop {config.max_drop})"
                 )
-                if not ok:
-                    result["reasons"].append(
-                        f"{kind} on {Path(name).name} fell from {before} to {after} (allowed drop {config.max_drop})"
-                    )
     result["passed"] = not result["reasons"]
     return result

@@ -32,10 +32,11 @@ from jobs.errors import RefreshError, TrainingError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts, write_counts
 from jobs.storage import Store
+from jobs.storage.cache import VersionCache
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, upload_version
 from jobs.training import drift, freeze, lifecycle
+from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
-from jobs.training.evaluate import evaluate
 from shards.tokenized import TokenizedPartition, merge_counts
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,29 @@ class TrainRequest:
     extra_files: dict[str, bytes] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
     callbacks: tuple[Any, ...] = ()
+    parent_cache: str | None = None  # default: beside the spool
+    parent_cache_versions: int = 0  # 0: no cache, the parent is downloaded into the spool and removed with it
 
 
 @contextmanager
 def timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the time the block takes to ``timings[name]``."""
     start = time.perf_counter()
     yield
-    timings[name] = time.perf_counter() - start
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class _ParentVectors:
+    """The parent's vectors and counts as loaded, kept in memory (training changes the model's in place), so
+    the drift of known words is measured without loading the parent a second time."""
+
+    vectors: Any
+    expandos: dict[str, Any]
+
+
+def _snapshot(wv: Any) -> _ParentVectors:
+    return _ParentVectors(wv.vectors.copy(), {"count": wv.expandos["count"].copy()})
 
 
 def _show_progress() -> None:
@@ -127,10 +144,11 @@ class Trainer:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
         timings: dict[str, float] = {}
         config = request.training
+        cache = self._cache(request)
         try:
             self._corpus.close()
             with timed(timings, "load"):
-                parent = self._fetch_parent(store, request.parent) if request.parent else None
+                parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
                 model = (
                     gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
                 )
@@ -141,6 +159,12 @@ class Trainer:
                     else None
                 )
                 reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
+
+            with timed(timings, "evaluate"):
+                # The parent's side of the gate, from the loaded model before it changes: an update only
+                # appends rows, and this spares loading the parent a second time.
+                before = gate.baseline(model.wv, request.gate, request.eval_files) if parent else None
+                parent_vectors = _snapshot(model.wv) if parent else None  # what drift is measured against
 
             with timed(timings, "vocabulary"):
                 freq = self._merged_counts()
@@ -168,10 +192,7 @@ class Trainer:
             )
 
             with timed(timings, "evaluate"):
-                parent_vectors = (
-                    gmodel.load_vectors(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else None
-                )
-                evaluation = evaluate(parent_vectors, model.wv, request.gate, request.eval_files)
+                evaluation = gate.evaluate(before, model.wv, request.gate, request.eval_files)
                 moved = drift.measure(parent_vectors, model.wv, step.parent_rows, request.gate) if parent else {}
                 if frozen and moved["changed"]:
                     raise TrainingError(
@@ -179,7 +200,7 @@ class Trainer:
                         f"vectors changed in training; nothing was published"
                     )
                 ranked = sorted(change.new_words, key=lambda w: -freq[w])
-                neighbours = {w: gmodel.neighbours(model, w) for w in ranked[:20]}
+                neighbours = gate.neighbours(model.wv, ranked[:20])
 
             with timed(timings, "save"):
                 out = self.dir / "version"
@@ -198,6 +219,11 @@ class Trainer:
 
             with timed(timings, "upload"):
                 files = upload_version(store, request.version, out)
+                if cache:
+                    try:
+                        cache.adopt(store, request.version, out)  # most likely the next run's parent
+                    except OSError as exc:
+                        log.warning("could not keep %s in the node's cache: %s", request.version, exc)
         except RefreshError:
             raise  # the store's and the vocabulary's own errors already say what failed
         except Exception as exc:
@@ -230,11 +256,23 @@ class Trainer:
         self._counts = []
         return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist(), strict=True))
 
-    def _fetch_parent(self, store: Store, parent: str) -> Path:
-        """Download and verify the parent's model files (and its remembered state, when it has one)."""
+    def _cache(self, request: TrainRequest) -> VersionCache | None:
+        if request.parent_cache_versions < 1:
+            return None
+        root = Path(request.parent_cache) if request.parent_cache else self.dir.parent / "embedding-refresh-cache"
+        return VersionCache(root, request.parent_cache_versions)
+
+    def _fetch_parent(self, store: Store, parent: str, cache: VersionCache | None) -> Path:
+        """The parent's model files (and its remembered state, when it has one), verified: from the node's
+        cache where they are intact, else downloaded."""
         manifest = read_manifest(store, parent)
         lineage = (PENDING, standing.STANDING, replay.RESERVOIR)
         names = model_files(manifest) + [n for n in lineage if n in manifest["files"]]
+        if cache:
+            try:
+                return cache.fetch(store, manifest, names)
+            except OSError as exc:  # the cache's disk, not the store: download as without a cache
+                log.warning("the node's version cache is unusable (%s); downloading %s", exc, parent)
         return fetch_verified(store, parent, self.dir / "parent", names)
 
     def close(self) -> None:

@@ -1,0 +1,101 @@
+"""The trainer node's version cache: hits verified against the store's manifest, misses downloaded, eviction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from jobs.errors import IntegrityError
+from jobs.storage import LocalStore
+from jobs.storage.cache import VersionCache
+from jobs.storage.publish import publish, read_manifest
+
+pytestmark = pytest.mark.unit
+
+NAMES = ["model/weights.npy", "pending.parquet"]
+
+
+class CountingStore(LocalStore):
+    """A real local store that counts the files it hands out (the seam: what reached the network)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.downloads: list[str] = []
+
+    def get_file(self, key: str, destination: Path) -> None:
+        self.downloads.append(key.rsplit("/", 1)[-1])
+        super().get_file(key, destination)
+
+
+def version(tmp_path: Path, store: LocalStore, name: str, payload: bytes) -> Path:
+    out = tmp_path / f"out-{name}"
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "weights.npy").write_bytes(payload * 100)
+    (out / "pending.parquet").write_bytes(payload)
+    publish(store, name, out, {}, expected=store.read_pointer())
+    return out
+
+
+def test_a_second_fetch_downloads_nothing_and_returns_the_same_bytes(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    version(tmp_path, store, "v1", b"one")
+    cache = VersionCache(tmp_path / "cache", keep=2)
+    first = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    assert sorted(store.downloads) == ["pending.parquet", "weights.npy"]
+    store.downloads.clear()
+    again = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    assert again == first and store.downloads == []
+    assert (again / "model" / "weights.npy").read_bytes() == b"one" * 100
+
+
+def test_a_damaged_cached_file_is_fetched_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = CountingStore(tmp_path / "store")
+    version(tmp_path, store, "v1", b"one")
+    cache = VersionCache(tmp_path / "cache", keep=2)
+    folder = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    weights = folder / "model" / "weights.npy"
+    weights.write_bytes(b"X" + weights.read_bytes()[1:])  # same size, other bytes
+    store.downloads.clear()
+    with caplog.at_level(logging.WARNING, logger="jobs.storage.cache"):
+        folder = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    assert store.downloads == ["weights.npy"]  # only the damaged file
+    assert weights.read_bytes() == b"one" * 100
+    assert "SHA-256" in caplog.text
+
+
+def test_a_download_that_fails_verification_is_refused_and_not_cached(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    version(tmp_path, store, "v1", b"one")
+    stored = tmp_path / "store" / "versions" / "v1" / "pending.parquet"
+    stored.write_bytes(b"two")
+    cache = VersionCache(tmp_path / "cache", keep=2)
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    assert not [p for p in (tmp_path / "cache").rglob("pending.parquet")]
+
+
+def test_an_adopted_version_is_the_next_fetch_and_the_least_recent_are_evicted(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    cache = VersionCache(tmp_path / "cache", keep=2)
+    for name, payload in (("v1", b"one"), ("v2", b"two"), ("v3", b"three")):
+        cache.adopt(store, name, version(tmp_path, store, name, payload))
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 2
+    folder = cache.fetch(store, read_manifest(store, "v3"), NAMES)
+    assert store.downloads == [] and (folder / "pending.parquet").read_bytes() == b"three"
+    cache.fetch(store, read_manifest(store, "v1"), NAMES)  # evicted: downloaded again
+    assert sorted(store.downloads) == ["pending.parquet", "weights.npy"]
+    store.downloads.clear()
+    cache.fetch(store, read_manifest(store, "v3"), NAMES)  # still cached: v2 was the least recent
+    assert store.downloads == []
+
+
+def test_a_version_of_another_store_is_another_entry(tmp_path: Path) -> None:
+    one, other = CountingStore(tmp_path / "a"), CountingStore(tmp_path / "b")
+    version(tmp_path / "x", one, "v1", b"one")
+    version(tmp_path / "y", other, "v1", b"other")
+    cache = VersionCache(tmp_path / "cache", keep=2)
+    cache.fetch(one, read_manifest(one, "v1"), NAMES)
+    folder = cache.fetch(other, read_manifest(other, "v1"), NAMES)
+    assert (folder / "pending.parquet").read_bytes() == b"other" and len(other.downloads) == 2
