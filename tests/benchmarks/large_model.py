@@ -83,7 +83,7 @@ class Spec:
 
     def key(self) -> str:
         # The job's save and load code is part of the key: a base saved in an older format is rebuilt.
-        fmt = inspect.getsource(gmodel.save) + inspect.getsource(gmodel.load) + gmodel.MODEL_FILE
+        fmt = inspect.getsource(gmodel.save) + inspect.getsource(gmodel.load)
         blob = json.dumps({**dataclasses.asdict(self), "generator": GENERATOR, "format": fmt}, sort_keys=True)
         size = f"{self.vocabulary // 1000}k"
         return f"{self.kind}-{size}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
