@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
+from shards.partitions import MARKER_MODES, Readiness
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
 
@@ -163,6 +164,7 @@ class RefreshConfig:
     where: tuple[tuple[str, str], ...] = ()
     reprocess_rewritten: bool = False
     allow_new_input: bool = False
+    readiness: Readiness = Readiness()
     read: ReadOptions = ReadOptions()
     tokenizer: TokenizerConfig = TokenizerConfig()
     training: TrainingConfig = TrainingConfig()
@@ -241,6 +243,21 @@ def parser() -> argparse.ArgumentParser:
         "--reprocess-rewritten",
         action="store_true",
         help="train again on partitions rewritten (new size or mtime) since they were consumed",
+    )
+    g.add_argument(
+        "--require-success-marker",
+        dest="success_marker",
+        nargs="?",
+        const="always",
+        choices=MARKER_MODES,
+        help="read a folder only once its _SUCCESS marker (or one above it) exists: auto (wherever the input "
+        "has any marker), always (alone: always) or never; folders holding _temporary/ wait unless never",
+    )
+    g.add_argument(
+        "--min-file-age",
+        type=float,
+        metavar="SECONDS",
+        help="leave files modified fewer seconds ago for a later run (writers that leave no marker)",
     )
     g.add_argument(
         "--allow-new-input",
@@ -414,6 +431,7 @@ def _pick(cls: type[T], namespace: argparse.Namespace, **extra: Any) -> T:
 
 _SECTIONS: tuple[type, ...] = (
     RefreshConfig,
+    Readiness,
     ReadOptions,
     TokenizerConfig,
     TrainingConfig,
@@ -451,6 +469,7 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
         RefreshConfig,
         a,
         where=tuple(_key_value(w) for w in getattr(a, "where", [])),
+        readiness=_pick(Readiness, a),
         read=_pick(ReadOptions, a),
         tokenizer=_pick(TokenizerConfig, a),
         training=_pick(TrainingConfig, a),

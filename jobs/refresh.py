@@ -47,7 +47,7 @@ from jobs.lineage import ledger
 from jobs.storage import Store, open_store
 from jobs.storage.publish import put_recorded, read_manifest, version_key, write_manifest
 from jobs.training.trainer import TrainRequest
-from shards.partitions import discover, open_filesystem, root_uri, select
+from shards.partitions import Partition, hold_back, list_input, open_filesystem, partitions_of, select
 
 log = logging.getLogger("jobs.refresh")
 
@@ -82,14 +82,22 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     # 2. Discover partitions and keep the ones this lineage has not consumed.
     # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
     # this input fails here, before a wrong --input can count the whole history twice.
+    # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run.
     fs, root = open_filesystem(config.input)
-    listed = discover(fs, root, forced_format=config.input_format)
-    input_root = root_uri(listed) or config.input.rstrip("/")
+    listing = list_input(fs, root)
+    listed = partitions_of(fs, listing, forced_format=config.input_format)
+    input_root = listing.uri
     seen = ledger.read(store, parent_version, input_root)
     if not config.allow_new_input:
         ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version)
     found = select(listed, since=config.since, where=config.where, glob=config.glob)
     plan = ledger.select(found, seen)
+    ready, waiting = hold_back(listing, plan.new + plan.rewritten, config.readiness, time.time())
+    log_waiting(waiting)
+    keys = {p.key for p in ready}
+    plan = ledger.Plan(
+        [p for p in plan.new if p.key in keys], [p for p in plan.rewritten if p.key in keys], plan.already
+    )
     todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
     todo = todo[: config.max_partitions] if config.max_partitions else todo
     for partition in plan.rewritten:
@@ -107,7 +115,9 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             store=store.uri,
             seconds=time.perf_counter() - started,
             rewritten=[p.uri for p in plan.rewritten],
-            message=f"no new partitions under {config.input} ({len(found)} found, all consumed)",
+            waiting=report.waiting(waiting),
+            message=f"no new partitions under {config.input} ({len(found)} found: {plan.already} consumed, "
+            f"{len(waiting)} still being written)",
         )
 
     version = new_version()
@@ -156,6 +166,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 
     # 6. Report.
     summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
+    summary.waiting = report.waiting(waiting)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
 
@@ -166,6 +177,22 @@ def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> R
     for change in changes:
         log.warning("lifecycle setting changed: %s", change)
     return dataclasses.replace(config, lifecycle=lifecycle)
+
+
+def log_waiting(waiting: list[tuple[Partition, str]]) -> None:
+    """One line per reason files wait for a later run, with a few of them named."""
+    by_reason: dict[str, list[str]] = {}
+    for partition, reason in waiting:
+        by_reason.setdefault(reason, []).append(partition.uri)
+    for reason, uris in by_reason.items():
+        more = f" and {len(uris) - 3} more" if len(uris) > 3 else ""
+        log.info(
+            "%d file(s) still being written, left for a later run (%s): %s%s",
+            len(uris),
+            reason,
+            ", ".join(uris[:3]),
+            more,
+        )
 
 
 def read_eval_files(gate: GateConfig) -> dict[str, bytes]:

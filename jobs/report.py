@@ -46,6 +46,7 @@ class Summary:
     message: str = ""
     rejected: list[dict[str, str]] = field(default_factory=list)
     rewritten: list[str] = field(default_factory=list)
+    waiting: list[dict[str, str]] = field(default_factory=list)
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
@@ -141,6 +142,11 @@ def summary(
     )
 
 
+def waiting(held: list[tuple[Partition, str]]) -> list[dict[str, str]]:
+    """Files left for a later run because they are still being written, with the reason for each."""
+    return [{"uri": p.uri, "reason": reason} for p, reason in held]
+
+
 def markdown(d: dict[str, Any]) -> str:
     """The refresh report as Markdown."""
     vocab = d["vocabulary"]
@@ -232,6 +238,10 @@ def human(summary: Summary) -> str:
         lines.append(f"  rejected {bad['uri']}: {bad['cause']}")
     for uri in summary.rewritten:
         lines.append(f"  rewritten since consumed (not retrained): {uri}")
+    for held in summary.waiting[:10]:
+        lines.append(f"  still being written, left for a later run: {held['uri']} ({held['reason']})")
+    if len(summary.waiting) > 10:
+        lines.append(f"  … and {len(summary.waiting) - 10} more still being written")
     return "\n".join(lines)
 
 

@@ -8,7 +8,9 @@
 Discovery walks the root recursively through a ``pyarrow.fs.FileSystem`` (local or S3 alike), ignores what
 writers leave beside data (``_SUCCESS``, ``_metadata``, ``.crc`` and other hidden files, ``_temporary/``
 folders), reads ``key=value`` folder names as hive keys, and returns partitions sorted by path so every run
-sees them in the same order.
+sees them in the same order. :func:`hold_back` then keeps back files still being written: folders whose
+``_SUCCESS`` marker has not appeared, folders a committer is staging files in, in-progress names, and files
+younger than a minimum age.
 """
 
 from __future__ import annotations
@@ -99,7 +101,11 @@ def root_uri(partitions: list[Partition]) -> str | None:
 
 
 def _ignored(relative: str) -> bool:
-    return any(part.startswith(("_", ".")) for part in relative.split("/")) or relative.endswith(".crc")
+    """Writer leftovers: hidden and ``_``-prefixed names (``_SUCCESS``, ``_temporary/``), Kafka Connect's
+    ``+tmp/`` staging folders, checksum files."""
+    return any(part.startswith(("_", ".")) or part == "+tmp" for part in relative.split("/")) or relative.endswith(
+        ".crc"
+    )
 
 
 def detect_format(name: str, forced: str = "auto") -> tuple[Format | None, Compression]:
@@ -119,27 +125,38 @@ def hive_keys(relative: str) -> tuple[tuple[str, str], ...]:
     return tuple(tuple(f.split("=", 1)) for f in folders if "=" in f)  # type: ignore[misc]
 
 
-def discover(
-    fs: pafs.FileSystem, root: str, *, forced_format: str = "auto", glob: str | None = None
-) -> list[Partition]:
-    """Every partition under ``root``, sorted by path. Raises ConfigError when the root does not exist."""
-    if forced_format not in ("auto", *FORMATS):
-        raise ConfigError(f"unknown format {forced_format!r}; choose auto, {', '.join(FORMATS)}")
+@dataclass(frozen=True)
+class Listing:
+    """Every file (and folder) under an input root, as one recursive listing returned it."""
+
+    base: str
+    infos: list[pafs.FileInfo]
+    uri: str
+
+
+def list_input(fs: pafs.FileSystem, root: str) -> Listing:
+    """List ``root`` recursively (a single file lists itself). Raises ConfigError when it does not exist."""
     root = root.rstrip("/")
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise ConfigError(f"input {_uri(fs, root)!r} does not exist")
     if info.type == pafs.FileType.File:
-        infos = [info]
         base = root.rsplit("/", 1)[0]
-    else:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        base = root
+        return Listing(base, [info], _uri(fs, base))
+    return Listing(root, fs.get_file_info(pafs.FileSelector(root, recursive=True)), _uri(fs, root))
+
+
+def partitions_of(
+    fs: pafs.FileSystem, listing: Listing, *, forced_format: str = "auto", glob: str | None = None
+) -> list[Partition]:
+    """The listing's data files as partitions, sorted by path (writer leftovers and hidden files left out)."""
+    if forced_format not in ("auto", *FORMATS):
+        raise ConfigError(f"unknown format {forced_format!r}; choose auto, {', '.join(FORMATS)}")
     found = []
-    for item in infos:
+    for item in listing.infos:
         if item.type != pafs.FileType.File:
             continue
-        relative = item.path[len(base) :].lstrip("/")
+        relative = item.path[len(listing.base) :].lstrip("/")
         if _ignored(relative) or (glob and not fnmatch.fnmatch(relative, glob)):
             continue
         fmt, compression = detect_format(item.base_name, forced_format)
@@ -156,6 +173,103 @@ def discover(
             )
         )
     return sorted(found, key=lambda p: p.path)
+
+
+def discover(
+    fs: pafs.FileSystem, root: str, *, forced_format: str = "auto", glob: str | None = None
+) -> list[Partition]:
+    """Every partition under ``root``, sorted by path. Raises ConfigError when the root does not exist."""
+    return partitions_of(fs, list_input(fs, root), forced_format=forced_format, glob=glob)
+
+
+MARKER = "_SUCCESS"
+MARKER_MODES = ("auto", "always", "never")
+#: names that writers and copy tools give a file until it is complete
+IN_PROGRESS_SUFFIXES = (
+    ".tmp",
+    ".temp",
+    ".inprogress",
+    ".in-progress",
+    ".incomplete",
+    ".partial",
+    ".part",
+    ".writing",
+    ".uploading",
+    ".copying",
+    ".filepart",
+    ".crdownload",
+    ".gstmp",
+)
+#: the folder Hadoop's and Spark's file committers stage a job's files in, beside the job's output
+STAGING_FOLDERS = ("_temporary",)
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """When a file counts as completely written.
+
+    ``success_marker``: ``auto`` requires a ``_SUCCESS`` in the file's folder or a folder above it (up to the
+    input root) once any folder under the input holds one, so an input written by Spark, Hadoop or Hive is
+    read only where its job finished, while an input of plain files, which has no marker anywhere, is read as
+    it is; ``always`` requires the marker everywhere; ``never`` ignores markers. Except with ``never``, files
+    in or below a folder holding ``_temporary/`` wait too (a Hadoop committer is moving files in).
+    ``min_file_age``: files modified fewer seconds ago wait (for writers that leave no marker).
+    """
+
+    success_marker: str = "auto"
+    min_file_age: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.success_marker not in MARKER_MODES:
+            raise ConfigError(
+                f"--require-success-marker must be {', '.join(MARKER_MODES)}, got {self.success_marker!r}"
+            )
+        if self.min_file_age < 0:
+            raise ConfigError(f"--min-file-age must not be negative, got {self.min_file_age}")
+
+
+def _folders(relative: str) -> list[str]:
+    """A file's folder and every folder above it up to the root (``""``), innermost first."""
+    parts = relative.split("/")[:-1]
+    return ["/".join(parts[:i]) for i in range(len(parts), -1, -1)]
+
+
+def hold_back(
+    listing: Listing, partitions: list[Partition], readiness: Readiness, now: float
+) -> tuple[list[Partition], list[tuple[Partition, str]]]:
+    """Split partitions into those completely written and those still being written (with the reason).
+
+    Files that wait are not consumed, so a later run picks them up once their writer is done.
+    """
+    markers: set[str] = set()
+    staging: set[str] = set()
+    for item in listing.infos:
+        parts = item.path[len(listing.base) :].strip("/").split("/")
+        if item.type == pafs.FileType.File and parts[-1] == MARKER:
+            markers.add("/".join(parts[:-1]))
+        folders = parts if item.type == pafs.FileType.Directory else parts[:-1]
+        for i, name in enumerate(folders):
+            if name in STAGING_FOLDERS:
+                staging.add("/".join(parts[:i]))
+                break
+    need_marker = readiness.success_marker == "always" or (readiness.success_marker == "auto" and bool(markers))
+    ready, waiting = [], []
+    for p in partitions:
+        folders = _folders(p.key)
+        age = now - p.mtime_ns / 1e9
+        writing = next((f for f in folders if f in staging), None) if readiness.success_marker != "never" else None
+        if p.name.lower().endswith(IN_PROGRESS_SUFFIXES):
+            waiting.append((p, "an in-progress name (its writer has not renamed it yet)"))
+        elif writing is not None:
+            where = f"{writing}/" if writing else "the input root"
+            waiting.append((p, f"{where} holds a staging folder (a job is writing there; remove it if the job died)"))
+        elif need_marker and not any(f in markers for f in folders):
+            waiting.append((p, f"no {MARKER} in its folder or above yet (see --require-success-marker)"))
+        elif age < readiness.min_file_age:
+            waiting.append((p, f"modified {max(age, 0):.0f} s ago (--min-file-age {readiness.min_file_age:g})"))
+        else:
+            ready.append(p)
+    return ready, waiting
 
 
 DATE_KEYS = ("dt", "date", "day", "ds")

@@ -84,6 +84,7 @@ def hostile_folder(root: Path) -> tuple[dict[str, str], collections.Counter[str]
         (root / "dt=2" / name).write_bytes(data)
     pq.write_table(pa.table({"body": ["missing text column"]}), root / "dt=2" / "nocolumn.parquet")
     pq.write_table(pa.table({"text": [1, 2, 3]}), root / "dt=2" / "numbers.parquet")
+    (root / "dt=2" / "_SUCCESS").touch()  # complete: bad, not still being written
     write_parquet(root / "dt=2" / "huge-doc.parquet", ["word " * 300_000])
     causes = {name: cause for name, (_, cause) in bad.items()}
     causes |= {

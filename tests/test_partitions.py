@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,7 +14,7 @@ import pytest
 import zstandard
 
 from shards.errors import ConfigError, PartitionError
-from shards.partitions import discover, open_filesystem
+from shards.partitions import Readiness, discover, hold_back, list_input, open_filesystem, partitions_of
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions, tokenize_partition
 from tests.conftest import write_parquet
@@ -192,3 +194,56 @@ def test_partition_size_limit(tmp_path: Path) -> None:
     size = (tmp_path / "p.parquet").stat().st_size
     with pytest.raises(PartitionError, match=f"{size:,} bytes exceeds the partition limit of 100"):
         tokens_of(tmp_path, "p.parquet", (tmp_path / "p.parquet").read_bytes(), max_partition_bytes=100)
+
+
+def ready_and_waiting(root: Path, readiness: Readiness, now: float | None = None) -> tuple[list[str], dict[str, str]]:
+    fs, base = open_filesystem(str(root))
+    listing = list_input(fs, base)
+    ready, waiting = hold_back(listing, partitions_of(fs, listing), readiness, time.time() if now is None else now)
+    return [p.key for p in ready], {p.key: reason for p, reason in waiting}
+
+
+def test_folders_without_their_success_marker_wait_once_the_input_uses_markers(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "dt=1" / "part-0.parquet", ["done"])
+    (tmp_path / "dt=1" / "_SUCCESS").touch()
+    write_parquet(tmp_path / "dt=2" / "part-0.parquet", ["still being written"])
+    write_parquet(tmp_path / "dt=3" / "part-0.parquet", ["moved in by a committer"])
+    (tmp_path / "dt=3" / "_temporary" / "0").mkdir(parents=True)
+    (tmp_path / "dt=4" / "events.jsonl.inprogress").parent.mkdir()
+    (tmp_path / "dt=4" / "events.jsonl.inprogress").write_bytes(b'{"text": "half"}\n{"te')
+
+    ready, waiting = ready_and_waiting(tmp_path, Readiness())
+    assert ready == ["dt=1/part-0.parquet"]
+    assert "no _SUCCESS" in waiting["dt=2/part-0.parquet"]
+    assert "dt=3/ holds a staging folder" in waiting["dt=3/part-0.parquet"]
+    assert "in-progress name" in waiting["dt=4/events.jsonl.inprogress"]
+
+    (tmp_path / "_SUCCESS").touch()  # a marker above covers the folders below it (Spark's partitionBy)
+    ready, waiting = ready_and_waiting(tmp_path, Readiness())
+    assert ready == ["dt=1/part-0.parquet", "dt=2/part-0.parquet"]
+    assert ready_and_waiting(tmp_path, Readiness(success_marker="never"))[0] == [
+        "dt=1/part-0.parquet",
+        "dt=2/part-0.parquet",
+        "dt=3/part-0.parquet",
+    ]
+
+
+def test_plain_files_need_no_marker_unless_always(tmp_path: Path) -> None:
+    write_parquet(tmp_path / "dt=1" / "part-0.parquet", ["plain"])
+    assert ready_and_waiting(tmp_path, Readiness())[0] == ["dt=1/part-0.parquet"]
+    ready, waiting = ready_and_waiting(tmp_path, Readiness(success_marker="always"))
+    assert ready == [] and list(waiting) == ["dt=1/part-0.parquet"]
+
+
+def test_files_younger_than_the_minimum_age_wait(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"text": "a writer appends to me"}\n')
+    os.utime(path, (1_000_000, 1_000_000))
+    assert ready_and_waiting(tmp_path, Readiness(min_file_age=60), now=1_000_030)[1] == {
+        "events.jsonl": "modified 30 s ago (--min-file-age 60)"
+    }
+    assert ready_and_waiting(tmp_path, Readiness(min_file_age=60), now=1_000_061)[0] == ["events.jsonl"]
+    with pytest.raises(ConfigError):
+        Readiness(min_file_age=-1)
+    with pytest.raises(ConfigError):
+        Readiness(success_marker="sometimes")

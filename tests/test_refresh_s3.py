@@ -93,6 +93,7 @@ def test_s3_to_s3_then_an_update_that_loads_it_back(bucket: str, monkeypatch: py
     assert big["ETag"].strip('"').endswith("-6")  # uploaded in six 8 MiB parts
 
     land(bucket, "corpus/dt=2026-11-24/part-0.parquet", clustered(400, seed=2, extra={0: ["novelaa"]}))
+    boto3.client("s3").put_object(Bucket=bucket, Key="corpus/dt=2026-11-24/_SUCCESS", Body=b"")
     second = run(from_args(common))
     assert (second.parent, second.partitions, pointer(bucket)) == (first.version, 1, second.version)
     store = open_store(f"s3://{bucket}/models")

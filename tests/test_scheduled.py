@@ -88,6 +88,29 @@ def test_a_moved_input_is_recognised_and_a_wrong_one_refused(tmp_path: Path) -> 
     assert forced.published and forced.partitions == 1
 
 
+def test_a_folder_still_being_written_waits_for_its_success_marker(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "part-0.parquet", clustered(60, seed=1))
+    (data / "dt=1" / "_SUCCESS").touch()
+    write_parquet(data / "dt=2" / "part-0.parquet", clustered(60, seed=2))  # the job is still writing dt=2
+    (data / "dt=2" / "part-1.jsonl.inprogress").write_bytes(b'{"text": "half a li')
+    first = run(from_args(args(data, store, "--min-count", "1")))
+    assert first.published and first.partitions == 1
+    assert sorted(w["uri"].rsplit("/", 1)[1] for w in first.waiting) == ["part-0.parquet", "part-1.jsonl.inprogress"]
+
+    before = snapshot(store)
+    quiet = run(from_args(args(data, store, "--min-count", "1")))
+    assert not quiet.published and len(quiet.waiting) == 2 and snapshot(store) == before
+
+    (data / "dt=2" / "_SUCCESS").touch()  # the job finished (and renamed its file)
+    (data / "dt=2" / "part-1.jsonl.inprogress").rename(data / "dt=2" / "part-1.jsonl")
+    (data / "dt=2" / "part-1.jsonl").write_bytes(b'{"text": "caxaa kaqaa the whole line"}\n')
+    second = run(from_args(args(data, store, "--min-count", "1")))
+    assert second.published and second.partitions == 2 and second.waiting == []
+    manifest = read_manifest(open_store(str(store)), "latest")
+    assert sorted(p["key"] for p in manifest["partitions"]) == ["dt=2/part-0.parquet", "dt=2/part-1.jsonl"]
+
+
 def test_filters_pick_partitions_by_date_and_hive_key(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
     for day in ("2026-11-20", "2026-11-24"):
