@@ -7,16 +7,19 @@ import json
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
-from jobs.refresh import run
+from jobs.errors import TrainingError
+from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, version_key
 from jobs.training import model as gmodel
-from tests.conftest import write_parquet
+from tests.conftest import snapshot, write_parquet
 from tests.corpora import LETTERS, clustered, word
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -77,3 +80,22 @@ def test_lifecycle_settings_are_recorded_inherited_and_changed(
     assert manifest["lifecycle"]["freeze_known_words"] is False and manifest["lifecycle"]["count_half_life"] == 4.0
     assert manifest["lifecycle"]["removed"] == 0 and len(model.wv) > 50
     assert report["lifecycle"]["drift"]["changed"] > 0 and report["lifecycle"]["drift"]["mean_distance"] > 0
+
+
+class NudgeAKnownWord(CallbackAny2Vec):  # type: ignore[misc]
+    """A fault seam: moves one known word inside training, as a lock factor that failed to hold would."""
+
+    def on_epoch_end(self, model: Any) -> None:
+        model.wv.vectors[0] += 1e-3
+
+
+def test_a_frozen_word_that_moves_fails_the_run_and_leaves_the_store_as_it_was(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=2026-11-01" / "part-0.parquet", clustered(80, seed=0))
+    flags = ["--input", str(data), "--store", str(store), *FAST, "--freeze-known-words"]
+    assert run(from_args(flags)).published
+    write_parquet(data / "dt=2026-11-02" / "part-0.parquet", clustered(80, seed=1))
+    before = snapshot(store)
+    with pytest.raises(TrainingError, match=r"--freeze-known-words did not hold: 1 of \d+ known words"):
+        run(from_args(flags), Hooks(training_callbacks=(NudgeAKnownWord(),)))
+    assert snapshot(store) == before

@@ -583,7 +583,15 @@ DEFAULT_VARIANTS = {
 
 
 # Flags that shape the state a lineage keeps between runs: a row applies them from day 0.
-LINEAGE_FLAGS = ("--replay-fraction", "--replay-max-sentences", "--vocab-policy", "--pending-cap")
+LINEAGE_FLAGS = (
+    "--replay-fraction",
+    "--replay-max-sentences",
+    "--vocab-policy",
+    "--pending-cap",
+    "--max-vocab",
+    "--count-half-life",
+    "--freeze-known-words",
+)
 
 
 def parse_variant(spec: str) -> JobVariant:
