@@ -45,8 +45,8 @@ from jobs.errors import (
 )
 from jobs.lineage import ledger
 from jobs.storage import Store, open_store
-from jobs.storage.publish import put_recorded, read_manifest, version_key, write_manifest
-from jobs.training.trainer import TrainRequest
+from jobs.storage.publish import copy_recorded, put_recorded, read_manifest, version_key, write_manifest
+from jobs.training.trainer import Candidate, TrainRequest
 from shards.partitions import Partition, hold_back, list_input, open_filesystem, partitions_of, select
 
 log = logging.getLogger("jobs.refresh")
@@ -127,7 +127,13 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
         if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
             raise BadPartitionsError(ingest.rejected)
 
-        # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node).
+        # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
+        # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
+        # past them with a version that reuses the parent's model files, so they do not fail every night.
+        extra_files = {
+            ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
+            "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
+        }
         request = TrainRequest(
             version=version,
             parent=parent_version,
@@ -136,17 +142,17 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             gate=config.gate,
             lifecycle=config.lifecycle,
             eval_files=eval_files,
-            extra_files={
-                ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
-                "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
-            },
+            extra_files=extra_files,
             event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
             callbacks=hooks.training_callbacks,
             parent_cache=config.parent_cache,
             parent_cache_versions=config.parent_cache_versions,
         )
         try:
-            candidate = cluster.result(trainer.actor.finish.remote(store, request))
+            if ingest.tokens == 0 and parent is not None:
+                candidate = carry_forward(store, parent, version, extra_files)
+            else:
+                candidate = cluster.result(trainer.actor.finish.remote(store, request))
         except (TrainingError, StoreError):
             discard(store, version)
             raise
@@ -154,7 +160,8 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
     details = report.details(config, ingest, candidate, parent)
     files = {**candidate.files, **put_report(store, version, details)}
-    write_manifest(store, version, report.manifest_fields(config, ingest, candidate, parent, files))
+    fields = report.manifest_fields(config, ingest, candidate, parent, files)
+    write_manifest(store, version, {**fields, **({"carried_from": parent_version} if candidate.carried else {})})
     gate = candidate.evaluation
     if not gate["passed"] and not config.gate.force:
         raise QualityGateError(
@@ -169,6 +176,31 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     summary.waiting = report.waiting(waiting)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
+
+
+def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_files: dict[str, bytes]) -> Candidate:
+    """A version with the parent's model (every file its manifest lists, copied inside the store, whatever the
+    model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
+    started = time.perf_counter()
+    own = {*extra_files, "report.json", "report.md"}
+    files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
+    files |= {name: put_recorded(store, version, name, data) for name, data in extra_files.items()}
+    log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent["version"])
+    vocab = int(parent.get("vocab_size", 0))
+    return Candidate(
+        version=version,
+        files=files,
+        model_kind=parent["model"],
+        vocab_before=vocab,
+        vocab_size=vocab,
+        new_words=[],
+        neighbours={},
+        evaluation={"passed": True, "reasons": [], "checks": [], "changed": []},
+        spooled_bytes=0,
+        learning_rate=parent.get("learning_rate", {}),
+        timings={"copy": time.perf_counter() - started},
+        carried=True,
+    )
 
 
 def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:

@@ -74,6 +74,7 @@ def details(
         "changed_words": candidate.evaluation.get("changed", []),
         "lifecycle": lifecycle_fields(config, candidate),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
+        "carried": candidate.carried,
     }
 
 
@@ -167,7 +168,11 @@ def markdown(d: dict[str, Any]) -> str:
         + (f", parent {c['parent']}" if c.get("parent") is not None else "")
         + f" ({'ok' if c['passed'] else 'fail'})"
         for c in d["evaluation"]["checks"]
-    ] or ["- no checks (first model)"]
+    ] or [
+        "- no checks: the new partitions held no tokens; the parent's model files are reused unchanged"
+        if d.get("carried")
+        else "- no checks (first model)"
+    ]
     lines += [f"- {r}" for r in d["evaluation"]["reasons"]]
     lines += _lifecycle_lines(d.get("lifecycle", {}))
     lines += ["", "## New words and their nearest neighbours", ""]

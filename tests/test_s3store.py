@@ -242,6 +242,20 @@ def test_primitives(bucket: str, raw: Any, tmp_path: Path, monkeypatch: pytest.M
 
 
 @component
+def test_copy_stays_inside_the_store_and_keeps_the_bytes(bucket: str, raw: Any, tmp_path: Path) -> None:
+    store = store_at(bucket, multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 * MiB))  # over the threshold: copied in parts
+    store.put_file("versions/v1/model/big.bin", big)
+    store.copy("versions/v1/model/big.bin", "versions/v2/model/big.bin")
+    store.get_file("versions/v2/model/big.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+    assert raw.head_object(Bucket=bucket, Key="models/versions/v2/model/big.bin")["ETag"].strip('"').endswith("-2")
+    with pytest.raises(VersionNotFound):
+        store.copy("versions/v1/missing", "versions/v2/missing")
+
+
+@component
 def test_a_failed_conditional_put_answers_412(bucket: str, raw: Any) -> None:
     """Guards against a moto regression (5.2.0 answered 500 in server mode): the store relies on 412."""
     first = raw.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")

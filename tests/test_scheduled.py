@@ -111,6 +111,31 @@ def test_a_folder_still_being_written_waits_for_its_success_marker(tmp_path: Pat
     assert sorted(p["key"] for p in manifest["partitions"]) == ["dt=2/part-0.parquet", "dt=2/part-1.jsonl"]
 
 
+def test_partitions_without_tokens_move_the_lineage_past_them_without_training(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    write_parquet(data / "dt=1" / "p.parquet", clustered(100, seed=1))
+    first = run(from_args(args(data, store, "--min-count", "1")))
+    write_parquet(data / "dt=2" / "numbers.parquet", ["123 456", "", None, "  7 "])
+    (data / "dt=2" / "ids.txt").write_text("1\n22\n333\n")
+
+    empty = run(from_args(args(data, store, "--min-count", "1")))
+    assert (empty.published, empty.partitions, empty.tokens, empty.parent) == (True, 2, 0, first.version)
+    s = open_store(str(store))
+    assert s.read_pointer().version == empty.version
+    parent, carried = read_manifest(s, first.version), read_manifest(s, empty.version)
+    assert carried["carried_from"] == first.version and carried["vocab_size"] == parent["vocab_size"]
+    model_files = [n for n in parent["files"] if n not in ("ledger.parquet", "config.json", "report.md", "report.json")]
+    assert model_files and all(carried["files"][n] == parent["files"][n] for n in model_files)
+    ledger = pq.read_table(io.BytesIO(s.get_bytes(version_key(empty.version, "ledger.parquet"))))
+    assert sorted(ledger.column("key").to_pylist()) == ["dt=1/p.parquet", "dt=2/ids.txt", "dt=2/numbers.parquet"]
+    assert "held no tokens" in s.get_bytes(version_key(empty.version, "report.md")).decode()
+
+    assert run(from_args(args(data, store, "--min-count", "1"))).published is False  # not retried every night
+    write_parquet(data / "dt=3" / "p.parquet", clustered(100, seed=3, extra={2: ["novelaa"]}))
+    later = run(from_args(args(data, store, "--min-count", "1")))
+    assert later.published and later.parent == empty.version and later.partitions == 1 and later.new_words == 1
+
+
 def test_filters_pick_partitions_by_date_and_hive_key(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
     for day in ("2026-11-20", "2026-11-24"):

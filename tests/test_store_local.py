@@ -92,3 +92,12 @@ def test_store_uris(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="unsupported store"):
         open_store("gs://bucket/x")
+
+
+def test_copy_links_or_copies_an_immutable_file(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("versions/v1/model/a.npy", b"weights")
+    store.copy("versions/v1/model/a.npy", "versions/v2/model/a.npy")
+    assert store.get_bytes("versions/v2/model/a.npy") == b"weights"
+    with pytest.raises(VersionNotFound):
+        store.copy("versions/v1/missing", "versions/v2/missing")

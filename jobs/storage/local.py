@@ -85,6 +85,18 @@ class LocalStore:
         except FileNotFoundError:
             raise VersionNotFound(f"{self.uri}/{key} does not exist") from None
 
+    def copy(self, source: str, key: str) -> None:
+        """A hard link (files are immutable, so sharing their bytes is safe); a copy where links fail."""
+        origin, target = self._path(source), self._path(key)
+        if not origin.is_file():
+            raise VersionNotFound(f"{self.uri}/{source} does not exist")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(origin, target)
+        except OSError:  # another filesystem, or one without hard links
+            with open(origin, "rb") as reader:
+                self._atomic_write(target, reader)
+
     def list_versions(self) -> list[str]:
         folder = self.root / VERSIONS
         if not folder.is_dir():

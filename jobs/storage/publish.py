@@ -79,6 +79,16 @@ def put_recorded(store: Store, version: str, name: str, data: bytes) -> dict[str
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def copy_recorded(store: Store, source: dict[str, Any], version: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Copy ``names`` of the version whose manifest is ``source`` into ``version``, inside the store; return
+    their manifest entries, which are the source's (the bytes are the same)."""
+    files = {}
+    for name in names:
+        store.copy(version_key(source["version"], name), version_key(version, name))
+        files[name] = dict(source["files"][name])
+    return files
+
+
 def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> None:
     body = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
     store.put_bytes(version_key(version, MANIFEST), body)

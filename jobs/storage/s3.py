@@ -207,6 +207,18 @@ class S3Store:
                 raise VersionNotFound(f"{self._uri(full)} does not exist") from None
             raise self._error("download", full, exc) from exc
 
+    def copy(self, source: str, key: str) -> None:
+        """A server-side copy (in parts for large objects); the bytes never leave the store."""
+        origin, full = self._key(source), self._key(key)
+        try:
+            with self._transfers() as manager:
+                origin_object = {"Bucket": self.bucket, "Key": origin}
+                manager.copy(origin_object, self.bucket, full, extra_args=self._checksum()).result()
+        except _BOTO_ERRORS as exc:
+            if _is_missing(exc):
+                raise VersionNotFound(f"{self._uri(origin)} does not exist") from None
+            raise self._error("copy to", full, exc) from exc
+
     def list_versions(self) -> list[str]:
         """Versions with a ``manifest.json``, sorted.
 

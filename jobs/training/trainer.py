@@ -60,6 +60,7 @@ class Candidate:
     learning_rate: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
+    carried: bool = False  # nothing to train: the parent's model files, reused
 
 
 @dataclass(frozen=True)
