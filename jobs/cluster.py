@@ -118,18 +118,43 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def node_cpus() -> int:
+    """The CPUs Ray counts on the node this process runs on (the default number of training threads)."""
+    node = ray.get_runtime_context().get_node_id()
+    found = [n for n in ray.nodes() if n["NodeID"] == node]
+    return max(1, int(found[0]["Resources"].get("CPU", 0)) if found else os.cpu_count() or 1)
+
+
+def _largest_node_cpus(resource: str | None) -> int:
+    """The CPUs of the largest live node (offering ``resource``, if given); 0 if there is none yet."""
+    return max(
+        (
+            int(n["Resources"].get("CPU", 0))
+            for n in ray.nodes()
+            if n["Alive"] and (resource is None or n["Resources"].get(resource, 0) >= 1)
+        ),
+        default=0,
+    )
+
+
 def start_trainer(config: RefreshConfig) -> TrainerHandle:
     """Start the training actor on the node offering ``config.trainer_resource``, else on any node.
 
-    The actor reserves the CPUs it trains with (``--workers``), but on a node without the trainer resource
-    never all of the cluster's CPUs: the tokenizing tasks outside its reservation must still find one.
+    The actor reserves the CPUs it trains with (``--workers``; by default the CPUs of the node it will run
+    on: the largest offering the trainer resource, else the largest), but on a node without the trainer
+    resource never all of the cluster's CPUs: the tokenizing tasks outside its reservation must still find
+    one. Without ``--workers`` the actor trains with as many threads as its node has CPUs (:func:`node_cpus`),
+    which it learns only once placed: on an autoscaling cluster its node may not exist yet.
     """
     resources = ray.cluster_resources()
+    workers = config.training.workers
     if config.require_trainer_resource or resources.get(config.trainer_resource, 0) >= 1:
         # On an autoscaling cluster the trainer node may not exist yet: asking for the resource launches it.
-        cpus, bundle = config.training.workers, {config.trainer_resource: 1.0}
+        cpus = workers if workers is not None else _largest_node_cpus(config.trainer_resource)
+        bundle = {config.trainer_resource: 1.0}
     else:
-        cpus, bundle = max(0, min(config.training.workers, int(resources.get("CPU", 1)) - 1)), {}
+        wanted = workers if workers is not None else _largest_node_cpus(None)
+        cpus, bundle = max(0, min(wanted, int(resources.get("CPU", 1)) - 1)), {}
     if cpus:
         bundle["CPU"] = float(cpus)
     placement = placement_group([bundle], strategy="STRICT_PACK") if bundle else None
@@ -137,7 +162,7 @@ def start_trainer(config: RefreshConfig) -> TrainerHandle:
     if placement is not None:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0)
     log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()) or "nothing")
-    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir)
+    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus)
     return TrainerHandle(actor=actor, placement=placement, cpus=cpus)
 
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
@@ -49,7 +48,7 @@ class TrainingConfig:
     alpha: float = 0.025
     update_alpha: float | None = None  # None: UPDATE_ALPHA of the model's architecture
     min_alpha: float = 0.0001
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int | None = None  # None: the CPUs of the training actor's node, resolved there
     seed: int = 1
     min_n: int = 3
     max_n: int = 6
@@ -71,7 +70,7 @@ class TrainingConfig:
         if self.model not in ("word2vec", "fasttext"):
             raise ConfigError(f"--model must be word2vec or fasttext, got {self.model!r}")
         for name in ("vector_size", "window", "min_count", "epochs", "workers", "negative"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         update_alphas = [self.update_alpha] if self.update_alpha is not None else list(UPDATE_ALPHA.values())
         if not 0 < self.min_alpha <= min(self.alpha, *update_alphas):
@@ -381,7 +380,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true", help="promote the candidate even if the gate fails")
 
     r = p.add_argument_group("ray")
-    r.add_argument("--workers", type=int, help="training threads (and CPUs reserved)")
+    r.add_argument(
+        "--workers",
+        type=int,
+        help="training threads, and CPUs the training actor reserves (default: the CPUs of its node)",
+    )
     r.add_argument("--max-in-flight", type=int, help="partitions tokenized at once (default: 2 per cluster CPU)")
     r.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument(

@@ -46,6 +46,7 @@ from jobs.errors import (
 from jobs.lineage import ledger
 from jobs.storage import Store, open_store
 from jobs.storage.publish import copy_recorded, put_recorded, read_manifest, version_key, write_manifest
+from jobs.training.epochs import Split, split_evenly
 from jobs.training.trainer import Candidate, TrainRequest
 from shards.partitions import Partition, hold_back, list_input, open_filesystem, partitions_of, select
 
@@ -54,9 +55,11 @@ log = logging.getLogger("jobs.refresh")
 
 @dataclass(frozen=True)
 class Hooks:
-    """Seams for tests: gensim callbacks run inside training (e.g. one that raises mid-training)."""
+    """Seams for tests: gensim callbacks run inside training (e.g. one that raises mid-training), and how the
+    spool's batches are shared among the training threads (e.g. a split that misses a range)."""
 
     training_callbacks: tuple[Any, ...] = ()
+    training_split: Split = split_evenly
 
 
 def new_version() -> str:
@@ -147,6 +150,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             callbacks=hooks.training_callbacks,
             parent_cache=config.parent_cache,
             parent_cache_versions=config.parent_cache_versions,
+            split=hooks.training_split,
         )
         try:
             if ingest.tokens == 0 and parent is not None:

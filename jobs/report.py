@@ -75,6 +75,8 @@ def details(
         "lifecycle": lifecycle_fields(config, candidate),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "carried": candidate.carried,
+        "trained": candidate.trained,
+        "learning_rate": candidate.learning_rate,
     }
 
 
@@ -104,6 +106,7 @@ def manifest_fields(
         "new_words_sample": candidate.new_words[:100],
         "vocab_size": candidate.vocab_size,
         "lifecycle": lifecycle_fields(config, candidate),
+        "trained": candidate.trained,
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
         "files": files,
@@ -159,6 +162,7 @@ def markdown(d: dict[str, Any]) -> str:
         f"- partitions consumed: {len(d['partitions'])}; rejected: {len(d['rejected'])}",
         f"- documents {d['documents']:,}, sentences {d['sentences']:,}, tokens {d['tokens']:,}",
         f"- vocabulary {vocab['before']:,} → {vocab['after']:,} words ({vocab['new']:,} new)",
+        *_training_lines(d.get("trained") or {}, d.get("learning_rate") or {}),
         "",
         "## Quality gate: " + ("passed" if d["evaluation"]["passed"] else "FAILED"),
         "",
@@ -215,6 +219,16 @@ def _lifecycle_lines(life: dict[str, Any]) -> list[str]:
             f"top-10 neighbours kept {moved['neighbours_kept']:.1%}"
         )
     return lines
+
+
+def _training_lines(trained: dict[str, Any], rate: dict[str, Any]) -> list[str]:
+    if not trained:
+        return []
+    return [
+        f"- {trained['summary']} ({trained['epochs']} epochs, {trained['threads']} threads)",
+        f"- learning rate {rate['start']:g} ({rate['source']}) → {rate['end']:g}, {rate['decay']}: "
+        f"{rate['first_batch']:.6g} in the first batch, {rate['last_batch']:.6g} in the last",
+    ]
 
 
 def json_line(summary: Summary) -> str:

@@ -11,7 +11,8 @@ document or per token, which is what makes the tokenizer several times faster th
     [['hello', 'world']]
 
 Documents (null, empty or without a single token) vanish; documents longer than ``max_sentence_tokens``
-(gensim's 10,000-token limit for iterable training) are cut into consecutive pieces so no token is lost.
+(9,999: the longest sentence gensim trains whole) are cut into consecutive pieces of equal length (to one
+token), so no token is lost and no piece is left with too little context.
 """
 
 from __future__ import annotations
@@ -27,10 +28,14 @@ from shards.errors import ConfigError
 #: Letters, with the combining marks that belong to them. Digits and underscores separate tokens.
 DEFAULT_TOKEN_PATTERN = r"[\p{L}\p{M}]+"
 
-#: gensim's ``MAX_WORDS_IN_BATCH``: iterable-mode ``train()`` silently truncates longer sentences.
-GENSIM_MAX_SENTENCE = 10_000
+#: The longest sentence trained whole. gensim trains at most 10,000 words of a batch and silently drops the
+#: rest (in iterable mode the rest of a longer sentence; its file reader fills batches past 10,000 words),
+#: and the trainer's spool ends each batch with a padding line, so a sentence keeps one word below that.
+MAX_SENTENCE_TOKENS = 9_999
 
 _SEPARATOR = "\x1f"  # ASCII unit separator: never part of a token the default pattern accepts
+#: ASCII whitespace (where gensim's reader splits tokens) and Unicode's; removed from what a pattern matched.
+_WHITESPACE = r"[\t\n\v\f\r \x{85}\p{Z}]+"
 
 
 @dataclass(frozen=True)
@@ -42,16 +47,16 @@ class TokenizerConfig:
     token_pattern: str = DEFAULT_TOKEN_PATTERN
     min_token_len: int = 2
     max_token_len: int = 40
-    max_sentence_tokens: int = GENSIM_MAX_SENTENCE
+    max_sentence_tokens: int = MAX_SENTENCE_TOKENS
 
     def __post_init__(self) -> None:
         if self.min_token_len < 1:
             raise ConfigError(f"min_token_len must be at least 1, got {self.min_token_len}")
         if self.max_token_len < self.min_token_len:
             raise ConfigError(f"max_token_len ({self.max_token_len}) is below min_token_len ({self.min_token_len})")
-        if not 1 <= self.max_sentence_tokens <= GENSIM_MAX_SENTENCE:
+        if not 1 <= self.max_sentence_tokens <= MAX_SENTENCE_TOKENS:
             raise ConfigError(
-                f"max_sentence_tokens must be between 1 and {GENSIM_MAX_SENTENCE}, got {self.max_sentence_tokens}"
+                f"max_sentence_tokens must be between 1 and {MAX_SENTENCE_TOKENS}, got {self.max_sentence_tokens}"
             )
         try:
             pc.replace_substring_regex(pa.array([""]), pattern=self.token_pattern, replacement="")
@@ -94,6 +99,10 @@ def tokenize(texts: pa.Array | pa.ChunkedArray, config: TokenizerConfig) -> pa.L
     lists = _split(normalize(texts, config), config.token_pattern)
     lists = lists.filter(pc.is_valid(lists))
     values = pc.list_flatten(lists)
+    if config.token_pattern != DEFAULT_TOKEN_PATTERN:
+        # A pattern may match whitespace, where gensim's reader would split the token again: the counts and the
+        # training would see different tokens. So whitespace is stripped from every match.
+        values = pc.replace_substring_regex(values, pattern=_WHITESPACE, replacement="")
     parents = pc.list_parent_indices(lists).to_numpy()
     lengths = pc.utf8_length(values)
     keep = pc.and_(pc.greater_equal(lengths, config.min_token_len), pc.less_equal(lengths, config.max_token_len))
@@ -107,11 +116,10 @@ def _assemble(values: pa.Array, doc_lengths: np.ndarray, max_len: int) -> pa.Lis
     """Build a list array from token counts per document, cutting documents longer than ``max_len``."""
     pieces = (doc_lengths + max_len - 1) // max_len
     if len(doc_lengths) and pieces.max() > 1:
-        # Each document contributes ceil(n / max_len) pieces: max_len tokens each, the remainder last.
-        piece_lengths = np.full(int(pieces.sum()), max_len, dtype=np.int64)
-        last = np.cumsum(pieces) - 1
-        piece_lengths[last] = doc_lengths - (pieces - 1) * max_len
-        doc_lengths = piece_lengths
+        # Each document contributes p = ceil(n / max_len) pieces of n // p tokens, the first n % p one longer.
+        first = np.repeat(np.cumsum(pieces) - pieces, pieces)
+        rank = np.arange(int(pieces.sum())) - first
+        doc_lengths = np.repeat(doc_lengths // pieces, pieces) + (rank < np.repeat(doc_lengths % pieces, pieces))
     offsets = np.zeros(len(doc_lengths) + 1, dtype=np.int32)
     np.cumsum(doc_lengths, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), values)

@@ -19,15 +19,17 @@ from jobs.lineage import standing as standing_file
 from jobs.lineage.counts import read_counts, write_counts
 from jobs.training import drift, freeze, lifecycle
 from jobs.training import model as gmodel
+from jobs.training.spool import Layout, Spool
 from tests.corpora import LETTERS, cluster_words, clustered, word
 
 pytestmark = pytest.mark.component
 
 
-def spool(path: Path, docs: list[str]) -> tuple[Path, dict[str, int], int]:
-    path.write_text("\n".join(docs) + "\n")
+def spool(path: Path, docs: list[str]) -> tuple[Layout, dict[str, int]]:
+    writer = Spool(path)
+    writer.write(("\n".join(docs) + "\n").encode(), path.name)
     counts = collections.Counter(t for d in docs for t in d.split())
-    return path, dict(counts), sum(counts.values())
+    return writer.close(), dict(counts)
 
 
 def churn_day(day: int, rng: random.Random) -> list[str]:
@@ -50,7 +52,7 @@ def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) ->
     model, pending, removed_total, returned = gmodel.create(training), {}, 0, False
     for day in range(30):
         docs = churn_day(day, rng)
-        corpus, counts, tokens = spool(tmp_path / "corpus.txt", docs)
+        corpus, counts = spool(tmp_path / "corpus.txt", docs)
         parent = {w: model.wv.vectors[i].copy() for i, w in enumerate(model.wv.index_to_key)}
         parent_syn1 = {w: model.syn1neg[i].copy() for i, w in enumerate(model.wv.index_to_key)} if day else {}
         step = lifecycle.update_vocabulary(model, counts, len(docs), pending, None, training, life)
@@ -76,7 +78,7 @@ def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) ->
         if step.removed:
             assert {r["word"] for r in step.most_frequent_removed} <= set(step.pending)
         returned |= day == 20 and "revenant" in model.wv.key_to_index
-        gmodel.train(model, corpus, len(docs), tokens, training, update=day > 0)
+        gmodel.train(model, corpus, training, 2, update=day > 0)
         # loadable and trainable after every prune: the next day starts from what was saved
         out = tmp_path / f"v{day}"
         gmodel.save(model, out)
@@ -138,20 +140,20 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
     )
     life = LifecycleConfig(max_vocab=0, count_half_life=0.0, freeze_known_words=True)
     model = gmodel.create(training)
-    corpus, counts, tokens = spool(tmp_path / "day0.txt", clustered(300, seed=1))
+    corpus, counts = spool(tmp_path / "day0.txt", clustered(300, seed=1))
     step = lifecycle.update_vocabulary(model, counts, 300, {}, None, training, life)
-    gmodel.train(model, corpus, 300, tokens, training)
+    gmodel.train(model, corpus, training, workers)
     gmodel.save(model, tmp_path / "parent")
     parent = gmodel.load(tmp_path / "parent" / gmodel.MODEL_FILE, kind)
 
     docs = clustered(300, seed=2, extra={0: new_words_like(0), 2: new_words_like(2)})
-    corpus, counts, tokens = spool(tmp_path / "day1.txt", docs)
+    corpus, counts = spool(tmp_path / "day1.txt", docs)
     step = lifecycle.update_vocabulary(model, counts, 300, {}, None, training, life)
     new = step.change.new_words
     assert sorted(new) == sorted(new_words_like(0) + new_words_like(2))
     initial = {w: model.wv[w].copy() for w in new}
     freeze.lock(model, step.known)
-    gmodel.train(model, corpus, 300, tokens, training, update=True)
+    gmodel.train(model, corpus, training, workers, update=True)
     freeze.unlock(model)
 
     assert np.array_equal(model.wv.vectors[: step.known], parent.wv.vectors)
@@ -174,6 +176,6 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
     # the same update without the freeze moves the known words: the test above can fail
     loose = gmodel.load(tmp_path / "parent" / gmodel.MODEL_FILE, kind)
     lifecycle.update_vocabulary(loose, counts, 300, {}, None, training, life)
-    gmodel.train(loose, corpus, 300, tokens, training, update=True)
+    gmodel.train(loose, corpus, training, workers, update=True)
     moved: dict[str, Any] = drift.measure(parent.wv, loose.wv, step.parent_rows, GateConfig())
     assert moved["changed"] == step.known and moved["mean_distance"] > 0

@@ -15,6 +15,7 @@ from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
 from jobs.training import model as gmodel
 from jobs.training import prune
+from jobs.training.spool import Layout, Spool
 from tests.corpora import clustered
 
 pytestmark = pytest.mark.component
@@ -24,10 +25,11 @@ def config(kind: str) -> TrainingConfig:
     return TrainingConfig(model=kind, min_count=1, vector_size=12, workers=1, epochs=2, bucket=500, sample=1e-2)  # type: ignore[arg-type]
 
 
-def spool(path: Path, docs: list[str]) -> tuple[Path, dict[str, int], int]:
-    path.write_text("\n".join(docs) + "\n")
+def spool(path: Path, docs: list[str]) -> tuple[Layout, dict[str, int]]:
+    writer = Spool(path)
+    writer.write(("\n".join(docs) + "\n").encode(), path.name)
     counts = collections.Counter(t for d in docs for t in d.split())
-    return path, dict(counts), sum(counts.values())
+    return writer.close(), dict(counts)
 
 
 def trained(kind: str, tmp: Path) -> Any:
@@ -35,9 +37,9 @@ def trained(kind: str, tmp: Path) -> Any:
     cfg = config(kind)
     model = gmodel.create(cfg)
     for day, docs in enumerate([clustered(120, seed=1), clustered(80, seed=2, extra={1: ["newone", "newtwo"]})]):
-        corpus, counts, tokens = spool(tmp / f"day{day}.txt", docs)
+        corpus, counts = spool(tmp / f"day{day}.txt", docs)
         gmodel.update_vocabulary(model, counts, len(docs), pending={})
-        gmodel.train(model, corpus, len(docs), tokens, cfg, update=day > 0)
+        gmodel.train(model, corpus, cfg, 1, update=day > 0)
     return model
 
 
@@ -98,9 +100,9 @@ def test_a_pruned_model_equals_one_built_from_scratch_on_the_surviving_words(kin
     assert np.array_equal(loaded.wv.vectors, model.wv.vectors)
     assert np.array_equal(loaded.cum_table, model.cum_table)
     assert np.array_equal(loaded.wv.expandos["sample_int"], model.wv.expandos["sample_int"])
-    corpus, counts, tokens = spool(tmp_path / "day2.txt", clustered(60, seed=3, extra={1: ["newone"]}))
+    corpus, counts = spool(tmp_path / "day2.txt", clustered(60, seed=3, extra={1: ["newone"]}))
     gmodel.update_vocabulary(loaded, counts, 60, pending={})
-    gmodel.train(loaded, corpus, 60, tokens, config(kind), update=True)
+    gmodel.train(loaded, corpus, config(kind), 1, update=True)
     assert not np.array_equal(loaded.wv["newone"], before["vectors"]["newone"])
     assert len(loaded.wv.most_similar("newone", topn=3)) == 3
 

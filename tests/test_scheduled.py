@@ -170,9 +170,10 @@ class Scramble(CallbackAny2Vec):  # type: ignore[misc]
 
 def test_an_update_passes_the_gate_at_default_thresholds_and_learns_new_words(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
-    write_parquet(data / "dt=1" / "p.parquet", clustered(300, seed=1))
+    # 14,400 tokens a partition: trained exactly three times, fewer would not reliably show the clusters.
+    write_parquet(data / "dt=1" / "p.parquet", clustered(1200, seed=1))
     run(from_args(args(data, store, "--min-count", "1")))
-    write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2, extra={1: ["novelaa"]}))
+    write_parquet(data / "dt=2" / "p.parquet", clustered(1200, seed=2, extra={1: ["novelaa"]}))
     pairs = tmp_path / "pairs.tsv"
     words = cluster_words(0) + cluster_words(3)
     pairs.write_text(

@@ -41,13 +41,22 @@ def test_options_change_the_tokens() -> None:
     assert tokenize(pa.array(["ab1 c2d, x"]), digits).to_pylist() == [["ab1", "c2d"]]
 
 
-def test_long_documents_are_cut_into_pieces_without_losing_a_token() -> None:
+def test_long_documents_are_cut_into_equal_pieces_without_losing_a_token() -> None:
     words = [f"w{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}" for i in range(25_003)]
-    config = TokenizerConfig(token_pattern=r"[a-z]+", max_sentence_tokens=10_000)
+    config = TokenizerConfig(token_pattern=r"[a-z]+")
     words = [w.replace("w", "z") for w in words]
-    result = tokenize(pa.array([" ".join(words), "short doc"]), config).to_pylist()
-    assert [len(s) for s in result] == [10_000, 10_000, 5_003, 2]
+    docs = [" ".join(words), "short doc", " ".join(words[:10_000]), " ".join(words[:9_999])]
+    result = tokenize(pa.array(docs), config).to_pylist()
+    assert [len(s) for s in result] == [8_335, 8_334, 8_334, 2, 5_000, 5_000, 9_999]
     assert [t for s in result[:3] for t in s] == words
+    assert [t for s in result[4:6] for t in s] == words[:10_000]
+
+
+def test_whitespace_a_pattern_matches_is_stripped_from_its_tokens() -> None:
+    """gensim's reader splits at whitespace: a token holding some would be trained as several words."""
+    docs = pa.array(["ab\tcd ef\ngh kl\u3000mn", "op\u00a0qr"])
+    result = tokenize(docs, TokenizerConfig(token_pattern=r"\w+\s\w+|\w+\x{3000}\w+|\w+\x{a0}\w+")).to_pylist()
+    assert result == [["abcd", "efgh", "klmn"], ["opqr"]]
 
 
 def test_counts_and_lines_agree_with_the_sentences() -> None:
@@ -71,7 +80,7 @@ def test_many_scripts_and_emoji() -> None:
     [
         ({"min_token_len": 0}, "min_token_len"),
         ({"min_token_len": 5, "max_token_len": 3}, "max_token_len"),
-        ({"max_sentence_tokens": 20_000}, "max_sentence_tokens"),
+        ({"max_sentence_tokens": 10_000}, "max_sentence_tokens"),
         ({"token_pattern": "[a-"}, "not a valid RE2 regex"),
     ],
 )

@@ -7,13 +7,14 @@ reservoir (reservoir sampling, Algorithm R, so it stays a uniform sample of all 
 ``--replay-max-sentences`` long). The reservoir is stored with each version as ``replay.parquet``.
 
     >>> reservoir = load(parent_folder / RESERVOIR)
-    >>> append_sample(reservoir, corpus, k=1000, seed=1)
-    >>> save(update(reservoir, corpus, new_sentences, config), out / RESERVOIR)
+    >>> spool.write(sample(reservoir, k=1000, seed=1), "the replay reservoir")
+    >>> save(update(reservoir, this_runs_sentences, config), out / RESERVOIR)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,28 +49,24 @@ def save(reservoir: Reservoir, path: Path) -> None:
     pq.write_table(table.replace_schema_metadata({"seen": str(reservoir.seen)}), path, compression="zstd")
 
 
-def append_sample(reservoir: Reservoir, corpus: Path, k: int, seed: int) -> tuple[int, int]:
-    """Append up to ``k`` reservoir sentences to ``corpus``; return (sentences, tokens) appended."""
+def sample(reservoir: Reservoir, k: int, seed: int) -> bytes:
+    """Up to ``k`` reservoir sentences, as LineSentence text to spool after this run's own."""
     if k <= 0 or not reservoir.lines:
-        return 0, 0
+        return b""
     chosen = random.Random(seed).sample(reservoir.lines, min(k, len(reservoir.lines)))
-    with open(corpus, "ab") as out:
-        for line in chosen:
-            out.write(line + b"\n")
-    return len(chosen), sum(line.count(b" ") + 1 for line in chosen)
+    return b"".join(line + b"\n" for line in chosen)
 
 
-def update(reservoir: Reservoir, corpus: Path, new_sentences: int, config: TrainingConfig) -> Reservoir:
-    """Fold the first ``new_sentences`` lines of ``corpus`` (this run's data) into the reservoir."""
+def update(reservoir: Reservoir, new_lines: Iterable[bytes], config: TrainingConfig) -> Reservoir:
+    """Fold this run's sentences (without their newlines) into the reservoir."""
     rng = random.Random(config.seed + reservoir.seen)
     lines, seen, cap = list(reservoir.lines), reservoir.seen, config.replay_max_sentences
-    with open(corpus, "rb") as source:
-        for _, line in zip(range(new_sentences), source, strict=False):  # the corpus continues with replayed lines
-            seen += 1
-            if len(lines) < cap:
-                lines.append(line.rstrip(b"\n"))
-            else:
-                slot = rng.randrange(seen)
-                if slot < cap:
-                    lines[slot] = line.rstrip(b"\n")
+    for line in new_lines:
+        seen += 1
+        if len(lines) < cap:
+            lines.append(line)
+        else:
+            slot = rng.randrange(seen)
+            if slot < cap:
+                lines[slot] = line
     return Reservoir(lines, seen)

@@ -1,24 +1,26 @@
 """Everything gensim: creating, loading, growing the vocabulary of, training and saving a model.
 
-With :mod:`jobs.training.vocabulary`, the only module that imports gensim. The refresh updates a model in
-three calls:
+With :mod:`jobs.training.vocabulary` and :mod:`jobs.training.epochs`, the modules that import gensim. The
+refresh updates a model in three calls:
 
     >>> model = create(TrainingConfig(min_count=1))           # or load(path, "word2vec")
     >>> change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
-    >>> train(model, corpus_file="spool/corpus.txt", sentences=1, tokens=5, config=TrainingConfig())
+    >>> outcome = train(model, spool.close(), TrainingConfig(), threads=8)
+    >>> outcome.summary()
+    'trained 5 of 5 tokens per epoch'
 
 The vocabulary grows from word counts merged by the Ray workers, so the corpus is read once, by training; an
 update does per-word work only for the batch's words (:mod:`jobs.training.vocabulary`: gensim's update, in
-numpy). Training uses gensim's ``corpus_file`` mode: each of ``workers`` threads reads its own byte range of
-the spooled file without the GIL-bound Python iterator and job queue of iterable mode, which is what lets
-training scale with cores. Incremental runs always use negative sampling: hierarchical-softmax trees
-would be rebuilt, invalidating the trained output layer, on every vocabulary update.
+numpy). Training runs gensim's per-thread C loops over the spooled file, each thread on its own equal share of
+it (:mod:`jobs.training.epochs`): no GIL-bound Python iterator or job queue as in iterable mode, which is what
+lets training scale with cores, and, unlike gensim's ``corpus_file`` mode, every spooled token trained exactly
+once per epoch. Incremental runs always use negative sampling: hierarchical-softmax trees would be rebuilt,
+invalidating the trained output layer, on every vocabulary update.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,8 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
-from jobs.training import vocabulary
+from jobs.training import epochs, vocabulary
+from jobs.training.spool import Layout
 from jobs.training.vocabulary import VocabularyChange
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ def create(config: TrainingConfig) -> Word2Vec:
         sample=config.sample,
         alpha=config.alpha,
         min_alpha=config.min_alpha,
-        workers=config.workers,
+        workers=config.workers or 1,  # train() sets the threads it trains with
         seed=config.seed,
         epochs=config.epochs,
     )
@@ -113,37 +116,27 @@ def resample(model: Word2Vec) -> None:
 
 def train(
     model: Word2Vec,
-    corpus_file: Path,
-    sentences: int,
-    tokens: int,
+    layout: Layout,
     config: TrainingConfig,
+    threads: int,
     callbacks: tuple[CallbackAny2Vec, ...] = (),
     update: bool = False,
-) -> float:
-    """Train on the spooled corpus with ``config.workers`` threads; return the seconds spent.
+    split: epochs.Split = epochs.split_evenly,
+) -> epochs.Outcome:
+    """Train ``config.epochs`` exact epochs over the spool with ``threads`` threads (:mod:`jobs.training.epochs`).
 
-    An update starts at :meth:`TrainingConfig.learning_rate` (``--update-alpha``, else the architecture's
-    default) rather than always at the new-model rate, as gensim would.
+    The rate falls linearly from :meth:`TrainingConfig.learning_rate`'s start (for an update ``--update-alpha``,
+    else the architecture's default, rather than always the new-model rate, as gensim would) to
+    ``config.min_alpha``. Raises TrainingError when an epoch did not train exactly the spooled tokens.
     """
     if len(model.wv) == 0:
         raise TrainingError(
             f"no word reaches min_count={model.min_count}; nothing to train (lower --min-count or add data)"
         )
-    model.workers = config.workers
+    model.workers = threads
     alpha = config.learning_rate(kind(model), update)["start"]
-    model.alpha, model.min_alpha = alpha, config.min_alpha
-    start = time.perf_counter()
     with vocabulary.composed_after(model):
-        model.train(
-            corpus_file=str(corpus_file),
-            total_examples=sentences,
-            total_words=tokens,
-            epochs=config.epochs,
-            start_alpha=alpha,
-            end_alpha=config.min_alpha,
-            callbacks=list(callbacks),
-        )
-    return time.perf_counter() - start
+        return epochs.train(model, layout, threads, config.epochs, alpha, config.min_alpha, callbacks, split)
 
 
 def record(model: Word2Vec, **event: Any) -> None:

@@ -2,24 +2,25 @@
 
 One ``Trainer`` runs per refresh, on the node that will train (see :mod:`jobs.cluster` for placement). The
 driver forwards each tokenized partition to :meth:`Trainer.ingest` in submission order; the actor appends its
-sentences to a spool file (memory does not grow with the corpus) and keeps its word counts. :meth:`finish`
-then merges the counts, updates the vocabulary of the parent model without a second pass over the corpus,
-trains with gensim's ``corpus_file`` mode, saves, and uploads the new version's files. On the way it applies
-the lineage's lifecycle (:mod:`jobs.training.lifecycle`: decayed standing, the ``--max-vocab`` cap, frozen
-known words) and measures how far the known words drifted (:mod:`jobs.training.drift`). The pointer is moved
-by the driver, never here.
+sentences to a spool file (memory does not grow with the corpus; :mod:`jobs.training.spool` lays it out in
+whole training batches) and keeps its word counts. :meth:`finish` then merges the counts, updates the
+vocabulary of the parent model without a second pass over the corpus, trains exact epochs over the spool
+(:mod:`jobs.training.epochs`), checks that every epoch trained every spooled token, saves, and uploads the new
+version's files. On the way it applies the lineage's lifecycle (:mod:`jobs.training.lifecycle`: decayed
+standing, the ``--max-vocab`` cap, frozen known words) and measures how far the known words drifted
+(:mod:`jobs.training.drift`). The pointer is moved by the driver, never here.
 
 It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests can drive it directly.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
+import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +35,10 @@ from jobs.lineage.counts import PENDING, read_counts, write_counts
 from jobs.storage import Store
 from jobs.storage.cache import VersionCache
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, upload_version
-from jobs.training import drift, freeze, lifecycle
+from jobs.training import drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
+from jobs.training.epochs import Split, split_evenly
 from shards.tokenized import TokenizedPartition, merge_counts
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Candidate:
     evaluation: dict[str, Any]
     spooled_bytes: int
     learning_rate: dict[str, Any] = field(default_factory=dict)
+    trained: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
     carried: bool = False  # nothing to train: the parent's model files, reused
@@ -79,6 +82,7 @@ class TrainRequest:
     callbacks: tuple[Any, ...] = ()
     parent_cache: str | None = None  # default: beside the spool
     parent_cache_versions: int = 0  # 0: no cache, the parent is downloaded into the spool and removed with it
+    split: Split = split_evenly  # how the spool's batches are shared among the threads (a seam for tests)
 
 
 @contextmanager
@@ -107,38 +111,42 @@ def _show_progress() -> None:
     which Ray forwards from the actor's stderr."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("gensim.models.word2vec", "gensim.models.fasttext", __name__):
+    for name in ("gensim.models.word2vec", "gensim.models.fasttext", "jobs.training.epochs", __name__):
         logging.getLogger(name).setLevel(logging.INFO)
 
 
 class Trainer:
     """Receives tokenized partitions, then produces and uploads one new model version."""
 
-    def __init__(self, spool_dir: str | None = None) -> None:
+    def __init__(self, spool_dir: str | None = None, node_cpus: Callable[[], int] | None = None) -> None:
+        """``node_cpus`` says how many CPUs this process's node offers (default: what the OS lets it use);
+        it sets the training threads when the config leaves ``workers`` unset."""
         _show_progress()
         self.dir = Path(tempfile.mkdtemp(prefix="embedding-refresh-", dir=spool_dir))
         self.corpus_path = self.dir / "corpus.txt"
-        self._corpus = open(self.corpus_path, "wb")  # noqa: SIM115 - open across ingest calls, closed in finish
+        self.spool = spool.Spool(self.corpus_path)
+        self.node_cpus = node_cpus or (lambda: len(os.sched_getaffinity(0)))
         self._counts: list[pa.Table] = []
-        self.sentences = self.tokens = self.spooled = 0
+        self.sentences = self.tokens = self.spooled = self.lines = 0
 
     def ingest(self, part: TokenizedPartition) -> tuple[int, int, int]:
         """Append one partition's sentences to the spool and keep its counts.
 
         Returns the partition's (documents, sentences, tokens), so the driver never fetches the data itself.
         """
-        try:
-            self._corpus.write(part.lines)
-            self._corpus.flush()
-        except OSError as exc:
-            hint = " (free space there or pass --spool-dir on a larger disk)" if exc.errno == errno.ENOSPC else ""
-            raise TrainingError(f"spooling {part.uri} to {self.dir} failed: {exc.strerror}{hint}") from None
+        lines, tokens = self.spool.write(part.lines, part.uri)
+        if tokens != part.tokens:
+            raise TrainingError(
+                f"{part.uri}: the tokenizer counted {part.tokens:,} tokens but gensim would read {tokens:,} from "
+                "its sentences; nothing is published"
+            )
         self._counts.append(part.counts)
         if len(self._counts) >= _COMPACT_EVERY:
             self._counts = [merge_counts(self._counts)]
         self.sentences += part.sentences
         self.tokens += part.tokens
         self.spooled += len(part.lines)
+        self.lines += lines
         return part.documents, part.sentences, part.tokens
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
@@ -147,7 +155,6 @@ class Trainer:
         config = request.training
         cache = self._cache(request)
         try:
-            self._corpus.close()
             with timed(timings, "load"):
                 parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
                 model = (
@@ -175,18 +182,21 @@ class Trainer:
                 change, pending = step.change, step.pending
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
-            sentences, tokens = self.sentences, self.tokens
+            tokens = self.tokens
             if config.replay_fraction > 0:
-                extra_sentences, extra_tokens = replay.append_sample(
-                    reservoir, self.corpus_path, round(config.replay_fraction * self.sentences), config.seed
-                )
-                sentences, tokens = sentences + extra_sentences, tokens + extra_tokens
+                sample = replay.sample(reservoir, round(config.replay_fraction * self.sentences), config.seed)
+                tokens += self.spool.write(sample, "the replay reservoir")[1]
+            layout = self.spool.close()
+            if layout.tokens != tokens:
+                raise TrainingError(f"the spool holds {layout.tokens:,} tokens, not the {tokens:,} spooled")
+            threads = config.workers or self.node_cpus()
             frozen = bool(request.lifecycle.freeze_known_words and parent is not None)
             if frozen:
                 freeze.lock(model, step.known)
-            timings["train"] = gmodel.train(
-                model, self.corpus_path, sentences, tokens, config, request.callbacks, update=parent is not None
+            outcome = gmodel.train(
+                model, layout, config, threads, request.callbacks, update=parent is not None, split=request.split
             )
+            timings["train"] = outcome.seconds
             freeze.unlock(model)
             gmodel.record(
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
@@ -210,9 +220,8 @@ class Trainer:
                 if request.lifecycle.decay != 1.0:
                     standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
                 if config.replay_fraction > 0:
-                    replay.save(
-                        replay.update(reservoir, self.corpus_path, self.sentences, config), out / replay.RESERVOIR
-                    )
+                    new_lines = spool.sentences(self.corpus_path, self.lines)
+                    replay.save(replay.update(reservoir, new_lines, config), out / replay.RESERVOIR)
                 for name, data in request.extra_files.items():
                     (out / name).write_bytes(data)
                 kind = gmodel.kind(model)
@@ -241,7 +250,20 @@ class Trainer:
             neighbours=neighbours,
             evaluation=evaluation,
             spooled_bytes=self.spooled,
-            learning_rate=config.learning_rate(kind, parent is not None),
+            learning_rate={
+                **config.learning_rate(kind, parent is not None),
+                "first_batch": outcome.alpha["first"],
+                "last_batch": outcome.alpha["last"],
+                "decay": outcome.alpha["decay"],
+            },
+            trained={
+                "threads": threads,
+                "epochs": len(outcome.trained),
+                "tokens_per_epoch": outcome.expected,
+                "trained_per_epoch": outcome.trained,
+                "effective_per_epoch": outcome.effective,
+                "summary": outcome.summary(),
+            },
             timings=timings,
             lifecycle={
                 "removed": step.removed,
@@ -278,6 +300,5 @@ class Trainer:
 
     def close(self) -> None:
         """Remove the spool (the actor's node keeps nothing once the run ends)."""
-        if not self._corpus.closed:
-            self._corpus.close()
+        self.spool.discard()
         shutil.rmtree(self.dir, ignore_errors=True)

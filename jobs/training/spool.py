@@ -1,0 +1,200 @@
+"""The spooled corpus, laid out in whole batches so that gensim's file reader trains every token of it.
+
+gensim's per-thread reader (``CythonLineSentence.next_batch``) fills a batch with sentences until it holds
+*more* than 10,000 words, but its training loop stops at 10,000 words (``prepare_c_structures_for_batch``): the
+rest of the batch is silently dropped. So the spool is written as a sequence of batches, each exactly as the
+reader will cut it: whole sentences holding at most 9,999 words, then one padding line of ``PAD`` tokens that
+brings the batch to exactly 10,001 raw words. The padding token is an invalid UTF-8 byte, which no vocabulary
+word can be (gensim stores words as UTF-8), so it never trains and never counts as an effective word, and no
+batch reaches 10,000 effective words. A reader started at a batch's first byte therefore reads whole batches
+of 10,001 raw words each, and training a range of batches trains every sentence in it exactly once.
+
+    >>> spool = Spool(folder / "corpus.txt")
+    >>> spool.write(b"first sentence\\nsecond one\\n", source="part-0.parquet")
+    (2, 4)
+    >>> layout = spool.close()
+    >>> layout.tokens, len(layout.words)
+    (4, 1)
+
+Tokens are counted here as gensim's C++ reader splits them (runs of bytes other than ASCII whitespace), so
+the trainer can check them against the tokenizer's own count. Sentences longer than 9,999 tokens (the
+an old replay reservoir's, cut at 10,000) are cut into consecutive pieces.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jobs.errors import TrainingError
+
+#: gensim's ``MAX_SENTENCE_LEN`` / ``MAX_WORDS_IN_BATCH``: the most effective words one batch trains.
+GENSIM_BATCH_WORDS = 10_000
+#: The most real words a batch holds, so that it never reaches gensim's limit.
+BATCH_WORDS = GENSIM_BATCH_WORDS - 1
+#: Raw words of every batch, padding included: one more than gensim's limit ends the reader's batch.
+BATCH_RAW_WORDS = GENSIM_BATCH_WORDS + 1
+#: Not valid UTF-8 on its own, so never the key of a vocabulary word.
+PAD = b"\xff"
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # what std::istream >> splits on in the "C" locale
+_CHUNK = 64 << 20  # bytes scanned at once, bounding the scan's temporary arrays
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the spool's batches start and what each holds. Every batch holds ``BATCH_RAW_WORDS`` raw words."""
+
+    path: Path
+    offsets: np.ndarray  # int64: byte offset of each batch's first line
+    words: np.ndarray  # int64: real (spooled) words of each batch
+    sentences: np.ndarray  # int64: real sentences of each batch
+
+    @property
+    def batches(self) -> int:
+        return len(self.words)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.words.sum())
+
+    @property
+    def lines(self) -> int:
+        return int(self.sentences.sum())
+
+
+def padding(real_words: int) -> bytes:
+    """The padding line that ends a batch of ``real_words`` words at exactly ``BATCH_RAW_WORDS`` raw words."""
+    return b" ".join([PAD] * (BATCH_RAW_WORDS - real_words)) + b"\n"
+
+
+def line_lengths(data: np.ndarray) -> np.ndarray:
+    """Tokens per line of ``data`` (uint8, ending with a newline), split as gensim's C++ reader splits."""
+    space = _WHITESPACE[data]
+    starts = np.flatnonzero(~space[1:] & space[:-1]) + 1
+    if len(data) and not space[0]:
+        starts = np.concatenate([[0], starts])
+    ends = np.flatnonzero(data == 10)
+    return np.diff(np.searchsorted(starts, ends), prepend=0)
+
+
+def _cut_long_lines(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cut lines longer than ``BATCH_WORDS`` tokens into consecutive pieces of equal length, as the tokenizer
+    cuts documents (a Python step per long line only)."""
+    long_lines = np.flatnonzero(lengths > BATCH_WORDS)
+    if not len(long_lines):
+        return data, lengths
+    data = data.copy()
+    ends = np.flatnonzero(data == 10)
+    for line in long_lines:
+        start = int(ends[line - 1]) + 1 if line else 0
+        piece = data[start : int(ends[line]) + 1]
+        space = _WHITESPACE[piece]
+        starts = np.flatnonzero(~space[1:] & space[:-1]) + 1
+        if not space[0]:
+            starts = np.concatenate([[0], starts])
+        pieces = -(-len(starts) // BATCH_WORDS)
+        firsts = np.arange(1, pieces) * len(starts) // pieces  # the first token of every piece but the first
+        data[start + starts[firsts] - 1] = 10  # the whitespace byte before it becomes a newline
+    return data, line_lengths(data)
+
+
+class Spool:
+    """Writes sentences as whole batches (see the module docstring) and records the batches' layout."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - open across write calls, closed in close
+        self._written = 0
+        self._offsets: list[int] = [0]
+        self._words: list[int] = []
+        self._sentences: list[int] = []
+        self._open_words = self._open_sentences = 0  # the batch being filled
+
+    def write(self, lines: bytes, source: str) -> tuple[int, int]:
+        """Append sentences (LineSentence text); return how many sentences and tokens gensim will read.
+
+        Raises TrainingError naming ``source`` when the disk fails (e.g. is full).
+        """
+        if not lines:
+            return 0, 0
+        if not lines.endswith(b"\n"):
+            lines += b"\n"
+        data = np.frombuffer(lines, dtype=np.uint8)
+        sentences = tokens = start = 0
+        while start < len(data):
+            end = lines.find(b"\n", min(len(data), start + _CHUNK) - 1) + 1  # whole lines only
+            chunk, lengths = _cut_long_lines(data[start:end], line_lengths(data[start:end]))
+            self._pack(chunk, lengths, source)
+            sentences, tokens, start = sentences + len(lengths), tokens + int(lengths.sum()), end
+        return sentences, tokens
+
+    def _pack(self, data: np.ndarray, lengths: np.ndarray, source: str) -> None:
+        """Append lines to the open batch, closing it (with its padding line) whenever the next line would not
+        fit. One Python step per batch: a batch is ~10,000 words."""
+        ends = np.flatnonzero(data == 10) + 1
+        words = np.cumsum(lengths)
+        line = written = 0
+        while line < len(lengths):
+            before = int(words[line - 1]) if line else 0
+            fits = int(np.searchsorted(words, before + BATCH_WORDS - self._open_words, side="right"))
+            if fits > line:
+                self._open_words += int(words[fits - 1]) - before
+                self._open_sentences += fits - line
+                line = fits
+            if line < len(lengths):
+                end = int(ends[line - 1]) if line else 0
+                self._emit(data[written:end], source)
+                written = end
+                self._close_batch(source)
+        self._emit(data[written:], source)
+
+    def _emit(self, data: np.ndarray | bytes, source: str) -> None:
+        try:
+            self._file.write(data if isinstance(data, bytes) else data.data)
+        except OSError as exc:
+            hint = " (free space there or pass --spool-dir on a larger disk)" if exc.errno == errno.ENOSPC else ""
+            raise TrainingError(f"spooling {source} to {self.path.parent} failed: {exc.strerror}{hint}") from None
+        self._written += len(data)
+
+    def _close_batch(self, source: str) -> None:
+        if not self._open_sentences:
+            return
+        self._emit(padding(self._open_words), source)
+        self._words.append(self._open_words)
+        self._sentences.append(self._open_sentences)
+        self._offsets.append(self._written)
+        self._open_words = self._open_sentences = 0
+
+    def close(self) -> Layout:
+        """Close the last batch and the file; return the layout the training threads start from."""
+        if not self._file.closed:
+            self._close_batch("the last batch")
+            self._file.close()
+        return Layout(
+            path=self.path,
+            offsets=np.asarray(self._offsets[: len(self._words)], dtype=np.int64),
+            words=np.asarray(self._words, dtype=np.int64),
+            sentences=np.asarray(self._sentences, dtype=np.int64),
+        )
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+
+def sentences(path: Path, limit: int) -> Iterator[bytes]:
+    """The first ``limit`` spooled sentences (without their newline), padding lines skipped."""
+    with open(path, "rb") as source:
+        for line in source:
+            if limit <= 0:
+                return
+            if line.startswith(PAD):
+                continue
+            limit -= 1
+            yield line.rstrip(b"\n")
