@@ -70,12 +70,12 @@ def reference_counts(docs: list[str | None]) -> collections.Counter[str]:
     return counts
 
 
-def write_input(folder: Path, partitions: int, first_seed: int) -> collections.Counter[str]:
-    """``partitions`` Parquet partitions under ``folder``; the reference word counts of all of them."""
+def write_input(folder: Path, partitions: int, first_seed: int, month: int) -> collections.Counter[str]:
+    """``partitions`` Parquet partitions under ``folder`` in ``month``'s day folders; their reference word counts."""
     expected: collections.Counter[str] = collections.Counter()
     for i in range(partitions):
         docs = corpus(first_seed + i)
-        write_parquet(folder / f"dt=2026-07-{1 + i // 10:02d}" / f"part-{i:03d}.parquet", docs)
+        write_parquet(folder / f"dt=2026-{month:02d}-{1 + i // 10:02d}" / f"part-{i:03d}.parquet", docs)
         expected.update(reference_counts(docs))
     return expected
 
@@ -169,9 +169,10 @@ def scenario(work: Path) -> dict[str, Any]:
 
     store = work / "store"
 
-    def refresh(data: str, spool: Path) -> dict[str, Any]:
+    def refresh(month: str, spool: Path) -> dict[str, Any]:
         spool.mkdir()
-        args = ["--input", str(work / data), "--store", str(store), "--spool-dir", str(spool), *FAST]
+        args = ["--input", str(work / "data"), "--glob", f"dt=2026-{month}-*/*", "--store", str(store)]
+        args += ["--spool-dir", str(spool), *FAST]
         summary = run(from_args([*args, "--ray-address", cluster.address]))
         return {
             "version": summary.version,
@@ -212,7 +213,7 @@ def scenario(work: Path) -> dict[str, Any]:
         )
         watcher.start()
         try:
-            result["a"] = refresh("a", work / "spool-a")
+            result["a"] = refresh("07", work / "spool-a")
         finally:
             result["a_kill"] = watcher.report()
 
@@ -221,7 +222,7 @@ def scenario(work: Path) -> dict[str, Any]:
         watcher = KillWhenSpooling(work / "spool-b", lambda: lose(cluster, trainer_node))
         watcher.start()
         try:
-            result["b"] = refresh("b", work / "spool-b")
+            result["b"] = refresh("08", work / "spool-b")
         except RefreshError as exc:
             result["b_error"] = {"type": type(exc).__name__, "message": str(exc)}
             print(f"(b) failed as expected: {type(exc).__name__}: {exc}", flush=True)
@@ -232,7 +233,7 @@ def scenario(work: Path) -> dict[str, Any]:
 
         cluster.add_node(num_cpus=1, resources={"trainer": 1}, **small)
         cluster.wait_for_nodes()
-        result["rerun"] = refresh("b", work / "spool-rerun")
+        result["rerun"] = refresh("08", work / "spool-rerun")
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -257,8 +258,8 @@ def main(argv: list[str]) -> int:
 def outcome() -> Iterator[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="node-loss-") as tmp:
         work = Path(tmp)
-        expected_a = write_input(work / "a", PARTITIONS_A, first_seed=0)
-        expected_b = write_input(work / "b", PARTITIONS_B, first_seed=1000)
+        expected_a = write_input(work / "data", PARTITIONS_A, first_seed=0, month=7)
+        expected_b = write_input(work / "data", PARTITIONS_B, first_seed=1000, month=8)
         status, output = run_isolated([sys.executable, "-m", "tests.test_node_loss", str(work)], timeout=480)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
         result = json.loads((work / "result.json").read_text())
@@ -287,7 +288,7 @@ def test_losing_a_tokenizing_worker_loses_no_partition_and_counts_none_twice(out
     assert summary["tokens"] == manifest["tokens"] == sum(expected.values())
     uris = [p["uri"] for p in manifest["partitions"]]
     assert len(uris) == len(set(uris)) == PARTITIONS_A
-    assert set(uris) == {str(p) for p in (outcome["work"] / "a").rglob("*.parquet")}
+    assert set(uris) == {str(p) for p in (outcome["work"] / "data").glob("dt=2026-07-*/*.parquet")}
 
 
 def test_losing_the_trainers_node_fails_the_run_and_leaves_the_store_untouched(outcome: dict[str, Any]) -> None:
