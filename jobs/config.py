@@ -199,6 +199,93 @@ class RefreshConfig:
             raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
 
 
+IMPORT_KINDS: tuple[str, ...] = ("auto", "gensim", "facebook", "word2vec")
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    """Importing a model file as the first version of a lineage (``python -m jobs.models import``).
+
+    ``training`` gives the architecture of a model adopted from vectors only (window, sg, negative, sample,
+    min_count); a full model keeps its own.
+    """
+
+    path: str
+    store: str
+    kind: str = "auto"
+    adopt_vectors: bool = False
+    counts: str | None = None
+    new_lineage: bool = False
+    mark_consumed: str | None = None
+    consumed_before: str | None = None
+    training: TrainingConfig = TrainingConfig()
+
+    def __post_init__(self) -> None:
+        if self.kind not in IMPORT_KINDS:
+            raise ConfigError(f"--kind must be one of {', '.join(IMPORT_KINDS)}, got {self.kind!r}")
+        if self.counts is not None and not self.adopt_vectors:
+            raise ConfigError("--counts only applies with --adopt-vectors (a full model brings its own counts)")
+        if self.consumed_before is not None:
+            if self.mark_consumed is None:
+                raise ConfigError("--consumed-before needs --mark-consumed INPUT (the partitions to mark)")
+            try:
+                datetime.date.fromisoformat(self.consumed_before[:10])
+            except ValueError:
+                raise ConfigError(
+                    f"--consumed-before takes a date like 2026-11-24, got {self.consumed_before!r}"
+                ) from None
+        for flag, uri in (("--mark-consumed", self.mark_consumed or ""), ("--store", self.store)):
+            if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+                raise ConfigError(f"{flag} may not carry credentials; use the AWS credential chain instead")
+
+
+def add_import_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``jobs.models import``; their defaults come from :class:`ImportConfig` (SUPPRESS)."""
+    p.add_argument("path", help="the model file to import (a gensim save() file, a fastText .bin, word2vec)")
+    p.add_argument(
+        "--kind",
+        choices=IMPORT_KINDS,
+        default=argparse.SUPPRESS,
+        help="gensim: a save() file, UNPICKLED on load (import only files you trust); facebook: a fastText "
+        ".bin; word2vec: vectors in the word2vec text or binary format; auto: detect from the first bytes",
+    )
+    p.add_argument(
+        "--adopt-vectors",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="accept a vectors-only file: build a trainable Word2Vec from it (output layer starts at zero)",
+    )
+    p.add_argument("--counts", default=argparse.SUPPRESS, metavar="FILE", help="word<TAB>count lines")
+    p.add_argument(
+        "--new-lineage",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="import into a store that already has a current version: the import becomes current",
+    )
+    p.add_argument(
+        "--mark-consumed",
+        default=argparse.SUPPRESS,
+        metavar="INPUT",
+        help="record the partitions under INPUT (the refresh's --input) as consumed by the imported model",
+    )
+    p.add_argument(
+        "--consumed-before",
+        default=argparse.SUPPRESS,
+        metavar="DATE",
+        help="with --mark-consumed: only partitions whose dt/date/day/ds folder (else mtime) is before DATE",
+    )
+    m = p.add_argument_group("architecture of a model adopted from vectors")
+    for flag, kind in (("--window", int), ("--min-count", int), ("--negative", int), ("--sample", float)):
+        m.add_argument(flag, type=kind, default=argparse.SUPPRESS)
+    m.add_argument("--sg", action="store_true", default=argparse.SUPPRESS, help="skip-gram instead of CBOW")
+    _show_defaults(p)
+
+
+def import_config(namespace: argparse.Namespace) -> ImportConfig:
+    """The validated ImportConfig for flags parsed by :func:`add_import_arguments`. Raises ConfigError."""
+    return _pick(ImportConfig, namespace, training=_pick(TrainingConfig, namespace))
+
+
 def to_dict(config: RefreshConfig) -> dict[str, Any]:
     """The resolved config as plain JSON-able data (recorded as ``config.json`` in each version)."""
     return dataclasses.asdict(config)
@@ -440,6 +527,7 @@ _SECTIONS: tuple[type, ...] = (
     TrainingConfig,
     LifecycleConfig,
     GateConfig,
+    ImportConfig,
 )
 
 

@@ -9,7 +9,8 @@
     │   ├── VersionNotFound      a version, or the pointer, does not exist
     │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted
     ├── TrainingError            the training actor failed (it died, or gensim raised)
-    └── QualityGateError         the candidate is worse than its parent; uploaded, not promoted
+    ├── QualityGateError         the candidate is worse than its parent; uploaded, not promoted
+    └── ImportRefused            a model file cannot be imported (names the file and the cause)
 
 The first four live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
 callers import every error from this module.
@@ -23,6 +24,7 @@ __all__ = [
     "BadPartitionsError",
     "ConfigError",
     "ConflictError",
+    "ImportRefused",
     "IntegrityError",
     "PartitionError",
     "QualityGateError",
@@ -66,3 +68,8 @@ class TrainingError(RefreshError):
 
 class QualityGateError(RefreshError):
     """The candidate failed the quality gate; it was uploaded but not promoted."""
+
+
+class ImportRefused(RefreshError):
+    """A user's model file cannot become the first version of a lineage; the message names the file and why.
+    Raised before anything is written to the store."""

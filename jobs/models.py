@@ -2,12 +2,15 @@
 
     python -m jobs.models list   --store models
     python -m jobs.models show   latest --store models
-    python -m jobs.models export latest --store models --output vectors.txt [--binary]
+    python -m jobs.models export latest --store models --output vectors.txt [--format word2vec-binary]
+    python -m jobs.models import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
     python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
     python -m jobs.models gc --keep 5 --store models
 
-Readers resolve pointer → manifest → files; ``export`` verifies every checksum before gensim loads anything.
-Options may come before or after the subcommand.
+Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
+verifies every checksum before gensim loads anything. ``import`` makes a model trained elsewhere the first
+version of a lineage (:mod:`jobs.importer`); a gensim ``save()`` file is unpickled on import, so import only
+files you trust. Options may come before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from jobs import importer
+from jobs.config import ImportConfig, add_import_arguments, import_config
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
 from jobs.report import as_json
 from jobs.storage import Store, open_store
-from jobs.storage.publish import fetch_verified, model_files, read_manifest, resolve
+from jobs.storage.publish import read_manifest, resolve
 from jobs.training import model as gmodel
+from jobs.vectors import load_vectors
 
 log = logging.getLogger("jobs.models")
 
@@ -50,13 +56,25 @@ def show(store: Store, version: str) -> str:
     return as_json(manifest)
 
 
-def export(store: Store, version: str, output: Path, binary: bool) -> str:
-    manifest = read_manifest(store, version)
+def export(store: Store, version: str, output: Path, fmt: str, cache_dir: Path | None = None) -> str:
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
-        folder = fetch_verified(store, manifest["version"], Path(tmp), model_files(manifest))
-        model = gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])
-        gmodel.export(model, output, binary)
-    return f"exported {manifest['version']} ({len(model.wv):,} words) to {output}"
+        vectors, name = load_vectors(store.uri, version, mmap="r", cache_dir=cache_dir or tmp)
+        gmodel.export(vectors, output, fmt)
+        words = len(vectors)
+        del vectors  # its arrays map files in the temporary cache
+    return f"exported {name} ({words:,} words) to {output} as {fmt}"
+
+
+def import_model(config: ImportConfig) -> str:
+    done = importer.run(config)
+    lines = [
+        f"imported {config.path} as {done.version} into {done.store} ({done.kind}, {done.words:,} words x "
+        f"{done.vector_size}); it is the current version (was {done.replaced or 'none'})",
+    ]
+    if config.mark_consumed:
+        lines.append(f"  {done.seeded_partitions:,} partitions under {config.mark_consumed} marked as consumed")
+    lines += [f"  note: {note}" for note in done.notes]
+    return "\n".join(lines)
 
 
 def promote(store: Store, version: str) -> str:
@@ -86,10 +104,21 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", parents=[common], help="versions, the current one starred")
     s = sub.add_parser("show", parents=[common], help="a version's manifest")
     s.add_argument("version", help="a version or 'latest'")
-    e = sub.add_parser("export", parents=[common], help="KeyedVectors in word2vec format")
+    e = sub.add_parser("export", parents=[common], help="a version's KeyedVectors, as word2vec or gensim files")
     e.add_argument("version", help="a version or 'latest'")
     e.add_argument("--output", required=True, type=Path)
-    e.add_argument("--binary", action="store_true")
+    e.add_argument("--format", dest="fmt", choices=gmodel.EXPORT_FORMATS, default="word2vec-text")
+    e.add_argument("--binary", dest="fmt", action="store_const", const="word2vec-binary", help="word2vec binary")
+    e.add_argument("--cache-dir", type=Path, help="keep the downloaded version here for later loads")
+    i = sub.add_parser(
+        "import",
+        parents=[common],
+        help="make a model trained elsewhere the first version of a lineage",
+        description="Import a gensim save() file, a Facebook fastText .bin or (with --adopt-vectors) word2vec "
+        "vectors as the first version of a lineage. A gensim save() file is a pickle and is UNPICKLED on import, "
+        "as gensim's load() does: import only files you trust.",
+    )
+    add_import_arguments(i)
     pr = sub.add_parser("promote", parents=[common], help="make a version current (rollback)")
     pr.add_argument("version")
     g = sub.add_parser("gc", parents=[common], help="remove old versions (never the current one or its parent)")
@@ -100,6 +129,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     a = parser().parse_args(argv)
+    if a.command == "import":
+        logging.getLogger("jobs").setLevel(logging.INFO)  # progress of a long import
     try:
         store = open_store(a.store)
         if a.command == "list":
@@ -107,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "show":
             out = show(store, a.version)
         elif a.command == "export":
-            out = export(store, a.version, a.output, a.binary)
+            out = export(store, a.version, a.output, a.fmt, a.cache_dir)
+        elif a.command == "import":
+            out = import_model(import_config(a))
         elif a.command == "promote":
             out = promote(store, a.version)
         else:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -41,11 +40,17 @@ from jobs.errors import (
     RefreshError,
     StoreError,
     TrainingError,
-    VersionNotFound,
 )
 from jobs.lineage import ledger
 from jobs.storage import Store, open_store
-from jobs.storage.publish import copy_recorded, put_recorded, read_manifest, version_key, write_manifest
+from jobs.storage.publish import (
+    copy_recorded,
+    discard,
+    new_version,
+    put_recorded,
+    read_manifest,
+    write_manifest,
+)
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.trainer import Candidate, TrainRequest
 from shards.partitions import Partition, hold_back, list_input, open_filesystem, partitions_of, select
@@ -60,11 +65,6 @@ class Hooks:
 
     training_callbacks: tuple[Any, ...] = ()
     training_split: Split = split_evenly
-
-
-def new_version() -> str:
-    """A sortable, unique version name: UTC time plus a random suffix."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
@@ -248,20 +248,6 @@ def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str,
         "report.json": put_recorded(store, version, "report.json", report.as_json(details).encode()),
         "report.md": put_recorded(store, version, "report.md", report.markdown(details).encode()),
     }
-
-
-def discard(store: Store, version: str) -> None:
-    """Remove what a failed run uploaded before its manifest (readers never saw it). Best effort: during an
-    outage the leftovers stay, invisible to readers (no manifest), and ``jobs.models gc`` can remove them."""
-    try:
-        store.get_bytes(version_key(version, "manifest.json"))
-    except VersionNotFound:
-        try:
-            store.delete_version(version)
-        except StoreError as exc:
-            log.warning("could not remove the incomplete version %s: %s", version, exc)
-    except StoreError:
-        log.warning("could not check the incomplete version %s; left for gc", version)
 
 
 def main(argv: list[str] | None = None) -> int:

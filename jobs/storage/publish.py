@@ -20,18 +20,25 @@ import hashlib
 import json
 import logging
 import os
+import secrets
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import IntegrityError, VersionNotFound
+from jobs.errors import IntegrityError, StoreError, VersionNotFound
 from jobs.storage.base import VERSIONS, Pointer, Store
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+
+
+def new_version() -> str:
+    """A sortable, unique version name: UTC time plus a random suffix."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
 def sha256_file(path: Path) -> str:
@@ -138,7 +145,11 @@ def fetch_verified(store: Store, version: str, destination: Path, names: list[st
 
     A file is verified while the next one downloads, so the two passes overlap.
     """
-    manifest = read_manifest(store, version)
+    return fetch_files(store, read_manifest(store, version), destination, names)
+
+
+def fetch_files(store: Store, manifest: dict[str, Any], destination: Path, names: list[str] | None = None) -> Path:
+    """:func:`fetch_verified` for a manifest already read."""
     version = manifest["version"]
     destination.mkdir(parents=True, exist_ok=True)
     wanted = manifest["files"] if names is None else {n: manifest["files"][n] for n in names}
@@ -171,3 +182,17 @@ def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
 def model_files(manifest: dict[str, Any]) -> list[str]:
     """The files gensim needs to load the model (``model`` and the arrays saved beside it)."""
     return [name for name in manifest["files"] if name.startswith("model/")]
+
+
+def discard(store: Store, version: str) -> None:
+    """Remove what a failed run uploaded before its manifest (readers never saw it). Best effort: during an
+    outage the leftovers stay, invisible to readers (no manifest), and ``jobs.models gc`` can remove them."""
+    try:
+        store.get_bytes(version_key(version, "manifest.json"))
+    except VersionNotFound:
+        try:
+            store.delete_version(version)
+        except StoreError as exc:
+            log.warning("could not remove the incomplete version %s: %s", version, exc)
+    except StoreError:
+        log.warning("could not check the incomplete version %s; left for gc", version)

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from gensim.models import FastText, Word2Vec
+from gensim.models import FastText, KeyedVectors, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
@@ -70,9 +70,9 @@ def load(path: Path, model_kind: str) -> Word2Vec:
     return _CLASSES[model_kind].load(str(path))
 
 
-def load_vectors(path: Path, model_kind: str) -> Any:
-    """Only the KeyedVectors of a saved model, large arrays memory-mapped (for comparisons)."""
-    return _CLASSES[model_kind].load(str(path), mmap="r").wv
+def load_vectors(path: Path, model_kind: str, mmap: str | None = "r") -> Any:
+    """Only the KeyedVectors of a saved model, large arrays memory-mapped by default (for comparisons)."""
+    return _CLASSES[model_kind].load(str(path), mmap=mmap).wv
 
 
 def update_vocabulary(
@@ -144,6 +144,11 @@ def record(model: Word2Vec, **event: Any) -> None:
     model.add_lifecycle_event("refresh", **event)
 
 
+def imported(model: Word2Vec, **event: Any) -> None:
+    """Record an import (the file it came from) as a gensim lifecycle event, kept inside the saved model."""
+    model.add_lifecycle_event("imported", **event)
+
+
 def save(model: Word2Vec, folder: Path) -> None:
     """Save the model (gensim writes large arrays as separate .npy files) and a word2vec-format export."""
     target = folder / MODEL_FILE
@@ -152,8 +157,16 @@ def save(model: Word2Vec, folder: Path) -> None:
     model.wv.save_word2vec_format(str(folder / VECTORS_FILE), binary=True)
 
 
-def export(model: Word2Vec, output: Path, binary: bool) -> None:
-    model.wv.save_word2vec_format(str(output), binary=binary)
+EXPORT_FORMATS = ("word2vec-text", "word2vec-binary", "keyedvectors")
+
+
+def export(vectors: KeyedVectors, output: Path, fmt: str) -> None:
+    """Write ``vectors`` as word2vec text or binary, or as gensim's own KeyedVectors file (``KeyedVectors.load``;
+    large arrays beside it as ``.npy``)."""
+    if fmt == "keyedvectors":
+        vectors.save(str(output))
+    else:
+        vectors.save_word2vec_format(str(output), binary=fmt == "word2vec-binary")
 
 
 def neighbours(model: Word2Vec, word: str, topn: int = 5) -> list[tuple[str, float]]:

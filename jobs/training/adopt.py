@@ -1,0 +1,395 @@
+"""Reading a user's own model file for import: detect its kind, load it with gensim, and validate it.
+
+A model trained elsewhere becomes the first version of a lineage (``python -m jobs.models import``). Three
+kinds of file are understood:
+
+- ``gensim``: a full ``Word2Vec`` or ``FastText`` model written by ``save()``, by gensim 4 or by an older
+  gensim that gensim 4 can still upgrade on load. **Loading it unpickles it**, exactly as gensim's own
+  ``load()`` does, so it must be a file the user trusts: a pickle can run any code.
+- ``facebook``: a ``.bin`` file of Facebook's fastText, read by ``load_facebook_model`` (not a pickle), which
+  keeps the output layer, so the model stays trainable.
+- ``word2vec``: vectors only, in the word2vec C text or binary format (or a gensim ``KeyedVectors`` file).
+  They have no output layer and no counts, so gensim cannot continue training them; they are refused unless
+  the user asks to *adopt* them (:func:`adopt_vectors`), which builds a trainable Word2Vec initialised from
+  the vectors, with an output layer of zeros and counts from a file (or one per word until refreshes add
+  theirs).
+
+Every check runs before anything is written, and every refusal (:class:`~jobs.errors.ImportRefused`) names
+the file and the cause:
+
+    >>> source = read(Path("pretrained.model"))                           # doctest: +SKIP
+    >>> source.model, source.kind, source.imported_from["sha256"]         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gensim
+import numpy as np
+from gensim import utils
+from gensim.models import Doc2Vec, FastText, KeyedVectors, Word2Vec
+from gensim.models.fasttext import load_facebook_model
+
+from jobs.config import TrainingConfig
+from jobs.errors import ImportRefused
+from jobs.storage.publish import sha256_file
+from jobs.training import model as gmodel
+
+log = logging.getLogger(__name__)
+
+FACEBOOK_MAGIC = 793712314  # first int32 of every fastText .bin (gensim.models._fasttext_bin)
+_FACEBOOK_LOSSES = {1: "hs", 2: "ns", 3: "softmax", 4: "one-vs-all"}
+_FACEBOOK_FIELDS = ("dim", "ws", "epoch", "min_count", "neg", "word_ngrams", "loss", "model", "bucket", "minn", "maxn")
+_PICKLE_STARTS = (b"\x80", b"\x1f\x8b", b"BZh")  # pickle protocol 2+, or gensim's .gz / .bz2 compression
+_WORD2VEC_HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*\n")
+_ROWS = 1 << 16  # rows per block when locating a non-finite value
+
+
+@dataclass
+class Source:
+    """A model read from a user's file, validated and ready to be saved as a version."""
+
+    model: Word2Vec
+    kind: str  # "word2vec" or "fasttext": what the lineage trains
+    imported_from: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what import changed or implies, for the manifest
+
+
+def refuse(path: Path, cause: str) -> ImportRefused:
+    return ImportRefused(f"cannot import {path}: {cause}")
+
+
+def detect(path: Path) -> str:
+    """Which kind of file ``path`` is, from its first bytes. Raises ImportRefused for anything else."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+    except OSError as exc:
+        raise refuse(path, exc.strerror or str(exc)) from None
+    if not head:
+        raise refuse(path, "the file is empty")
+    if facebook_header(head) is not None:
+        return "facebook"
+    if head.startswith(_PICKLE_STARTS):
+        return "gensim"
+    if _WORD2VEC_HEADER.match(head):
+        return "word2vec"
+    raise refuse(
+        path,
+        f"not a gensim model (a pickle), a Facebook fastText .bin or a word2vec file: it starts with {head[:8]!r}",
+    )
+
+
+def read(
+    path: Path,
+    kind: str = "auto",
+    *,
+    adopt: bool = False,
+    counts_file: Path | None = None,
+    training: TrainingConfig | None = None,
+) -> Source:
+    """Load and validate ``path``. A vectors-only file is refused unless ``adopt``; then :func:`adopt_vectors`
+    builds the model from ``training``'s architecture and the counts in ``counts_file``. Raises ImportRefused."""
+    found = detect(path)
+    chosen = found if kind == "auto" else kind
+    if chosen != found:
+        log.warning("%s looks like a %s file; reading it as %s, as asked", path, found, chosen)
+    origin: dict[str, Any] = {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "size": path.stat().st_size,
+        "format": chosen,
+    }
+    model: Word2Vec | None = None
+    vectors: KeyedVectors | None = None
+    if chosen == "facebook":
+        model = _load_facebook(path)
+        origin["written_by"] = "Facebook fastText"
+    elif chosen == "gensim":
+        origin["companions"] = {p.name: sha256_file(p) for p in sorted(path.parent.glob(f"{path.name}.*.npy"))}
+        loaded = _unpickle(path)
+        origin["written_by"] = _writer(loaded)
+        if isinstance(loaded, KeyedVectors):
+            vectors = loaded
+        else:
+            model = _full_model(path, loaded)
+    else:
+        vectors = _load_word2vec(path)
+        origin["written_by"] = "unknown (word2vec format)"
+    notes: list[str] = []
+    if model is None:
+        assert vectors is not None
+        if not adopt:
+            raise refuse(path, VECTORS_ONLY)
+        counts = read_counts(counts_file, vectors) if counts_file else None
+        model = adopt_vectors(vectors, counts, training)
+        origin["adopted_vectors"] = True
+        notes += [
+            "adopted from vectors only: the output layer started at zero, so the first refresh trains it and "
+            "moves the vectors more than later refreshes do",
+            f"counts from {counts_file.name}"
+            if counts_file
+            else "no counts: 1 per word until refreshes add theirs (negative sampling and down-sampling "
+            "follow the refreshes' counts)",
+        ]
+    notes += _drop_hierarchical_softmax(path, model)
+    origin.update(validate(path, model))
+    origin["architecture"] = architecture(model)
+    return Source(model=model, kind=gmodel.kind(model), imported_from=origin, notes=notes)
+
+
+VECTORS_ONLY = (
+    "it holds vectors only: no output layer and no word counts, so gensim cannot continue training it. "
+    "Import the full model written by gensim's save() (the Word2Vec or FastText object, not its .wv) or the "
+    "fastText .bin; or pass --adopt-vectors to build a trainable model initialised from these vectors (its "
+    "output layer starts at zero; counts come from --counts FILE or from the refreshes)"
+)
+
+
+def _unpickle(path: Path) -> Any:
+    """gensim's own loader (unpickles, then upgrades what older gensim versions wrote)."""
+    try:
+        return utils.SaveLoad.load(str(path))
+    except ModuleNotFoundError as exc:
+        if "wrappers" in str(exc):
+            raise refuse(
+                path,
+                "it is a gensim 3 wrapper around Facebook fastText, which gensim 4 cannot read; "
+                "import the original fastText .bin file instead",
+            ) from None
+        raise refuse(path, f"it needs a Python module that is not installed ({exc.name})") from None
+    except AttributeError as exc:
+        hint = (
+            "; it was probably written by a gensim older than 0.13.4: load and save it with gensim 3.8.3 first"
+            if "attribute 'wv'" in str(exc)
+            else ""
+        )
+        raise refuse(path, f"gensim {gensim.__version__} cannot upgrade this model ({exc}){hint}") from None
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, OSError, ImportError) as exc:
+        raise refuse(path, f"gensim cannot load it ({type(exc).__name__}: {exc}); is it truncated?") from None
+    except Exception as exc:  # pickle.UnpicklingError and whatever a damaged pickle raises
+        raise refuse(
+            path, f"not a readable pickle ({type(exc).__name__}: {exc}); is it truncated or corrupt?"
+        ) from None
+
+
+def _writer(loaded: Any) -> str:
+    """The gensim version that saved the object, from its lifecycle log (gensim 4 records one)."""
+    events = [e for e in getattr(loaded, "lifecycle_events", None) or [] if e.get("event") != "loaded"]
+    for event in reversed(events):
+        if event.get("gensim"):
+            return f"gensim {event['gensim']}"
+    return "gensim before 4.0 (it records no version)"
+
+
+def _full_model(path: Path, loaded: Any) -> Word2Vec:
+    if isinstance(loaded, Doc2Vec):
+        raise refuse(path, "it is a Doc2Vec model; only Word2Vec and FastText models can be imported")
+    if not isinstance(loaded, Word2Vec):
+        raise refuse(path, f"it holds a {type(loaded).__name__}, not a Word2Vec or FastText model")
+    return loaded
+
+
+def facebook_header(head: bytes) -> dict[str, int] | None:
+    """The arguments at the start of a fastText ``.bin`` (with the magic number of fastText 0.2+, or the older
+    header without it), or None when ``head`` does not start like one."""
+    offset = 8 if len(head) >= 4 and struct.unpack("<i", head[:4])[0] == FACEBOOK_MAGIC else 0
+    size = 4 * (len(_FACEBOOK_FIELDS) + 1) + 8
+    if len(head) < offset + size:
+        return None
+    values = struct.unpack("<12id", head[offset : offset + size])
+    fields = dict(zip(_FACEBOOK_FIELDS, values, strict=False))
+    plausible = (
+        0 < fields["dim"] <= 100_000
+        and 0 < fields["ws"] <= 10_000
+        and fields["loss"] in _FACEBOOK_LOSSES
+        and fields["model"] in (1, 2, 3)
+        and 0 <= values[-1] < 1  # the down-sampling threshold t
+    )
+    return fields if plausible or offset else None
+
+
+def _load_facebook(path: Path) -> Word2Vec:
+    with open(path, "rb") as handle:
+        header = facebook_header(handle.read(64))
+    if header is None:
+        raise refuse(path, "not a fastText .bin file (its header is not fastText's)")
+    if header["model"] == 3:
+        raise refuse(path, "it is a supervised (classification) fastText model, not word vectors")
+    if header["loss"] != 2:
+        raise refuse(
+            path,
+            f"it was trained with loss {_FACEBOOK_LOSSES.get(header['loss'], header['loss'])!r}; incremental "
+            "updates need negative sampling (fastText -loss ns), whose output layer gensim keeps training",
+        )
+    try:
+        return load_facebook_model(str(path))
+    except NotImplementedError as exc:
+        raise refuse(path, str(exc)) from None
+    except Exception as exc:
+        raise refuse(path, f"not a readable fastText .bin ({type(exc).__name__}: {exc}); is it truncated?") from None
+
+
+def _load_word2vec(path: Path) -> KeyedVectors:
+    binary = _is_binary(path)
+    try:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary)
+    except Exception as exc:
+        form = "binary" if binary else "text"
+        raise refuse(path, f"not a readable word2vec {form} file ({type(exc).__name__}: {exc})") from None
+
+
+def _is_binary(path: Path) -> bool:
+    """Whether a word2vec file (header ``count dims``) holds raw floats, rather than text, after each word."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+    match = _WORD2VEC_HEADER.match(head)
+    if not match:
+        return False
+    line = head[match.end() :].split(b"\n", 1)[0]
+    try:
+        values = [float(v) for v in line.decode("utf-8").split()[1:]]
+    except (UnicodeDecodeError, ValueError):
+        return True
+    return len(values) != int(match.group(2))
+
+
+def read_counts(path: Path, vectors: KeyedVectors) -> dict[str, int]:
+    """Word counts from a ``word<TAB or space>count`` file, one word a line; every vector's word needs one."""
+    counts: dict[str, int] = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                word, _, count = line.rstrip("\n").rpartition("\t" if "\t" in line else " ")
+                try:
+                    counts[word] = int(count)
+                except ValueError:
+                    raise refuse(path, f"line {number} is not 'word<TAB>count': {line[:80]!r}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise refuse(path, f"cannot read the counts ({exc})") from None
+    missing = [w for w in vectors.index_to_key if counts.get(w, 0) < 1]
+    if missing:
+        raise refuse(path, f"{len(missing):,} words of the vectors have no positive count, e.g. {missing[:5]}")
+    return counts
+
+
+def adopt_vectors(vectors: KeyedVectors, counts: dict[str, int] | None, training: TrainingConfig | None) -> Word2Vec:
+    """A trainable Word2Vec whose input vectors are ``vectors``: ``training``'s window, sg, negative and sample,
+    an output layer of zeros (as gensim starts every model), and ``counts`` (1 per word without them)."""
+    config = training or TrainingConfig()
+    freq = {w: counts[w] for w in vectors.index_to_key} if counts else dict.fromkeys(vectors.index_to_key, 1)
+    model = Word2Vec(
+        vector_size=vectors.vector_size,
+        window=config.window,
+        min_count=1,  # every vector is kept; the lineage's min_count applies to the words refreshes add
+        sg=int(config.sg),
+        hs=0,
+        negative=config.negative,
+        sample=config.sample,
+        seed=config.seed,
+        epochs=config.epochs,
+    )
+    model.build_vocab_from_freq(freq, corpus_count=0)
+    order = [vectors.key_to_index[w] for w in model.wv.index_to_key]
+    model.wv.vectors[:] = vectors.vectors[order]
+    model.min_count = config.min_count
+    return model
+
+
+def _drop_hierarchical_softmax(path: Path, model: Word2Vec) -> list[str]:
+    """Refuse a model without a negative-sampling layer; drop the hierarchical-softmax layer of one with both."""
+    if not model.negative or getattr(model, "syn1neg", None) is None:
+        mode = "hierarchical softmax only" if model.hs else "neither negative sampling nor hierarchical softmax"
+        raise refuse(
+            path,
+            f"it was trained with {mode} (negative={model.negative}, no syn1neg output layer); incremental "
+            "updates need a negative-sampling output layer (negative > 0), because gensim rebuilds the "
+            "hierarchical-softmax tree on every vocabulary update and the trained layer no longer fits it",
+        )
+    if not model.hs:
+        return []
+    model.hs = 0
+    if hasattr(model, "syn1"):
+        del model.syn1
+    return [
+        "trained with hierarchical softmax and negative sampling: the hierarchical-softmax layer was dropped; "
+        "refreshes train the negative-sampling layer"
+    ]
+
+
+def validate(path: Path, model: Word2Vec) -> dict[str, Any]:
+    """Check what the trainer relies on; return the sizes recorded in the manifest. Raises ImportRefused."""
+    wv = model.wv
+    words = len(wv.index_to_key)
+    if words == 0:
+        raise refuse(path, "its vocabulary is empty")
+    if len(wv.key_to_index) != words:
+        raise refuse(path, f"its vocabulary lists {words:,} words but indexes {len(wv.key_to_index):,}")
+    if not all(isinstance(w, str) for w in (wv.index_to_key[0], wv.index_to_key[-1])):
+        raise refuse(path, "its vocabulary keys are not strings")
+    dims = model.vector_size
+    arrays: dict[str, np.ndarray] = {"vectors": wv.vectors, "syn1neg": model.syn1neg}
+    if isinstance(model, FastText):
+        arrays["vectors_vocab"] = wv.vectors_vocab
+        arrays["vectors_ngrams"] = wv.vectors_ngrams
+        if wv.vectors_ngrams.shape[0] != wv.bucket or wv.bucket < 1:
+            raise refuse(path, f"vectors_ngrams has {wv.vectors_ngrams.shape[0]:,} rows for {wv.bucket:,} buckets")
+    for name, array in arrays.items():
+        expected_rows = wv.bucket if name == "vectors_ngrams" else words
+        if array.ndim != 2 or array.shape != (expected_rows, dims):
+            raise refuse(
+                path, f"{name} has shape {array.shape}, expected ({expected_rows:,}, {dims}) for its vocabulary"
+            )
+        _finite(path, name, array, wv)
+    counts = wv.expandos.get("count")
+    if counts is None or len(counts) != words:
+        raise refuse(path, "its vocabulary has no word counts")
+    counts = np.asarray(counts)
+    if counts.min() < 1:
+        row = int(np.argmin(counts))
+        raise refuse(path, f"word {wv.index_to_key[row]!r} has count {counts[row]}; every count must be positive")
+    if "sample_int" not in wv.expandos or len(wv.expandos["sample_int"]) != words:
+        gmodel.resample(model)
+    total = int(sum(a.nbytes for a in arrays.values()))
+    log.info(
+        "%s: %d words x %d dims; the trainer needs about %.1f MiB for its arrays", path, words, dims, total / 2**20
+    )
+    return {"words": words, "vector_size": dims, "count_total": int(counts.sum()), "array_bytes": total}
+
+
+def _finite(path: Path, name: str, array: np.ndarray, wv: KeyedVectors) -> None:
+    """Refuse NaN or inf anywhere in ``array``: one summation (no temporary), then a blocked search to name it."""
+    if np.isfinite(array.sum(dtype=np.float64)):
+        return
+    for start in range(0, array.shape[0], _ROWS):
+        block = np.isfinite(array[start : start + _ROWS]).all(axis=1)
+        if not block.all():
+            row = start + int(np.argmin(block))
+            what = f"word {wv.index_to_key[row]!r}" if name != "vectors_ngrams" else f"n-gram bucket {row}"
+            raise refuse(path, f"{name} holds NaN or inf values (first at row {row}, {what})")
+
+
+def architecture(model: Word2Vec) -> dict[str, Any]:
+    """The hyper-parameters a lineage keeps from its first model."""
+    arch: dict[str, Any] = {
+        "model": gmodel.kind(model),
+        "vector_size": model.vector_size,
+        "window": model.window,
+        "sg": int(model.sg),
+        "negative": model.negative,
+        "sample": model.sample,
+        "min_count": model.min_count,
+        "cbow_mean": int(model.cbow_mean),
+        "ns_exponent": float(getattr(model, "ns_exponent", 0.75)),
+    }
+    if isinstance(model, FastText):
+        arch.update(min_n=model.wv.min_n, max_n=model.wv.max_n, bucket=model.wv.bucket)
+    return arch

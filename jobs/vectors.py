@@ -1,0 +1,136 @@
+"""Reading a version's vectors from Python: the supported way for services to consume the store.
+
+    >>> from jobs.vectors import load_vectors
+    >>> vectors, version = load_vectors("s3://models/w2v")                  # doctest: +SKIP
+    >>> vectors.most_similar("king", topn=5)                                 # doctest: +SKIP
+    >>> vectors, _ = load_vectors("models", "20261124T020000Z-ab12cd", mmap="r")   # doctest: +SKIP
+
+:func:`load_vectors` resolves the pointer (for ``latest``) and the version's manifest, downloads the model's
+files into a local cache, verifies each size and SHA-256 against the manifest, and only then hands them to
+gensim, which returns ``KeyedVectors``. With ``mmap="r"`` the arrays are memory-mapped from the cache, so
+several processes on a host share one copy in the page cache.
+
+The cache is keyed by checksum: a folder per set of files, named by a SHA-256 over their names and checksums,
+under ``cache_dir`` (default ``$EMBEDDING_REFRESH_CACHE``, else ``~/.cache/embedding-refresh``). A process
+that restarts, or ten processes starting together (a file lock lets one download while the others wait),
+download a version once. Every load verifies the cached files again before gensim reads them; a cached file
+that no longer matches (tampered with, or damaged) is logged, removed and fetched again. Each load still
+reads the pointer and the manifest (two small requests); the model files come from the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from jobs.errors import ConfigError, IntegrityError
+from jobs.storage import Store, open_store
+from jobs.storage.publish import fetch_files, model_files, read_manifest, verify_file
+from jobs.training import model as gmodel
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "EMBEDDING_REFRESH_CACHE"
+MMAP_MODES = (None, "r", "r+", "c")
+
+
+class Vectors(NamedTuple):
+    """What :func:`load_vectors` returns: gensim ``KeyedVectors`` and the version they belong to."""
+
+    vectors: Any  # gensim.models.KeyedVectors (gensim is imported only inside jobs.training)
+    version: str
+
+
+def load_vectors(
+    store_uri: str, version: str = "latest", *, mmap: str | None = None, cache_dir: str | Path | None = None
+) -> Vectors:
+    """The KeyedVectors of ``version`` (``latest``: the current one) in the store at ``store_uri``.
+
+    Raises VersionNotFound (no such version, or no current one), IntegrityError (a file in the store differs
+    from its manifest; nothing is loaded), StoreError (the store cannot be read), ConfigError (bad arguments).
+    """
+    if mmap not in MMAP_MODES:
+        raise ConfigError(f"mmap must be one of {MMAP_MODES}, got {mmap!r}")
+    store = open_store(store_uri)
+    manifest = read_manifest(store, version)
+    folder = cached(store, manifest, model_files(manifest), cache_root(cache_dir))
+    return Vectors(_read(folder, manifest, mmap), manifest["version"])
+
+
+def _read(folder: Path, manifest: dict[str, Any], mmap: str | None) -> Any:
+    """Hand verified files to gensim: the one place that knows the model format."""
+    return gmodel.load_vectors(folder / gmodel.MODEL_FILE, manifest["model"], mmap=mmap)
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where cached versions live: ``cache_dir``, else ``$EMBEDDING_REFRESH_CACHE``, else the user's cache."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedding-refresh"
+
+
+def cache_key(manifest: dict[str, Any], names: list[str]) -> str:
+    """A SHA-256 over the names, sizes and checksums of ``names``: equal files share one cache entry."""
+    entries = [[n, manifest["files"][n]["size"], manifest["files"][n]["sha256"]] for n in sorted(names)]
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def cached(store: Store, manifest: dict[str, Any], names: list[str], root: Path) -> Path:
+    """The folder under ``root`` holding ``names`` of the manifest's version, verified; downloaded (once per
+    host, under a lock) when missing or when a cached file fails its checksum."""
+    key = cache_key(manifest, names)
+    folder = root / key
+    if intact(folder, manifest, names):
+        log.info("version %s from the cache %s", manifest["version"], folder)
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / f".{key}.lock"):
+        if intact(folder, manifest, names):  # another process fetched it while this one waited
+            return folder
+        if folder.exists():
+            log.warning(
+                "the cached copy of %s in %s fails its checksums; fetching it again", manifest["version"], folder
+            )
+            shutil.rmtree(folder)
+        partial = Path(tempfile.mkdtemp(dir=root, prefix=f".{key[:16]}-"))
+        try:
+            fetch_files(store, manifest, partial, names)
+            os.replace(partial, folder)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    log.info("version %s downloaded to the cache %s", manifest["version"], folder)
+    return folder
+
+
+def intact(folder: Path, manifest: dict[str, Any], names: list[str]) -> bool:
+    """Whether ``folder`` holds every one of ``names`` with the manifest's size and SHA-256."""
+    if not folder.is_dir():
+        return False
+    try:
+        for name in names:
+            verify_file(folder / name, manifest["files"][name], f"cached {manifest['version']}/{name}")
+    except (IntegrityError, OSError) as exc:
+        log.warning("%s", exc)
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
