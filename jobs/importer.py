@@ -82,7 +82,7 @@ def run(config: ImportConfig) -> Imported:
     seeded = consumed_partitions(config)
 
     # 3. Read and validate the file.
-    if (config.kind == "auto" and adopt.detect(path) == "gensim") or config.kind == "gensim":
+    if (config.kind if config.kind != "auto" else adopt.detect(path)) == "gensim":
         log.warning(TRUST.format(path=path))
     source = adopt.read(
         path,

@@ -67,23 +67,35 @@ def refuse(path: Path, cause: str) -> ImportRefused:
 
 def detect(path: Path) -> str:
     """Which kind of file ``path`` is, from its first bytes. Raises ImportRefused for anything else."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
-    except OSError as exc:
-        raise refuse(path, exc.strerror or str(exc)) from None
+    head = _head(path)
     if not head:
         raise refuse(path, "the file is empty")
+    kind = sniff(head)
+    if kind is None:
+        raise refuse(
+            path,
+            f"not a gensim model (a pickle), a Facebook fastText .bin or a word2vec file: it starts with {head[:8]!r}",
+        )
+    return kind
+
+
+def sniff(head: bytes) -> str | None:
+    """``facebook``, ``gensim`` or ``word2vec`` for a file starting with ``head``; None when it is none of them."""
     if facebook_header(head) is not None:
         return "facebook"
     if head.startswith(_PICKLE_STARTS):
         return "gensim"
     if _WORD2VEC_HEADER.match(head):
         return "word2vec"
-    raise refuse(
-        path,
-        f"not a gensim model (a pickle), a Facebook fastText .bin or a word2vec file: it starts with {head[:8]!r}",
-    )
+    return None
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(1 << 16)
+    except OSError as exc:
+        raise refuse(path, exc.strerror or str(exc)) from None
 
 
 def read(
@@ -96,10 +108,12 @@ def read(
 ) -> Source:
     """Load and validate ``path``. A vectors-only file is refused unless ``adopt``; then :func:`adopt_vectors`
     builds the model from ``training``'s architecture and the counts in ``counts_file``. Raises ImportRefused."""
-    found = detect(path)
-    chosen = found if kind == "auto" else kind
-    if chosen != found:
-        log.warning("%s looks like a %s file; reading it as %s, as asked", path, found, chosen)
+    if kind == "auto":
+        chosen = detect(path)
+    else:
+        chosen, found = kind, sniff(_head(path))
+        if found not in (None, kind):
+            log.warning("%s looks like a %s file; reading it as %s, as asked", path, found, chosen)
     origin: dict[str, Any] = {
         "file": path.name,
         "sha256": sha256_file(path),
@@ -247,8 +261,7 @@ def _load_word2vec(path: Path) -> KeyedVectors:
 
 def _is_binary(path: Path) -> bool:
     """Whether a word2vec file (header ``count dims``) holds raw floats, rather than text, after each word."""
-    with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
+    head = _head(path)
     match = _WORD2VEC_HEADER.match(head)
     if not match:
         return False
