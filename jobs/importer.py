@@ -38,7 +38,7 @@ from jobs.storage import open_store
 from jobs.storage.publish import discard, new_version, upload_version, write_manifest
 from jobs.training import adopt
 from jobs.training import model as gmodel
-from shards.partitions import Partition, discover, open_filesystem, select
+from shards.partitions import Partition, discover, open_filesystem, root_uri, select
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def run(config: ImportConfig) -> Imported:
         )
 
     # 2. The partitions the model already saw, found before anything is written.
-    seeded = consumed_partitions(config)
+    seeded, input_root = consumed_partitions(config)
 
     # 3. Read and validate the file.
     if (config.kind if config.kind != "auto" else adopt.detect(path)) == "gensim":
@@ -101,7 +101,7 @@ def run(config: ImportConfig) -> Imported:
         out = Path(tmp)
         gmodel.save(source.model, out)
         write_counts(out / PENDING, {})
-        (out / ledger.LEDGER).write_bytes(ledger.extend(ledger.empty(), seeded, version))
+        (out / ledger.LEDGER).write_bytes(ledger.extend(ledger.empty(), seeded, version, input_root))
         (out / "config.json").write_text(json.dumps(_recorded(config), indent=2, sort_keys=True))
         try:
             files = upload_version(store, version, out, lambda name: log.info("uploaded %s/%s", version, name))
@@ -126,11 +126,11 @@ def run(config: ImportConfig) -> Imported:
     )
 
 
-def consumed_partitions(config: ImportConfig) -> list[Partition]:
+def consumed_partitions(config: ImportConfig) -> tuple[list[Partition], str | None]:
     """The partitions under ``--mark-consumed`` (before ``--consumed-before``, if given) that the imported
-    model is taken to have seen; none without the flag."""
+    model is taken to have seen, and the root their ledger keys are relative to; none without the flag."""
     if config.mark_consumed is None:
-        return []
+        return [], None
     fs, root = open_filesystem(config.mark_consumed)
     found = discover(fs, root)
     if config.consumed_before is None:
@@ -139,7 +139,7 @@ def consumed_partitions(config: ImportConfig) -> list[Partition]:
         newer = {p.uri for p in select(found, since=config.consumed_before)}
         chosen = [p for p in found if p.uri not in newer]
     log.info("marking %d of %d partitions under %s as consumed", len(chosen), len(found), config.mark_consumed)
-    return chosen
+    return chosen, root_uri(found) or config.mark_consumed.rstrip("/")
 
 
 def manifest_fields(

@@ -36,6 +36,7 @@ from jobs.errors import ConfigError, IntegrityError
 from jobs.storage import Store, open_store
 from jobs.storage.publish import fetch_files, model_files, read_manifest, verify_file
 from jobs.training import model as gmodel
+from jobs.training import serialize
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,28 @@ def load_vectors(
         raise ConfigError(f"mmap must be one of {MMAP_MODES}, got {mmap!r}")
     store = open_store(store_uri)
     manifest = read_manifest(store, version)
-    folder = cached(store, manifest, model_files(manifest), cache_root(cache_dir))
+    folder = cached(store, manifest, reader_files(manifest), cache_root(cache_dir))
     return Vectors(_read(folder, manifest, mmap), manifest["version"])
 
 
+# The two functions below are the only ones here that know the model formats: the pickle-free one
+# (:mod:`jobs.training.serialize`, ``model/params.json``), read without unpickling, and gensim's save().
+_READER_ARRAYS = ("vectors", "sample_int", "vectors_vocab", "vectors_ngrams")  # what KeyedVectors need
+
+
+def reader_files(manifest: dict[str, Any]) -> list[str]:
+    """The files of the version that a reader needs (not the output layer when the format lets it skip it)."""
+    names = model_files(manifest)
+    if f"model/{serialize.PARAMS}" not in manifest["files"]:
+        return names  # gensim's save(): the pickle and every array it names
+    wanted = {serialize.PARAMS, serialize.VOCAB, *(f"{a}.npy" for a in _READER_ARRAYS)}
+    return [name for name in names if name.removeprefix("model/") in wanted]
+
+
 def _read(folder: Path, manifest: dict[str, Any], mmap: str | None) -> Any:
-    """Hand verified files to gensim: the one place that knows the model format."""
+    """Hand verified files to gensim."""
+    if f"model/{serialize.PARAMS}" in manifest["files"]:
+        return serialize.load_keyed_vectors(folder / "model", mmap=mmap)
     return gmodel.load_vectors(folder / gmodel.MODEL_FILE, manifest["model"], mmap=mmap)
 
 

@@ -108,7 +108,7 @@ def test_an_imported_model_is_refreshed_twice(architecture: str, tmp_path: Path)
         assert model.wv.get_vecattr(word, "count") == count + seen[word] + counts(day3)[word], word
     assert "novelbb" in model.wv.key_to_index
     ledger = pq.read_table(store / "versions" / second.version / "ledger.parquet").to_pylist()
-    assert sorted((Path(r["uri"]).parent.name, r["version"]) for r in ledger) == [
+    assert sorted((Path(r["key"]).parent.name, r["version"]) for r in ledger) == [
         ("dt=2026-10-01", imported_manifest["version"]),
         ("dt=2026-11-02", first.version),
         ("dt=2026-11-03", second.version),

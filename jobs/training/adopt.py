@@ -153,6 +153,8 @@ def read(
             "follow the refreshes' counts)",
         ]
     notes += _drop_hierarchical_softmax(path, model)
+    origin["dropped"] = drop_leftovers(model)
+    origin["defaults_filled"] = fill_defaults(model)
     origin.update(validate(path, model))
     origin["architecture"] = architecture(model)
     return Source(model=model, kind=gmodel.kind(model), imported_from=origin, notes=notes)
@@ -336,6 +338,53 @@ def _drop_hierarchical_softmax(path: Path, model: Word2Vec) -> list[str]:
         "trained with hierarchical softmax and negative sampling: the hierarchical-softmax layer was dropped; "
         "refreshes train the negative-sampling layer"
     ]
+
+
+# What older gensim versions (and load_facebook_model) leave on a model that gensim 4 neither uses nor creates:
+# save()'s bookkeeping of which attributes it stored apart, gensim 3's aliases and caches, fastText's header
+# counts, and the per-word index and hierarchical-softmax codes that gensim 4 keeps elsewhere or not at all.
+_LEFTOVERS = (
+    "__ignoreds __numpys __recursive_saveloads __scipys callbacks load_word2vec_format model_trimmed_post_training "
+    "num_original_vectors nwords syn0_lockf syn0norm vocab_size"
+).split()
+_WV_LEFTOVERS = "__ignoreds __numpys __recursive_saveloads __scipys syn0norm".split()
+_EXPANDO_LEFTOVERS = ("index", "code", "point")
+
+
+def drop_leftovers(model: Word2Vec) -> list[str]:
+    """Remove what gensim 4 would not have put on this model, so it is saved as one trained by the job would
+    be; return the names removed."""
+    dropped = [name for name in _LEFTOVERS if name in vars(model)]
+    dropped += [f"wv.{name}" for name in _WV_LEFTOVERS if name in vars(model.wv)]
+    dropped += [f"wv.expandos[{name!r}]" for name in _EXPANDO_LEFTOVERS if name in model.wv.expandos]
+    for name in _LEFTOVERS:
+        vars(model).pop(name, None)
+    for name in _WV_LEFTOVERS:
+        vars(model.wv).pop(name, None)
+    for name in _EXPANDO_LEFTOVERS:
+        model.wv.expandos.pop(name, None)
+    if dropped:
+        log.info("dropped what gensim 4 no longer uses: %s", ", ".join(dropped))
+    return dropped
+
+
+def fill_defaults(model: Word2Vec) -> list[str]:
+    """Give a model written by an older gensim the scalar parameters gensim 4 added since (``comment``,
+    ``shrink_windows``, ...), at gensim 4's defaults; return their names."""
+    fresh = type(model)(vector_size=model.vector_size)
+    _Scalar = (bool, int, float, str, type(None))
+    filled = []
+    for owner, reference, prefix in ((model, fresh, ""), (model.wv, fresh.wv, "wv.")):
+        for name, value in vars(reference).items():
+            if name not in vars(owner) and isinstance(value, _Scalar):
+                setattr(owner, name, value)
+                filled.append(prefix + name)
+    if "effective_min_count" not in vars(model):  # set by build_vocab, which an old model never ran in gensim 4
+        model.effective_min_count = model.min_count
+        filled.append("effective_min_count")
+    if filled:
+        log.info("set what this model's gensim did not have, at gensim %s's defaults: %s", gensim.__version__, filled)
+    return filled
 
 
 def validate(path: Path, model: Word2Vec) -> dict[str, Any]:
