@@ -183,14 +183,9 @@ class RefreshConfig:
 
     def __post_init__(self) -> None:
         for flag, uri in (("--input", self.input), ("--store", self.store)):
-            if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
-                # pyarrow accepts s3://KEY:SECRET@bucket; such a URI would end up in logs and manifests.
-                raise ConfigError(f"{flag} may not carry credentials; use the AWS credential chain instead")
+            no_credentials(flag, uri)
         if self.since is not None:
-            try:
-                datetime.date.fromisoformat(self.since[:10])
-            except ValueError:
-                raise ConfigError(f"--since takes a date like 2026-11-24, got {self.since!r}") from None
+            check_date("--since", self.since)
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
         if self.parent_cache_versions < 0:
@@ -228,15 +223,23 @@ class ImportConfig:
         if self.consumed_before is not None:
             if self.mark_consumed is None:
                 raise ConfigError("--consumed-before needs --mark-consumed INPUT (the partitions to mark)")
-            try:
-                datetime.date.fromisoformat(self.consumed_before[:10])
-            except ValueError:
-                raise ConfigError(
-                    f"--consumed-before takes a date like 2026-11-24, got {self.consumed_before!r}"
-                ) from None
+            check_date("--consumed-before", self.consumed_before)
         for flag, uri in (("--mark-consumed", self.mark_consumed or ""), ("--store", self.store)):
-            if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
-                raise ConfigError(f"{flag} may not carry credentials; use the AWS credential chain instead")
+            no_credentials(flag, uri)
+
+
+def no_credentials(flag: str, uri: str) -> None:
+    """Refuse a URI with credentials in it: pyarrow accepts s3://KEY:SECRET@bucket, and such a URI would end up
+    in logs and manifests."""
+    if "://" in uri and "@" in uri.split("://", 1)[1].split("/", 1)[0]:
+        raise ConfigError(f"{flag} may not carry credentials; use the AWS credential chain instead")
+
+
+def check_date(flag: str, text: str) -> None:
+    try:
+        datetime.date.fromisoformat(text[:10])
+    except ValueError:
+        raise ConfigError(f"{flag} takes a date like 2026-11-24, got {text!r}") from None
 
 
 def add_import_arguments(p: argparse.ArgumentParser) -> None:

@@ -287,3 +287,17 @@ def _import_parser():  # type: ignore[no-untyped-def]
 
     sub = next(a for a in parser()._actions if a.dest == "command")
     return sub.choices["import"]  # type: ignore[attr-defined]
+
+
+def test_import_flags_that_do_not_fit_together_are_refused() -> None:
+    from jobs.config import ImportConfig
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--counts only applies with --adopt-vectors"):
+        ImportConfig("m", "store", counts="c.tsv")
+    with pytest.raises(ConfigError, match="--consumed-before needs --mark-consumed"):
+        ImportConfig("m", "store", consumed_before="2026-11-01")
+    with pytest.raises(ConfigError, match="--consumed-before takes a date"):
+        ImportConfig("m", "store", mark_consumed="data", consumed_before="yesterday")
+    with pytest.raises(ConfigError, match="--store may not carry credentials"):
+        ImportConfig("m", "s3://KEY:SECRET@bucket/models")
