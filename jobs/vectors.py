@@ -14,7 +14,8 @@ The cache is keyed by checksum: a folder per set of files, named by a SHA-256 ov
 under ``cache_dir`` (default ``$EMBEDDING_REFRESH_CACHE``, else ``~/.cache/embedding-refresh``). A process
 that restarts, or ten processes starting together (a file lock lets one download while the others wait),
 download a version once. Every load verifies the cached files again before gensim reads them; a cached file
-that no longer matches (tampered with, or damaged) is logged, removed and fetched again. Each load still
+that no longer matches (tampered with, or damaged) is logged, removed and fetched again. The cache keeps the
+``keep`` most recently used versions (two by default). Each load still
 reads the pointer and the manifest (two small requests); the model files come from the cache.
 """
 
@@ -41,6 +42,7 @@ from jobs.training import serialize
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "EMBEDDING_REFRESH_CACHE"
+KEEP = 2  # versions kept in the cache: the current one and the one before (a rollback, or a slow restart)
 MMAP_MODES = (None, "r", "r+", "c")
 
 
@@ -52,18 +54,28 @@ class Vectors(NamedTuple):
 
 
 def load_vectors(
-    store_uri: str, version: str = "latest", *, mmap: str | None = None, cache_dir: str | Path | None = None
+    store_uri: str,
+    version: str = "latest",
+    *,
+    mmap: str | None = None,
+    cache_dir: str | Path | None = None,
+    keep: int = KEEP,
 ) -> Vectors:
     """The KeyedVectors of ``version`` (``latest``: the current one) in the store at ``store_uri``.
+
+    The cache keeps the ``keep`` most recently loaded versions; older ones are removed when a new one is
+    downloaded (a process that still maps their files keeps reading them).
 
     Raises VersionNotFound (no such version, or no current one), IntegrityError (a file in the store differs
     from its manifest; nothing is loaded), StoreError (the store cannot be read), ConfigError (bad arguments).
     """
     if mmap not in MMAP_MODES:
         raise ConfigError(f"mmap must be one of {MMAP_MODES}, got {mmap!r}")
+    if keep < 1:
+        raise ConfigError(f"the cache keeps at least one version, not {keep}")
     store = open_store(store_uri)
     manifest = read_manifest(store, version)
-    folder = cached(store, manifest, reader_files(manifest), cache_root(cache_dir))
+    folder = cached(store, manifest, reader_files(manifest), cache_root(cache_dir), keep)
     return Vectors(_read(folder, manifest, mmap), manifest["version"])
 
 
@@ -103,16 +115,18 @@ def cache_key(manifest: dict[str, Any], names: list[str]) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
-def cached(store: Store, manifest: dict[str, Any], names: list[str], root: Path) -> Path:
+def cached(store: Store, manifest: dict[str, Any], names: list[str], root: Path, keep: int = KEEP) -> Path:
     """The folder under ``root`` holding ``names`` of the manifest's version, verified; downloaded (once per
-    host, under a lock) when missing or when a cached file fails its checksum."""
+    host, under a lock) when missing or when a cached file fails its checksum. Each use marks the entry as
+    used; a download evicts all but the ``keep`` most recently used entries."""
     key = cache_key(manifest, names)
     folder = root / key
     if intact(folder, manifest, names):
+        os.utime(folder)  # the entry's last use, for eviction
         log.info("version %s from the cache %s", manifest["version"], folder)
         return folder
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / f".{key}.lock"):
+    with _locked(root / ".lock"):
         if intact(folder, manifest, names):  # another process fetched it while this one waited
             return folder
         if folder.exists():
@@ -126,8 +140,17 @@ def cached(store: Store, manifest: dict[str, Any], names: list[str], root: Path)
             os.replace(partial, folder)
         finally:
             shutil.rmtree(partial, ignore_errors=True)
+        _evict(root, keep)
     log.info("version %s downloaded to the cache %s", manifest["version"], folder)
     return folder
+
+
+def _evict(root: Path, keep: int) -> None:
+    """Remove all but the ``keep`` most recently used entries (partial downloads, dot-named, are not entries)."""
+    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    for stale in sorted(entries, key=lambda p: p.stat().st_mtime, reverse=True)[keep:]:
+        log.info("removing %s from the cache (more than %d versions)", stale, keep)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def intact(folder: Path, manifest: dict[str, Any], names: list[str]) -> bool:

@@ -204,3 +204,16 @@ def test_s3_store_downloads_once_per_host(
     assert all(p.returncode == 0 for p in running), [err[-2000:] for _, err in outputs]
     assert {json.loads(out.splitlines()[-1])["digest"] for out, _ in outputs} == {expected}
     assert gets(proxy, "/model/") == len(model_keys)
+
+
+def test_the_cache_keeps_the_most_recently_used_versions(small_model: tuple[Path, str], tmp_path: Path) -> None:
+    path, _ = small_model
+    store, cache = str(tmp_path / "store"), tmp_path / "cache"
+    versions = []
+    for flags in ([], ["--new-lineage"], ["--new-lineage"]):
+        assert models_main(["import", str(path), "--store", store, *flags]) == 0
+        versions.append(load_vectors(store, cache_dir=cache, keep=2).version)
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(set(versions)) == 3 and len(entries) == 2
+    assert load_vectors(store, versions[1], cache_dir=cache, keep=2).version == versions[1]  # still cached
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
