@@ -301,3 +301,21 @@ def test_import_flags_that_do_not_fit_together_are_refused() -> None:
         ImportConfig("m", "store", mark_consumed="data", consumed_before="yesterday")
     with pytest.raises(ConfigError, match="--store may not carry credentials"):
         ImportConfig("m", "s3://KEY:SECRET@bucket/models")
+
+
+def test_export_writes_word2vec_text_and_binary_and_keyed_vectors(tmp_path: Path) -> None:
+    model = train_word2vec()
+    model.save(str(tmp_path / "w2v.model"))
+    store = str(tmp_path / "store")
+    assert import_(tmp_path / "w2v.model", tmp_path / "store") == 0
+    readers = {
+        "word2vec-text": lambda p: KeyedVectors.load_word2vec_format(p, binary=False),
+        "word2vec-binary": lambda p: KeyedVectors.load_word2vec_format(p, binary=True),
+        "keyedvectors": KeyedVectors.load,
+    }
+    for fmt, read in readers.items():
+        out = tmp_path / f"out-{fmt}"
+        assert models_main(["export", "latest", "--store", store, "--output", str(out), "--format", fmt]) == 0
+        exported = read(str(out))
+        assert exported.index_to_key == model.wv.index_to_key, fmt
+        np.testing.assert_allclose(exported.vectors, model.wv.vectors, rtol=1e-5, atol=1e-6)
