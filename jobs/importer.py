@@ -38,7 +38,7 @@ from jobs.storage import open_store
 from jobs.storage.publish import discard, new_version, upload_version, write_manifest
 from jobs.training import adopt
 from jobs.training import model as gmodel
-from shards.partitions import Partition, discover, open_filesystem, root_uri, select
+from shards.partitions import Partition, Readiness, hold_back, list_input, open_filesystem, partitions_of, select
 
 log = logging.getLogger(__name__)
 
@@ -128,18 +128,26 @@ def run(config: ImportConfig) -> Imported:
 
 def consumed_partitions(config: ImportConfig) -> tuple[list[Partition], str | None]:
     """The partitions under ``--mark-consumed`` (before ``--consumed-before``, if given) that the imported
-    model is taken to have seen, and the root their ledger keys are relative to; none without the flag."""
+    model is taken to have seen, and the root their ledger keys are relative to; none without the flag.
+
+    As a refresh would, it leaves out files still being written (no ``_SUCCESS`` yet where the input has
+    markers, staged or in-progress names): the first refresh trains on them once they are complete.
+    """
     if config.mark_consumed is None:
         return [], None
     fs, root = open_filesystem(config.mark_consumed)
-    found = discover(fs, root)
+    listing = list_input(fs, root)
+    found = partitions_of(fs, listing)
     if config.consumed_before is None:
         chosen = found
     else:
-        newer = {p.uri for p in select(found, since=config.consumed_before)}
-        chosen = [p for p in found if p.uri not in newer]
-    log.info("marking %d of %d partitions under %s as consumed", len(chosen), len(found), config.mark_consumed)
-    return chosen, root_uri(found) or config.mark_consumed.rstrip("/")
+        newer = {p.key for p in select(found, since=config.consumed_before)}
+        chosen = [p for p in found if p.key not in newer]
+    ready, waiting = hold_back(listing, chosen, Readiness(), time.time())
+    for partition, reason in waiting:
+        log.info("not marked as consumed, still being written (%s): %s", reason, partition.uri)
+    log.info("marking %d of %d partitions under %s as consumed", len(ready), len(found), listing.uri)
+    return ready, listing.uri
 
 
 def manifest_fields(
