@@ -5,7 +5,7 @@
     python -m jobs.models export latest --store models --output vectors.txt [--format word2vec-binary]
     python -m jobs.models import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
     python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
-    python -m jobs.models gc --keep 5 --store models
+    python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
 verifies every checksum before gensim loads anything. ``import`` makes a model trained elsewhere the first
@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from jobs import importer
@@ -31,6 +32,10 @@ from jobs.training import model as gmodel
 from jobs.vectors import load_vectors
 
 log = logging.getLogger("jobs.models")
+
+#: an incomplete version younger than this may belong to a run still uploading; a nightly run's whole upload
+#: takes minutes, so a day leaves a wide margin
+INCOMPLETE_GRACE_HOURS = 24.0
 
 
 def list_versions(store: Store) -> str:
@@ -84,16 +89,29 @@ def promote(store: Store, version: str) -> str:
     return f"current version: {target} (was {pointer.version if pointer else 'none'})"
 
 
-def gc(store: Store, keep: int) -> str:
+def gc(store: Store, keep: int, grace_hours: float = INCOMPLETE_GRACE_HOURS, now: float | None = None) -> str:
+    """Keep the ``keep`` newest versions, the current one and its parent; remove incomplete versions (files
+    without a manifest, left by a run that died while uploading) whose newest file is older than
+    ``grace_hours``, so one still uploading is never touched."""
     if keep < 1:
         raise ConfigError("--keep must be at least 1")
+    if grace_hours < 0:
+        raise ConfigError("--incomplete-grace must not be negative")
     current = resolve(store, "latest")
     protected = {current, read_manifest(store, current).get("parent")}
     versions = store.list_versions()
     doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
     for version in doomed:
         store.delete_version(version)
-    return f"removed {len(doomed)} version(s); kept {len(versions) - len(doomed)}"
+    cutoff = (time.time() if now is None else now) - grace_hours * 3600
+    incomplete = store.list_incomplete()
+    orphans = sorted(v for v, written in incomplete.items() if written < cutoff)
+    for version in orphans:
+        store.delete_version(version)
+    return (
+        f"removed {len(doomed)} version(s); kept {len(versions) - len(doomed)}; removed {len(orphans)} incomplete "
+        f"version(s) older than {grace_hours:g} h, left {len(incomplete) - len(orphans)} younger"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,6 +141,14 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("version")
     g = sub.add_parser("gc", parents=[common], help="remove old versions (never the current one or its parent)")
     g.add_argument("--keep", type=int, default=5)
+    g.add_argument(
+        "--incomplete-grace",
+        type=float,
+        default=INCOMPLETE_GRACE_HOURS,
+        metavar="HOURS",
+        help="remove versions without a manifest whose newest file is older than this (a run may still be "
+        f"uploading a younger one; default {INCOMPLETE_GRACE_HOURS:g})",
+    )
     return p
 
 
@@ -144,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "promote":
             out = promote(store, a.version)
         else:
-            out = gc(store, a.keep)
+            out = gc(store, a.keep, a.incomplete_grace)
     except VersionNotFound as exc:
         log.error("%s", exc)
         return 2

@@ -75,6 +75,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find.
     store = open_store(config.store)
+    store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
     eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
     parent = read_manifest(store, pointer.version) if pointer else None

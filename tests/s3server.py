@@ -17,6 +17,9 @@ connection. A fault answers a matching request instead of forwarding it:
 * ``"lose_response"``: forward the request (the server acts on it), then close without answering, as when
   a response is lost on the way back, which is what makes a retried conditional write ambiguous.
 
+``strip_headers`` drops request headers before forwarding, as a gateway in front of a store might, or as
+a store that ignores them behaves: ``FaultProxy(url, strip_headers=("If-Match", "If-None-Match"))``.
+
 botocore sends checksum trailers (``aws-chunked``) only over HTTPS; over the plain HTTP used here it puts
 checksums in headers, so uploads arrive with a ``Content-Length``. Chunked bodies are passed through anyway.
 """
@@ -153,13 +156,16 @@ class Seen:
 class FaultProxy:
     """A loopback HTTP proxy in front of ``upstream`` that fails chosen requests. Thread-safe."""
 
-    def __init__(self, upstream: str, timeout: float = 30.0, max_seen: int = 100_000) -> None:
+    def __init__(
+        self, upstream: str, timeout: float = 30.0, max_seen: int = 100_000, strip_headers: tuple[str, ...] = ()
+    ) -> None:
         scheme, _, address = upstream.partition("://")
         if scheme != "http" or not address:
             raise ValueError(f"upstream must be http://host:port, not {upstream!r}")
         host, _, port = address.rstrip("/").partition(":")
         self.upstream = (host, int(port or 80))
         self.timeout = timeout
+        self.strip = frozenset(name.lower() for name in strip_headers)  # dropped before forwarding
         self.seen: collections.deque[Seen] = collections.deque(maxlen=max_seen)
         self._faults: list[Fault] = []
         self._lock = threading.Lock()
@@ -312,7 +318,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             try:
                 self._upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for name, value in self.headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
+                    if name.lower() not in _HOP_BY_HOP and name.lower() not in self.owner.strip:
                         self._upstream.putheader(name, value)
                 self._upstream.endheaders()
                 if body:

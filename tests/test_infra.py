@@ -16,9 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import boto3
 import jsonschema
 import pytest
 import yaml
+
+from tests.s3server import MotoServer
 
 pytestmark = pytest.mark.unit
 
@@ -28,6 +31,8 @@ CRDS = ROOT.parent / "shared" / "kuberay-crds-v1.7.0"
 RAY_VERSION = "2.60.0"
 INPUT_URI, INPUT_ARN = "s3://corpus-bucket/events/", "arn:aws:s3:::corpus-bucket/events/"
 MODEL_URI, MODEL_ARN = "s3://models-bucket/word2vec/", "arn:aws:s3:::models-bucket/word2vec/"
+ABORT = "s3:AbortMultipartUpload"
+MOTO_KEYS = {"aws_access_key_id": "AKIATESTDUMMYKEY0001", "aws_secret_access_key": "dummy"}
 
 
 def load(relative: str) -> Any:
@@ -218,7 +223,7 @@ def test_iam_policy_reaches_only_the_input_and_model_prefixes() -> None:
     for statement in policy["Statement"]:
         assert statement["Effect"] == "Allow" and not {"NotAction", "NotResource"} & statement.keys()
         for action in as_list(statement["Action"]):
-            assert action in {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject"}, action
+            assert action in {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "s3:DeleteObject", ABORT}, action
             for resource in as_list(statement["Resource"]):
                 if action == "s3:ListBucket":  # a bucket ARN, only with a prefix condition inside its prefix
                     prefixes = as_list(statement["Condition"]["StringLike"]["s3:prefix"])
@@ -231,7 +236,19 @@ def test_iam_policy_reaches_only_the_input_and_model_prefixes() -> None:
                 granted.add((action, prefix))
     needed = {("s3:ListBucket", INPUT_ARN), ("s3:GetObject", INPUT_ARN), ("s3:ListBucket", MODEL_ARN)}
     needed |= {("s3:GetObject", MODEL_ARN), ("s3:PutObject", MODEL_ARN), ("s3:DeleteObject", MODEL_ARN)}
+    needed |= {(ABORT, MODEL_ARN)}  # a failed multipart upload is aborted, not left to bill its parts
     assert granted == needed
+
+
+def test_the_lifecycle_rule_aborts_incomplete_multipart_uploads_under_the_model_prefix(moto: MotoServer) -> None:
+    rule_file = json.loads((INFRA / "aws" / "lifecycle.json").read_text())
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1", **MOTO_KEYS)
+    s3.create_bucket(Bucket="models-bucket")
+    s3.put_bucket_lifecycle_configuration(Bucket="models-bucket", LifecycleConfiguration=rule_file)
+    [rule] = s3.get_bucket_lifecycle_configuration(Bucket="models-bucket")["Rules"]
+    assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+    assert MODEL_ARN.endswith(":::models-bucket/" + rule["Filter"]["Prefix"])
+    assert "infra/aws/lifecycle.json" in (ROOT / "README.md").read_text()
 
 
 # --- runtime_env.yaml and secrets -------------------------------------------------------------------------

@@ -153,6 +153,21 @@ def test_an_outage_during_publish_leaves_the_pointer(
     assert keys(bucket) == before
 
 
+def test_a_store_that_ignores_conditional_writes_is_refused_before_training(
+    bucket: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    land(bucket, "corpus/dt=1/p.parquet", clustered(100, seed=1))
+    before = keys(bucket, prefix="")
+    with FaultProxy(moto.endpoint, strip_headers=("If-Match", "If-None-Match")) as blind:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", blind.endpoint)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=f"s3://{bucket}/models ignores conditional writes") as info:
+            run(from_args(["--input", f"s3://{bucket}/corpus", "--store", f"s3://{bucket}/models", *FAST]))
+        assert "Nothing was published" in str(info.value) and time.monotonic() - started < 30
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    assert keys(bucket, prefix="") == before and pointer(bucket) is None
+
+
 def test_a_publisher_killed_before_the_pointer_moves_leaves_readers_on_the_previous_version(
     bucket: str, moto: MotoServer
 ) -> None:

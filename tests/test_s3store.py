@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
+from jobs.models import gc
 from jobs.storage import Pointer, open_store
 from jobs.storage import s3 as s3store
 from jobs.storage.publish import fetch_verified, publish, read_manifest
@@ -253,6 +254,40 @@ def test_copy_stays_inside_the_store_and_keeps_the_bytes(bucket: str, raw: Any, 
     assert raw.head_object(Bucket=bucket, Key="models/versions/v2/model/big.bin")["ETag"].strip('"').endswith("-2")
     with pytest.raises(VersionNotFound):
         store.copy("versions/v1/missing", "versions/v2/missing")
+
+
+@component
+def test_gc_removes_incomplete_versions_only_after_the_grace_period(bucket: str, raw: Any, tmp_path: Path) -> None:
+    store = store_at(bucket)
+    publish(store, new_version(), model_folder(tmp_path / "a", vectors_bytes=1024), {"parent": None}, expected=None)
+    store.put_bytes("versions/v0-died/model/embedding.model", b"partial")
+    assert set(store.list_incomplete()) == {"v0-died"}
+    assert gc(store, keep=5).endswith("removed 0 incomplete version(s) older than 24 h, left 1 younger")
+    two_days_later = time.time() + 2 * 86400
+    assert "removed 1 incomplete" in gc(store, keep=5, now=two_days_later)
+    assert raw.list_objects_v2(Bucket=bucket, Prefix="models/versions/v0-died/").get("KeyCount") == 0
+    assert len(store.list_versions()) == 1
+
+
+@component
+def test_a_store_that_ignores_conditional_writes_is_refused_before_anything_is_written(
+    bucket: str, raw: Any, moto: MotoServer, tmp_path: Path
+) -> None:
+    with FaultProxy(moto.endpoint, strip_headers=("If-Match", "If-None-Match")) as blind:
+        store = store_at(bucket, endpoint=blind.endpoint)
+        with pytest.raises(StoreError, match=f"the store s3://{bucket}/models ignores conditional writes") as info:
+            store.probe()
+        assert "If-None-Match: * and If-Match" in str(info.value)
+        with pytest.raises(StoreError, match="ignores conditional writes"):
+            store.swap_pointer("v1", expected=None)
+        assert not raw.list_objects_v2(Bucket=bucket).get("Contents")  # the probe's scratch key is gone
+        assert any(s.headers.get("If-None-Match") for s in blind.seen)  # sent, then stripped on the way
+
+    honest = store_at(bucket)
+    honest.probe()
+    honest.swap_pointer("v1", expected=None)
+    assert current_on_server(raw, bucket) is not None
+    assert [o["Key"] for o in raw.list_objects_v2(Bucket=bucket)["Contents"]] == ["models/CURRENT"]
 
 
 @component

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -80,7 +83,7 @@ def test_promote_rolls_back_and_forward_and_gc_keeps_current_and_parent(tmp_path
     with pytest.raises(VersionNotFound):
         promote(store, "v9")
     promote(store, "v2")
-    assert gc(store, keep=1) == "removed 1 version(s); kept 3"
+    assert gc(store, keep=1).startswith("removed 1 version(s); kept 3;")
     assert store.list_versions() == ["v1", "v2", "v4"]  # v4 is the newest, v2 current, v1 its parent
 
 
@@ -101,3 +104,39 @@ def test_copy_links_or_copies_an_immutable_file(tmp_path: Path) -> None:
     assert store.get_bytes("versions/v2/model/a.npy") == b"weights"
     with pytest.raises(VersionNotFound):
         store.copy("versions/v1/missing", "versions/v2/missing")
+
+
+def test_gc_removes_incomplete_versions_older_than_the_grace_period(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(store, "v1", folder(tmp_path, "v1"), {"parent": None}, expected=None)
+    for version in ("v0-died", "v2-uploading"):
+        store.put_bytes(f"versions/{version}/model/embedding.model", b"partial")
+    day_ago = time.time() - 25 * 3600
+    for path in (tmp_path / "store" / "versions" / "v0-died").rglob("*"):
+        os.utime(path, (day_ago, day_ago))
+    assert store.list_versions() == ["v1"]  # incomplete versions are invisible to readers
+    assert set(store.list_incomplete()) == {"v0-died", "v2-uploading"}
+
+    assert gc(store, keep=5).endswith("removed 1 incomplete version(s) older than 24 h, left 1 younger")
+    assert set(store.list_incomplete()) == {"v2-uploading"}  # it may still be uploading
+    assert not (tmp_path / "store" / "versions" / "v0-died").exists()
+    assert store.list_versions() == ["v1"]
+
+
+def test_an_interrupted_delete_never_leaves_a_listed_version_without_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path / "store")
+    publish(store, "v1", folder(tmp_path, "v1"), {"parent": None}, expected=None)
+
+    def interrupted(path: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+        os.unlink(Path(path) / "model" / "embedding.model")  # one file gone, then the deletion stops
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("jobs.storage.local.shutil.rmtree", interrupted)
+    with pytest.raises(StoreError, match="rerun the deletion"):
+        store.delete_version("v1")
+    assert store.list_versions() == []  # the manifest went first
+    monkeypatch.undo()
+    store.delete_version("v1")
+    assert not (tmp_path / "store" / "versions" / "v1").exists()

@@ -37,6 +37,11 @@ class Store(Protocol):
 
     def read_pointer(self) -> Pointer | None: ...
 
+    def probe(self) -> None:
+        """Check, once, that the store can publish safely (its conditional writes are honoured); raise
+        StoreError naming the store and the fix otherwise."""
+        ...
+
     def swap_pointer(self, version: str, expected: Pointer | None) -> None:
         """Point at ``version`` if the pointer is still ``expected``; raise ConflictError otherwise."""
         ...
@@ -58,7 +63,15 @@ class Store(Protocol):
 
     def list_versions(self) -> list[str]: ...
 
-    def delete_version(self, version: str) -> None: ...
+    def list_incomplete(self) -> dict[str, float]:
+        """Versions without a manifest (uploads a run left behind, or one still uploading), each with the
+        time (epoch seconds) its newest file was written."""
+        ...
+
+    def delete_version(self, version: str) -> None:
+        """Delete every file of ``version``, its manifest first, so an interrupted deletion never leaves a
+        listed version without its files. Raises StoreError when something could not be deleted."""
+        ...
 
 
 def pointer_body(version: str) -> bytes:

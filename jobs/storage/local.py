@@ -53,6 +53,9 @@ class LocalStore:
         version = parse_pointer(data, f"{self.uri}/{POINTER}")
         return Pointer(version, hashlib.sha256(data).hexdigest())
 
+    def probe(self) -> None:
+        """Nothing to check: the pointer's compare-and-swap runs under this store's own lock."""
+
     def swap_pointer(self, version: str, expected: Pointer | None) -> None:
         with self._locked():
             current = self.read_pointer()
@@ -103,8 +106,38 @@ class LocalStore:
             return []
         return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file())
 
+    def list_incomplete(self) -> dict[str, float]:
+        folder = self.root / VERSIONS
+        if not folder.is_dir():
+            return {}
+        found = {}
+        for version in folder.iterdir():
+            if version.is_dir() and not (version / "manifest.json").exists():
+                times = [p.stat().st_mtime for p in version.rglob("*")]
+                found[version.name] = max(times, default=version.stat().st_mtime)
+        return found
+
     def delete_version(self, version: str) -> None:
-        shutil.rmtree(self._path(f"{VERSIONS}/{version}"), ignore_errors=True)
+        folder = self._path(f"{VERSIONS}/{version}")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(folder / "manifest.json")  # first: from here on the version is no longer listed
+                self._fsync_dir(folder)
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(
+                f"cannot delete {folder}: {exc.strerror or exc}; it is no longer listed, rerun the deletion"
+            ) from None
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        dirfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
     @staticmethod
     def _atomic_write(target: Path, data: bytes | object) -> None:

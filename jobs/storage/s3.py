@@ -22,6 +22,7 @@ for this store and for the partition reader alike, by :class:`shards.s3settings.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +41,11 @@ from shards.s3settings import ENV_PREFIX, S3Settings
 
 log = logging.getLogger(__name__)
 
-DELETE_BATCH = 1000  # the most keys one DeleteObjects request takes
+DELETE_BATCH = 1000
+PROBES = "probes"  # scratch keys of the conditional-write check, deleted right after
+_NO_ETAG = (
+    '"00000000000000000000000000000000"'  # an ETag no object has  # the most keys one DeleteObjects request takes
+)
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _CONFLICT = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 _BOTO_ERRORS = (ClientError, BotoCoreError, Boto3Error, TransferRetriesExceeded)
@@ -81,6 +86,7 @@ class S3Store:
         self._lock = threading.Lock()
         self._session: Any = None
         self._client: Any = None
+        self._probed = False
 
     @classmethod
     def from_uri(cls, uri: str, settings: S3Settings | None = None) -> S3Store:
@@ -140,6 +146,7 @@ class S3Store:
         is retried and then fails its own condition, and a write can succeed just before a timeout. If the
         pointer names ``version`` (versions are unique per run), the write was ours and it succeeded.
         """
+        self.probe()
         key = self._key(POINTER)
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected.token}
         try:
@@ -170,6 +177,54 @@ class S3Store:
         if not conflict:
             raise self._error("move the pointer", key, failure) from failure
         raise ConflictError(version, current.version if current else None, expected.version if expected else None)
+
+    def probe(self) -> None:
+        """Check, once per process, that the store honours conditional writes; raise StoreError if it does not.
+
+        Some S3-compatible servers accept ``If-None-Match`` / ``If-Match`` and ignore them, which would turn the
+        pointer swap into a blind overwrite. On a scratch key under ``probes/``: a first write with
+        ``If-None-Match: *`` creates it; a second, and one with ``If-Match`` on an ETag it never had, must both
+        be refused with 412. The scratch key is deleted afterwards (best effort).
+        """
+        if self._probed:
+            return
+        key = self._key(f"{PROBES}/conditional-write-{secrets.token_hex(8)}")
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", IfNoneMatch="*", **self._checksum())
+            ignored = [
+                header
+                for header, condition in (
+                    ("If-None-Match: *", {"IfNoneMatch": "*"}),
+                    ("If-Match", {"IfMatch": _NO_ETAG}),
+                )
+                if not self._refused(key, condition)
+            ]
+        except _BOTO_ERRORS as exc:
+            raise self._error("check conditional writes on", key, exc) from exc
+        finally:
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key)
+            except _BOTO_ERRORS as exc:
+                log.warning("could not remove the probe %s: %s", self._uri(key), type(exc).__name__)
+        if ignored:
+            raise StoreError(
+                f"the store {self.uri} ignores conditional writes: a PutObject with {' and '.join(ignored)} that "
+                "had to fail with 412 was accepted, so moving the pointer would be a blind overwrite and two "
+                "refreshes could each lose the other's version. Nothing was published. Use a store that implements "
+                "conditional PutObject (If-None-Match and If-Match; AWS S3 does, S3-compatible servers only in "
+                "recent releases), and check that no proxy or gateway in front of it drops those headers."
+            )
+        self._probed = True
+
+    def _refused(self, key: str, condition: dict[str, str]) -> bool:
+        """Whether a write under ``condition`` that must fail was refused with 412 (False: it was accepted)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=b"probe", **condition, **self._checksum())
+        except ClientError as exc:
+            if _is_conflict(exc):
+                return True
+            raise
+        return False
 
     def put_file(self, key: str, source: Path) -> None:
         full = self._key(key)
@@ -233,6 +288,18 @@ class S3Store:
                 found.add(version)
         return sorted(found)
 
+    def list_incomplete(self) -> dict[str, float]:
+        """Versions without a ``manifest.json``, from the same flat listing as :meth:`list_versions`."""
+        root = self._key(VERSIONS) + "/"
+        newest: dict[str, float] = {}
+        complete = set()
+        for item in self._objects(root, "list versions"):
+            version, _, name = item["Key"][len(root) :].partition("/")
+            if name == "manifest.json":
+                complete.add(version)
+            newest[version] = max(newest.get(version, 0.0), item["LastModified"].timestamp())
+        return {v: t for v, t in newest.items() if v not in complete}
+
     def delete_version(self, version: str) -> None:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"
@@ -272,10 +339,13 @@ class S3Store:
         return create_transfer_manager(self.client, transfer_config(self.settings))
 
     def _keys(self, prefix: str, operation: str) -> Iterator[str]:
+        for item in self._objects(prefix, operation):
+            yield item["Key"]
+
+    def _objects(self, prefix: str, operation: str) -> Iterator[dict[str, Any]]:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for item in page.get("Contents", []):
-                    yield item["Key"]
+                yield from page.get("Contents", [])
         except _BOTO_ERRORS as exc:
             raise self._error(operation, prefix, exc) from exc
 

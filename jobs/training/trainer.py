@@ -15,6 +15,7 @@ It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -122,7 +123,9 @@ class Trainer:
         """``node_cpus`` says how many CPUs this process's node offers (default: what the OS lets it use);
         it sets the training threads when the config leaves ``workers`` unset."""
         _show_progress()
-        self.dir = Path(tempfile.mkdtemp(prefix="embedding-refresh-", dir=spool_dir))
+        self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
+        self._lock = claim(self.dir)
+        remove_stale_spools(self.dir.parent, keep=self.dir)
         self.corpus_path = self.dir / "corpus.txt"
         self.spool = spool.Spool(self.corpus_path)
         self.node_cpus = node_cpus or (lambda: len(os.sched_getaffinity(0)))
@@ -302,3 +305,36 @@ class Trainer:
         """Remove the spool (the actor's node keeps nothing once the run ends)."""
         self.spool.discard()
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._lock.close()
+
+
+SPOOL_PREFIX = "embedding-refresh-"
+_OWNER = ".owner.lock"  # held (flock) by the live trainer that owns the spool folder
+
+
+def claim(folder: Path) -> Any:
+    """Hold an exclusive lock on ``folder``'s owner file for the life of this process (the kernel releases it
+    when the process dies, however it dies), so other trainers can tell a live spool from a stale one."""
+    handle = open(folder / _OWNER, "a")  # noqa: SIM115 - held until close() or the process's death
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
+def remove_stale_spools(parent: Path, keep: Path) -> list[Path]:
+    """Remove spool folders under ``parent`` whose owner is dead: a training actor killed mid-run leaves its
+    spool, parent copy and output behind. A folder counts only if it carries an owner file, and is removed
+    only while this process holds that file's lock, which no live owner would let it take."""
+    removed = []
+    for folder in parent.glob(f"{SPOOL_PREFIX}*"):
+        owner = folder / _OWNER
+        if folder == keep or not owner.is_file():
+            continue
+        try:
+            with open(owner, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # locked: a live trainer owns it (or it vanished meanwhile)
+            continue
+        log.info("removed the stale spool %s (its training actor is gone)", folder)
+        removed.append(folder)
+    return removed
