@@ -124,12 +124,19 @@ class LifecycleConfig:
         return LifecycleConfig(**resolved), changes
 
     @property
+    def keeps_standing(self) -> bool:
+        """Whether the words' decayed counts are kept: only pruning uses them, and only when counts decay."""
+        return bool(self.max_vocab) and self.decay != 1.0
+
+    @property
     def decay(self) -> float:
         """The factor every remembered count is multiplied by at each refresh (1.0: no decay)."""
         return 0.5 ** (1.0 / self.count_half_life) if self.count_half_life else 1.0
 
 
-NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=0.0, freeze_known_words=False)
+# count_half_life: measured over a month of refreshes with churn (python -m tests.benchmarks.lifecycle, see the
+# README): 180 kept more of the rarely used core words than lifetime counts, 7 and 30 kept fewer.
+NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=180.0, freeze_known_words=False)
 
 
 @dataclass(frozen=True)

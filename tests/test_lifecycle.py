@@ -111,6 +111,18 @@ def test_with_decay_a_word_of_the_first_week_is_pruned_before_one_of_the_last() 
     assert decayed_run(half_life=0) == {"alpha", "beta", "gamma", "early"}
 
 
+def test_remembered_counts_decay_before_this_runs_counts_are_added() -> None:
+    training = TrainingConfig(min_count=5, vector_size=4, workers=1)
+    life = LifecycleConfig(max_vocab=0, count_half_life=1, freeze_known_words=False)
+    model = gmodel.create(training)
+    step = lifecycle.update_vocabulary(model, {"common": 50, "rare": 4}, 5, {}, None, training, life)
+    assert step.pending == {"rare": 4}
+    step = lifecycle.update_vocabulary(model, {"common": 50, "rare": 2}, 5, step.pending, None, training, life)
+    assert step.pending == {"rare": 4.0}  # 4 halved, plus 2: still under min_count
+    step = lifecycle.update_vocabulary(model, {"rare": 3}, 5, step.pending, None, training, life)
+    assert step.change.new_words == ["rare"] and model.wv.get_vecattr("rare", "count") == 5  # 2 + 3
+
+
 def test_standing_is_stored_aligned_with_the_vocabulary(tmp_path: Path) -> None:
     path = tmp_path / standing_file.STANDING
     standing_file.write(path, ["a", "b"], np.array([2.5, 1.0]))

@@ -1,10 +1,11 @@
 """The standing of the model's words: their counts, decayed refresh by refresh, carried with each version.
 
-Pruning (``--max-vocab``) removes the words with the least standing. Without ``--count-half-life`` a word's
-standing is its lifetime count, which gensim already keeps in the model, so nothing is stored. With it, every
+Pruning (``--max-vocab``) removes the words with the least standing. With ``--count-half-life 0`` a word's
+standing is its lifetime count, which gensim already keeps in the model, so nothing is stored. Otherwise every
 refresh multiplies the standing of every word by ``0.5 ** (1 / half_life)`` before adding the new counts, so a
 word popular years ago loses to today's; the values are stored as ``standing.parquet`` (``word``, ``standing``,
-in the model's index order) and read back aligned with the parent's vocabulary.
+in the model's index order) and read back aligned with the parent's vocabulary. Only a capped lineage keeps
+them (nothing else reads them); a cap turned on later starts from the lifetime counts.
 
     >>> write(path, model.wv.index_to_key, standing)              # doctest: +SKIP
     >>> standing = read(path, parent.wv.index_to_key)              # None if it does not match

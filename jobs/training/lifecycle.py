@@ -2,8 +2,9 @@
 
 :func:`update_vocabulary` is what the trainer calls instead of growing the vocabulary alone:
 
-1. with ``--count-half-life``, the remembered counts of words under ``min_count`` and the standing of the
-   model's words are multiplied by ``0.5 ** (1 / half_life)`` (see :mod:`jobs.lineage.standing`);
+1. with ``--count-half-life``, the remembered counts of words under ``min_count`` and (with a cap, the only
+   user of it) the standing of the model's words are multiplied by ``0.5 ** (1 / half_life)`` (see
+   :mod:`jobs.lineage.standing`);
 2. the vocabulary grows from this run's counts (:func:`jobs.training.model.update_vocabulary`), and the words
    still under ``min_count`` are remembered;
 3. with ``--max-vocab N``, when the model holds more than N words, those with the least standing (ties: the
@@ -75,7 +76,7 @@ def update_vocabulary(
     change = gmodel.update_vocabulary(model, counts, sentences, offered if remember else None)
     remembered = below_min_count(model, counts, pending, training.pending_cap) if remember else {}
     lifetime = np.asarray(model.wv.expandos["count"], dtype=np.float64)
-    current = lifetime if decay == 1.0 else _decayed(model, counts, before, standing, decay)
+    current = _decayed(model, counts, before, standing, decay) if lifecycle.keeps_standing else lifetime
 
     if not lifecycle.max_vocab or len(model.wv) <= lifecycle.max_vocab:
         return Step(change, remembered, current, np.arange(before))

@@ -220,7 +220,7 @@ class Trainer:
                 out = self.dir / "version"
                 gmodel.save(model, out)
                 write_counts(out / PENDING, pending)
-                if request.lifecycle.decay != 1.0:
+                if request.lifecycle.keeps_standing:
                     standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
                 if config.replay_fraction > 0:
                     new_lines = spool.sentences(self.corpus_path, self.lines)

@@ -1,17 +1,18 @@
 """A month of nightly refreshes with churn: vocabulary size, trainer memory and refresh time, with and without
 ``--max-vocab``, and what ``--count-half-life`` keeps.
 
-    python -m tests.benchmarks.lifecycle                    # 30 days, 5 lineages; ~10 minutes on 2 cores
+    python -m tests.benchmarks.lifecycle                    # 30 days, 5 lineages; ~25 minutes on 2 cores
     python -m tests.benchmarks.lifecycle --days 10 --only uncapped,capped
 
 Every day brings ``day_tokens`` tokens: a stable core vocabulary (Zipf frequencies, so its tail is used only
 every few days), ``churn`` strings never seen before and never seen again (names, typos, hashtags), each 5 to
 8 times, so each one reaches ``min_count``, and ``trends``: topic words used heavily for one week only (a new
 set each week). Each lineage runs the same 30 days through the real training actor (:class:`Trainer`: spool,
-vocabulary step, ``corpus_file`` training, gate, save, upload to a local store), in-process and without Ray,
-one process per lineage. Per day it records the vocabulary size, the refresh's seconds (the actor's work from
-the first partition to the uploaded version) and the peak private memory of the process during it (RssAnon,
-sampled at 50 Hz). At the end it scores what each lineage kept: the share of the core words used about
+vocabulary step, ``corpus_file`` training, gate, save, upload to a local store), without Ray, each refresh in
+a fresh process as each run gets a fresh actor. Per day it records the vocabulary size, the refresh's seconds
+(the actor's work from the first partition to the uploaded version, with its phases) and the peak private
+memory of the process during it (RssAnon, sampled at 50 Hz; ``model_mb`` is the part above what the process
+held before the refresh). At the end it scores what each lineage kept: the share of the core words used about
 daily, and of those used every few days, and the share of the first and of the last week's trend words.
 
 The table's ratios compare each lineage with the uncapped one on the same day. It is not collected by pytest.
@@ -39,7 +40,8 @@ import pyarrow.parquet as pq
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.lineage.standing import STANDING
 from jobs.storage import LocalStore
-from jobs.storage.publish import write_manifest
+from jobs.storage.publish import fetch_verified, model_files, read_manifest, write_manifest
+from jobs.training import model as gmodel
 from jobs.training.trainer import Trainer, TrainRequest
 from shards.partitions import discover
 from shards.tokenize import TokenizerConfig
@@ -102,7 +104,8 @@ class PeakMemory:
     """The peak private resident memory (RssAnon) of this process while the block runs."""
 
     def __enter__(self) -> PeakMemory:
-        self.peak, self._stop = self.read(), threading.Event()
+        self.start = self.peak = self.read()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -123,44 +126,36 @@ class PeakMemory:
         return 0
 
 
-def run_lineage(spec: Spec, lifecycle: LifecycleConfig, data: Path, work: Path) -> dict[str, Any]:
-    """Thirty refreshes through the training actor; per-day figures and what the last version holds."""
-    work.mkdir(parents=True, exist_ok=True)
+def refresh_day(spec: Spec, lifecycle: LifecycleConfig, data: Path, work: Path, day: int) -> dict[str, Any]:
+    """One nightly refresh through the training actor, on the version the previous day published."""
     store = LocalStore(work / "store")
     fs = pafs.LocalFileSystem()
-    parent: str | None = None
-    days = []
-    for day in range(spec.days):
-        (partition,) = discover(fs, str(data / f"day={day:02d}"))
-        version = f"v{day:02d}"
-        with PeakMemory() as memory:
-            start = time.perf_counter()
-            trainer = Trainer(str(work))
-            trainer.ingest(tokenize_partition(fs, partition, ReadOptions(), TokenizerConfig()))
-            request = TrainRequest(version, parent, "word2vec", TRAINING, GateConfig(), lifecycle=lifecycle)
-            candidate = trainer.finish(store, request)
-            seconds = time.perf_counter() - start
-        write_manifest(store, version, {"version": version, "model": "word2vec", "files": candidate.files})
-        store.swap_pointer(version, store.read_pointer())
-        parent = version
-        days.append(
-            {
-                "day": day,
-                "vocab": candidate.vocab_size,
-                "removed": candidate.lifecycle["removed"],
-                "seconds": round(seconds, 3),
-                "peak_mb": round(memory.peak / MB, 1),
-                "standing_file": STANDING in candidate.files,
-            }
-        )
-        log.info("day %d: %d words, %.1f s, %.0f MB", day, candidate.vocab_size, seconds, memory.peak / MB)
-    return {"days": days, "kept": kept_shares(spec, _vocabulary(store, parent))}
+    pointer = store.read_pointer()
+    (partition,) = discover(fs, str(data / f"day={day:02d}"))
+    version = f"v{day:02d}"
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        trainer = Trainer(str(work))
+        trainer.ingest(tokenize_partition(fs, partition, ReadOptions(), TokenizerConfig()))
+        parent = pointer.version if pointer else None
+        request = TrainRequest(version, parent, "word2vec", TRAINING, GateConfig(), lifecycle=lifecycle)
+        candidate = trainer.finish(store, request)
+        seconds = time.perf_counter() - start
+    write_manifest(store, version, {"version": version, "model": "word2vec", "files": candidate.files})
+    store.swap_pointer(version, pointer)
+    return {
+        "day": day,
+        "vocab": candidate.vocab_size,
+        "removed": candidate.lifecycle["removed"],
+        "seconds": round(seconds, 3),
+        "timings": {k: round(v, 3) for k, v in candidate.timings.items()},
+        "peak_mb": round(memory.peak / MB, 1),
+        "model_mb": round((memory.peak - memory.start) / MB, 1),
+        "standing_file": STANDING in candidate.files,
+    }
 
 
 def _vocabulary(store: LocalStore, version: str | None) -> set[str]:
-    from jobs.storage.publish import fetch_verified, model_files, read_manifest
-    from jobs.training import model as gmodel
-
     with tempfile.TemporaryDirectory() as tmp:
         manifest = read_manifest(store, str(version))
         folder = fetch_verified(store, str(version), Path(tmp), model_files(manifest))
@@ -184,11 +179,29 @@ def kept_shares(spec: Spec, words: set[str]) -> dict[str, float]:
     return shares
 
 
-def _child(spec: Spec, key: str, data: Path, work: Path, out: Path) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("jobs", "shards", "gensim"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    out.write_text(json.dumps(run_lineage(spec, LINEAGES[key], data, work)))
+def _child(spec: Spec, key: str, data: Path, work: Path, day: int, out: Path) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    out.write_text(json.dumps(refresh_day(spec, LINEAGES[key], data, work, day)))
+
+
+def run_lineage(spec: Spec, key: str, data: Path, work: Path) -> dict[str, Any]:
+    """The days of one lineage, each refresh in a fresh process (as each run gets a fresh training actor), so
+    each day's peak memory is its own."""
+    work.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    days = []
+    for day in range(spec.days):
+        out = work / f"day{day}.json"
+        child = context.Process(target=_child, args=(spec, key, data, work, day, out))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"lineage {key!r} failed on day {day} (exit {child.exitcode})")
+        days.append(json.loads(out.read_text()))
+        row = days[-1]
+        log.info("%s day %d: %d words, %.1f s, %.0f MB", key, day, row["vocab"], row["seconds"], row["peak_mb"])
+    store = LocalStore(work / "store")
+    return {"days": days, "kept": kept_shares(spec, _vocabulary(store, f"v{spec.days - 1:02d}"))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,15 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             target.parent.mkdir(parents=True)
             pq.write_table(pa.table({"text": day_documents(spec, day)}), target)
         log.info("corpus written: %d days", spec.days)
-        context = multiprocessing.get_context("spawn")
-        for key in keys:  # one process per lineage: its peak memory is its own
-            out = Path(tmp) / f"{key}.json"
-            child = context.Process(target=_child, args=(spec, key, data, Path(tmp) / key.replace(" ", "_"), out))
-            child.start()
-            child.join()
-            if child.exitcode != 0:
-                raise SystemExit(f"lineage {key!r} failed (exit {child.exitcode})")
-            results[key] = json.loads(out.read_text())
+        for key in keys:
+            results[key] = run_lineage(spec, key, data, Path(tmp) / key.replace(" ", "_").replace(",", ""))
     print(table(spec, results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"spec": asdict(spec), "training": asdict(TRAINING), "results": results}, indent=2))
