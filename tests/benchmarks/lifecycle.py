@@ -67,9 +67,9 @@ class Spec:
 LINEAGES: dict[str, LifecycleConfig] = {
     "uncapped": LifecycleConfig(max_vocab=0, count_half_life=0),
     "capped": LifecycleConfig(max_vocab=15_000, count_half_life=0),
-    "capped, half-life 7": LifecycleConfig(max_vocab=15_000, count_half_life=7),
-    "capped, half-life 30": LifecycleConfig(max_vocab=15_000, count_half_life=30),
-    "capped, half-life 180": LifecycleConfig(max_vocab=15_000, count_half_life=180),
+    "capped half-life 7": LifecycleConfig(max_vocab=15_000, count_half_life=7),
+    "capped half-life 30": LifecycleConfig(max_vocab=15_000, count_half_life=30),
+    "capped half-life 180": LifecycleConfig(max_vocab=15_000, count_half_life=180),
 }
 TRAINING = TrainingConfig(vector_size=50, epochs=2, workers=2, min_count=5, pending_cap=200_000)
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             pq.write_table(pa.table({"text": day_documents(spec, day)}), target)
         log.info("corpus written: %d days", spec.days)
         for key in keys:
-            results[key] = run_lineage(spec, key, data, Path(tmp) / key.replace(" ", "_").replace(",", ""))
+            results[key] = run_lineage(spec, key, data, Path(tmp) / key.replace(" ", "_"))
     print(table(spec, results))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"spec": asdict(spec), "training": asdict(TRAINING), "results": results}, indent=2))
