@@ -18,6 +18,8 @@ from jobs.refresh import Hooks, main, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
 from jobs.training import model as gmodel
+from jobs.training.epochs import split_evenly
+from jobs.training.spool import Layout
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import cluster_words, clustered
 
@@ -44,6 +46,30 @@ def reference_counts(docs: list[str | None]) -> collections.Counter[str]:
     for doc in docs:
         counts.update(t for t in re.findall(r"[^\W\d_]+", (doc or "").lower()) if 2 <= len(t) <= 40)
     return counts
+
+
+def miss_the_last_batch(layout: Layout, threads: int) -> list[range]:
+    """A fault seam: the threads' runs of batches leave the spool's last batch to no thread."""
+    return [range(r.start, r.stop - (r.stop == layout.batches)) for r in split_evenly(layout, threads)]
+
+
+def test_a_trainer_that_misses_a_range_fails_the_run_and_publishes_nothing(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    docs = clustered(2000, seed=4)  # 24,000 tokens: three batches
+    write_parquet(data / "dt=1" / "part-0.parquet", docs)
+    tokens = sum(reference_counts(docs).values())
+    run(from_args(args(data, store)))
+    _, manifest = load_latest(store)
+    assert manifest["trained"]["summary"] == f"trained {tokens:,} of {tokens:,} tokens per epoch"
+    assert manifest["trained"]["trained_per_epoch"] == [tokens] * 3 and manifest["trained"]["threads"] == 2
+    assert manifest["learning_rate"]["first_batch"] == pytest.approx(manifest["learning_rate"]["start"], abs=1e-6)
+
+    write_parquet(data / "dt=2" / "part-0.parquet", docs)
+    before = snapshot(store)
+    with pytest.raises(TrainingError, match=rf"epoch 1 trained [\d,]+ of {tokens:,} spooled tokens") as info:
+        run(from_args(args(data, store)), Hooks(training_split=miss_the_last_batch))
+    assert int(str(info.value).split(" trained ")[1].split(" of ")[0].replace(",", "")) < tokens
+    assert snapshot(store) == before
 
 
 def test_vocabulary_counts_equal_a_single_process_count(tmp_path: Path) -> None:
