@@ -41,8 +41,6 @@ BATCH_RAW_WORDS = GENSIM_BATCH_WORDS + 1
 #: Not valid UTF-8 on its own, so never the key of a vocabulary word.
 PAD = b"\xff"
 
-_WHITESPACE = np.zeros(256, dtype=bool)
-_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # what std::istream >> splits on in the "C" locale
 _CHUNK = 64 << 20  # bytes scanned at once, bounding the scan's temporary arrays
 
 
@@ -73,14 +71,20 @@ def padding(real_words: int) -> bytes:
     return b" ".join([PAD] * (BATCH_RAW_WORDS - real_words)) + b"\n"
 
 
+def _whitespace(data: np.ndarray) -> np.ndarray:
+    """Where ``data`` holds what ``std::istream >>`` splits on in the "C" locale: space and \\t \\n \\v \\f \\r."""
+    return (data == 32) | (data - np.uint8(9) <= 4)  # uint8 arithmetic wraps: only 9..13 land in 0..4
+
+
+def _token_starts(data: np.ndarray) -> np.ndarray:
+    space = _whitespace(data)
+    starts = np.flatnonzero(space[:-1] > space[1:]) + 1
+    return np.concatenate([[0], starts]) if len(data) and not space[0] else starts
+
+
 def line_lengths(data: np.ndarray) -> np.ndarray:
     """Tokens per line of ``data`` (uint8, ending with a newline), split as gensim's C++ reader splits."""
-    space = _WHITESPACE[data]
-    starts = np.flatnonzero(~space[1:] & space[:-1]) + 1
-    if len(data) and not space[0]:
-        starts = np.concatenate([[0], starts])
-    ends = np.flatnonzero(data == 10)
-    return np.diff(np.searchsorted(starts, ends), prepend=0)
+    return np.diff(np.searchsorted(_token_starts(data), np.flatnonzero(data == 10)), prepend=0)
 
 
 def _cut_long_lines(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,11 +97,7 @@ def _cut_long_lines(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, 
     ends = np.flatnonzero(data == 10)
     for line in long_lines:
         start = int(ends[line - 1]) + 1 if line else 0
-        piece = data[start : int(ends[line]) + 1]
-        space = _WHITESPACE[piece]
-        starts = np.flatnonzero(~space[1:] & space[:-1]) + 1
-        if not space[0]:
-            starts = np.concatenate([[0], starts])
+        starts = _token_starts(data[start : int(ends[line]) + 1])
         pieces = -(-len(starts) // BATCH_WORDS)
         firsts = np.arange(1, pieces) * len(starts) // pieces  # the first token of every piece but the first
         data[start + starts[firsts] - 1] = 10  # the whitespace byte before it becomes a newline

@@ -7,10 +7,11 @@ training-step throughput on uniform data.
 Two tables, every number measured in this run:
 
 1. **Coverage** on the mixed-density spool (the first half of its bytes 2-letter words, the second half
-   12-letter words, each word unique to its half; ``sample=0``, one epoch), at 2, 4 and 8 threads: the raw
-   words each mode trained (gensim's own count) of those spooled, and how many of the vocabulary's words kept
-   their initial vectors (never trained). gensim starts thread *k* at byte ``size·k/W`` but stops it after
-   ``words/W`` words, so its threads overlap in one half and leave the other partly untrained.
+   12-letter words, each word occurring in one stretch of the text only; ``sample=0``, one epoch), at 2, 4
+   and 8 threads: the raw words each mode trained (gensim's own count) of those spooled, and how many of the
+   vocabulary's words kept their initial vectors (never trained). gensim starts thread *k* at byte
+   ``size·k/W`` but stops it after ``words/W`` words, so its threads overlap in one half and leave the other
+   partly untrained.
 2. **Throughput** on uniform data (Zipf-distributed words of one length, CBOW, 100 dimensions, window 5,
    negative 5, ``--epochs``): words per second of the training step, the job's exact epochs against
    ``Word2Vec.train(corpus_file=...)`` on the same sentences with the same model and threads, best of
@@ -43,11 +44,17 @@ def vocabulary(n: int, length: int, rng: np.random.Generator) -> list[bytes]:
     return sorted({bytes(rng.choice(LETTERS, length)) for _ in range(n)})
 
 
-def lines_of(words: list[bytes], tokens: int, sentence: int, rng: np.random.Generator, zipf: float = 0.0) -> bytes:
-    """``tokens`` words in sentences of ``sentence`` words (uniform draws, or Zipf with exponent ``zipf``)."""
+def lines_of(
+    words: list[bytes], tokens: int, sentence: int, rng: np.random.Generator, zipf: float = 0.0, local: int = 0
+) -> bytes:
+    """``tokens`` words in sentences of ``sentence`` words: Zipf draws with exponent ``zipf``, or, with
+    ``local``, uniform draws from a window of ``local`` words that slides through the vocabulary along the
+    text (so each word occurs in one stretch of it only), else uniform draws."""
     if zipf:
         p = 1.0 / (np.arange(len(words)) + 2.7) ** zipf
         ids = rng.choice(len(words), tokens, p=p / p.sum())
+    elif local:
+        ids = np.arange(tokens) * (len(words) - local) // tokens + rng.integers(0, local, tokens)
     else:
         ids = rng.integers(0, len(words), tokens)
     out = bytearray()
@@ -78,9 +85,9 @@ def spool(data: bytes, path: Path) -> tuple[Layout, float]:
 
 def coverage(folder: Path, threads: list[int]) -> list[str]:
     rng = np.random.default_rng(0)
-    short, long_ = vocabulary(300, 2, rng), vocabulary(3000, 12, rng)
-    first = lines_of(short, 400_000, 20, rng)
-    second = lines_of(long_, len(first) // 13, 20, rng)  # about as many bytes as the first half
+    short, long_ = vocabulary(5000, 2, rng), vocabulary(3000, 12, rng)  # all 676 two-letter words
+    first = lines_of(short, 400_000, 20, rng, local=20)
+    second = lines_of(long_, len(first) // 13, 20, rng, local=40)  # about as many bytes as the first half
     data = first + second
     plain = folder / "mixed.txt"
     plain.write_bytes(data)
