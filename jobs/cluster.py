@@ -38,7 +38,7 @@ from ray.util.placement_group import (
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from jobs.config import RefreshConfig
-from jobs.errors import PartitionError, RefreshError, TrainingError
+from jobs.errors import PartitionError, PartitionReadError, RefreshError, TrainingError
 from jobs.training.trainer import Trainer
 from shards.partitions import Partition
 from shards.tokenized import tokenize_partition
@@ -197,7 +197,12 @@ def stream(
     Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
     """
     remote = ray.remote(tokenize_partition)
-    common: dict[str, Any] = {"num_cpus": 1, "max_retries": TOKENIZE_RETRIES, "retry_exceptions": False}
+    # A lost worker and a failed read (the store, the network) are retried; a bad partition fails once.
+    common: dict[str, Any] = {
+        "num_cpus": 1,
+        "max_retries": TOKENIZE_RETRIES,
+        "retry_exceptions": [PartitionReadError],
+    }
     task = remote.options(**common)
     in_bundle = remote.options(**common, scheduling_strategy=trainer.bundle()) if trainer.cpus else task
     limit, sized_at = in_flight_limit(config), time.monotonic()

@@ -3,6 +3,7 @@
     RefreshError                 anything the refresh reports as a failure (exit status 1)
     ├── ConfigError              a flag, option or config file is invalid
     ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)
+    ├── PartitionReadError       reading a partition failed outside its bytes (store, network); retried
     ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause
     ├── StoreError               the model store cannot be read or written
     │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, or a file is missing
@@ -12,13 +13,13 @@
     ├── QualityGateError         the candidate is worse than its parent; uploaded, not promoted
     └── ImportRefused            a model file cannot be imported (names the file and the cause)
 
-The first four live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
+The first five live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
 callers import every error from this module.
 """
 
 from __future__ import annotations
 
-from shards.errors import BadPartitionsError, ConfigError, PartitionError, RefreshError
+from shards.errors import BadPartitionsError, ConfigError, PartitionError, PartitionReadError, RefreshError
 
 __all__ = [
     "BadPartitionsError",
@@ -27,6 +28,7 @@ __all__ = [
     "ImportRefused",
     "IntegrityError",
     "PartitionError",
+    "PartitionReadError",
     "QualityGateError",
     "RefreshError",
     "StoreError",

@@ -27,6 +27,25 @@ class PartitionError(RefreshError):
         return (type(self), (self.uri, self.cause))
 
 
+class PartitionReadError(RefreshError):
+    """Reading a partition failed for a reason outside its bytes (the network, the object store, the disk).
+
+    Not a :class:`PartitionError`: the partition is not bad. The tokenizing task is retried, as when a worker
+    dies; an error that persists fails the run, and the partition is not consumed, so a rerun reads it.
+    """
+
+    def __init__(self, uri: str, cause: str) -> None:
+        super().__init__(
+            f"reading {uri} failed: {cause}. This is the store or the network, not the data: the read was "
+            "retried; rerun when the input is reachable (the partition was not consumed)"
+        )
+        self.uri = uri
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.uri, self.cause))
+
+
 class BadPartitionsError(RefreshError):
     """Several partitions are bad. ``errors`` lists each with its cause, in partition order."""
 

@@ -14,6 +14,7 @@ unpickled.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,7 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from shards.errors import PartitionError
+from shards.errors import PartitionError, PartitionReadError
 from shards.partitions import Partition
 
 _TEXT_BLOCK = 16 << 20  # bytes of plain text decoded at once
@@ -34,7 +35,8 @@ _MAX_ARRAY_TEXT = 1 << 30  # bytes of text per array (a string array's 32-bit of
 def read_texts(
     fs: pafs.FileSystem, partition: Partition, *, text_column: str = "text", batch_rows: int = 65_536
 ) -> Iterator[pa.Array]:
-    """Yield the partition's documents as string arrays. Raises PartitionError."""
+    """Yield the partition's documents as string arrays. Raises PartitionError for bad bytes, and
+    PartitionReadError when reading failed on the way to them (see :func:`transient`)."""
     readers = {"parquet": _parquet, "jsonl": _jsonl, "text": _text}
     if partition.format not in readers:
         raise PartitionError(
@@ -46,8 +48,31 @@ def read_texts(
         yield from readers[partition.format](fs, partition, text_column, batch_rows)
     except PartitionError:
         raise
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError, EOFError) as exc:
+    except OSError as exc:
+        if transient(exc):
+            raise PartitionReadError(partition.uri, _first_line(exc)) from exc
         raise PartitionError(partition.uri, _cause(partition, exc)) from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, EOFError) as exc:
+        raise PartitionError(partition.uri, _cause(partition, exc)) from exc
+
+
+#: what pyarrow's S3 client and the OS say when the way to the bytes failed, not the bytes themselves
+_TRANSIENT_MARKS = ("aws error", "curlcode", "connection reset", "connection refused", "timed out", "timeout")
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EIO, errno.ECONNRESET, errno.ECONNREFUSED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN, errno.ENETUNREACH}
+)
+
+
+def transient(exc: OSError) -> bool:
+    """Whether an I/O error came from reaching the data (an S3 error answer, a reset or refused connection, a
+    timeout, EIO) rather than from its bytes (pyarrow also raises OSError for corrupt compressed streams and
+    Parquet pages): worth retrying, and no reason to call the partition bad."""
+    text = str(exc).lower()
+    return exc.errno in _TRANSIENT_ERRNOS or any(mark in text for mark in _TRANSIENT_MARKS)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _cause(partition: Partition, exc: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -247,3 +248,15 @@ def test_files_younger_than_the_minimum_age_wait(tmp_path: Path) -> None:
         Readiness(min_file_age=-1)
     with pytest.raises(ConfigError):
         Readiness(success_marker="sometimes")
+
+
+def test_read_errors_on_the_way_to_the_bytes_are_transient_and_bad_bytes_are_not() -> None:
+    from shards.readers import transient
+
+    assert transient(OSError("AWS Error NETWORK_CONNECTION during GetObject operation: curlCode: 56, Failure"))
+    assert transient(OSError("When reading information for key 'k': AWS Error SLOW_DOWN during HeadObject"))
+    assert transient(OSError(errno.ECONNRESET, "Connection reset by peer"))
+    assert transient(OSError(errno.EIO, "Input/output error"))
+    assert not transient(OSError("ZSTD decompression failed: Unknown frame descriptor"))
+    assert not transient(OSError("Couldn't deserialize thrift: TProtocolException: Invalid data"))
+    assert not transient(OSError("zlib inflate failed: incorrect header check"))

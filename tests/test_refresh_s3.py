@@ -153,6 +153,22 @@ def test_an_outage_during_publish_leaves_the_pointer(
     assert keys(bucket) == before
 
 
+def test_a_flaky_read_while_tokenizing_is_retried_not_called_a_bad_partition(
+    bucket: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = clustered(100, seed=1)
+    land(bucket, "corpus/dt=1/p.parquet", docs)
+    with FaultProxy(moto.endpoint) as flaky:
+        # more 503s than S3 clients retry inside one read, so the tokenizing task itself fails and is retried
+        flaky.fail("503", times=6, method="GET", path_contains="/p.parquet")  # "=" is sent as %3D
+        monkeypatch.setenv("AWS_ENDPOINT_URL", flaky.endpoint)
+        summary = run(from_args(["--input", f"s3://{bucket}/corpus", "--store", f"s3://{bucket}/models", *FAST]))
+        assert flaky.pending() == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto.endpoint)
+    assert summary.published and summary.partitions == 1 and summary.rejected == []
+    assert summary.tokens == sum(len(d.split()) for d in docs)
+
+
 def test_a_store_that_ignores_conditional_writes_is_refused_before_training(
     bucket: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
