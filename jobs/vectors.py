@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -154,12 +155,18 @@ def _evict(root: Path, keep: int) -> None:
 
 
 def intact(folder: Path, manifest: dict[str, Any], names: list[str]) -> bool:
-    """Whether ``folder`` holds every one of ``names`` with the manifest's size and SHA-256."""
+    """Whether ``folder`` holds every one of ``names`` with the manifest's size and SHA-256. The files are
+    hashed in parallel (hashlib releases the GIL): a warm load costs the largest file's hash, not their sum."""
     if not folder.is_dir():
         return False
+
+    def check(name: str) -> None:
+        verify_file(folder / name, manifest["files"][name], f"cached {manifest['version']}/{name}")
+
     try:
-        for name in names:
-            verify_file(folder / name, manifest["files"][name], f"cached {manifest['version']}/{name}")
+        with ThreadPoolExecutor(max_workers=min(4, len(names)) or 1, thread_name_prefix="sha256") as pool:
+            for done in [pool.submit(check, name) for name in names]:
+                done.result()
     except (IntegrityError, OSError) as exc:
         log.warning("%s", exc)
         return False

@@ -81,6 +81,8 @@ def test_an_imported_model_is_refreshed_twice(architecture: str, tmp_path: Path)
 
     model, manifest = load(store, "latest")
     assert manifest["parent"] == imported_manifest["version"]
+    assert manifest["evaluation"]["passed"] and manifest["evaluation"]["checks"]  # gated against the import
+    assert "## Quality gate: passed" in (store / "versions" / first.version / "report.md").read_text()
     assert [Path(p["uri"]).parent.name for p in manifest["partitions"]] == ["dt=2026-11-02"]
     assert set(manifest["new_words_sample"]) == {"novelaa", "novelab", "novelba"}
     seen = counts(day2)
