@@ -33,7 +33,7 @@ from gensim.models.fasttext import FastText, ft_ngram_hashes
 
 REAL = np.float32
 _DOMAIN = 2**31 - 1  # gensim's cum_table domain
-_BLOCK = 8192  # words composed at once by compose_vectors: a block of vectors stays in cache
+_BLOCK = 4096  # words composed at once by compose_vectors: a block of vectors stays in cache
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,11 @@ def buckets_of(words: list[str], min_n: int, max_n: int, bucket: int) -> list[np
 def compose_vectors(wv: Any, rows: np.ndarray | None = None) -> np.ndarray:
     """FastText's composed vectors of ``rows`` (default: every word): the word's own vector plus its n-gram
     vectors, divided by their number, as gensim's ``adjust_vectors`` computes them, to the bit (the same
-    float32 additions in the same order), a block of words and one n-gram position at a time."""
+    float32 additions in the same order).
+
+    A block of words at a time, sorted by their number of n-grams, so that the words that still have an
+    n-gram at position ``j`` are a prefix of the block: one gather and one in-place add per position.
+    """
     buckets = wv.buckets_word if rows is None else [wv.buckets_word[i] for i in rows]
     rows = np.arange(len(wv)) if rows is None else np.asarray(rows)
     out = np.empty((len(rows), wv.vector_size), dtype=REAL)
@@ -185,13 +189,14 @@ def compose_vectors(wv: Any, rows: np.ndarray | None = None) -> np.ndarray:
         part = buckets[start : start + _BLOCK]
         lengths = np.fromiter(map(len, part), dtype=np.int64, count=len(part))
         flat = np.concatenate(part) if len(part) else np.zeros(0, dtype=np.uint32)
-        offsets = np.cumsum(lengths) - lengths
-        block = wv.vectors_vocab[rows[start : start + _BLOCK]]
+        order = np.argsort(-lengths, kind="stable")
+        lengths, offsets = lengths[order], (np.cumsum(lengths) - lengths)[order]
+        block = wv.vectors_vocab[rows[start : start + _BLOCK][order]]
         for position in range(int(lengths.max(initial=0))):
-            active = np.flatnonzero(lengths > position)
-            block[active] += wv.vectors_ngrams[flat[offsets[active] + position]]
+            active = int(np.count_nonzero(lengths > position))  # a prefix: lengths descend
+            block[:active] += wv.vectors_ngrams[flat[offsets[:active] + position]]
         block /= (lengths + 1).astype(REAL)[:, None]
-        out[start : start + len(part)] = block
+        out[start + order] = block
     return out
 
 
