@@ -1,17 +1,19 @@
-"""The numpy vocabulary update against gensim's own ``build_vocab_from_freq(update=True)``, on real models."""
+"""The numpy vocabulary update against gensim's own ``build_vocab_from_freq(update=True)``, on real models, and
+the vectorized word2vec export against gensim's ``save_word2vec_format``."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from gensim.models import FastText, Word2Vec
+from gensim.models import FastText, KeyedVectors, Word2Vec
 from gensim.models.keyedvectors import prep_vectors
 
 from jobs.training import model as gmodel
-from jobs.training import vocabulary
+from jobs.training import vocabulary, word2vec_format
 
 pytestmark = pytest.mark.component
 
@@ -153,3 +155,17 @@ def test_training_fasttext_composes_the_same_vectors_without_gensims_loop() -> N
         ours.train(SENTENCES, total_examples=len(SENTENCES), epochs=2)
     assert "adjust_vectors" not in vars(ours.wv)  # nothing left behind for save() to meet
     assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize("words", [1, 7, 3000])
+def test_the_binary_export_writes_gensims_bytes(tmp_path: Path, words: int) -> None:
+    rng = np.random.default_rng(words)
+    keys = [f"w{i}" + ("é" if i % 7 == 0 else "") + ("日本" if i % 11 == 0 else "") for i in range(words)]
+    kv = KeyedVectors(13)
+    kv.add_vectors(keys, rng.random((words, 13), dtype=np.float32))
+    kv.expandos["count"] = rng.integers(1, 5, words)  # ties: gensim's stable order by descending count
+    kv.save_word2vec_format(str(tmp_path / "gensim.bin"), binary=True)
+    word2vec_format.write_binary(kv, tmp_path / "ours.bin")
+    assert (tmp_path / "ours.bin").read_bytes() == (tmp_path / "gensim.bin").read_bytes()
+    back = KeyedVectors.load_word2vec_format(str(tmp_path / "ours.bin"), binary=True)
+    np.testing.assert_array_equal(back[keys], kv[keys])

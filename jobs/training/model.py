@@ -29,7 +29,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
-from jobs.training import epochs, vocabulary
+from jobs.training import epochs, vocabulary, word2vec_format
 from jobs.training.spool import Layout
 from jobs.training.vocabulary import VocabularyChange
 
@@ -154,19 +154,21 @@ def save(model: Word2Vec, folder: Path) -> None:
     target = folder / MODEL_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     model.save(str(target))
-    model.wv.save_word2vec_format(str(folder / VECTORS_FILE), binary=True)
+    word2vec_format.write_binary(model.wv, folder / VECTORS_FILE)
 
 
 EXPORT_FORMATS = ("word2vec-text", "word2vec-binary", "keyedvectors")
 
 
 def export(vectors: KeyedVectors, output: Path, fmt: str) -> None:
-    """Write ``vectors`` as word2vec text or binary, or as gensim's own KeyedVectors file (``KeyedVectors.load``;
-    large arrays beside it as ``.npy``)."""
+    """Write ``vectors`` as word2vec text or binary (vectorized: gensim's bytes), or as gensim's own
+    KeyedVectors file (``KeyedVectors.load``; large arrays beside it as ``.npy``)."""
     if fmt == "keyedvectors":
         vectors.save(str(output))
+    elif fmt == "word2vec-binary":
+        word2vec_format.write_binary(vectors, output)
     else:
-        vectors.save_word2vec_format(str(output), binary=fmt == "word2vec-binary")
+        vectors.save_word2vec_format(str(output), binary=False)
 
 
 def neighbours(model: Word2Vec, word: str, topn: int = 5) -> list[tuple[str, float]]:
