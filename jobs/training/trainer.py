@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
@@ -96,15 +97,23 @@ def timed(timings: dict[str, float], name: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _ParentVectors:
-    """The parent's vectors and counts as loaded, kept in memory (training changes the model's in place), so
-    the drift of known words is measured without loading the parent a second time."""
+    """The parent's vectors and counts as loaded, kept in memory, so the drift of known words is measured
+    without loading the parent a second time. The vocabulary update replaces the vectors array whenever it
+    adds words, so the parent's array is kept as it is and copied only if training would write into it."""
 
     vectors: Any
     expandos: dict[str, Any]
 
 
 def _snapshot(wv: Any) -> _ParentVectors:
-    return _ParentVectors(wv.vectors.copy(), {"count": wv.expandos["count"].copy()})
+    return _ParentVectors(wv.vectors, {"count": wv.expandos["count"].copy()})
+
+
+def _detached(parent: _ParentVectors, wv: Any) -> _ParentVectors:
+    """``parent``, with its own copy of the vectors if the model still trains in the same memory."""
+    if np.may_share_memory(parent.vectors, wv.vectors):
+        return _ParentVectors(parent.vectors.copy(), parent.expandos)
+    return parent
 
 
 def _show_progress() -> None:
@@ -184,6 +193,8 @@ class Trainer:
                 )
                 change, pending = step.change, step.pending
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
+            if parent_vectors is not None:
+                parent_vectors = _detached(parent_vectors, model.wv)
 
             tokens = self.tokens
             if config.replay_fraction > 0:
