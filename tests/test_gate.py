@@ -7,7 +7,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from jobs.config import GateConfig
-from jobs.training.evaluate import evaluate, nearest, neighbourhoods, probe_words
+from jobs.training.evaluate import evaluate, nearest, neighbourhoods, probe_words, top_k
 
 pytestmark = pytest.mark.unit
 
@@ -88,3 +88,11 @@ def test_scrambled_vectors_fail_the_gate_at_default_thresholds() -> None:
     assert "neighbourhood overlap" in result["reasons"][0]
     [check] = result["checks"]
     assert check["candidate"] < GateConfig().min_overlap
+
+
+@pytest.mark.parametrize(("shape", "k"), [((5, 3000), 10), ((3, 50), 10), ((4, 20_000), 7), ((2, 10_240), 10)])
+def test_top_k_equals_a_full_stable_sort(shape: tuple[int, int], k: int) -> None:
+    rng = np.random.default_rng(k)
+    for sims in (rng.random(shape, dtype=np.float32), np.round(rng.random(shape, dtype=np.float32), 2)):  # ties
+        sims[0, 5] = -np.inf
+        np.testing.assert_array_equal(top_k(sims, k), np.argsort(-sims, axis=1, kind="stable")[:, :k])

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import GateConfig
+from jobs.training.evaluate import top_k
 
 _BLOCK = 65_536
 
@@ -80,6 +81,6 @@ def _nearest(vectors: Any, rows: np.ndarray, probes: np.ndarray, topn: int, bloc
         sims = (vectors[chunk] @ vectors.T) / (norms[chunk, None] * norms[None, :])
         sims[:, outside] = -np.inf
         sims[np.arange(len(chunk)), chunk] = -np.inf  # a word is not its own neighbour
-        top = np.argpartition(-sims, topn - 1, axis=1)[:, :topn]
+        top = top_k(sims, topn)
         out.append(np.searchsorted(rows, top))
     return np.concatenate(out)
