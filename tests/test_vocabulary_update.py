@@ -13,7 +13,7 @@ from gensim.models import FastText, KeyedVectors, Word2Vec
 from gensim.models.keyedvectors import prep_vectors
 
 from jobs.training import model as gmodel
-from jobs.training import vocabulary, word2vec_format
+from jobs.training import serialize, vocabulary, word2vec_format
 
 pytestmark = pytest.mark.component
 
@@ -169,3 +169,16 @@ def test_the_binary_export_writes_gensims_bytes(tmp_path: Path, words: int) -> N
     assert (tmp_path / "ours.bin").read_bytes() == (tmp_path / "gensim.bin").read_bytes()
     back = KeyedVectors.load_word2vec_format(str(tmp_path / "ours.bin"), binary=True)
     np.testing.assert_array_equal(back[keys], kv[keys])
+
+
+@pytest.mark.parametrize(("cls", "extra"), KINDS[:2])
+def test_a_model_loaded_from_the_store_format_grows_as_gensims_does(
+    tmp_path: Path, cls: type[Word2Vec], extra: dict[str, Any]
+) -> None:
+    model = base(cls, 300, 9, **extra)
+    serialize.save(model, tmp_path / "model")
+    ours, theirs = serialize.load(tmp_path / "model"), copy.deepcopy(model)
+    counts = batch(150, 40)
+    theirs.build_vocab_from_freq(counts, corpus_count=7, update=True)
+    vocabulary.grow(ours, counts, 7)
+    assert_same(ours, theirs)
