@@ -42,11 +42,11 @@ def test_a_second_fetch_downloads_nothing_and_returns_the_same_bytes(tmp_path: P
     store = CountingStore(tmp_path / "store")
     version(tmp_path, store, "v1", b"one")
     cache = VersionCache(tmp_path / "cache", keep=2)
-    first = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    first = cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-1")
     assert sorted(store.downloads) == ["pending.parquet", "weights.npy"]
     store.downloads.clear()
-    again = cache.fetch(store, read_manifest(store, "v1"), NAMES)
-    assert again == first and store.downloads == []
+    again = cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-2")
+    assert store.downloads == [] and (first / "pending.parquet").samefile(again / "pending.parquet")
     assert (again / "model" / "weights.npy").read_bytes() == b"one" * 100
 
 
@@ -54,12 +54,12 @@ def test_a_damaged_cached_file_is_fetched_again(tmp_path: Path, caplog: pytest.L
     store = CountingStore(tmp_path / "store")
     version(tmp_path, store, "v1", b"one")
     cache = VersionCache(tmp_path / "cache", keep=2)
-    folder = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+    folder = cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-3")
     weights = folder / "model" / "weights.npy"
     weights.write_bytes(b"X" + weights.read_bytes()[1:])  # same size, other bytes
     store.downloads.clear()
     with caplog.at_level(logging.WARNING, logger="jobs.storage.cache"):
-        folder = cache.fetch(store, read_manifest(store, "v1"), NAMES)
+        folder = cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-3")
     assert store.downloads == ["weights.npy"]  # only the damaged file
     assert weights.read_bytes() == b"one" * 100
     assert "SHA-256" in caplog.text
@@ -72,7 +72,7 @@ def test_a_download_that_fails_verification_is_refused_and_not_cached(tmp_path: 
     stored.write_bytes(b"two")
     cache = VersionCache(tmp_path / "cache", keep=2)
     with pytest.raises(IntegrityError, match="SHA-256"):
-        cache.fetch(store, read_manifest(store, "v1"), NAMES)
+        cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-5")
     assert not [p for p in (tmp_path / "cache").rglob("pending.parquet")]
 
 
@@ -82,12 +82,12 @@ def test_an_adopted_version_is_the_next_fetch_and_the_least_recent_are_evicted(t
     for name, payload in (("v1", b"one"), ("v2", b"two"), ("v3", b"three")):
         cache.adopt(store, name, version(tmp_path, store, name, payload))
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 2
-    folder = cache.fetch(store, read_manifest(store, "v3"), NAMES)
+    folder = cache.fetch(store, read_manifest(store, "v3"), NAMES, tmp_path / "run-6")
     assert store.downloads == [] and (folder / "pending.parquet").read_bytes() == b"three"
-    cache.fetch(store, read_manifest(store, "v1"), NAMES)  # evicted: downloaded again
+    cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "run-7")  # evicted: downloaded again
     assert sorted(store.downloads) == ["pending.parquet", "weights.npy"]
     store.downloads.clear()
-    cache.fetch(store, read_manifest(store, "v3"), NAMES)  # still cached: v2 was the least recent
+    cache.fetch(store, read_manifest(store, "v3"), NAMES, tmp_path / "run-8")  # still cached: v2 was the least recent
     assert store.downloads == []
 
 
@@ -96,6 +96,18 @@ def test_a_version_of_another_store_is_another_entry(tmp_path: Path) -> None:
     version(tmp_path / "x", one, "v1", b"one")
     version(tmp_path / "y", other, "v1", b"other")
     cache = VersionCache(tmp_path / "cache", keep=2)
-    cache.fetch(one, read_manifest(one, "v1"), NAMES)
-    folder = cache.fetch(other, read_manifest(other, "v1"), NAMES)
+    cache.fetch(one, read_manifest(one, "v1"), NAMES, tmp_path / "run-9")
+    folder = cache.fetch(other, read_manifest(other, "v1"), NAMES, tmp_path / "run-10")
     assert (folder / "pending.parquet").read_bytes() == b"other" and len(other.downloads) == 2
+
+
+def test_a_folder_in_use_survives_the_eviction_of_its_entry(tmp_path: Path) -> None:
+    store = CountingStore(tmp_path / "store")
+    for name, payload in (("v1", b"one"), ("v2", b"two"), ("v3", b"three")):
+        version(tmp_path, store, name, payload)
+    cache = VersionCache(tmp_path / "cache", keep=1)
+    in_use = cache.fetch(store, read_manifest(store, "v1"), NAMES, tmp_path / "trainer-a")
+    cache.fetch(store, read_manifest(store, "v2"), NAMES, tmp_path / "trainer-b")  # another trainer evicts v1
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
+    assert (in_use / "model" / "weights.npy").read_bytes() == b"one" * 100
+    assert (in_use / "pending.parquet").read_bytes() == b"one"

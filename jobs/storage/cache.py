@@ -2,14 +2,15 @@
 does not download it again.
 
     >>> cache = VersionCache(Path("/mnt/spool/embedding-refresh-cache"), keep=2)
-    >>> folder = cache.fetch(store, manifest, names)       # verified files: cached ones, the rest downloaded
+    >>> folder = cache.fetch(store, manifest, names, Path("run/parent"))   # verified: cached ones, the rest downloaded
     >>> cache.adopt(store, version, Path("out/"))          # a version just uploaded: the next run's parent
 
 The store stays the authority. Every use verifies each cached file's size and SHA-256 against the manifest
 the run has just read from the store, so a stale, truncated or tampered file is never loaded: it is fetched
 again (and verified like any download). Versions are immutable, so a file that verifies is the version's
 file. Entries are keyed by store URI and version; eviction keeps the ``keep`` most recently used versions on
-the node, whatever their store. One lock file serializes the trainers of one node.
+the node, whatever their store. One lock file serializes the trainers of one node, and a trainer gets its own
+hard links to the files it uses, so another trainer's eviction never pulls a file from under a running load.
 """
 
 from __future__ import annotations
@@ -45,9 +46,11 @@ class VersionCache:
             raise ValueError(f"a version cache keeps at least one version, not {keep}")
         self.root, self.keep = root, keep
 
-    def fetch(self, store: Store, manifest: dict[str, Any], names: list[str]) -> Path:
-        """The folder holding ``names`` of the manifest's version, every file verified against the manifest:
-        those cached and intact are used as they are, the others downloaded. Raises IntegrityError."""
+    def fetch(self, store: Store, manifest: dict[str, Any], names: list[str], into: Path) -> Path:
+        """``into``, holding ``names`` of the manifest's version, every file verified against the manifest:
+        those cached and intact are used as they are, the others downloaded. ``into`` gets links to the cached
+        files (copies across filesystems), which stay valid whatever the cache evicts later. Raises
+        IntegrityError."""
         version = manifest["version"]
         entry = self._entry(store.uri, version)
         files = entry / _FILES
@@ -77,9 +80,11 @@ class VersionCache:
                 len(names),
                 len(missing),
             )
+            for name in names:
+                _link(files / name, into / name)
             self._touch(entry, store.uri, version)
             self._evict()
-        return files
+        return into
 
     def adopt(self, store: Store, version: str, folder: Path) -> None:
         """Move ``folder``, the files of ``version`` as just uploaded to ``store``, into the cache."""
@@ -119,6 +124,15 @@ class VersionCache:
         for stale in sorted(entries, key=lambda p: used[p], reverse=True)[self.keep :]:
             log.info("evicting %s from the node's version cache", stale.name)
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copyfile(source, target)
 
 
 def _last_use(entry: Path) -> float:

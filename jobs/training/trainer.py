@@ -307,7 +307,7 @@ class Trainer:
         names = model_files(manifest) + [n for n in lineage if n in manifest["files"]]
         if cache:
             try:
-                return cache.fetch(store, manifest, names)
+                return cache.fetch(store, manifest, names, self.dir / "parent")
             except OSError as exc:  # the cache's disk, not the store: download as without a cache
                 log.warning("the node's version cache is unusable (%s); downloading %s", exc, parent)
         return fetch_verified(store, parent, self.dir / "parent", names)
