@@ -1,17 +1,22 @@
 """Ray at the edges: connecting, placing the training actor, and streaming partitions through it.
 
-All Ray decorators and ``.options(...)`` calls live here. The flow, for N partitions:
+All Ray decorators and ``.options(...)`` calls live here. The flow, for N partitions split into pieces
+(:mod:`shards.pieces`: row groups of Parquet, line-aligned byte ranges of text and JSON Lines):
 
-    driver ──submit (≤ max_in_flight)──▶ tokenize task per partition (1 CPU each, retried if a worker dies)
-       │                                        │ result stays in the object store
-       └── trainer.ingest.remote(ref) ◀─────────┘ (the driver passes references, never the data)
+    driver ──submit (≤ max_in_flight pieces, ≤ max_in_flight_bytes)──▶ streaming task per piece (1 CPU)
+       │                                                               │ yields batches of ~block_bytes
+       └── trainer.ingest.remote(uri, [batch refs], end) ◀──────────────┘ (references, never the data)
 
-The driver never pulls tokenized data into its own process; it hands each task's object reference to the
-training actor, whose calls run in submission order, so the spooled corpus is in partition order. The actor's
-CPUs are reserved as a placement-group bundle that it occupies with 0 CPUs: until training starts, a share of
-the tokenize tasks runs there, and gensim's threads get those CPUs to themselves afterwards. A task that
-fails because its worker died is retried by Ray; a task that fails because the partition is bad fails once,
-with a :class:`~jobs.errors.PartitionError` naming it.
+The driver never pulls tokenized data into its own process. It takes the tasks' batches in completion order
+and hands their object references to the training actor in partition and piece order (the actor's calls run
+in submission order), so the spooled corpus is the same for the same input, however the pieces were timed
+and wherever they ran. A piece's batches wait in the object store only while an earlier piece is still
+being read; the bytes so held are budgeted. The actor commits a partition when its last piece ends, or
+rolls it back when one of its pieces is bad. The actor's CPUs are reserved as a placement-group bundle that
+it occupies with 0 CPUs: until training starts, a share of the tokenize tasks runs there, and gensim's
+threads get those CPUs to themselves afterwards. A task that fails because its worker died is retried by
+Ray (a retried streaming task resumes its stream without repeating a batch); a task that fails because its
+piece is bad fails once, with a :class:`~jobs.errors.PartitionError` naming the partition and the piece.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import ray
-from ray.exceptions import ActorDiedError, ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray import ObjectRefGenerator
+from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 from ray.util.placement_group import (
     PlacementGroup,
     placement_group,
@@ -41,7 +47,8 @@ from jobs.config import RefreshConfig
 from jobs.errors import PartitionError, PartitionReadError, RefreshError, TrainingError
 from jobs.training.trainer import Trainer
 from shards.partitions import Partition
-from shards.tokenized import tokenize_partition
+from shards.pieces import Piece, plan
+from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +169,7 @@ def start_trainer(config: RefreshConfig) -> TrainerHandle:
     if placement is not None:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0)
     log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()) or "nothing")
-    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus)
+    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus, _fetch)
     return TrainerHandle(actor=actor, placement=placement, cpus=cpus)
 
 
@@ -175,13 +182,80 @@ class IngestResult:
     documents: int = 0
     sentences: int = 0
     tokens: int = 0
+    pieces: int = 0
+    bytes: int = 0
     seconds: float = 0.0
 
 
 def in_flight_limit(config: RefreshConfig) -> int:
-    """Partitions tokenized at once: --max-in-flight, else two per CPU the cluster has now (at least 4, so an
+    """Pieces tokenized at once: --max-in-flight, else two per CPU the cluster has now (at least 4, so an
     autoscaler that starts from no workers sees enough pending work to add several)."""
     return config.max_in_flight or max(4, 2 * int(ray.cluster_resources().get("CPU", 0)))
+
+
+def in_flight_bytes(config: RefreshConfig) -> int:
+    """Tokenized bytes held between the workers and the trainer at once: --max-in-flight-bytes, else half of
+    the cluster's object store (what a slow piece at the head of the order lets pile up behind it)."""
+    return config.max_in_flight_bytes or max(64 << 20, int(ray.cluster_resources().get("object_store_memory", 0) / 2))
+
+
+# Tokenized text over input bytes, roughly: Parquet and compressed files expand, plain text shrinks a little.
+_EXPANSION = {"parquet": 3, "compressed": 4, "text": 1}
+_WORKER_BASE = 128 << 20  # a worker's own footprint (Python, pyarrow), beyond the piece it reads
+
+
+def output_estimate(piece: Piece) -> int:
+    """About how many bytes of tokenized text ``piece`` yields: what in-flight work is budgeted in."""
+    partition = piece.partition
+    kind = "compressed" if partition.compression else "parquet" if partition.format == "parquet" else "text"
+    return piece.size * _EXPANSION[kind]
+
+
+def memory_hint(piece: Piece, read: ReadOptions) -> int:
+    """The ``memory=`` a tokenizing task asks for: text is decoded a block at a time, Parquet a batch of rows
+    at a time (at most the piece's text); the decoded text, its tokens and their lines take a few times that."""
+    partition = piece.partition
+    unit = min(output_estimate(piece), read.piece_bytes)
+    if partition.format != "parquet":
+        unit = min(unit, read.block_bytes)
+    return _WORKER_BASE + 6 * unit
+
+
+def _fetch(ref: Any) -> TokenizedBatch:
+    """In the training actor: the batch an object reference names (a bad piece raises its PartitionError)."""
+    batch: TokenizedBatch = result(ref)
+    return batch
+
+
+def _planned(
+    fs: pafs.FileSystem, partitions: list[Partition], piece_bytes: int
+) -> Iterator[tuple[int, Piece | PartitionError]]:
+    """Each partition's pieces in order, planned just before they are needed (a big Parquet file's footer is
+    read then), or the error that makes the partition unreadable."""
+    for index, partition in enumerate(partitions):
+        try:
+            pieces = plan(fs, partition, piece_bytes)
+        except PartitionError as exc:
+            yield index, exc
+            continue
+        for piece in pieces:
+            yield index, piece
+
+
+@dataclass(eq=False)
+class _Work:
+    """One piece on its way: submitted as a streaming task, its batches forwarded to the trainer in order."""
+
+    index: int
+    piece: Piece
+    estimate: int
+    batches: ObjectRefGenerator
+    refs: list[Any] = field(default_factory=list)  # batches yielded and not yet forwarded
+    done: bool = False  # the task yielded its last batch
+
+    @property
+    def last(self) -> bool:
+        return self.piece.index == self.piece.count - 1
 
 
 def stream(
@@ -190,75 +264,194 @@ def stream(
     partitions: list[Partition],
     trainer: TrainerHandle,
 ) -> IngestResult:
-    """Tokenize every partition on Ray workers and feed each result to ``trainer``, bounded in flight.
+    """Tokenize every partition's pieces on Ray workers and feed their batches to ``trainer``, bounded in
+    flight by pieces and by bytes.
 
+    Results are taken in completion order, so one slow piece does not stall the others' CPUs; they reach the
+    trainer in partition and piece order, so the spool is the same for the same input whatever the timing.
     A share of the tasks (the trainer's reserved CPUs over all CPUs) runs inside the trainer's reservation,
     which would otherwise sit idle until training starts.
     Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
     """
-    remote = ray.remote(tokenize_partition)
-    # A lost worker and a failed read (the store, the network) are retried; a bad partition fails once.
-    common: dict[str, Any] = {
-        "num_cpus": 1,
-        "max_retries": TOKENIZE_RETRIES,
-        "retry_exceptions": [PartitionReadError],
-    }
-    task = remote.options(**common)
-    in_bundle = remote.options(**common, scheduling_strategy=trainer.bundle()) if trainer.cpus else task
-    limit, sized_at = in_flight_limit(config), time.monotonic()
-    total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    submitted = bundled = 0
-    outcome = IngestResult()
-    start = last_log = time.perf_counter()
-    fs_ref = ray.put(fs)
-    pending: deque[tuple[Partition, Any]] = deque()
-    queue = iter(partitions)
+    return _Stream(config, fs, partitions, trainer).run()
 
-    def drain_one() -> None:
-        partition, ingest_ref = pending.popleft()
-        first = not outcome.consumed and not outcome.rejected
-        try:
-            documents, sentences, tokens = result(ingest_ref, config.trainer_start_timeout if first else None)
-        except GetTimeoutError:
-            raise TrainingError(
-                f"no partition reached the training actor within {config.trainer_start_timeout:g} s: no node may "
-                f"offer what it reserves ({trainer.cpus} CPUs, resource {config.trainer_resource!r} if required); "
-                "check the cluster's trainer node type, or raise --trainer-start-timeout"
-            ) from None
-        except PartitionError as exc:
-            log.warning("bad partition %s", exc)
-            outcome.rejected.append(exc)
-            return
-        nonlocal last_log
-        outcome.consumed.append(partition)
-        outcome.documents += documents
-        outcome.sentences += sentences
-        outcome.tokens += tokens
-        done = len(outcome.consumed) + len(outcome.rejected)
-        if time.perf_counter() - last_log > 5 or done == len(partitions):
-            last_log = time.perf_counter()
-            rate = outcome.tokens / max(last_log - start, 1e-9)
-            log.info(
-                "tokenized %d/%d partitions, %s tokens (%s tokens/s)",
-                done,
-                len(partitions),
-                f"{outcome.tokens:,}",
-                f"{rate:,.0f}",
+
+class _Stream:
+    def __init__(
+        self, config: RefreshConfig, fs: pafs.FileSystem, partitions: list[Partition], trainer: TrainerHandle
+    ) -> None:
+        self.config, self.partitions, self.trainer = config, partitions, trainer
+        self.remote = ray.remote(tokenize_piece)
+        self.common: dict[str, Any] = {
+            "num_cpus": 1,
+            "max_retries": TOKENIZE_RETRIES,
+            # a lost worker and a failed read (the store, the network) are retried; a bad piece fails once
+            "retry_exceptions": [PartitionReadError],
+            "num_returns": "streaming",
+        }
+        self.fs_ref = ray.put(fs)
+        self.plan = _planned(fs, partitions, config.read.piece_bytes)
+        self.lookahead: tuple[int, Piece | PartitionError] | None = next(self.plan, None)
+        self.window: deque[_Work] = deque()  # submitted, not yet wholly forwarded, in order
+        self.running: dict[ObjectRefGenerator, _Work] = {}  # tasks still yielding, by their generator
+        self.calls: deque[tuple[_Work, Any, bool, bool]] = deque()  # ingest calls: (work, ref, final, end)
+        self.held = 0  # estimated bytes between submission and the trainer's spool
+        self.outcome = IngestResult()
+        self.rejected: list[tuple[int, PartitionError]] = []
+        self.total_bytes = sum(p.size for p in partitions)
+        self.planned = self.submitted = self.bundled = 0
+        self.first_submit: float | None = None
+        self.answered = False  # the trainer has answered an ingest call
+        self.resize()
+        self.start = self.last_log = time.perf_counter()
+
+    def resize(self) -> None:
+        # an autoscaling cluster grows while the run goes on
+        self.limit, self.budget = in_flight_limit(self.config), in_flight_bytes(self.config)
+        self.total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.sized_at = time.monotonic()
+
+    def run(self) -> IngestResult:
+        while True:
+            self.submit()
+            if not self.window and not self.calls:
+                break
+            self.wait()
+            self.forward()
+            self.settle()
+            if time.monotonic() - self.sized_at > 1:
+                self.resize()
+        outcome = self.outcome
+        outcome.rejected = [error for _, error in sorted(self.rejected, key=lambda item: item[0])]
+        outcome.seconds = time.perf_counter() - self.start
+        self.log_progress(force=True)
+        return outcome
+
+    def submit(self) -> None:
+        while self.lookahead is not None and len(self.running) < self.limit:
+            index, item = self.lookahead
+            if isinstance(item, PartitionError):
+                log.warning("bad partition %s", item)
+                self.rejected.append((index, item))
+                self.lookahead = next(self.plan, None)
+                continue
+            estimate = output_estimate(item)
+            if self.held and self.held + estimate > self.budget:
+                return
+            # Keep the bundle's share of the tasks at its share of the cluster's CPUs.
+            share = self.trainer.cpus > 0 and self.bundled * self.total_cpus <= self.trainer.cpus * self.submitted
+            options: dict[str, Any] = {**self.common}
+            if share:
+                # the bundle reserves CPUs only: a memory request could never fit it (the trainer's node is
+                # the large one, and its tasks there are as many as its CPUs)
+                options["scheduling_strategy"] = self.trainer.bundle()
+            else:
+                options["memory"] = memory_hint(item, self.config.read)
+            self.bundled, self.submitted = self.bundled + share, self.submitted + 1
+            batches: ObjectRefGenerator = self.remote.options(**options).remote(
+                self.fs_ref, item, self.config.read, self.config.tokenizer
             )
+            work = _Work(index, item, estimate, batches)
+            self.window.append(work)
+            self.running[batches] = work
+            self.held += estimate
+            self.planned += 1
+            self.first_submit = self.first_submit or time.monotonic()
+            self.lookahead = next(self.plan, None)
 
-    for partition in queue:
-        # Keep the bundle's share of the tasks at its share of the cluster's CPUs.
-        share = trainer.cpus > 0 and bundled * total_cpus <= trainer.cpus * submitted
-        runner = in_bundle if share else task
-        bundled, submitted = bundled + share, submitted + 1
-        token_ref = runner.remote(fs_ref, partition, config.read, config.tokenizer)
-        pending.append((partition, trainer.actor.ingest.remote(token_ref)))
-        if time.monotonic() - sized_at > 1:  # an autoscaling cluster grows while the run goes on
-            limit, sized_at = in_flight_limit(config), time.monotonic()
-            total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        if len(pending) >= limit:
-            drain_one()
-    while pending:
-        drain_one()
-    outcome.seconds = time.perf_counter() - start
-    return outcome
+    def wait(self) -> None:
+        """Block until a task yielded a batch or the trainer answered, then take every batch that is ready."""
+        tasks = list(self.running)
+        front = [self.calls[0][1]] if self.calls else []
+        ray.wait(tasks + front, num_returns=1, timeout=1.0, fetch_local=False)
+        if (
+            not self.answered
+            and self.first_submit
+            and time.monotonic() - self.first_submit > self.config.trainer_start_timeout
+        ):
+            raise TrainingError(
+                f"no partition reached the training actor within {self.config.trainer_start_timeout:g} s: no node "
+                f"may offer what it reserves ({self.trainer.cpus} CPUs, resource {self.config.trainer_resource!r} "
+                "if required); check the cluster's trainer node type, or raise --trainer-start-timeout"
+            )
+        if not tasks:
+            return
+        ready, _ = ray.wait(tasks, num_returns=len(tasks), timeout=0, fetch_local=False)
+        for key in ready:
+            work = self.running[key]  # type: ignore[index]  # ray.wait returns the generators it was given
+            try:
+                work.refs.append(next(work.batches))
+            except StopIteration:
+                work.done = True
+                del self.running[work.batches]
+
+    def forward(self) -> None:
+        """Hand the trainer every batch that is next in partition and piece order."""
+        while self.window:
+            work = self.window[0]
+            if work.refs and not work.done:
+                self.send(work, final=False)
+            if not work.done:
+                return
+            self.send(work, final=True)  # its remaining batches; after a partition's last piece, its end
+            self.window.popleft()
+
+    def send(self, work: _Work, final: bool) -> None:
+        end = final and work.last
+        ref = self.trainer.actor.ingest.remote(work.piece.partition.uri, work.refs, end)
+        work.refs = []
+        self.calls.append((work, ref, final, end))
+
+    def settle(self) -> None:
+        """Take the trainer's answers, in order: a piece's budget is freed once its last batch is spooled."""
+        if not self.calls:
+            return
+        refs = [call[1] for call in self.calls]
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        while self.calls and self.calls[0][1] in ready:
+            work, ref, final, end = self.calls.popleft()
+            answer = result(ref)
+            self.answered = True
+            if final:
+                self.held -= work.estimate
+                self.outcome.pieces += 1
+                self.outcome.bytes += work.piece.size
+            if end:
+                self.ended(work, answer)
+        self.log_progress()
+
+    def ended(self, work: _Work, answer: tuple[int, int, int] | PartitionError) -> None:
+        if isinstance(answer, PartitionError):
+            log.warning("bad partition %s", answer)
+            self.rejected.append((work.index, answer))
+            return
+        documents, sentences, tokens = answer
+        self.outcome.consumed.append(work.piece.partition)
+        self.outcome.documents += documents
+        self.outcome.sentences += sentences
+        self.outcome.tokens += tokens
+
+    def log_progress(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last_log < 5:
+            return
+        self.last_log = now
+        outcome = self.outcome
+        log.info(
+            "tokenized %d/%d partitions (%d pieces), %s of %s, %s tokens (%s tokens/s)",
+            len(outcome.consumed) + len(self.rejected),
+            len(self.partitions),
+            outcome.pieces,
+            _size(outcome.bytes),
+            _size(self.total_bytes),
+            f"{outcome.tokens:,}",
+            f"{outcome.tokens / max(now - self.start, 1e-9):,.0f}",
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} TiB"

@@ -20,6 +20,7 @@ from typing import Any, Literal, TypeVar
 
 from jobs.errors import ConfigError
 from shards.partitions import MARKER_MODES, Readiness
+from shards.s3settings import parse_size
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
 
@@ -179,6 +180,7 @@ class RefreshConfig:
     skip_bad_partitions: bool = False
     max_partitions: int | None = None
     max_in_flight: int | None = None
+    max_in_flight_bytes: int | None = None
     ray_address: str | None = None
     trainer_resource: str = "trainer"
     require_trainer_resource: bool = False
@@ -197,6 +199,8 @@ class RefreshConfig:
             raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
         if self.parent_cache_versions < 0:
             raise ConfigError(f"--parent-cache-versions must not be negative, got {self.parent_cache_versions}")
+        if self.max_in_flight_bytes is not None and self.max_in_flight_bytes < 1:
+            raise ConfigError(f"--max-in-flight-bytes must be positive, got {self.max_in_flight_bytes}")
         if self.max_partitions is not None and self.max_partitions < 1:
             raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
 
@@ -368,11 +372,17 @@ def parser() -> argparse.ArgumentParser:
         help="train on the readable partitions and record the bad ones instead of failing",
     )
     g.add_argument("--batch-rows", type=int, help="rows read and tokenized at once")
-    g.add_argument("--max-document-bytes", type=int, help="reject larger documents")
+    g.add_argument("--max-document-bytes", type=_size, help="reject larger documents")
+    g.add_argument(
+        "--piece-bytes",
+        type=_size,
+        help="split larger files into pieces of about this size (Parquet by row groups, uncompressed text and "
+        "JSON Lines by lines), each tokenized by its own task; a worker's memory follows it, e.g. 256MiB",
+    )
     g.add_argument(
         "--max-partition-bytes",
-        type=int,
-        help="reject larger partition files (a worker holds one partition's tokens in memory)",
+        type=_size,
+        help="reject partition files larger than this (off by default; it no longer bounds memory)",
     )
 
     t = p.add_argument_group("tokenizer")
@@ -482,7 +492,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="training threads, and CPUs the training actor reserves (default: the CPUs of its node)",
     )
-    r.add_argument("--max-in-flight", type=int, help="partitions tokenized at once (default: 2 per cluster CPU)")
+    r.add_argument("--max-in-flight", type=int, help="pieces tokenized at once (default: 2 per cluster CPU)")
+    r.add_argument(
+        "--max-in-flight-bytes",
+        type=_size,
+        help="tokenized bytes held for the trainer at once (default: half the cluster's object store)",
+    )
     r.add_argument("--ray-address", help="Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)")
     r.add_argument(
         "--trainer-resource",
@@ -513,6 +528,10 @@ def parser() -> argparse.ArgumentParser:
     )
     _show_defaults(p)
     return p
+
+
+def _size(text: str) -> int:
+    return parse_size(text, "size")
 
 
 def _key_value(text: str) -> tuple[str, str]:

@@ -1,21 +1,23 @@
-"""Reading one partition as batches of text, whatever its format.
+"""Reading one partition, or one piece of it, as batches of text, whatever its format.
 
     >>> from shards.readers import read_texts
-    >>> for texts in read_texts(fs, partition, text_column="text", batch_rows=65_536):
+    >>> for texts in read_texts(fs, piece, text_column="text", batch_rows=65_536):
     ...     ...                                               # each batch is a pyarrow StringArray
 
-Parquet is read row group by row group (only the text column); JSON Lines through Arrow's streaming JSON
-reader; plain text one document per line, in blocks. Whatever Arrow text type a column was written with
-(``string``, ``large_string``, ``string_view``, UTF-8 binary), the batches are ``string``. gzip and zstd are
-decompressed on the fly. Memory is bounded by the batch size, not the partition size. Anything unreadable raises
-:class:`~shards.errors.PartitionError` naming the partition and the cause; nothing is ever executed or
-unpickled.
+Parquet is read row group by row group (only the text column, only the piece's row groups); JSON Lines
+through Arrow's streaming JSON reader; plain text one document per line, in blocks. A piece of a text or
+JSON Lines file is its line-aligned byte range (see :mod:`shards.pieces`). Whatever Arrow text type a column
+was written with (``string``, ``large_string``, ``string_view``, UTF-8 binary), the batches are ``string``.
+gzip and zstd are decompressed on the fly. Memory is bounded by the batch and block sizes, not the partition
+size. Anything unreadable raises :class:`~shards.errors.PartitionError` naming the partition, the piece and
+the cause; nothing is ever executed or unpickled.
 """
 
 from __future__ import annotations
 
 import errno
 from collections.abc import Iterator
+from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
@@ -26,17 +28,27 @@ import pyarrow.parquet as pq
 
 from shards.errors import PartitionError, PartitionReadError
 from shards.partitions import Partition
+from shards.pieces import Piece, whole
 
-_TEXT_BLOCK = 16 << 20  # bytes of plain text decoded at once
+TEXT_BLOCK = 16 << 20  # bytes of plain text decoded at once (at most)
 _JSON_BLOCK = 8 << 20
 _MAX_ARRAY_TEXT = 1 << 30  # bytes of text per array (a string array's 32-bit offsets address 2 GiB)
+_SCAN = 64 << 10  # bytes read at once while looking for the end of a line
 
 
 def read_texts(
-    fs: pafs.FileSystem, partition: Partition, *, text_column: str = "text", batch_rows: int = 65_536
+    fs: pafs.FileSystem,
+    source: Partition | Piece,
+    *,
+    text_column: str = "text",
+    batch_rows: int = 65_536,
+    block_bytes: int = TEXT_BLOCK,
 ) -> Iterator[pa.Array]:
-    """Yield the partition's documents as string arrays. Raises PartitionError for bad bytes, and
-    PartitionReadError when reading failed on the way to them (see :func:`transient`)."""
+    """Yield the documents of a partition (or of one piece of it) as string arrays; text is decoded
+    ``block_bytes`` at a time. Raises PartitionError for bad bytes, naming the piece, and PartitionReadError
+    when reading failed on the way to them (see :func:`transient`)."""
+    piece = source if isinstance(source, Piece) else whole(source)
+    partition = piece.partition
     readers = {"parquet": _parquet, "jsonl": _jsonl, "text": _text}
     if partition.format not in readers:
         raise PartitionError(
@@ -45,15 +57,17 @@ def read_texts(
     if partition.size == 0:
         raise PartitionError(partition.uri, "empty file (0 bytes)")
     try:
-        yield from readers[partition.format](fs, partition, text_column, batch_rows)
-    except PartitionError:
-        raise
+        yield from readers[partition.format](fs, piece, text_column, batch_rows, max(1, block_bytes))
+    except PartitionError as exc:
+        if piece.whole:
+            raise
+        raise piece.error(exc.cause) from exc
     except OSError as exc:
         if transient(exc):
             raise PartitionReadError(partition.uri, _first_line(exc)) from exc
-        raise PartitionError(partition.uri, _cause(partition, exc)) from exc
+        raise piece.error(_cause(partition, exc)) from exc
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, EOFError) as exc:
-        raise PartitionError(partition.uri, _cause(partition, exc)) from exc
+        raise piece.error(_cause(partition, exc)) from exc
 
 
 #: what pyarrow's S3 client and the OS say when the way to the bytes failed, not the bytes themselves
@@ -129,23 +143,78 @@ def _fitting_strings(texts: pa.Array) -> Iterator[pa.Array]:
         start = stop
 
 
-def _parquet(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: int) -> Iterator[pa.Array]:
+def _parquet(fs: pafs.FileSystem, piece: Piece, column: str, batch_rows: int, block: int) -> Iterator[pa.Array]:
+    del block  # Parquet pages are decoded batch_rows rows at a time
+    partition = piece.partition
     with fs.open_input_file(partition.path) as handle:
         parquet = pq.ParquetFile(handle)
         names = parquet.schema_arrow.names
         if column not in names:
             raise PartitionError(partition.uri, f"no column {column!r} (columns: {', '.join(names) or 'none'})")
-        for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column]):
+        groups = None if piece.whole else range(piece.start, piece.stop)  # type: ignore[arg-type]
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=[column]):
             yield from _as_text(batch.column(0), partition, column)
 
 
-def _open(fs: pafs.FileSystem, partition: Partition) -> pa.NativeFile:
-    return fs.open_input_stream(partition.path, compression=partition.compression)
+def _open(fs: pafs.FileSystem, piece: Piece) -> pa.NativeFile | LineRange:
+    if piece.whole:
+        return fs.open_input_stream(piece.partition.path, compression=piece.partition.compression)
+    return LineRange(fs.open_input_file(piece.partition.path), piece.start, piece.stop)  # type: ignore[arg-type]
 
 
-def _jsonl(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: int) -> Iterator[pa.Array]:
+class LineRange:
+    """The lines of an uncompressed file that start in bytes ``[start, stop)``, as a readable stream.
+
+    It skips the line that ``start`` falls inside (unless a line starts exactly there) and reads on past
+    ``stop`` to the end of the line in progress, so consecutive ranges read every line exactly once.
+    """
+
+    def __init__(self, handle: pa.NativeFile, start: int, stop: int) -> None:
+        self.handle = handle
+        self.size = handle.size()
+        self.pos = 0 if start == 0 else self._line_start(start - 1)
+        self.stop = self._line_start(stop - 1) if stop < self.size else self.size
+        self.closed = False
+
+    def _line_start(self, offset: int) -> int:
+        """The first line start after ``offset`` (just past the first newline at or after it)."""
+        while offset < self.size:
+            chunk = self.handle.read_at(min(_SCAN, self.size - offset), offset)
+            found = chunk.find(b"\n")
+            if found >= 0:
+                return offset + found + 1
+            offset += len(chunk)
+        return self.size
+
+    def read(self, nbytes: int = -1) -> bytes:
+        left = max(0, self.stop - self.pos)
+        nbytes = left if nbytes is None or nbytes < 0 else min(nbytes, left)
+        if nbytes == 0:
+            return b""
+        data = self.handle.read_at(nbytes, self.pos)
+        self.pos += len(data)
+        return bytes(data)
+
+    def close(self) -> None:
+        self.closed = True
+        self.handle.close()
+
+    def __enter__(self) -> LineRange:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _jsonl(fs: pafs.FileSystem, piece: Piece, column: str, batch_rows: int, block: int) -> Iterator[pa.Array]:
+    partition = piece.partition
+    del block  # a JSON block must hold its longest line: kept at the reader's own size
     options = pajson.ReadOptions(block_size=_JSON_BLOCK)
-    with _open(fs, partition) as stream:
+    with _open(fs, piece) as stream:
+        if not piece.whole and stream.pos >= stream.stop:  # type: ignore[union-attr]
+            return  # no line starts in this piece: one long line began in an earlier one
         reader = pajson.open_json(stream, read_options=options)
         seen = False
         for batch in reader:
@@ -158,25 +227,27 @@ def _jsonl(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: i
             for values in _as_text(batch.column(column), partition, column):
                 for start in range(0, len(values), batch_rows):
                     yield values.slice(start, batch_rows)
-        if not seen:
+        if not seen and piece.whole:
+            # (a piece of a larger file may hold no line with the field; its partition as a whole may)
             raise PartitionError(partition.uri, f"no JSON line has the field {column!r}")
 
 
-def _text(fs: pafs.FileSystem, partition: Partition, column: str, batch_rows: int) -> Iterator[pa.Array]:
+def _text(fs: pafs.FileSystem, piece: Piece, column: str, batch_rows: int, block: int) -> Iterator[pa.Array]:
     del column, batch_rows  # one document per line; blocks bound memory instead of row counts
+    partition = piece.partition
     carry = b""
-    with _open(fs, partition) as stream:
+    with _open(fs, piece) as stream:
         while True:
-            block = stream.read(_TEXT_BLOCK)
-            if not block:
+            data = stream.read(block)
+            if not data:
                 break
-            block = carry + block
-            cut = block.rfind(b"\n") + 1
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
             if cut == 0:
-                carry = block
+                carry = data
                 continue
-            carry = block[cut:]
-            yield _lines(block[: cut - 1], partition)
+            carry = data[cut:]
+            yield _lines(data[: cut - 1], partition)
     if carry:
         yield _lines(carry, partition)
 

@@ -134,12 +134,18 @@ def count_words(sentences: pa.ListArray) -> pa.Table:
 
 def to_lines(sentences: pa.ListArray) -> bytes:
     """Serialize sentences as gensim ``LineSentence`` text: space-separated tokens, one sentence a line."""
+    return line_view(sentences).tobytes()
+
+
+def line_view(sentences: pa.ListArray) -> np.ndarray:
+    """:func:`to_lines` without the copy: a ``uint8`` view of the Arrow buffer holding the text, which Ray
+    moves into its object store as it is (numpy arrays are serialized out of band, not pickled)."""
     if len(sentences) == 0:
-        return b""
+        return np.zeros(0, np.uint8)
     text = sentences.type.value_type  # string or large_string: the separators must be of the same type
     joined = pc.binary_join(sentences, pa.scalar(" ", text))
     lines = pc.binary_join_element_wise(joined, pa.scalar("", text), pa.scalar("\n", text))
     _, offsets_buf, data = lines.buffers()
     width = np.int64 if pa.types.is_large_string(text) else np.int32
     offsets = np.frombuffer(offsets_buf, dtype=width)[lines.offset : lines.offset + len(lines) + 1]
-    return data[int(offsets[0]) : int(offsets[-1])].to_pybytes()
+    return np.frombuffer(data, dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]

@@ -1,49 +1,88 @@
-"""One partition read, tokenized and counted: the unit of work a Ray worker does.
+"""One piece of a partition read, tokenized and counted: the unit of work a Ray worker does.
 
-    >>> from shards.tokenized import tokenize_partition
-    >>> result = tokenize_partition(fs, partition, ReadOptions(), TokenizerConfig())
-    >>> result.tokens, result.counts.num_rows, result.lines[:40]      # doctest: +SKIP
+    >>> from shards.pieces import plan
+    >>> from shards.tokenized import tokenize_piece
+    >>> for batch in tokenize_piece(fs, plan(fs, partition)[0], ReadOptions(), TokenizerConfig()):
+    ...     spool.write(batch.lines)                                  # doctest: +SKIP
 
-The result carries the sentences as ``LineSentence`` text (what the trainer spools to disk and gensim's
-``corpus_file`` mode reads) and the partition's word counts (what the trainer merges into the vocabulary
-without a second pass over the corpus). It is a plain function: Ray is applied to it elsewhere.
+A piece's tokens leave the worker as a stream of :class:`TokenizedBatch` es of about ``block_bytes`` of
+``LineSentence`` text each (what the trainer spools to disk and gensim's ``corpus_file`` mode reads), so a
+worker holds one block and its tokens, never the piece's or the partition's whole text. The last batch of a
+piece also carries the piece's word counts (what the trainer merges into the vocabulary without a second
+pass over the corpus). These are plain functions: Ray is applied to them elsewhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from shards.counts import RunningCounts
 from shards.errors import ConfigError, PartitionError
 from shards.partitions import Partition
-from shards.readers import read_texts
-from shards.tokenize import TokenizerConfig, count_words, to_lines, tokenize
+from shards.pieces import DEFAULT_PIECE_BYTES, Piece, whole
+from shards.readers import TEXT_BLOCK, read_texts
+from shards.tokenize import TokenizerConfig, count_words, line_view, tokenize
+
+_MIN_BLOCK = 64 << 10
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How partitions are read. Frozen and recorded with every model version."""
+    """How partitions are read and split. Frozen and recorded with every model version.
+
+    ``piece_bytes`` is how much of a file one task reads (files are split by row groups or line-aligned byte
+    ranges, see :mod:`shards.pieces`); a worker's memory follows it, not the file's size.
+    ``max_partition_bytes``, when set, rejects larger files outright (a guard against a misplaced dump, not
+    a memory bound).
+    """
 
     text_column: str = "text"
     batch_rows: int = 65_536
     max_document_bytes: int = 64 << 20
-    max_partition_bytes: int = 8 << 30
+    piece_bytes: int = DEFAULT_PIECE_BYTES
+    max_partition_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_partition_bytes < 1:
+        if self.max_partition_bytes is not None and self.max_partition_bytes < 1:
             raise ConfigError(f"max_partition_bytes must be positive, got {self.max_partition_bytes}")
+        if self.piece_bytes < 1:
+            raise ConfigError(f"piece_bytes must be positive, got {self.piece_bytes}")
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
         if self.max_document_bytes < 1:
             raise ConfigError(f"max_document_bytes must be positive, got {self.max_document_bytes}")
 
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of text decoded at once, and of LineSentence text per batch sent to the trainer."""
+        return max(_MIN_BLOCK, min(TEXT_BLOCK, self.piece_bytes // 4))
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """A run of one piece's sentences. ``lines`` are views of Arrow buffers (LineSentence text, in order);
+    ``counts`` is set on the piece's last batch only, and holds the word counts of the whole piece."""
+
+    lines: list[np.ndarray]
+    documents: int
+    sentences: int
+    tokens: int
+    counts: pa.Table | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(chunk) for chunk in self.lines)
+
 
 @dataclass(frozen=True)
 class TokenizedPartition:
-    """What one partition contributes to a refresh."""
+    """What one partition contributes to a refresh, held in memory (for tests and benchmarks)."""
 
     uri: str
     lines: bytes
@@ -53,53 +92,61 @@ class TokenizedPartition:
     tokens: int
 
 
-def tokenize_partition(
-    fs: pafs.FileSystem, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig
-) -> TokenizedPartition:
-    """Read, tokenize and count one partition. Raises PartitionError naming it and the cause.
-
-    The result is held in memory until the trainer spools it, so a partition's size is bounded by
-    ``read.max_partition_bytes``.
-    """
-    if partition.size > read.max_partition_bytes:
+def tokenize_piece(
+    fs: pafs.FileSystem, piece: Piece, read: ReadOptions, tokenizer: TokenizerConfig
+) -> Iterator[TokenizedBatch]:
+    """Read, tokenize and count one piece, yielding its sentences in order, about ``read.block_bytes`` at a
+    time; the last batch carries the piece's counts. Raises PartitionError naming the partition and piece."""
+    partition = piece.partition
+    if read.max_partition_bytes is not None and partition.size > read.max_partition_bytes:
         raise PartitionError(
             partition.uri,
             f"{partition.size:,} bytes exceeds the partition limit of {read.max_partition_bytes:,} "
-            "(split it, or raise --max-partition-bytes on workers with the memory for it)",
+            "(raise or drop --max-partition-bytes)",
         )
-    chunks: list[bytes] = []
-    counts: list[pa.Table] = []
-    documents = sentences = tokens = 0
-    for texts in read_texts(fs, partition, text_column=read.text_column, batch_rows=read.batch_rows):
-        _check_sizes(texts, partition, read.max_document_bytes)
+    counts = RunningCounts()
+    held: list[np.ndarray] = []
+    size = documents = sentences = tokens = 0
+    texts_of = read_texts(
+        fs, piece, text_column=read.text_column, batch_rows=read.batch_rows, block_bytes=read.block_bytes
+    )
+    for texts in texts_of:
+        _check_sizes(texts, piece, read.max_document_bytes)
         documents += len(texts) - texts.null_count
         batch = tokenize(texts, tokenizer)
         if len(batch) == 0:
             continue
         sentences += len(batch)
         tokens += len(batch.values)
-        chunks.append(to_lines(batch))
-        counts.append(count_words(batch))
-    merged = merge_counts(counts)
-    return TokenizedPartition(partition.uri, b"".join(chunks), merged, documents, sentences, tokens)
+        held.append(line_view(batch))
+        size += len(held[-1])
+        counts.add(count_words(batch))
+        if size >= read.block_bytes:
+            yield TokenizedBatch(held, documents, sentences, tokens)
+            held, size, documents, sentences, tokens = [], 0, 0, 0, 0
+    yield TokenizedBatch(held, documents, sentences, tokens, counts.table())
 
 
-def _check_sizes(texts: pa.Array, partition: Partition, limit: int) -> None:
+def tokenize_partition(
+    fs: pafs.FileSystem, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig
+) -> TokenizedPartition:
+    """The whole partition as one piece, collected in memory. Raises PartitionError."""
+    chunks: list[bytes] = []
+    counts = RunningCounts()
+    documents = sentences = tokens = 0
+    for batch in tokenize_piece(fs, whole(partition), read, tokenizer):
+        chunks.extend(chunk.tobytes() for chunk in batch.lines)
+        documents, sentences, tokens = documents + batch.documents, sentences + batch.sentences, tokens + batch.tokens
+        if batch.counts is not None:
+            counts.add(batch.counts)
+    return TokenizedPartition(partition.uri, b"".join(chunks), counts.table(), documents, sentences, tokens)
+
+
+def _check_sizes(texts: pa.Array, piece: Piece, limit: int) -> None:
     if len(texts) == 0 or texts.null_count == len(texts):
         return
     longest = pc.max(pc.binary_length(texts)).as_py()
     if longest is not None and longest > limit:
-        raise PartitionError(
-            partition.uri,
-            f"a document of {longest:,} bytes exceeds the limit of {limit:,} (raise --max-document-bytes)",
+        raise piece.error(
+            f"a document of {longest:,} bytes exceeds the limit of {limit:,} (raise --max-document-bytes)"
         )
-
-
-def merge_counts(tables: list[pa.Table]) -> pa.Table:
-    """Sum several (word, count) tables into one."""
-    if not tables:
-        return pa.table({"word": pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-    if len(tables) == 1:
-        return tables[0]
-    summed = pa.concat_tables(tables).group_by("word").aggregate([("count", "sum")])
-    return summed.rename_columns(["word", "count"])

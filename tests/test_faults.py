@@ -176,9 +176,7 @@ def test_a_tokenizing_worker_killed_mid_partition_is_retried(tmp_path: Path) -> 
     docs = {i: clustered(4000, seed=i) for i in range(6)}
     for i, part in docs.items():
         write_parquet(data / f"dt={i}" / "p.parquet", part)
-    summary, error = run_while(
-        kill_first("ray::tokenize_partition"), ["--input", str(data), "--store", str(store), *FAST]
-    )
+    summary, error = run_while(kill_first("ray::tokenize_piece"), ["--input", str(data), "--store", str(store), *FAST])
     assert error is None, error
     model, _ = load_latest(store)
     expected = sum((reference(d) for d in docs.values()), collections.Counter())

@@ -209,7 +209,7 @@ def scenario(work: Path) -> dict[str, Any]:
 
         # ... while it is tokenizing a partition, so that a running task is lost, not an idle worker
         watcher = KillWhenSpooling(
-            work / "spool-a", lose_a_tokenizer, also=lambda: running(tokenizers[0], "tokenize_partition")
+            work / "spool-a", lose_a_tokenizer, also=lambda: running(tokenizers[0], "tokenize_piece")
         )
         watcher.start()
         try:
@@ -279,7 +279,7 @@ def test_losing_a_tokenizing_worker_loses_no_partition_and_counts_none_twice(out
     assert kill["error"] == "", outcome["output"][-4000:]
     assert kill["size_at_kill"] is not None and kill["size_at_kill"] < kill["largest"]  # killed mid-stream
     assert kill["waited"] < 10  # ... while the node was running a tokenize task, which Ray then retried:
-    assert re.search(r"Task tokenize_partition failed\. There are \d+ retries remaining", outcome["output"])
+    assert re.search(r"Task tokenize_piece failed\. There are \d+ retries remaining", outcome["output"])
 
     summary = outcome["a"]
     counts, manifest = load(outcome["work"] / "store", summary["version"])

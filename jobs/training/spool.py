@@ -45,6 +45,16 @@ _CHUNK = 64 << 20  # bytes scanned at once, bounding the scan's temporary arrays
 
 
 @dataclass(frozen=True)
+class Mark:
+    """Where a spool stood, to go back to (see :meth:`Spool.rewind`)."""
+
+    written: int
+    batches: int
+    open_words: int
+    open_sentences: int
+
+
+@dataclass(frozen=True)
 class Layout:
     """Where the spool's batches start and what each holds. Every batch holds ``BATCH_RAW_WORDS`` raw words."""
 
@@ -170,6 +180,24 @@ class Spool:
         self._sentences.append(self._open_sentences)
         self._offsets.append(self._written)
         self._open_words = self._open_sentences = 0
+
+    def flush(self) -> None:
+        """Hand what was written to the operating system (others may watch the file grow)."""
+        self._file.flush()
+
+    def mark(self) -> Mark:
+        """Where the spool stands now."""
+        return Mark(self._written, len(self._words), self._open_words, self._open_sentences)
+
+    def rewind(self, mark: Mark) -> None:
+        """Forget everything written since ``mark`` (a partition that turned out bad): the file is cut back to
+        it and the batches closed since are dropped, so the layout is as if it had never been written."""
+        self._file.flush()
+        self._file.truncate(mark.written)
+        self._file.seek(mark.written)
+        self._written = mark.written
+        del self._words[mark.batches :], self._sentences[mark.batches :], self._offsets[mark.batches + 1 :]
+        self._open_words, self._open_sentences = mark.open_words, mark.open_sentences
 
     def close(self) -> Layout:
         """Close the last batch and the file; return the layout the training threads start from."""

@@ -1,9 +1,11 @@
 """The training actor: spools the token stream to local disk, then grows, trains, saves and uploads the model.
 
 One ``Trainer`` runs per refresh, on the node that will train (see :mod:`jobs.cluster` for placement). The
-driver forwards each tokenized partition to :meth:`Trainer.ingest` in submission order; the actor appends its
-sentences to a spool file (memory does not grow with the corpus; :mod:`jobs.training.spool` lays it out in
-whole training batches) and keeps its word counts. :meth:`finish` then merges the counts, updates the
+driver forwards the tokenized batches of each partition's pieces to :meth:`Trainer.ingest` in partition and
+piece order; the actor appends their sentences to a spool file (memory does not grow with the corpus;
+:mod:`jobs.training.spool` lays it out in whole training batches) and keeps their word counts. A partition is
+committed when its last batch arrives: a piece that failed rolls the spool and the counts back to where the
+partition began, so a bad partition leaves no trace. :meth:`finish` then merges the counts, updates the
 vocabulary of the parent model without a second pass over the corpus, trains exact epochs over the spool
 (:mod:`jobs.training.epochs`), checks that every epoch trained every spooled token, saves, and uploads the new
 version's files. On the way it applies the lineage's lifecycle (:mod:`jobs.training.lifecycle`: decayed
@@ -21,14 +23,13 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.errors import RefreshError, TrainingError
@@ -41,11 +42,26 @@ from jobs.training import drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
 from jobs.training.epochs import Split, split_evenly
-from shards.tokenized import TokenizedPartition, merge_counts
+from shards.counts import RunningCounts
+from shards.errors import PartitionError
+from shards.tokenized import TokenizedBatch
 
 log = logging.getLogger(__name__)
 
-_COMPACT_EVERY = 32  # merge the per-partition count tables this often, bounding memory to ~the vocabulary
+
+@dataclass
+class _Open:
+    """The partition being received: where it began in the spool, and what it brought so far."""
+
+    uri: str
+    mark: spool.Mark
+    spooled: int
+    lines: int
+    counts: RunningCounts = field(default_factory=RunningCounts)
+    documents: int = 0
+    sentences: int = 0
+    tokens: int = 0
+    error: PartitionError | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +132,10 @@ def _detached(parent: _ParentVectors, wv: Any) -> _ParentVectors:
     return parent
 
 
+def _same(batch: TokenizedBatch) -> TokenizedBatch:
+    return batch
+
+
 def _show_progress() -> None:
     """Let gensim's training progress (one line a second) and this module's steps reach the driver's console,
     which Ray forwards from the actor's stderr."""
@@ -128,9 +148,16 @@ def _show_progress() -> None:
 class Trainer:
     """Receives tokenized partitions, then produces and uploads one new model version."""
 
-    def __init__(self, spool_dir: str | None = None, node_cpus: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        spool_dir: str | None = None,
+        node_cpus: Callable[[], int] | None = None,
+        fetch: Callable[[Any], TokenizedBatch] | None = None,
+    ) -> None:
         """``node_cpus`` says how many CPUs this process's node offers (default: what the OS lets it use);
-        it sets the training threads when the config leaves ``workers`` unset."""
+        it sets the training threads when the config leaves ``workers`` unset. ``fetch`` turns what the driver
+        passes to :meth:`ingest` into a batch (on a cluster: an object reference into the batch it names); by
+        default the batches are passed themselves."""
         _show_progress()
         self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
         self._lock = claim(self.dir)
@@ -138,28 +165,65 @@ class Trainer:
         self.corpus_path = self.dir / "corpus.txt"
         self.spool = spool.Spool(self.corpus_path)
         self.node_cpus = node_cpus or (lambda: len(os.sched_getaffinity(0)))
-        self._counts: list[pa.Table] = []
+        self._fetch = fetch or _same
+        self._counts = RunningCounts()
+        self._open: _Open | None = None
         self.sentences = self.tokens = self.spooled = self.lines = 0
 
-    def ingest(self, part: TokenizedPartition) -> tuple[int, int, int]:
-        """Append one partition's sentences to the spool and keep its counts.
+    def ingest(self, uri: str, batches: Iterable[Any], end: bool) -> tuple[int, int, int] | PartitionError | None:
+        """Append the next batches of partition ``uri`` to the spool; ``end`` marks its last call.
 
-        Returns the partition's (documents, sentences, tokens), so the driver never fetches the data itself.
+        Iterating ``batches`` raises PartitionError when a piece of the partition is bad: the partition is
+        then rolled back, and its later batches are ignored. At ``end``, returns the partition's (documents,
+        sentences, tokens), or the PartitionError that rejected it; otherwise None. The driver never fetches
+        the data itself.
         """
-        lines, tokens = self.spool.write(part.lines, part.uri)
-        if tokens != part.tokens:
-            raise TrainingError(
-                f"{part.uri}: the tokenizer counted {part.tokens:,} tokens but gensim would read {tokens:,} from "
-                "its sentences; nothing is published"
-            )
-        self._counts.append(part.counts)
-        if len(self._counts) >= _COMPACT_EVERY:
-            self._counts = [merge_counts(self._counts)]
+        part = self._open
+        if part is None or part.uri != uri:
+            if part is not None:
+                self._roll_back(part)  # the driver moved on without ending it: keep nothing of it
+            part = self._open = _Open(uri, self.spool.mark(), self.spooled, self.lines)
+        if part.error is None:
+            try:
+                for item in batches:
+                    self._append(uri, self._fetch(item), part)
+            except PartitionError as exc:
+                part.error = exc
+                self._roll_back(part)
+            self.spool.flush()
+        if not end:
+            return None
+        self._open = None
+        if part.error is not None:
+            return part.error
+        self._counts.add(part.counts.table())
         self.sentences += part.sentences
         self.tokens += part.tokens
-        self.spooled += len(part.lines)
-        self.lines += lines
         return part.documents, part.sentences, part.tokens
+
+    def _append(self, uri: str, batch: TokenizedBatch, part: _Open) -> None:
+        lines = tokens = 0
+        for chunk in batch.lines:
+            more_lines, more_tokens = self.spool.write(chunk.tobytes(), uri)
+            lines, tokens = lines + more_lines, tokens + more_tokens
+        if tokens != batch.tokens:
+            raise TrainingError(
+                f"{uri}: the tokenizer counted {batch.tokens:,} tokens but gensim would read {tokens:,} from "
+                "its sentences; nothing is published"
+            )
+        self.spooled += batch.nbytes
+        self.lines += lines
+        if batch.counts is not None:
+            part.counts.add(batch.counts)
+        part.documents += batch.documents
+        part.sentences += batch.sentences
+        part.tokens += batch.tokens
+
+    def _roll_back(self, part: _Open) -> None:
+        """Cut the spool back to where ``part`` began and forget what it brought."""
+        self.spool.rewind(part.mark)
+        self.spooled, self.lines = part.spooled, part.lines
+        part.counts, part.documents, part.sentences, part.tokens = RunningCounts(), 0, 0, 0
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
@@ -167,6 +231,9 @@ class Trainer:
         config = request.training
         cache = self._cache(request)
         try:
+            if self._open is not None:  # a partition never ended is not trained on
+                self._roll_back(self._open)
+                self._open = None
             with timed(timings, "load"):
                 parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
                 model = (
@@ -289,8 +356,8 @@ class Trainer:
         )
 
     def _merged_counts(self) -> dict[str, int]:
-        counts = merge_counts(self._counts)
-        self._counts = []
+        counts = self._counts.table()
+        self._counts = RunningCounts()
         return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist(), strict=True))
 
     def _cache(self, request: TrainRequest) -> VersionCache | None:
