@@ -8,15 +8,17 @@
 
 Re-grouping the whole running table every few inputs costs the vocabulary's size each time: over 100,000
 partitions of a 1M-word vocabulary that is quadratic, minutes of work on the trainer's ingest thread.
-:class:`RunningCounts` merges like a binary counter instead: it keeps a short stack of tables, each at least
-twice as large as the one above it, and merges only tables of similar size, so every row takes part in
-O(log n) merges and the stack stays O(log n) deep.
+:class:`RunningCounts` merges like a binary counter instead: small tables wait in a buffer until they hold
+``BUFFER_ROWS`` rows together (one grouping over many small tables costs less than many over two), then join
+a short stack of tables, each at least twice as large as the one above it, in which only tables of similar
+size are merged. Every row so takes part in O(log n) merges and the stack stays O(log n) deep.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
+BUFFER_ROWS = 1 << 17
 _SCHEMA = pa.schema([("word", pa.string()), ("count", pa.int64())])
 
 
@@ -37,14 +39,24 @@ def merge_counts(tables: list[pa.Table]) -> pa.Table:
 class RunningCounts:
     """The sum of every table added so far; adding costs O(log n) amortized merges of similar-sized tables."""
 
-    def __init__(self) -> None:
+    def __init__(self, buffer_rows: int = BUFFER_ROWS) -> None:
+        self.buffer_rows = buffer_rows
         self._stack: list[pa.Table] = []
+        self._buffer: list[pa.Table] = []
+        self._buffered = 0
         self.added = 0
 
     def add(self, table: pa.Table) -> None:
         self.added += 1
         if table.num_rows == 0:
             return
+        self._buffer.append(table)
+        self._buffered += table.num_rows
+        if self._buffered >= self.buffer_rows:
+            self._push(merge_counts(self._buffer))
+            self._buffer, self._buffered = [], 0
+
+    def _push(self, table: pa.Table) -> None:
         self._stack.append(table)
         while len(self._stack) > 1 and self._stack[-2].num_rows <= 2 * self._stack[-1].num_rows:
             top = self._stack.pop()
@@ -52,10 +64,11 @@ class RunningCounts:
 
     def table(self) -> pa.Table:
         """The counts summed so far, as one table."""
-        merged = merge_counts(self._stack)
-        self._stack = [merged] if merged.num_rows else []
+        merged = merge_counts(self._stack + self._buffer)
+        self._stack, self._buffer, self._buffered = ([merged] if merged.num_rows else []), [], 0
         return merged
 
     @property
     def depth(self) -> int:
+        """Tables in the stack (the buffer holds fewer than ``buffer_rows`` rows besides)."""
         return len(self._stack)
