@@ -46,6 +46,11 @@ class PartitionReadError(RefreshError):
         return (type(self), (self.uri, self.cause))
 
 
+class FieldMissing(PartitionError):
+    """No line of one piece of a split JSON Lines file has the text field. The partition is bad only when no
+    piece has it, which only the pieces together can tell."""
+
+
 class BadPartitionsError(RefreshError):
     """Several partitions are bad. ``errors`` lists each with its cause, in partition order."""
 

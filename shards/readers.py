@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from shards.errors import PartitionError, PartitionReadError
+from shards.errors import FieldMissing, PartitionError, PartitionReadError
 from shards.partitions import Partition
 from shards.pieces import Piece, whole
 
@@ -59,7 +59,7 @@ def read_texts(
     try:
         yield from readers[partition.format](fs, piece, text_column, batch_rows, max(1, block_bytes))
     except PartitionError as exc:
-        if piece.whole:
+        if piece.whole or isinstance(exc, FieldMissing):
             raise
         raise piece.error(exc.cause) from exc
     except OSError as exc:
@@ -227,9 +227,10 @@ def _jsonl(fs: pafs.FileSystem, piece: Piece, column: str, batch_rows: int, bloc
             for values in _as_text(batch.column(column), partition, column):
                 for start in range(0, len(values), batch_rows):
                     yield values.slice(start, batch_rows)
-        if not seen and piece.whole:
-            # (a piece of a larger file may hold no line with the field; its partition as a whole may)
-            raise PartitionError(partition.uri, f"no JSON line has the field {column!r}")
+        if not seen:
+            # a piece of a larger file may lack the field that another piece has: the pieces decide together
+            kind = PartitionError if piece.whole else FieldMissing
+            raise kind(partition.uri, f"no JSON line has the field {column!r}")
 
 
 def _text(fs: pafs.FileSystem, piece: Piece, column: str, batch_rows: int, block: int) -> Iterator[pa.Array]:

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from shards.counts import RunningCounts
-from shards.errors import ConfigError, PartitionError
+from shards.errors import ConfigError, FieldMissing, PartitionError
 from shards.partitions import Partition
 from shards.pieces import DEFAULT_PIECE_BYTES, Piece, whole
 from shards.readers import TEXT_BLOCK, read_texts
@@ -74,6 +74,7 @@ class TokenizedBatch:
     sentences: int
     tokens: int
     counts: pa.Table | None = None
+    missing: str | None = None  # on the last batch: the text field is in no line of this piece (JSON Lines)
 
     @property
     def nbytes(self) -> int:
@@ -110,21 +111,25 @@ def tokenize_piece(
     texts_of = read_texts(
         fs, piece, text_column=read.text_column, batch_rows=read.batch_rows, block_bytes=read.block_bytes
     )
-    for texts in texts_of:
-        _check_sizes(texts, piece, read.max_document_bytes)
-        documents += len(texts) - texts.null_count
-        batch = tokenize(texts, tokenizer)
-        if len(batch) == 0:
-            continue
-        sentences += len(batch)
-        tokens += len(batch.values)
-        held.append(line_view(batch))
-        size += len(held[-1])
-        counts.add(count_words(batch))
-        if size >= read.block_bytes:
-            yield TokenizedBatch(held, documents, sentences, tokens)
-            held, size, documents, sentences, tokens = [], 0, 0, 0, 0
-    yield TokenizedBatch(held, documents, sentences, tokens, counts.table())
+    missing = None
+    try:
+        for texts in texts_of:
+            _check_sizes(texts, piece, read.max_document_bytes)
+            documents += len(texts) - texts.null_count
+            batch = tokenize(texts, tokenizer)
+            if len(batch) == 0:
+                continue
+            sentences += len(batch)
+            tokens += len(batch.values)
+            held.append(line_view(batch))
+            size += len(held[-1])
+            counts.add(count_words(batch))
+            if size >= read.block_bytes:
+                yield TokenizedBatch(held, documents, sentences, tokens)
+                held, size, documents, sentences, tokens = [], 0, 0, 0, 0
+    except FieldMissing as exc:
+        missing = exc.cause
+    yield TokenizedBatch(held, documents, sentences, tokens, counts.table(), missing)
 
 
 def tokenize_partition(

@@ -143,13 +143,13 @@ def test_small_and_compressed_files_are_one_piece(tmp_path: Path) -> None:
 @pytest.mark.unit
 def test_running_counts_sum_many_tables_exactly_and_stay_shallow() -> None:
     rng = random.Random(4)
-    running, expected = RunningCounts(), collections.Counter[str]()
+    running, expected = RunningCounts(buffer_rows=500), collections.Counter[str]()
     for _ in range(600):
         words = [f"w{rng.paretovariate(1.2):.0f}" for _ in range(rng.randint(0, 300))]
         table = collections.Counter(words)
         expected.update(table)
         running.add(pa.table({"word": list(table), "count": pa.array(list(table.values()), pa.int64())}))
-        assert running.depth <= 12
+        assert running.depth <= 12  # tables in the stack: O(log n)
     merged = running.table().to_pydict()
     assert dict(zip(merged["word"], merged["count"], strict=True)) == dict(expected)
 
@@ -188,6 +188,36 @@ def test_the_trainer_rolls_a_bad_partition_back_out_of_the_spool_and_the_counts(
     assert trainer.spooled == len(b"aa bb\nbb\ncc\n")
     assert (trainer.sentences, trainer.tokens) == (3, 4)
     assert trainer._merged_counts() == {"aa": 1, "bb": 2, "cc": 1}
+    trainer.close()
+
+
+@pytest.mark.component
+def test_a_split_json_lines_file_is_bad_only_when_no_piece_has_the_text_field(tmp_path: Path) -> None:
+    docs = clustered(600, seed=12)
+    lines = [json.dumps({"body": d}) for d in docs[:300]] + [json.dumps({"text": d}) for d in docs[300:]]
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "half.jsonl").write_text("\n".join(lines) + "\n")  # the field only in the later pieces
+    write_text(tmp_path / "none" / "none.jsonl", [json.dumps({"body": d}) for d in docs])
+    read = ReadOptions(piece_bytes=4 * KiB)
+    trainer = Trainer(str(tmp_path))
+    for folder, expected in (("some", (300, 300, 3600)), ("none", None)):
+        partition = partition_of(tmp_path / folder)
+        fs = open_filesystem(partition.path)[0]
+        pieces = plan(fs, partition, read.piece_bytes)
+        assert len(pieces) > 4
+        for piece in pieces:
+            answer = trainer.ingest(
+                partition.uri, tokenize_piece(fs, piece, read, TokenizerConfig()), end=piece.index == len(pieces) - 1
+            )
+        if expected:
+            assert answer == expected
+        else:
+            assert isinstance(answer, PartitionError) and answer.cause == "no JSON line has the field 'text'"
+    assert trainer.corpus_path.read_bytes() == b"".join(
+        chunk.tobytes()
+        for batch in tokenize_piece(fs, plan(fs, partition_of(tmp_path / "some"), 1 << 30)[0], read, TokenizerConfig())
+        for chunk in batch.lines
+    )
     trainer.close()
 
 

@@ -62,6 +62,8 @@ class _Open:
     sentences: int = 0
     tokens: int = 0
     error: PartitionError | None = None
+    pieces: int = 0
+    missing: list[str] = field(default_factory=list)  # pieces without the text field (JSON Lines)
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,9 @@ class Trainer:
         if not end:
             return None
         self._open = None
+        if part.error is None and part.pieces and len(part.missing) == part.pieces:
+            part.error = PartitionError(uri, part.missing[0])  # the field is in no piece, so in no line
+            self._roll_back(part)
         if part.error is not None:
             return part.error
         self._counts.add(part.counts.table())
@@ -213,8 +218,11 @@ class Trainer:
             )
         self.spooled += batch.nbytes
         self.lines += lines
-        if batch.counts is not None:
+        if batch.counts is not None:  # a piece's last batch
             part.counts.add(batch.counts)
+            part.pieces += 1
+            if batch.missing is not None:
+                part.missing.append(batch.missing)
         part.documents += batch.documents
         part.sentences += batch.sentences
         part.tokens += batch.tokens
