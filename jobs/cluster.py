@@ -302,6 +302,8 @@ class _Stream:
         self.planned = self.submitted = self.bundled = 0
         self.first_submit: float | None = None
         self.answered = False  # the trainer has answered an ingest call
+        self.probing: Any = None  # a call checking that the trainer is alive, while none of ours is due
+        self.probed = 0.0
         self.resize()
         self.start = self.last_log = time.perf_counter()
 
@@ -362,8 +364,10 @@ class _Stream:
     def wait(self) -> None:
         """Block until a task yielded a batch or the trainer answered, then take every batch that is ready."""
         tasks = list(self.running)
-        front = [self.calls[0][1]] if self.calls else []
-        ray.wait(tasks + front, num_returns=1, timeout=1.0, fetch_local=False)
+        probe = self.probe() if self.answered and not self.calls else None
+        front = [self.calls[0][1]] if self.calls else [probe] if probe is not None else []
+        if tasks or front:
+            ray.wait(tasks + front, num_returns=1, timeout=1.0, fetch_local=False)
         if (
             not self.answered
             and self.first_submit
@@ -384,6 +388,17 @@ class _Stream:
             except StopIteration:
                 work.done = True
                 del self.running[work.batches]
+
+    def probe(self) -> Any:
+        """A cheap call to the trainer, at most one a second, while no batch of ours is due there: the trainer's
+        death would otherwise go unnoticed while the driver waits on tasks that can no longer finish (those in
+        its lost reservation)."""
+        if self.probing is None and time.monotonic() - self.probed > 1:
+            self.probing = self.trainer.actor.__ray_ready__.remote()
+        if self.probing is not None and ray.wait([self.probing], timeout=0)[0]:
+            result(self.probing)  # raises TrainingError if the actor died
+            self.probing, self.probed = None, time.monotonic()
+        return self.probing
 
     def forward(self) -> None:
         """Hand the trainer every batch that is next in partition and piece order."""
