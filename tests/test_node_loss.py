@@ -47,7 +47,10 @@ from tests.corpora import clustered
 pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
+# At most about four tokenized partitions wait for the trainer at once, so tokenizing goes on while the trainer
+# spools (with a larger budget these tiny partitions would all be tokenized before the trainer first answers).
 FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--max-in-flight", "4"]
+FAST += ["--max-in-flight-bytes", "100KiB"]
 # Declare a silent node dead after ~1.5 s instead of Ray's default ~15 s (5 missed checks, 3 s apart).
 QUICK_FAILURE_DETECTION = {
     "health_check_initial_delay_ms": 0,
