@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = read_manifest(store, "latest")
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(store, "latest", Path(tmp), model_files(manifest))
-        model = gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])
+        model = gmodel.load(folder / gmodel.MODEL_DIR)
     print("\nnearest neighbours of words that only the new day contains:")
     for word in manifest["new_words_sample"][:8]:
         print(f"  {word:<16} " + ", ".join(f"{w} ({s:.2f})" for w, s in gmodel.neighbours(model, word, 5)))

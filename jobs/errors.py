@@ -6,7 +6,9 @@
     ├── PartitionReadError       reading a partition failed outside its bytes (store, network); retried
     ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause
     ├── StoreError               the model store cannot be read or written
-    │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, or a file is missing
+    │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, a file is missing, or a
+    │   │                        model file is not the plain data its format allows (refused, never unpickled)
+    │   ├── PickledModelError    the version's model is a pickle (the previous format); read only on request
     │   ├── VersionNotFound      a version, or the pointer, does not exist
     │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted
     ├── TrainingError            the training actor failed (it died, or gensim raised)
@@ -29,6 +31,7 @@ __all__ = [
     "IntegrityError",
     "PartitionError",
     "PartitionReadError",
+    "PickledModelError",
     "QualityGateError",
     "RefreshError",
     "StoreError",
@@ -43,6 +46,10 @@ class StoreError(RefreshError):
 
 class IntegrityError(StoreError):
     """A version's file is missing, or its size or SHA-256 differs from the manifest. Nothing was loaded."""
+
+
+class PickledModelError(StoreError):
+    """The version stores its model with gensim's save(), a pickle that can run code when loaded."""
 
 
 class VersionNotFound(StoreError):

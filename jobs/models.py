@@ -6,11 +6,15 @@
     python -m jobs.models import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
     python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
     python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
+    python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
-verifies every checksum before gensim loads anything. ``import`` makes a model trained elsewhere the first
-version of a lineage (:mod:`jobs.importer`); a gensim ``save()`` file is unpickled on import, so import only
-files you trust. Options may come before or after the subcommand.
+verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.training.serialize`).
+A version in the previous format (gensim's ``save()``, a pickle) is refused unless ``--allow-pickle`` says that
+the user trusts every writer of the store; ``convert`` rewrites it once as a new version in the pickle-free
+format. ``import`` makes a model trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a
+gensim ``save()`` file is unpickled on import, so import only files you trust. Options may come before or after
+the subcommand.
 """
 
 from __future__ import annotations
@@ -27,11 +31,29 @@ from jobs.config import ImportConfig, add_import_arguments, import_config
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
 from jobs.report import as_json
 from jobs.storage import Store, open_store
-from jobs.storage.publish import read_manifest, resolve
+from jobs.storage.publish import (
+    MANIFEST,
+    MODEL_DIR,
+    fetch_verified,
+    model_files,
+    new_version,
+    pickled,
+    read_manifest,
+    resolve,
+    upload_version,
+    write_manifest,
+)
 from jobs.training import model as gmodel
+from jobs.training import serialize
 from jobs.vectors import load_vectors
 
+ALLOW_PICKLE_HELP = (
+    "read a version in the previous format (gensim's save(), a pickle): unpickling runs any code that anyone "
+    "who could write to the store put there; only for stores whose every writer you trust"
+)
+
 log = logging.getLogger("jobs.models")
+LEGACY_VECTORS = "vectors.bin"  # the word2vec-format copy that versions in the previous format carried
 
 #: an incomplete version younger than this may belong to a run still uploading; a nightly run's whole upload
 #: takes minutes, so a day leaves a wide margin
@@ -61,9 +83,19 @@ def show(store: Store, version: str) -> str:
     return as_json(manifest)
 
 
-def export(store: Store, version: str, output: Path, fmt: str, cache_dir: Path | None = None) -> str:
+def export(
+    store: Store, version: str, output: Path, fmt: str, cache_dir: Path | None = None, allow_pickle: bool = False
+) -> str:
+    """Write a version's vectors (word2vec text or binary, or gensim's KeyedVectors file). Raises
+    PickledModelError for a version in the previous format unless ``allow_pickle``."""
+    manifest = read_manifest(store, version)
+    name = manifest["version"]
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
-        vectors, name = load_vectors(store.uri, version, mmap="r", cache_dir=cache_dir or tmp)
+        if pickled(manifest):
+            folder = fetch_verified(store, name, Path(tmp), model_files(manifest, allow_pickle))
+            vectors = serialize.unpickle_legacy(folder / MODEL_DIR, manifest["model"]).wv
+        else:
+            vectors, _ = load_vectors(store.uri, name, mmap="r", cache_dir=cache_dir or tmp)
         gmodel.export(vectors, output, fmt)
         words = len(vectors)
         del vectors  # its arrays map files in the temporary cache
@@ -80,6 +112,41 @@ def import_model(config: ImportConfig) -> str:
         lines.append(f"  {done.seeded_partitions:,} partitions under {config.mark_consumed} marked as consumed")
     lines += [f"  note: {note}" for note in done.notes]
     return "\n".join(lines)
+
+
+def convert(store: Store, version: str, allow_pickle: bool) -> str:
+    """Rewrite a version in the previous (pickled) format as a new version in the pickle-free format, with the
+    same lineage state (ledger, remembered counts, reservoir, config, report). The new version becomes current
+    if the old one was. Versions are immutable, so the old one stays until ``gc`` removes it."""
+    if not allow_pickle:
+        raise ConfigError(
+            f"convert unpickles the model of {version}; pass --allow-pickle to confirm: {ALLOW_PICKLE_HELP}"
+        )
+    manifest = read_manifest(store, version)
+    source = manifest["version"]
+    if not pickled(manifest):
+        return f"{source} is already in the pickle-free format; nothing to do"
+    pointer = store.read_pointer()
+    target = new_version()
+    with tempfile.TemporaryDirectory(prefix="embedding-convert-") as tmp:
+        old, new = Path(tmp) / "old", Path(tmp) / "new"
+        fetch_verified(store, source, old)
+        model = serialize.unpickle_legacy(old / MODEL_DIR, manifest["model"])
+        gmodel.save(model, new)
+        del model
+        for name in manifest["files"]:
+            if not name.startswith(f"{MODEL_DIR}/") and name not in (LEGACY_VECTORS, MANIFEST):
+                (new / name).parent.mkdir(parents=True, exist_ok=True)
+                (old / name).replace(new / name)
+        files = upload_version(store, target, new)
+    fields = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
+    write_manifest(
+        store, target, {**fields, "parent": source, "converted_from": source, "version": target, "files": files}
+    )
+    if pointer is not None and pointer.version == source:
+        store.swap_pointer(target, pointer)
+        return f"converted {source} to {target}, now the current version"
+    return f"converted {source} to {target} (not promoted: {source} was not the current version)"
 
 
 def promote(store: Store, version: str) -> str:
@@ -128,6 +195,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", dest="fmt", choices=gmodel.EXPORT_FORMATS, default="word2vec-text")
     e.add_argument("--binary", dest="fmt", action="store_const", const="word2vec-binary", help="word2vec binary")
     e.add_argument("--cache-dir", type=Path, help="keep the downloaded version here for later loads")
+    e.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    c = sub.add_parser("convert", parents=[common], help="rewrite a version of the previous format without pickle")
+    c.add_argument("version", help="a version or 'latest'")
+    c.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     i = sub.add_parser(
         "import",
         parents=[common],
@@ -164,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         elif a.command == "show":
             out = show(store, a.version)
         elif a.command == "export":
-            out = export(store, a.version, a.output, a.fmt, a.cache_dir)
+            out = export(store, a.version, a.output, a.fmt, a.cache_dir, a.allow_pickle)
         elif a.command == "import":
             out = import_model(import_config(a))
+        elif a.command == "convert":
+            out = convert(store, a.version, a.allow_pickle)
         elif a.command == "promote":
             out = promote(store, a.version)
         else:

@@ -46,6 +46,7 @@ from jobs.storage import Store, open_store
 from jobs.storage.publish import (
     copy_recorded,
     discard,
+    model_files,
     new_version,
     put_recorded,
     read_manifest,
@@ -79,6 +80,8 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
     parent = read_manifest(store, pointer.version) if pointer else None
+    if parent:
+        model_files(parent)  # a parent in the pickled format is refused here, before any work
     parent_version = pointer.version if pointer else None
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
     config = inherit_lifecycle(config, parent)

@@ -80,25 +80,21 @@ def load_vectors(
     return Vectors(_read(folder, manifest, mmap), manifest["version"])
 
 
-# The two functions below are the only ones here that know the model formats: the pickle-free one
-# (:mod:`jobs.training.serialize`, ``model/params.json``), read without unpickling, and gensim's save().
+# The two functions below are the only ones here that know the model format (:mod:`jobs.training.serialize`),
+# read without unpickling; a version in the previous, pickled format is refused (``model_files``).
 _READER_ARRAYS = ("vectors", "sample_int", "vectors_vocab", "vectors_ngrams")  # what KeyedVectors need
 
 
 def reader_files(manifest: dict[str, Any]) -> list[str]:
     """The files of the version that a reader needs (not the output layer when the format lets it skip it)."""
-    names = model_files(manifest)
-    if f"model/{serialize.PARAMS}" not in manifest["files"]:
-        return names  # gensim's save(): the pickle and every array it names
+    names = model_files(manifest)  # raises PickledModelError for the previous, pickled format
     wanted = {serialize.PARAMS, serialize.VOCAB, *(f"{a}.npy" for a in _READER_ARRAYS)}
     return [name for name in names if name.removeprefix("model/") in wanted]
 
 
 def _read(folder: Path, manifest: dict[str, Any], mmap: str | None) -> Any:
-    """Hand verified files to gensim."""
-    if f"model/{serialize.PARAMS}" in manifest["files"]:
-        return serialize.load_keyed_vectors(folder / "model", mmap=mmap)
-    return gmodel.load_vectors(folder / gmodel.MODEL_FILE, manifest["model"], mmap=mmap)
+    """Hand verified files to gensim, as plain data."""
+    return gmodel.load_vectors(folder / gmodel.MODEL_DIR, mmap=mmap)
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:

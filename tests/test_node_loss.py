@@ -274,7 +274,7 @@ def load(store: Path, version: str) -> tuple[dict[str, int], dict[str, Any]]:
     manifest = read_manifest(s, version)
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(s, version, Path(tmp), model_files(manifest))
-        return gmodel.counts_of(gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])), manifest
+        return gmodel.counts_of(gmodel.load(folder / gmodel.MODEL_DIR)), manifest
 
 
 def test_losing_a_tokenizing_worker_loses_no_partition_and_counts_none_twice(outcome: dict[str, Any]) -> None:

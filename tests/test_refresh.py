@@ -37,7 +37,7 @@ def load_latest(store: Path):  # type: ignore[no-untyped-def]
     manifest = read_manifest(s, "latest")
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(s, "latest", Path(tmp), model_files(manifest))
-        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), manifest
+        return gmodel.load(folder / gmodel.MODEL_DIR), manifest
 
 
 def reference_counts(docs: list[str | None]) -> collections.Counter[str]:

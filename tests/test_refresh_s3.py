@@ -86,10 +86,8 @@ def test_s3_to_s3_then_an_update_that_loads_it_back(bucket: str, monkeypatch: py
     assert pointer(bucket) == first.version
     s3 = boto3.client("s3")
     npy = [k for k in keys(bucket) if k.endswith(".npy")]
-    assert f"models/versions/{first.version}/model/embedding.model.wv.vectors_ngrams.npy" in npy
-    big = s3.head_object(
-        Bucket=bucket, Key=f"models/versions/{first.version}/model/embedding.model.wv.vectors_ngrams.npy"
-    )
+    assert f"models/versions/{first.version}/model/vectors_ngrams.npy" in npy
+    big = s3.head_object(Bucket=bucket, Key=f"models/versions/{first.version}/model/vectors_ngrams.npy")
     assert big["ETag"].strip('"').endswith("-6")  # uploaded in six 8 MiB parts
 
     land(bucket, "corpus/dt=2026-11-24/part-0.parquet", clustered(400, seed=2, extra={0: ["novelaa"]}))
@@ -101,7 +99,7 @@ def test_s3_to_s3_then_an_update_that_loads_it_back(bucket: str, monkeypatch: py
     assert manifest["partitions"][0]["uri"] == f"s3://{bucket}/corpus/dt=2026-11-24/part-0.parquet"
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(store, "latest", Path(tmp), model_files(manifest))
-        model = gmodel.load(folder / gmodel.MODEL_FILE, "fasttext")
+        model = gmodel.load(folder / gmodel.MODEL_DIR)
     assert "novelaa" in model.wv.key_to_index and model.wv.get_vecattr("caxaa", "count") > 0
     assert run(from_args(common)).published is False
 
@@ -219,6 +217,6 @@ def test_a_publisher_killed_before_the_pointer_moves_leaves_readers_on_the_previ
     assert pointer(bucket) == first.version
     assert store.list_versions() == [first.version]  # the killed version has files but no manifest
     uploaded = [k for k in keys(bucket) if "/versions/" in k and first.version not in k]
-    assert any(k.endswith("embedding.model") for k in uploaded)
+    assert any(k.endswith("model/vectors.npy") for k in uploaded)
     with tempfile.TemporaryDirectory() as tmp:
         fetch_verified(store, "latest", Path(tmp), model_files(read_manifest(store, "latest")))

@@ -53,8 +53,10 @@ def assert_same(ours: Any, theirs: Any, where: str) -> None:
 
 
 def continue_training(model: Word2Vec) -> None:
-    model.build_vocab(MORE, update=True)
-    model.train(MORE, total_examples=len(MORE), epochs=2)
+    """An update with known words only (arrays changed in place), then one that adds words (arrays grow)."""
+    for corpus in (SENTENCES[:50], MORE):
+        model.build_vocab(corpus, update=True)
+        model.train(corpus, total_examples=len(corpus), epochs=2)
 
 
 @pytest.mark.parametrize("cls", [Word2Vec, FastText], ids=["word2vec", "fasttext"])

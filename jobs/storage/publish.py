@@ -8,10 +8,12 @@ Publishing, for any :class:`~jobs.storage.Store`:
 
 A run that dies before step 3 leaves readers on the previous version; its files are an unpromoted version
 that ``jobs.models`` lists and can promote or collect. Loading resolves pointer → manifest → files and checks
-every size and SHA-256 *before* anything is unpickled.
+every size and SHA-256 before anything is read. Model files are plain data (:mod:`jobs.training.serialize`);
+:func:`model_files` refuses a version whose model is a pickle (the previous format) unless the caller passes
+``allow_pickle``, which only commands the user runs with ``--allow-pickle`` do.
 
     >>> manifest = publish(store, version, Path("out/"), fields, expected=pointer)
-    >>> path = fetch_verified(store, "latest", Path("cache/"))   # the gensim model file, verified
+    >>> path = fetch_verified(store, "latest", Path("cache/"), model_files(manifest))   # verified
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import IntegrityError, StoreError, VersionNotFound
+from jobs.errors import IntegrityError, PickledModelError, StoreError, VersionNotFound
 from jobs.storage.base import VERSIONS, Pointer, Store
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
+MODEL_DIR = "model"
+MODEL_PARAMS = f"{MODEL_DIR}/params.json"  # present in every version of the pickle-free format
 
 
 def new_version() -> str:
@@ -179,9 +183,26 @@ def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
         raise IntegrityError(f"{label}: SHA-256 {digest[:12]}… differs from the manifest's; refusing to load")
 
 
-def model_files(manifest: dict[str, Any]) -> list[str]:
-    """The files gensim needs to load the model (``model`` and the arrays saved beside it)."""
-    return [name for name in manifest["files"] if name.startswith("model/")]
+def model_files(manifest: dict[str, Any], allow_pickle: bool = False) -> list[str]:
+    """The model's files (everything under ``model/``).
+
+    Raises PickledModelError for a version in the previous format (gensim's ``save()``, a pickle), unless
+    ``allow_pickle``: anyone who could write to the store could have made that file run code.
+    """
+    names = [name for name in manifest["files"] if name.startswith(f"{MODEL_DIR}/")]
+    if MODEL_PARAMS not in names and not allow_pickle:
+        version = manifest.get("version", "?")
+        raise PickledModelError(
+            f"version {version} stores its model as a pickle (gensim's save(), the previous format), which runs "
+            f"code when loaded; refusing it. If you trust everyone who can write to this store, convert it once "
+            f"with `python -m jobs.models convert {version} --store STORE --allow-pickle`"
+        )
+    return names
+
+
+def pickled(manifest: dict[str, Any]) -> bool:
+    """Whether the version's model is in the previous, pickled format."""
+    return MODEL_PARAMS not in manifest["files"]
 
 
 def discard(store: Store, version: str) -> None:

@@ -3,7 +3,7 @@
 With :mod:`jobs.training.vocabulary` and :mod:`jobs.training.epochs`, the modules that import gensim. The
 refresh updates a model in three calls:
 
-    >>> model = create(TrainingConfig(min_count=1))           # or load(path, "word2vec")
+    >>> model = create(TrainingConfig(min_count=1))           # or load(folder / MODEL_DIR)
     >>> change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
     >>> outcome = train(model, spool.close(), TrainingConfig(), threads=8)
     >>> outcome.summary()
@@ -29,15 +29,12 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
-from jobs.training import epochs, vocabulary, word2vec_format
+from jobs.storage.publish import MODEL_DIR
+from jobs.training import epochs, serialize, vocabulary, word2vec_format
 from jobs.training.spool import Layout
 from jobs.training.vocabulary import VocabularyChange
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model/embedding.model"
-VECTORS_FILE = "vectors.bin"
-_CLASSES: dict[str, type[Word2Vec]] = {"word2vec": Word2Vec, "fasttext": FastText}
 
 
 def create(config: TrainingConfig) -> Word2Vec:
@@ -65,14 +62,14 @@ def kind(model: Word2Vec) -> str:
     return "fasttext" if isinstance(model, FastText) else "word2vec"
 
 
-def load(path: Path, model_kind: str) -> Word2Vec:
-    """Load a saved model. Only call this on files whose checksums were verified (jobs.storage.publish)."""
-    return _CLASSES[model_kind].load(str(path))
+def load(folder: Path) -> Word2Vec:
+    """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`)."""
+    return serialize.load(folder)
 
 
-def load_vectors(path: Path, model_kind: str, mmap: str | None = "r") -> Any:
+def load_vectors(folder: Path, mmap: str | None = "r") -> Any:
     """Only the KeyedVectors of a saved model, large arrays memory-mapped by default (for comparisons)."""
-    return _CLASSES[model_kind].load(str(path), mmap=mmap).wv
+    return serialize.load_keyed_vectors(folder, mmap=mmap)
 
 
 def update_vocabulary(
@@ -150,11 +147,8 @@ def imported(model: Word2Vec, **event: Any) -> None:
 
 
 def save(model: Word2Vec, folder: Path) -> None:
-    """Save the model (gensim writes large arrays as separate .npy files) and a word2vec-format export."""
-    target = folder / MODEL_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    model.save(str(target))
-    word2vec_format.write_binary(model.wv, folder / VECTORS_FILE)
+    """Save the model into ``folder / MODEL_DIR`` in the store's pickle-free format (:mod:`.serialize`)."""
+    serialize.save(model, folder / MODEL_DIR)
 
 
 EXPORT_FORMATS = ("word2vec-text", "word2vec-binary", "keyedvectors")

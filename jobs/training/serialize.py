@@ -146,12 +146,17 @@ def _check_savable(model: Word2Vec, fasttext: bool) -> None:
         raise TrainingError("the model holds a raw vocabulary not yet applied (build_vocab with keep_raw_vocab)")
     known = set(_MODEL_PARAMS) | _MODEL_HANDLED | (set(_FASTTEXT_PARAMS) | _FASTTEXT_HANDLED if fasttext else set())
     known_wv = set(_WV_PARAMS) | _WV_HANDLED | (set(_FASTTEXT_WV_PARAMS) | _FASTTEXT_WV_HANDLED if fasttext else set())
-    unknown = sorted(set(vars(model)) - known) + [f"wv.{n}" for n in sorted(set(vars(model.wv)) - known_wv)]
+    unknown = sorted(_attributes(model) - known) + [f"wv.{n}" for n in sorted(_attributes(model.wv) - known_wv)]
     unknown += [f"wv.expandos[{n!r}]" for n in sorted(set(model.wv.expandos) - set(_EXPANDOS))]
     if unknown:
         raise TrainingError(f"the store's format does not know the model attributes {', '.join(unknown)}")
     if fasttext and not model.wv.compatible_hash:
         raise TrainingError("FastText models with gensim's pre-3.8 n-gram hashing cannot be saved")
+
+
+def _attributes(thing: Any) -> set[str]:
+    """Instance attributes, less the bookkeeping that gensim's own load() adds (``__numpys`` and the like)."""
+    return {name for name in vars(thing) if not name.startswith("__")}
 
 
 def _plain(value: Any) -> Any:
@@ -336,10 +341,10 @@ def _read_vocabulary(folder: Path) -> tuple[list[str], np.ndarray]:
     words = word.to_pylist()
     if len(set(words)) != len(words):
         raise IntegrityError(f"{path}: the vocabulary repeats words")
-    counts = count.to_numpy()
+    counts = np.array(count.to_numpy(), dtype=np.int64)  # a writable copy: vocabulary updates add to it in place
     if len(counts) and counts.min() < 0:
         raise IntegrityError(f"{path}: negative counts")
-    return words, np.ascontiguousarray(counts, dtype=np.int64)
+    return words, counts
 
 
 def _read_array(

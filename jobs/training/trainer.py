@@ -244,9 +244,7 @@ class Trainer:
                 self._open = None
             with timed(timings, "load"):
                 parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
-                model = (
-                    gmodel.load(parent / gmodel.MODEL_FILE, request.parent_kind) if parent else gmodel.create(config)
-                )
+                model = gmodel.load(parent / gmodel.MODEL_DIR) if parent else gmodel.create(config)
                 pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
                 kept = (
                     standing.read(parent / standing.STANDING, model.wv.index_to_key)

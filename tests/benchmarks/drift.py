@@ -436,7 +436,7 @@ def run_job(variant: JobVariant, data: Path, work: Path, params: Params, world: 
     opened = open_store(str(store))
     manifest = read_manifest(opened, "latest")
     folder = fetch_verified(opened, "latest", work / "final", model_files(manifest))
-    model = gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"])
+    model = gmodel.load(folder / gmodel.MODEL_DIR)
     shutil.rmtree(work, ignore_errors=True)
     return finished(
         variant.name, model.wv, world, k, seconds, train, days, " ".join([*variant.flags, *variant.update_flags])

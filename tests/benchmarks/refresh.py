@@ -311,7 +311,7 @@ class JobRun:
     tokens: int
     vocab_size: int
     timings: dict[str, float]
-    parent_file: Path
+    parent_model: Path
     train_cpu: float  # CPU seconds of the actor's process during train()
 
 
@@ -336,14 +336,14 @@ def run_job(root: Path, params: Params, work: Path) -> JobRun:
         summary.tokens,
         summary.vocab_size,
         dict(summary.timings),
-        store / "versions" / parent / gmodel.MODEL_FILE,
+        store / "versions" / parent / gmodel.MODEL_DIR,
         inside["cpu_end"] - inside["cpu_begin"],
     )
 
 
-def gensim_update(parent_file: Path, spool: Spool, params: Params, mode: str) -> dict[str, float]:
+def gensim_update(parent_model: Path, spool: Spool, params: Params, mode: str) -> dict[str, float]:
     """Plain gensim's update on the job's tokenized corpus: ``build_vocab(update=True)``, then ``train()``."""
-    model = Word2Vec.load(str(parent_file))
+    model = gmodel.load(parent_model)
     model.workers = params.workers
     corpus: dict[str, Any] = {"corpus_file": str(spool.path)}
     if mode == "iterable":
@@ -379,15 +379,18 @@ class ParquetSentences:
                         yield simple_preprocess(doc)
 
 
-def one_process_recipe(parent_file: Path, paths: list[str], params: Params, out: Path) -> float:
-    """The standard incremental recipe: load, ``build_vocab(update=True)``, ``train()``, ``save()``."""
+def one_process_recipe(parent_model: Path, paths: list[str], params: Params, out: Path) -> float:
+    """The standard incremental recipe: load, ``build_vocab(update=True)``, ``train()``, ``save()``, all with
+    gensim's own ``save()`` format (the parent is first re-saved that way, untimed)."""
+    recipe_parent = out / "parent.model"
+    out.mkdir(parents=True, exist_ok=True)
+    gmodel.load(parent_model).save(str(recipe_parent))
     start = time.perf_counter()
-    model = Word2Vec.load(str(parent_file))
+    model = Word2Vec.load(str(recipe_parent))
     model.workers = params.workers
     corpus = ParquetSentences(paths)
     model.build_vocab(corpus, update=True)
     model.train(corpus, total_examples=model.corpus_count, epochs=params.epochs)
-    out.mkdir(parents=True, exist_ok=True)
     model.save(str(out / "model"))
     return time.perf_counter() - start
 
@@ -415,7 +418,7 @@ def measure_update(root: Path, params: Params, work: Path, rounds: int) -> Updat
     update = Update([], {"corpus_file": [], "iterable": []}, [], spool, len(partitions) - 1, [])
     for i in range(rounds):
         update.jobs.append(run_job(root, params, work / f"job-{i}"))
-        parent = update.jobs[0].parent_file  # every round updates the same parent
+        parent = update.jobs[0].parent_model  # every round updates the same parent
         for mode, times in update.gensim.items():
             times.append(gensim_update(parent, spool, params, mode))
             log.info("gensim %s: vocabulary %.1fs, train %.1fs", mode, times[-1]["vocabulary"], times[-1]["train"])
