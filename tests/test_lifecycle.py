@@ -83,7 +83,7 @@ def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) ->
         out = tmp_path / f"v{day}"
         gmodel.save(model, out)
         write_counts(out / "pending.parquet", step.pending)
-        model, pending = gmodel.load(out / gmodel.MODEL_FILE, "word2vec"), read_counts(out / "pending.parquet")
+        model, pending = gmodel.load(out / gmodel.MODEL_DIR), read_counts(out / "pending.parquet")
         assert model.wv.index_to_key == words
     assert removed_total > 200  # twelve new strings a day, the cap full from the first week on
     assert returned  # pruned on an early day, it came back with two more occurrences and entered again
@@ -156,7 +156,7 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
     step = lifecycle.update_vocabulary(model, counts, 300, {}, None, training, life)
     gmodel.train(model, corpus, training, workers)
     gmodel.save(model, tmp_path / "parent")
-    parent = gmodel.load(tmp_path / "parent" / gmodel.MODEL_FILE, kind)
+    parent = gmodel.load(tmp_path / "parent" / gmodel.MODEL_DIR)
 
     docs = clustered(300, seed=2, extra={0: new_words_like(0), 2: new_words_like(2)})
     corpus, counts = spool(tmp_path / "day1.txt", docs)
@@ -186,7 +186,7 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
         "neighbours_kept": 1.0,
     }
     # the same update without the freeze moves the known words: the test above can fail
-    loose = gmodel.load(tmp_path / "parent" / gmodel.MODEL_FILE, kind)
+    loose = gmodel.load(tmp_path / "parent" / gmodel.MODEL_DIR)
     lifecycle.update_vocabulary(loose, counts, 300, {}, None, training, life)
     gmodel.train(loose, corpus, training, workers, update=True)
     moved: dict[str, Any] = drift.measure(parent.wv, loose.wv, step.parent_rows, GateConfig())

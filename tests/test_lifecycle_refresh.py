@@ -33,7 +33,7 @@ def latest(store: Path):  # type: ignore[no-untyped-def]
     report = json.loads(s.get_bytes(version_key(manifest["version"], "report.json")))
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(s, "latest", Path(tmp), model_files(manifest))
-        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), manifest, report
+        return gmodel.load(folder / gmodel.MODEL_DIR), manifest, report
 
 
 def test_lifecycle_settings_are_recorded_inherited_and_changed(

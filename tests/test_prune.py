@@ -95,7 +95,7 @@ def test_a_pruned_model_equals_one_built_from_scratch_on_the_surviving_words(kin
 
     # it saves, loads and trains on as any model
     gmodel.save(model, tmp_path / "out")
-    loaded = gmodel.load(tmp_path / "out" / gmodel.MODEL_FILE, kind)
+    loaded = gmodel.load(tmp_path / "out" / gmodel.MODEL_DIR)
     assert loaded.wv.index_to_key == survivors
     assert np.array_equal(loaded.wv.vectors, model.wv.vectors)
     assert np.array_equal(loaded.cum_table, model.cum_table)

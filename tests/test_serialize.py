@@ -207,6 +207,17 @@ def test_malformed_files_are_refused_naming_the_file(
         serialize.load(folder)
 
 
+def test_the_readmes_plain_gensim_lines_read_a_version(saved_fasttext: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in readme.split("```python")[1:] if "with gensim and numpy alone" in b.split("```")[0])
+    scope: dict[str, Any] = {"folder": saved_fasttext}
+    exec(block.split("```")[0], scope)
+    wv, ours = scope["wv"], serialize.load_keyed_vectors(saved_fasttext)
+    assert wv.index_to_key == ours.index_to_key and np.array_equal(wv.vectors, ours.vectors)
+    probe = ours.index_to_key[3]
+    assert wv.most_similar(probe, topn=3) == ours.most_similar(probe, topn=3)
+
+
 def test_hierarchical_softmax_is_refused_at_save(tmp_path: Path) -> None:
     model = Word2Vec(SENTENCES, vector_size=8, min_count=2, hs=1, negative=0, workers=1, epochs=1)
     with pytest.raises(TrainingError, match="hierarchical softmax"):

@@ -81,8 +81,8 @@ def job_vectors(tmp: Path, day0: list[list[str]], day1: list[list[str]], flags: 
     s = open_store(str(store))
     manifest = read_manifest(s, "latest")
     with tempfile.TemporaryDirectory() as folder:
-        path = fetch_verified(s, "latest", Path(folder), model_files(manifest)) / gmodel.MODEL_FILE
-        model = gmodel.load(path, manifest["model"])
+        path = fetch_verified(s, "latest", Path(folder), model_files(manifest)) / gmodel.MODEL_DIR
+        model = gmodel.load(path)
         return model.wv
 
 
