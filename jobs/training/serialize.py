@@ -109,6 +109,9 @@ def save(model: Word2Vec, folder: Path) -> None:
     if fasttext:
         arrays |= {name: getattr(wv, name) for name in _FASTTEXT_ARRAYS}
     for name, array in arrays.items():
+        expected = np.dtype(np.uint32) if name in ("sample_int", "cum_table") else _FLOAT
+        if array.dtype != expected:  # what load() insists on; refused here rather than in the next run
+            raise TrainingError(f"cannot save {name}: dtype {array.dtype}, the format stores {expected}")
         np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
     vocabulary = pa.table(
         {
