@@ -82,6 +82,8 @@ _WV_HANDLED = {"vectors", "vectors_lockf", "index_to_key", "key_to_index", "expa
 _FASTTEXT_WV_HANDLED = {*_FASTTEXT_ARRAYS, "buckets_word"}
 _EXPANDOS = {"count": np.dtype(np.int64), "sample_int": np.dtype(np.uint32)}
 _Scalar = (bool, int, float, str, type(None))
+_MAX_WINDOW = 10_000
+_MAX_NGRAM = 100
 
 
 def kind_of(model: Word2Vec) -> str:
@@ -213,8 +215,8 @@ def load(folder: Path, mmap: str | None = None) -> Word2Vec:
     dim = kp["vector_size"]
     if mp["vector_size"] != dim or mp["layer1_size"] != dim or mp["hs"] != 0 or mp["negative"] < 1:
         raise IntegrityError(f"{folder / PARAMS}: inconsistent architecture (vector_size, layer1_size, hs, negative)")
-    if mp["window"] < 1:
-        raise IntegrityError(f"{folder / PARAMS}: window must be at least 1")
+    if not 1 <= mp["window"] <= _MAX_WINDOW:  # gensim's sentences hold at most 10,000 words
+        raise IntegrityError(f"{folder / PARAMS}: window must be between 1 and {_MAX_WINDOW}")
     arrays = {
         "vectors": _read_array(folder, "vectors", _FLOAT, (size, dim), mmap),
         "syn1neg": _read_array(folder, "syn1neg", _FLOAT, (size, dim), mmap),
@@ -226,7 +228,7 @@ def load(folder: Path, mmap: str | None = None) -> Word2Vec:
         raise IntegrityError(f"{folder / 'cum_table.npy'}: not a cumulative table")
     if fasttext:
         bucket = kp["bucket"]
-        if not (1 <= kp["min_n"] <= kp["max_n"]) or bucket < 0 or kp["compatible_hash"] is not True:
+        if not (1 <= kp["min_n"] <= kp["max_n"] <= _MAX_NGRAM) or kp["compatible_hash"] is not True:
             raise IntegrityError(f"{folder / PARAMS}: invalid FastText n-gram parameters")
         arrays |= {
             "vectors_vocab": _read_array(folder, "vectors_vocab", _FLOAT, (size, dim), mmap),
@@ -269,7 +271,7 @@ def load_keyed_vectors(folder: Path, mmap: str | None = "r") -> KeyedVectors:
         "sample_int": _read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None),
     }
     if params["kind"] == "fasttext":
-        if not (1 <= kp["min_n"] <= kp["max_n"]) or kp["bucket"] < 0:
+        if not (1 <= kp["min_n"] <= kp["max_n"] <= _MAX_NGRAM):
             raise IntegrityError(f"{folder / PARAMS}: invalid FastText n-gram parameters")
         wv: KeyedVectors = FastTextKeyedVectors(dim, kp["min_n"], kp["max_n"], kp["bucket"])
         wv.vectors_vocab = _read_array(folder, "vectors_vocab", _FLOAT, (size, dim), mmap)
