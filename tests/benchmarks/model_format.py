@@ -37,6 +37,7 @@ from gensim.models import FastText, Word2Vec
 from jobs.config import TrainingConfig
 from jobs.training import model as gmodel
 from jobs.training import serialize
+from jobs.training.vocabulary import compose_vectors
 
 log = logging.getLogger(__name__)
 MB = 1 << 20
@@ -53,7 +54,7 @@ def build(kind: str, words: int, dim: int, bucket: int) -> Word2Vec:
     model.syn1neg[:] = rng.standard_normal(model.syn1neg.shape, dtype=np.float32)
     if isinstance(model, FastText):
         model.wv.vectors_ngrams[:] = rng.standard_normal(model.wv.vectors_ngrams.shape, dtype=np.float32) / 10
-        model.wv.adjust_vectors()
+        model.wv.vectors = compose_vectors(model.wv)  # gensim's adjust_vectors(), to the bit, without its loop
     return model
 
 
