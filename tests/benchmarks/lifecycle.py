@@ -159,7 +159,7 @@ def _vocabulary(store: LocalStore, version: str | None) -> set[str]:
     with tempfile.TemporaryDirectory() as tmp:
         manifest = read_manifest(store, str(version))
         folder = fetch_verified(store, str(version), Path(tmp), model_files(manifest))
-        return set(gmodel.load(folder / gmodel.MODEL_FILE, "word2vec").wv.index_to_key)
+        return set(gmodel.load(folder / gmodel.MODEL_DIR).wv.index_to_key)
 
 
 def kept_shares(spec: Spec, words: set[str]) -> dict[str, float]:
