@@ -40,7 +40,7 @@ def load(store: Path, version: str) -> tuple[Word2Vec, dict[str, Any]]:
     manifest = read_manifest(s, version)
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(s, version, Path(tmp), model_files(manifest))
-        return gmodel.load(folder / gmodel.MODEL_FILE, manifest["model"]), manifest
+        return gmodel.load(folder / gmodel.MODEL_DIR), manifest
 
 
 def counts(docs: list[str]) -> collections.Counter[str]:
