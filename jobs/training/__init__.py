@@ -2,6 +2,8 @@
 
 - ``model``: creating, loading, growing the vocabulary of, training and saving a gensim model
 - ``serialize``: the store's model format, loadable without unpickling (``.npy``, Parquet, JSON)
+- ``spool``: the spooled corpus, written in whole batches of gensim's file reader
+- ``epochs``: exact multi-threaded epochs over the spool (gensim's per-thread loops), counted
 - ``trainer``: the training actor: spool the token stream, update the vocabulary, train, save, upload
 - ``evaluate``: the quality gate that compares a candidate with its parent
 - ``lifecycle``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
