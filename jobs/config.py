@@ -26,10 +26,6 @@ from shards.tokenized import ReadOptions
 
 ModelKind = Literal["word2vec", "fasttext"]
 
-# The rate an update starts at when --update-alpha is not given, by architecture, chosen on the quality
-# benchmark (README, "Incremental training"): Word2Vec updates keep old words stable at a lower rate, while a
-# FastText word's own row needs the full rate to learn from its contexts rather than follow its spelling.
-UPDATE_ALPHA: dict[str, float] = {"word2vec": 0.01, "fasttext": 0.025}
 T = TypeVar("T")
 
 
@@ -47,7 +43,7 @@ class TrainingConfig:
     sample: float = 1e-3
     epochs: int = 5
     alpha: float = 0.025
-    update_alpha: float | None = None  # None: UPDATE_ALPHA of the model's architecture
+    update_alpha: float | None = None  # None: updates start at alpha, as new models do (README)
     min_alpha: float = 0.0001
     workers: int | None = None  # None: the CPUs of the training actor's node, resolved there
     seed: int = 1
@@ -73,24 +69,19 @@ class TrainingConfig:
         for name in ("vector_size", "window", "min_count", "epochs", "workers", "negative"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        update_alphas = [self.update_alpha] if self.update_alpha is not None else list(UPDATE_ALPHA.values())
-        if not 0 < self.min_alpha <= min(self.alpha, *update_alphas):
+        if not 0 < self.min_alpha <= min(self.alpha, self.update_alpha or self.alpha):
             raise ConfigError(
-                f"need 0 < --min-alpha ({self.min_alpha}) <= --alpha ({self.alpha}) and the update rate "
-                f"({', '.join(map(str, update_alphas))})"
+                f"need 0 < --min-alpha ({self.min_alpha}) <= --alpha ({self.alpha}) and --update-alpha "
+                f"({self.update_alpha or self.alpha})"
             )
         if self.model == "fasttext" and not 0 < self.min_n <= self.max_n:
             raise ConfigError(f"need 0 < --min-n ({self.min_n}) <= --max-n ({self.max_n})")
 
-    def learning_rate(self, model_kind: str, update: bool) -> dict[str, Any]:
+    def learning_rate(self, update: bool) -> dict[str, Any]:
         """The run's learning-rate schedule: where it starts, where it ends, and why it starts there."""
-        if not update:
-            start, source = self.alpha, "--alpha"
-        elif self.update_alpha is not None:
-            start, source = self.update_alpha, "--update-alpha"
-        else:
-            start, source = UPDATE_ALPHA[model_kind], f"the default update rate of {model_kind}"
-        return {"start": start, "end": self.min_alpha, "source": source}
+        if update and self.update_alpha is not None:
+            return {"start": self.update_alpha, "end": self.min_alpha, "source": "--update-alpha"}
+        return {"start": self.alpha, "end": self.min_alpha, "source": "--alpha"}
 
 
 @dataclass(frozen=True)
@@ -405,9 +396,7 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--update-alpha",
         type=float,
-        help="starting learning rate of an update (gensim would restart at --alpha); default by architecture: "
-        + ", ".join(f"{kind} {rate}" for kind, rate in UPDATE_ALPHA.items())
-        + " (see README)",
+        help="starting learning rate of an update (default: --alpha, as gensim does; see README)",
     )
     m.add_argument("--min-alpha", type=float)
     m.add_argument("--seed", type=int)

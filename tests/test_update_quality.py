@@ -5,8 +5,8 @@ and one update through the job on the session's Ray, and the same two steps with
 (``build_vocab(update=True)`` + ``train()``), with the same hyper-parameters, one thread each. New words are
 named at random, so FastText cannot find their cluster from their spelling: only training on their contexts
 puts them next to their cluster mates. The measure is acquisition, the share of each new word's nearest member
-words that belong to its cluster, and the job's must reach 90% of gensim's in the same test (FastText's update
-at the Word2Vec update rate of 0.01 reaches about 40%).
+words that belong to its cluster, and the job's must reach 90% of gensim's in the same test (a FastText update
+starting at 0.01, the job's earlier default, reaches about 40%).
 """
 
 from __future__ import annotations

@@ -122,16 +122,16 @@ def train(
 ) -> epochs.Outcome:
     """Train ``config.epochs`` exact epochs over the spool with ``threads`` threads (:mod:`jobs.training.epochs`).
 
-    The rate falls linearly from :meth:`TrainingConfig.learning_rate`'s start (for an update ``--update-alpha``,
-    else the architecture's default, rather than always the new-model rate, as gensim would) to
-    ``config.min_alpha``. Raises TrainingError when an epoch did not train exactly the spooled tokens.
+    The rate falls linearly from :meth:`TrainingConfig.learning_rate`'s start (``--alpha``, or for an update
+    ``--update-alpha`` when given) to ``config.min_alpha``. Raises TrainingError when an epoch did not train
+    exactly the spooled tokens.
     """
     if len(model.wv) == 0:
         raise TrainingError(
             f"no word reaches min_count={model.min_count}; nothing to train (lower --min-count or add data)"
         )
     model.workers = threads
-    alpha = config.learning_rate(kind(model), update)["start"]
+    alpha = config.learning_rate(update)["start"]
     with vocabulary.composed_after(model):
         return epochs.train(model, layout, threads, config.epochs, alpha, config.min_alpha, callbacks, split)
 

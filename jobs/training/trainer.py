@@ -338,7 +338,7 @@ class Trainer:
             evaluation=evaluation,
             spooled_bytes=self.spooled,
             learning_rate={
-                **config.learning_rate(kind, parent is not None),
+                **config.learning_rate(parent is not None),
                 "first_batch": outcome.alpha["first"],
                 "last_batch": outcome.alpha["last"],
                 "decay": outcome.alpha["decay"],
