@@ -83,9 +83,24 @@ def open_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def _s3_filesystem() -> pafs.FileSystem:
-    settings = S3Settings.from_env()
-    retry = pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts)
-    return pafs.S3FileSystem(retry_strategy=retry, **settings.pyarrow_options())
+    return SettledS3FileSystem(S3Settings.from_env())
+
+
+class SettledS3FileSystem(pafs.S3FileSystem):
+    """pyarrow's S3 filesystem built from :class:`~shards.s3settings.S3Settings`, which it pickles as.
+
+    pyarrow pickles an ``S3FileSystem`` as its constructor's options without the retry strategy, so a
+    filesystem shipped to Ray workers would forget ``AWS_MAX_ATTEMPTS``; this one is rebuilt on each worker
+    from the settings the driver parsed (which hold no credential: each process uses the AWS chain).
+    """
+
+    def __init__(self, settings: S3Settings) -> None:
+        retry = pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts)
+        super().__init__(retry_strategy=retry, **settings.pyarrow_options())
+        self.settings = settings
+
+    def __reduce__(self) -> tuple[type, tuple[S3Settings]]:  # type: ignore[override]
+        return (type(self), (self.settings,))
 
 
 def _uri(fs: pafs.FileSystem, path: str) -> str:

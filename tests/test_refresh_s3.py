@@ -220,3 +220,23 @@ def test_a_publisher_killed_before_the_pointer_moves_leaves_readers_on_the_previ
     assert any(k.endswith("model/vectors.npy") for k in uploaded)
     with tempfile.TemporaryDirectory() as tmp:
         fetch_verified(store, "latest", Path(tmp), model_files(read_manifest(store, "latest")))
+
+
+def test_partition_reads_on_workers_follow_aws_max_attempts(
+    bucket: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shards.partitions import discover, open_filesystem
+    from shards.tokenize import TokenizerConfig
+    from shards.tokenized import ReadOptions, tokenize_partition
+
+    land(bucket, "corpus/dt=1/p.parquet", clustered(50, seed=1))
+    with FaultProxy(moto.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "6")  # the driver's setting; pyarrow's own default is 3
+        fs, root = open_filesystem(f"s3://{bucket}/corpus")
+        [partition] = discover(fs, root)
+        proxy.fail("503", times=4, method="GET", path_contains="/p.parquet")
+        task = ray.remote(tokenize_partition).options(max_retries=0)
+        result = ray.get(task.remote(fs, partition, ReadOptions(), TokenizerConfig()))
+        assert len(proxy.injected()) == 4 and proxy.pending() == 0
+    assert result.documents == 50
