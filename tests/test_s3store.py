@@ -604,5 +604,6 @@ def test_pyarrow_follows_the_store_s_retry_and_addressing_settings(
     assert proxy.pending() == 0
 
     monkeypatch.setenv("EMBEDDING_REFRESH_S3_ADDRESSING_STYLE", "virtual")
-    options = open_filesystem(f"s3://{bucket}/data")[0].__reduce__()[1][0]
-    assert options["force_virtual_addressing"] is True
+    virtual = open_filesystem(f"s3://{bucket}/data")[0]
+    assert virtual.settings.pyarrow_options()["force_virtual_addressing"] is True  # what workers rebuild it from
+    assert type(virtual).__reduce__(virtual)[1][0] == virtual.settings
