@@ -156,7 +156,9 @@ def test_a_failing_refresh_is_reported_failed_with_its_message(head: RayHead, s3
     info = head.job("refresh-e2e-missing-store")
     assert info["status"] == "FAILED" and "exit code 1" in info["message"].lower()
     logs = head.ray("job", "logs", "--address", head.dashboard, "refresh-e2e-missing-store").stdout
-    assert "refresh failed: cannot read the pointer" in logs and f"s3://{missing}/w2v/CURRENT" in logs
+    # the store is probed for conditional writes before anything else touches it
+    assert "refresh failed: cannot check conditional writes on" in logs and f"s3://{missing}/w2v/probes/" in logs
+    assert "NoSuchBucket (HTTP 404)" in logs and "create the bucket or fix the store URI" in logs
     assert "Traceback" not in logs  # a RefreshError is reported as one line, not a stack trace
     assert DUMMY_AWS["AWS_SECRET_ACCESS_KEY"] not in logs
 
