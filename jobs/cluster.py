@@ -13,10 +13,15 @@ in submission order), so the spooled corpus is the same for the same input, howe
 and wherever they ran. A piece's batches wait in the object store only while an earlier piece is still
 being read; the bytes so held are budgeted. The actor commits a partition when its last piece ends, or
 rolls it back when one of its pieces is bad. The actor's CPUs are reserved as a placement-group bundle that
-it occupies with 0 CPUs: until training starts, a share of the tokenize tasks runs there, and gensim's
-threads get those CPUs to themselves afterwards. A task that fails because its worker died is retried by
-Ray (a retried streaming task resumes its stream without repeating a batch); a task that fails because its
-piece is bad fails once, with a :class:`~jobs.errors.PartitionError` naming the partition and the piece.
+it occupies with 0 CPUs: until training starts, as many tokenize tasks as the bundle has CPUs run there, and
+gensim's threads get those CPUs to themselves afterwards. Every other task runs outside the bundle, so on an
+autoscaling cluster the tasks waiting there are the demand that starts tokenizing nodes. A task that fails
+because its worker died is retried by Ray (a retried streaming task resumes its stream without repeating a
+batch); a task that fails because its piece is bad fails once, with a :class:`~jobs.errors.PartitionError` naming the partition and the piece.
+Every other failure Ray reports becomes one error naming the stage and the partition (:func:`explain`).
+
+Tasks are named ``tokenize <file>`` and the actor and its placement group ``trainer <version>``, so the
+dashboard reads like the run.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -34,18 +41,29 @@ from typing import Any
 import pyarrow.fs as pafs
 import ray
 from ray import ObjectRefGenerator
-from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import (
+    ActorUnschedulableError,
+    GetTimeoutError,
+    NodeDiedError,
+    ObjectLostError,
+    OutOfMemoryError,
+    RayActorError,
+    RayError,
+    RayTaskError,
+    RuntimeEnvSetupError,
+    WorkerCrashedError,
+)
 from ray.util.placement_group import (
     PlacementGroup,
     placement_group,
     placement_group_table,
     remove_placement_group,
 )
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from jobs.config import RefreshConfig
-from jobs.errors import PartitionError, PartitionReadError, RefreshError, TrainingError
-from jobs.training.trainer import Trainer
+from jobs.errors import ClusterError, PartitionError, PartitionReadError, RefreshError, StoppedError, TrainingError
+from jobs.training.trainer import Trainer, spool_path
 from shards.partitions import Partition
 from shards.pieces import Piece, plan
 from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
@@ -53,6 +71,8 @@ from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
 log = logging.getLogger(__name__)
 
 TOKENIZE_RETRIES = 3
+_POLL_SECONDS = 0.5
+STOPPING = threading.Event()  # set by the driver's SIGTERM handler
 
 
 @contextmanager
@@ -77,48 +97,124 @@ def connected(address: str | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class TrainerHandle:
-    """The training actor and the CPUs reserved for it: a placement-group bundle it occupies with 0 CPUs, so
-    tokenizing tasks can use those CPUs while the actor waits for them, and gensim's threads get them after."""
+    """The training actor and the CPUs reserved for it (at least one): a placement-group bundle it occupies
+    with 0 CPUs, so tokenizing tasks can use those CPUs while the actor waits for them, and gensim's threads
+    get them after."""
 
     actor: Any
-    placement: PlacementGroup | None
+    placement: PlacementGroup
     cpus: int
+    node: Any = None  # the actor's node id, once it started (an object reference)
 
-    def bundle(self) -> PlacementGroupSchedulingStrategy | None:
-        if self.placement is None:
-            return None
+    def bundle(self) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(self.placement, placement_group_bundle_index=0)
 
 
 @contextmanager
-def trainer_actor(config: RefreshConfig) -> Iterator[TrainerHandle]:
+def trainer_actor(config: RefreshConfig, version: str) -> Iterator[TrainerHandle]:
     """The training actor for one run; its spool is removed, the actor stopped and its CPUs released however
-    the run ends."""
-    trainer = start_trainer(config)
+    the run ends.
+
+    When the run is stopped (:class:`~jobs.errors.StoppedError`: ``ray job stop``, a pod's eviction) the actor
+    may be busy training for hours, so it is killed at once and its spool removed by a task on its node.
+    """
+    trainer = start_trainer(config, version)
     try:
         yield trainer
+    except (StoppedError, KeyboardInterrupt):  # Ray raises the latter when a signal interrupts ray.get
+        ray.kill(trainer.actor)
+        _remove_spool(trainer, config.spool_dir, version)
+        raise
     finally:
-        placed = trainer.placement is None or placement_group_table(trainer.placement).get("state") == "CREATED"
+        placed = placement_group_table(trainer.placement).get("state") == "CREATED"
         with contextlib.suppress(Exception):  # a dead (or never placed) actor has nothing left to clean
             if placed:
                 ray.get(trainer.actor.close.remote(), timeout=60)
         ray.kill(trainer.actor)
-        if trainer.placement is not None:
-            remove_placement_group(trainer.placement)
+        remove_placement_group(trainer.placement)
 
 
-def result(ref: Any, timeout: float | None = None) -> Any:
-    """``ray.get`` that re-raises the project's own error raised remotely (not Ray's wrapper around it), and
-    turns the training actor's death into a TrainingError."""
+def _remove_spool(trainer: TrainerHandle, spool_dir: str | None, version: str) -> None:
+    """Remove the spool of a killed actor, from a task on the node it ran on (if it ever started)."""
     try:
-        return ray.get(ref, timeout=timeout)
-    except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-        raise TrainingError(f"the training actor died (its node may have been lost): {_first_line(exc)}") from None
-    except RayTaskError as exc:
+        node = ray.get(trainer.node, timeout=1)
+    except (RayError, TimeoutError):
+        return  # never started: no spool
+    remove = ray.remote(_remove_tree).options(
+        num_cpus=0,
+        name=f"remove spool {version}",
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False),
+    )
+    try:
+        ray.get(remove.remote(str(spool_path(spool_dir, version))), timeout=20)
+    except (RayError, TimeoutError) as exc:
+        log.warning("could not remove the spool of %s on node %s: %s", version, node, _first_line(exc))
+
+
+def _remove_tree(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def result(ref: Any, stage: str, partition: Partition | None = None, timeout: float | None = None) -> Any:
+    """``ray.get`` that re-raises the project's own error raised remotely (not Ray's wrapper around it), and
+    turns every failure of Ray's into one error naming ``stage`` and ``partition`` (:func:`explain`). Raises
+    GetTimeoutError after ``timeout`` seconds."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        # Short waits, not one blocking ray.get: Python runs a signal handler (SIGTERM from `ray job stop`)
+        # only between them, and a ray.get that waits for hours of training would hold it off until SIGKILL.
+        while not _ready(ref):
+            if deadline is not None and time.monotonic() > deadline:
+                raise GetTimeoutError(f"not ready within {timeout:g} s")
+        return ray.get(ref)
+    except GetTimeoutError:
+        raise
+    except RayError as exc:
+        raise explain(exc, stage, partition) from None
+
+
+def _ready(ref: Any) -> bool:
+    try:
+        return bool(ray.wait([ref], timeout=_POLL_SECONDS, fetch_local=False)[0])
+    except SystemError:  # what an exception raised by a signal handler during the wait becomes
+        if STOPPING.is_set():
+            raise StoppedError() from None
+        raise
+
+
+def explain(exc: RayError, stage: str, partition: Partition | None = None) -> RefreshError:
+    """One clear error for a failure Ray reports: what failed, where, and what to do; never a traceback.
+
+    A partition's own error comes back as raised (a bad partition fails once and is not retried); an
+    exception inside the training actor becomes a TrainingError; everything else is the infrastructure's,
+    a :class:`~jobs.errors.ClusterError` (exit status 75, a rerun is safe).
+    """
+    where = f"{stage} {partition.uri}" if partition is not None else stage
+    if isinstance(exc, RayTaskError):
         cause = exc.cause
         if isinstance(cause, RefreshError):
-            raise cause from None
-        raise TrainingError(f"a remote task failed: {type(cause).__name__}: {_first_line(cause)}") from None
+            return cause
+        if not isinstance(cause, RayError):
+            return TrainingError(f"{where} failed: {type(cause).__name__}: {_first_line(cause)}")
+        exc = cause
+    if isinstance(exc, OutOfMemoryError):
+        what = (
+            "a worker ran out of memory and Ray's memory monitor killed it; give the nodes more memory, or "
+            "lower --max-in-flight or --batch-rows"
+        )
+    elif isinstance(exc, RuntimeEnvSetupError):
+        what = f"the runtime environment could not be set up on a node ({_first_line(exc)}); check the image"
+    elif isinstance(exc, (RayActorError, ActorUnschedulableError)):
+        what = f"the training actor died (its node may have been lost): {_first_line(exc)}"
+    elif isinstance(exc, NodeDiedError):
+        what = "its node died"
+    elif isinstance(exc, WorkerCrashedError):
+        what = f"its worker crashed {TOKENIZE_RETRIES + 1} times, so Ray's retries are spent"
+    elif isinstance(exc, ObjectLostError):
+        what = "its result was lost with the node that held it and could not be rebuilt"
+    else:
+        what = f"{type(exc).__name__}: {_first_line(exc)}"
+    return ClusterError(f"{where}: {what.rstrip('.')}. Nothing was published; a rerun is safe.")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -144,14 +240,17 @@ def _largest_node_cpus(resource: str | None) -> int:
     )
 
 
-def start_trainer(config: RefreshConfig) -> TrainerHandle:
-    """Start the training actor on the node offering ``config.trainer_resource``, else on any node.
+def start_trainer(config: RefreshConfig, version: str) -> TrainerHandle:
+    """Start the training actor on the node offering ``config.trainer_resource``, else on any node with CPUs.
 
     The actor reserves the CPUs it trains with (``--workers``; by default the CPUs of the node it will run
-    on: the largest offering the trainer resource, else the largest), but on a node without the trainer
-    resource never all of the cluster's CPUs: the tokenizing tasks outside its reservation must still find
+    on: the largest offering the trainer resource, else the largest). Without the trainer resource it
+    reserves at least one CPU, so it never lands on a head that offers ``CPU: 0``, and never all of the
+    cluster's CPUs when the cluster has more than one, so tokenizing tasks outside its reservation still find
     one. Without ``--workers`` the actor trains with as many threads as its node has CPUs (:func:`node_cpus`),
-    which it learns only once placed: on an autoscaling cluster its node may not exist yet.
+    which it learns only once placed: on an autoscaling cluster its node may not exist yet. Its BLAS and
+    OpenMP thread pools (the gate's and the neighbour search's matrix products) get the reserved CPUs: Ray
+    would give an actor asking for 0 CPUs one thread.
     """
     resources = ray.cluster_resources()
     workers = config.training.workers
@@ -161,16 +260,82 @@ def start_trainer(config: RefreshConfig) -> TrainerHandle:
         bundle = {config.trainer_resource: 1.0}
     else:
         wanted = workers if workers is not None else _largest_node_cpus(None)
-        cpus, bundle = max(0, min(wanted, int(resources.get("CPU", 1)) - 1)), {}
+        cpus, bundle = max(1, min(wanted, int(resources.get("CPU", 0)) - 1)), {}
+        log.warning(
+            "no node offers the resource %r: the training actor reserves %d CPU(s) on any node that has them. "
+            "On a cluster whose trainer node starts on demand, pass --require-trainer-resource; to train on "
+            "another node type, name its resource with --trainer-resource",
+            config.trainer_resource,
+            cpus,
+        )
     if cpus:
         bundle["CPU"] = float(cpus)
-    placement = placement_group([bundle], strategy="STRICT_PACK") if bundle else None
-    options: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_concurrency": 1}
-    if placement is not None:
-        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0)
-    log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()) or "nothing")
-    actor = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus, _fetch)
-    return TrainerHandle(actor=actor, placement=placement, cpus=cpus)
+    placement = placement_group([bundle], strategy="STRICT_PACK", name=f"trainer {version}")
+    options: dict[str, Any] = {
+        "num_cpus": 0,
+        "max_restarts": 0,
+        "max_concurrency": 1,
+        "name": f"trainer {version}",
+        # (with the CPUs unknown until the trainer node exists, its threads are known only there, too late)
+        "runtime_env": {"env_vars": dict.fromkeys(_THREAD_VARIABLES, str(cpus))} if cpus else {},
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0),
+    }
+    log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()))
+    actor: Any = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus, _fetch, version)
+    node = actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())  # runs first, once placed
+    return TrainerHandle(actor=actor, placement=placement, cpus=cpus, node=node)
+
+
+# Thread pools sized by the environment at import: OpenMP (gensim's BLAS calls), OpenBLAS and MKL (numpy's).
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cluster_autoscales() -> bool:
+    """Whether an autoscaler watches this cluster: tasks waiting for CPUs then make it add nodes.
+
+    Ray has no public call for this; its autoscaler (v1) publishes its status in the GCS's key-value store,
+    which is what ``ray status`` reads, and v2 marks itself there.
+    """
+    try:
+        from ray._private import ray_constants
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return _internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS) is not None or is_autoscaler_v2(
+            fetch_from_server=True
+        )
+    except Exception:  # an older or newer Ray without these: assume a fixed cluster, the safe side
+        return False
+
+
+class Share:
+    """Where the next tokenizing task runs: in the trainer's bundle while it has a free CPU, else outside it.
+
+    Outside tasks run on the cluster's other CPUs, or wait for them: on an autoscaling cluster the waiting
+    tasks are the demand that adds tokenizing nodes (a rule that kept every task in the bundle whenever the
+    trainer reserves all the CPUs there are, as it does on a cluster starting from zero, would never let it).
+    On a fixed cluster with no CPU outside the bundle every task runs in the bundle.
+    """
+
+    def __init__(self, trainer: TrainerHandle, autoscaling: bool) -> None:
+        self.slots, self.autoscaling = trainer.cpus, autoscaling
+        self.outside_cpus = 0
+        self.running: list[Any] = []  # work placed in the bundle, not yet done (each has a ``done`` flag)
+        self.resize()
+
+    def resize(self) -> None:
+        """Re-read the cluster's CPUs (an autoscaling cluster grows while the run goes on)."""
+        self.outside_cpus = max(0, int(ray.cluster_resources().get("CPU", 0)) - self.slots)
+
+    def in_bundle(self) -> bool:
+        if not self.slots:
+            return False
+        self.running = [work for work in self.running if not work.done]
+        return len(self.running) < self.slots or not (self.outside_cpus or self.autoscaling)
+
+    def placed(self, work: Any, in_bundle: bool) -> None:
+        if in_bundle:
+            self.running.append(work)
 
 
 @dataclass
@@ -184,6 +349,7 @@ class IngestResult:
     tokens: int = 0
     pieces: int = 0
     bytes: int = 0
+    rejected_bytes: int = 0
     seconds: float = 0.0
 
 
@@ -222,8 +388,14 @@ def memory_hint(piece: Piece, read: ReadOptions) -> int:
 
 
 def _fetch(ref: Any) -> TokenizedBatch:
-    """In the training actor: the batch an object reference names (a bad piece raises its PartitionError)."""
-    batch: TokenizedBatch = result(ref)
+    """In the training actor: the batch an object reference names (a bad piece raises its PartitionError).
+    Ray's own failures pass as they are, for the driver to explain with the partition (:func:`explain`)."""
+    try:
+        batch: TokenizedBatch = ray.get(ref)
+    except RayTaskError as exc:
+        if isinstance(exc.cause, RefreshError):
+            raise exc.cause from None
+        raise
     return batch
 
 
@@ -299,7 +471,8 @@ class _Stream:
         self.outcome = IngestResult()
         self.rejected: list[tuple[int, PartitionError]] = []
         self.total_bytes = sum(p.size for p in partitions)
-        self.planned = self.submitted = self.bundled = 0
+        self.planned = 0
+        self.share = Share(trainer, cluster_autoscales())
         self.first_submit: float | None = None
         self.answered = False  # the trainer has answered an ingest call
         self.probing: Any = None  # a call checking that the trainer is alive, while none of ours is due
@@ -310,8 +483,9 @@ class _Stream:
     def resize(self) -> None:
         # an autoscaling cluster grows while the run goes on
         self.limit, self.budget = in_flight_limit(self.config), in_flight_bytes(self.config)
-        self.total_cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self.sized_at = time.monotonic()
+        if hasattr(self, "share"):
+            self.share.resize()
 
     def run(self) -> IngestResult:
         while True:
@@ -335,25 +509,25 @@ class _Stream:
             if isinstance(item, PartitionError):
                 log.warning("bad partition %s", item)
                 self.rejected.append((index, item))
+                self.outcome.rejected_bytes += self.partitions[index].size
                 self.lookahead = next(self.plan, None)
                 continue
             estimate = output_estimate(item)
             if self.held and self.held + estimate > self.budget:
                 return
-            # Keep the bundle's share of the tasks at its share of the cluster's CPUs.
-            share = self.trainer.cpus > 0 and self.bundled * self.total_cpus <= self.trainer.cpus * self.submitted
-            options: dict[str, Any] = {**self.common}
+            share = self.share.in_bundle()
+            options: dict[str, Any] = {**self.common, "name": f"tokenize {item.partition.name}"}
             if share:
                 # the bundle reserves CPUs only: a memory request could never fit it (the trainer's node is
                 # the large one, and its tasks there are as many as its CPUs)
                 options["scheduling_strategy"] = self.trainer.bundle()
             else:
                 options["memory"] = memory_hint(item, self.config.read)
-            self.bundled, self.submitted = self.bundled + share, self.submitted + 1
             batches: ObjectRefGenerator = self.remote.options(**options).remote(
                 self.fs_ref, item, self.config.read, self.config.tokenizer
             )
             work = _Work(index, item, estimate, batches)
+            self.share.placed(work, share)
             self.window.append(work)
             self.running[batches] = work
             self.held += estimate
@@ -396,7 +570,7 @@ class _Stream:
         if self.probing is None and time.monotonic() - self.probed > 1:
             self.probing = self.trainer.actor.__ray_ready__.remote()
         if self.probing is not None and ray.wait([self.probing], timeout=0)[0]:
-            result(self.probing)  # raises TrainingError if the actor died
+            result(self.probing, "tokenizing")  # raises ClusterError if the actor died
             self.probing, self.probed = None, time.monotonic()
         return self.probing
 
@@ -425,7 +599,7 @@ class _Stream:
         ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
         while self.calls and self.calls[0][1] in ready:
             work, ref, final, end = self.calls.popleft()
-            answer = result(ref)
+            answer = result(ref, "tokenizing", work.piece.partition)
             self.answered = True
             if final:
                 self.held -= work.estimate
@@ -439,6 +613,7 @@ class _Stream:
         if isinstance(answer, PartitionError):
             log.warning("bad partition %s", answer)
             self.rejected.append((work.index, answer))
+            self.outcome.rejected_bytes += work.piece.partition.size
             return
         documents, sentences, tokens = answer
         self.outcome.consumed.append(work.piece.partition)

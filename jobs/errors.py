@@ -1,19 +1,29 @@
 """The refresh job's exceptions. The whole tree::
 
-    RefreshError                 anything the refresh reports as a failure (exit status 1)
-    ├── ConfigError              a flag, option or config file is invalid
-    ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)
-    ├── PartitionReadError       reading a partition failed outside its bytes (store, network); retried
-    ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause
-    ├── StoreError               the model store cannot be read or written
-    │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, a file is missing, or a
+    RefreshError                 anything the refresh reports as a failure                         exit
+    ├── ConfigError              a flag, option or config file is invalid                             2
+    ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)  3
+    ├── PartitionReadError       reading a partition failed outside its bytes (store, network); retried 75
+    ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause  3
+    ├── StoreError               the model store cannot be read or written (an outage)               75
+    │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, a file is missing, or a  3
     │   │                        model file is not the plain data its format allows (refused, never unpickled)
-    │   ├── PickledModelError    the version's model is a pickle (the previous format); read only on request
-    │   ├── VersionNotFound      a version, or the pointer, does not exist
-    │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted
-    ├── TrainingError            the training actor failed (it died, or gensim raised)
-    ├── QualityGateError         the candidate is worse than its parent; uploaded, not promoted
-    └── ImportRefused            a model file cannot be imported (names the file and the cause)
+    │   ├── PickledModelError    the version's model is a pickle (the previous format); read only on request  3
+    │   ├── VersionNotFound      a version, or the pointer, does not exist                            3
+    │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted  75
+    ├── TrainingError            the training actor failed: gensim raised, no node could host it      3
+    ├── ClusterError             Ray failed under the run: a worker crashed past its retries, memory  75
+    │                            ran out, results were lost with their node, a node died, a runtime
+    │                            environment could not be set up, the training actor or its node died
+    ├── QualityGateError         the candidate is worse than its parent; uploaded, not promoted       3
+    ├── ImportRefused            a model file cannot be imported (names the file and the cause)       3
+    └── StoppedError             the run was stopped (SIGTERM: ``ray job stop``, an eviction)      143
+
+The exit status (:func:`exit_status`) tells a scheduler what to do: 3, the data, the gate or the store's
+content said no and a rerun fails the same way until someone acts; 75 (``EX_TEMPFAIL``), the infrastructure
+failed and a rerun is safe (nothing was published, the ledger picks up the same partitions); 2, a usage
+error; 143, stopped from outside (nothing was published, a rerun is safe); 1, an unexpected error (a bug: it
+comes with a traceback).
 
 The first five live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
 callers import every error from this module.
@@ -24,7 +34,12 @@ from __future__ import annotations
 from shards.errors import BadPartitionsError, ConfigError, PartitionError, PartitionReadError, RefreshError
 
 __all__ = [
+    "EXIT_REFUSED",
+    "EXIT_RETRYABLE",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
     "BadPartitionsError",
+    "ClusterError",
     "ConfigError",
     "ConflictError",
     "ImportRefused",
@@ -34,10 +49,17 @@ __all__ = [
     "PickledModelError",
     "QualityGateError",
     "RefreshError",
+    "StoppedError",
     "StoreError",
     "TrainingError",
     "VersionNotFound",
+    "exit_status",
 ]
+
+EXIT_USAGE = 2  # as argparse exits on a bad flag
+EXIT_REFUSED = 3  # the data, the quality gate or the store's content said no: rerunning fails the same way
+EXIT_RETRYABLE = 75  # EX_TEMPFAIL: the infrastructure failed; nothing was published and a rerun is safe
+EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process that SIGTERM ended
 
 
 class StoreError(RefreshError):
@@ -72,11 +94,40 @@ class ConflictError(StoreError):
 
 
 class TrainingError(RefreshError):
-    """The training actor failed: gensim raised, or the actor or its node died."""
+    """The training actor failed: gensim raised, or no node could host it in time."""
+
+
+class ClusterError(RefreshError):
+    """Ray failed under the run (a worker, a node, memory, lost results, a runtime environment, the training
+    actor). The message names the stage and the partition; a rerun is safe."""
+
+
+class StoppedError(RefreshError):
+    """The run was stopped from outside (SIGTERM); what it had started was cleaned up and nothing published."""
+
+    def __init__(
+        self,
+        message: str = "stopped by a signal (ray job stop, a deadline, an eviction); nothing was published and a "
+        "rerun is safe",
+    ) -> None:
+        super().__init__(message)
 
 
 class QualityGateError(RefreshError):
     """The candidate failed the quality gate; it was uploaded but not promoted."""
+
+
+def exit_status(error: RefreshError) -> int:
+    """The process exit status for ``error`` (see the module docstring)."""
+    if isinstance(error, ConfigError):
+        return EXIT_USAGE
+    if isinstance(error, StoppedError):
+        return EXIT_STOPPED
+    if isinstance(error, (IntegrityError, VersionNotFound, PickledModelError)):
+        return EXIT_REFUSED
+    if isinstance(error, (ClusterError, StoreError, PartitionReadError)):
+        return EXIT_RETRYABLE
+    return EXIT_REFUSED
 
 
 class ImportRefused(RefreshError):

@@ -7,6 +7,7 @@
     python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
     python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
     python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
+    python -m jobs.models runs --store models [--last 20] [--json]     # recent runs, failed ones too
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
 verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.training.serialize`).
@@ -20,13 +21,14 @@ the subcommand.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from jobs import importer
+from jobs import importer, runs
 from jobs.config import ImportConfig, add_import_arguments, import_config
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
 from jobs.report import as_json
@@ -220,6 +222,9 @@ def parser() -> argparse.ArgumentParser:
         help="remove versions without a manifest whose newest file is older than this (a run may still be "
         f"uploading a younger one; default {INCOMPLETE_GRACE_HOURS:g})",
     )
+    r = sub.add_parser("runs", parents=[common], help="the recent refresh runs, failed ones included")
+    r.add_argument("--last", type=int, default=20, help="how many, newest first")
+    r.add_argument("--json", action="store_true", help="one JSON record per line")
     return p
 
 
@@ -242,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
             out = convert(store, a.version, a.allow_pickle)
         elif a.command == "promote":
             out = promote(store, a.version)
+        elif a.command == "runs":
+            recent = runs.recent(store, a.last)
+            out = "\n".join(json.dumps(r, sort_keys=True) for r in recent) if a.json else runs.table(recent)
         else:
             out = gc(store, a.keep, a.incomplete_grace)
     except VersionNotFound as exc:

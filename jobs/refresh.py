@@ -15,9 +15,10 @@ The runbook, in order (each step is one small module):
    write of the pointer (:mod:`jobs.storage.publish`);
 6. report (:mod:`jobs.report`).
 
-Exit status: 0 when a version was published or there was nothing new; 1 on any failure (a failed quality
-gate included), with a message naming
-what failed and what to do, so ``ray job submit`` reports FAILED.
+Exit status: 0 when a version was published or there was nothing new; otherwise a message naming what failed
+and what to do, so ``ray job submit`` reports FAILED, and a status that tells a scheduler whether to retry
+(:func:`jobs.errors.exit_status`): 3 when the data, the quality gate or the store's content said no, 75 when
+the infrastructure failed and a rerun is safe, 2 for a usage error.
 """
 
 from __future__ import annotations
@@ -25,21 +26,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import cluster, report
+from jobs import cluster, metrics, report, runs
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
     ConfigError,
     QualityGateError,
     RefreshError,
-    StoreError,
-    TrainingError,
+    StoppedError,
+    exit_status,
 )
 from jobs.lineage import ledger
 from jobs.storage import Store, open_store
@@ -71,18 +73,38 @@ class Hooks:
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     """Run one refresh. Raises RefreshError (or a subclass) on failure. The pointer then never moved; the store
     is unchanged, except after a failed quality gate or a conflict, which leave the new version, complete and
-    unpromoted, for inspection."""
+    unpromoted, for inspection, and the run's record (``runs/<run>.json``), written however the run ends."""
+    store = open_store(config.store)
+    record = runs.RunRecord.begin(config.input)
+    try:
+        summary = refresh(config, store, record, hooks)
+    except KeyboardInterrupt:  # SIGTERM (or Ctrl-C) inside ray.get, which Ray turns into this
+        stopped = StoppedError()
+        record.failed(stopped)
+        raise stopped from None
+    except BaseException as exc:
+        record.failed(exc)
+        raise
+    else:
+        record.end("published" if summary.published else "nothing new", 0)
+    finally:
+        runs.write(store, record)
+        metrics.finished(store.uri, record.outcome, record.exit_status if record.exit_status is not None else 1)
+    return summary
+
+
+def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: Hooks) -> report.Summary:
+    """The runbook's steps, in order; ``record`` is filled in as they go."""
     started = time.perf_counter()
 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find.
-    store = open_store(config.store)
     store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
     eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
     parent = read_manifest(store, pointer.version) if pointer else None
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
-    parent_version = pointer.version if pointer else None
+    parent_version = record.parent = pointer.version if pointer else None
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
     config = inherit_lifecycle(config, parent)
 
@@ -127,43 +149,47 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             f"{len(waiting)} still being written)",
         )
 
-    version = new_version()
-    with cluster.connected(config.ray_address), cluster.trainer_actor(config) as trainer:
-        # 3. Tokenize on Ray workers, streaming into the training actor.
-        ingest = cluster.stream(config, fs, todo, trainer)
-        if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
-            raise BadPartitionsError(ingest.rejected)
+    version = record.version = new_version()
+    try:
+        with cluster.connected(config.ray_address), cluster.trainer_actor(config, version) as trainer:
+            # 3. Tokenize on Ray workers, streaming into the training actor.
+            ingest = cluster.stream(config, fs, todo, trainer)
+            record.ingested(ingest)
+            metrics.ingested(store.uri, ingest)
+            if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
+                raise BadPartitionsError(ingest.rejected)
 
-        # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
-        # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
-        # past them with a version that reuses the parent's model files, so they do not fail every night.
-        extra_files = {
-            ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
-            "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
-        }
-        request = TrainRequest(
-            version=version,
-            parent=parent_version,
-            parent_kind=parent["model"] if parent else "",
-            training=config.training,
-            gate=config.gate,
-            lifecycle=config.lifecycle,
-            eval_files=eval_files,
-            extra_files=extra_files,
-            event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
-            callbacks=hooks.training_callbacks,
-            parent_cache=config.parent_cache,
-            parent_cache_versions=config.parent_cache_versions,
-            split=hooks.training_split,
-        )
-        try:
+            # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
+            # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
+            # past them with a version that reuses the parent's model files, so they do not fail every night.
+            extra_files = {
+                ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
+                "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
+            }
+            request = TrainRequest(
+                version=version,
+                parent=parent_version,
+                parent_kind=parent["model"] if parent else "",
+                training=config.training,
+                gate=config.gate,
+                lifecycle=config.lifecycle,
+                eval_files=eval_files,
+                extra_files=extra_files,
+                event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
+                callbacks=hooks.training_callbacks,
+                parent_cache=config.parent_cache,
+                parent_cache_versions=config.parent_cache_versions,
+                split=hooks.training_split,
+            )
             if ingest.tokens == 0 and parent is not None:
                 candidate = carry_forward(store, parent, version, extra_files)
             else:
-                candidate = cluster.result(trainer.actor.finish.remote(store, request))
-        except (TrainingError, StoreError):
-            discard(store, version)
-            raise
+                candidate = cluster.result(trainer.actor.finish.remote(store, request), f"training {version}")
+    except BaseException:
+        discard(store, version)  # once the actor is gone, so nothing uploads any more; a no-op if nothing did
+        raise
+    record.trained(candidate)
+    metrics.trained(store.uri, candidate, ingest.tokens * config.training.epochs)
 
     # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
     details = report.details(config, ingest, candidate, parent)
@@ -178,6 +204,8 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
             f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
         )
     store.swap_pointer(version, pointer)
+    record.published = True
+    metrics.published(store.uri)
 
     # 6. Report.
     summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
@@ -259,14 +287,26 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gensim").setLevel(logging.WARNING)
     try:
         config = from_args(argv)
-        summary = run(config)
+        # Connected for the whole run (a no-op when already connected), so its metrics reach Ray's agent.
+        with cluster.connected(config.ray_address):
+            signal.signal(signal.SIGTERM, _stop)  # after ray.init, which may install handlers of its own
+            summary = run(config)
     except RefreshError as exc:
         log.error("refresh failed: %s", exc)
-        return 1
+        return exit_status(exc)
     print(report.human(summary))
     if config.json:
         print(report.json_line(summary))
     return 0
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM (``ray job stop``, a pod's eviction): unwind, so every ``finally`` cleans up what the run
+    started. ``ray job stop`` sends SIGKILL a few seconds later (``RAY_JOB_STOP_WAIT_TIME_S``, 3 by default;
+    the configs in infra/ allow 60)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    cluster.STOPPING.set()  # for a wait inside Ray, where the exception below arrives as a SystemError
+    raise StoppedError()
 
 
 if __name__ == "__main__":

@@ -68,7 +68,11 @@ def write_parquet(path: Path, texts: list[str | None], column: str = "text") -> 
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes, to prove a store was left exactly as it was."""
+    """Every file under ``folder`` with its bytes, to prove a store was left exactly as it was: its versions
+    and its pointer. The run records under ``runs/`` are left out: every run adds one, whatever its outcome."""
     if not folder.exists():
         return {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in files if not p.relative_to(folder).match("runs/*")
+    }

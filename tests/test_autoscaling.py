@@ -1,12 +1,13 @@
 """The refresh on an autoscaling cluster that starts with no workers: Ray's fake multi-node provider, locally.
 
 ``infra/local/autoscaling.yaml`` describes the cluster as ``infra/aws/cluster.yaml`` does (a head with
-``CPU: 0``, 1-CPU tokenizing workers from 0 to 2, one node offering ``trainer: 1``); the head is started with
-``RAY_FAKE_CLUSTER=1`` and that config, and every "node" the autoscaler launches is one more raylet on this
-machine. One refresh is submitted with ``ray job submit`` while a poller records the nodes every half second;
-the tests below read that one record.
+``CPU: 0``, 1-CPU tokenizing workers from 0 to 2, one 2-CPU node offering ``trainer: 1``); the head is started
+with ``RAY_FAKE_CLUSTER=1`` and that config, and every "node" the autoscaler launches is one more raylet on
+this machine. A refresh is submitted with ``ray job submit`` while a poller records the nodes every half
+second; once the cluster is back to the head alone, a second one without ``--require-trainer-resource``. The
+tests below read those records, and the state API's record of where each tokenizing task ran.
 
-Run with ``python -m pytest tests/test_autoscaling.py -q`` (about a minute and a half on 2 cores).
+Run with ``python -m pytest tests/test_autoscaling.py -q`` (about two minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.corpora import clustered
 pytestmark = pytest.mark.e2e
 
 CONFIG = REPO / "infra" / "local" / "autoscaling.yaml"
-FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--require-trainer-resource"]
+FAST = ["--vector-size", "16", "--epochs", "2", "--min-count", "1"]
 HEAD_ID = "f" * 51 + "00000"  # the fake provider's fixed id for the head
 
 
@@ -60,6 +61,12 @@ class Record:
     seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # node id -> resources, every worker seen
     most_workers: int = 0
     actors: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)  # every tokenizing task attempt that finished
+
+    def placement(self) -> dict[str, int]:
+        """Finished tokenizing tasks per kind of node they ran on."""
+        kinds = ["trainer" if "trainer" in self.seen.get(t["node_id"], {}) else "tokenizer" for t in self.tasks]
+        return {kind: kinds.count(kind) for kind in ("trainer", "tokenizer")}
 
     def scale_up_seconds(self) -> float:
         assert self.first_worker is not None and self.running is not None
@@ -71,13 +78,19 @@ def workers(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_autoscaled_refresh(
-    head: RayHead, data: Path, store: Path, submission_id: str, timeout: float = 420, scale_down_timeout: float = 120
+    head: RayHead,
+    data: Path,
+    store: Path,
+    submission_id: str,
+    flags: list[str],
+    timeout: float = 420,
+    scale_down_timeout: float = 120,
 ) -> Record:
     """Submit one refresh and watch the cluster grow, finish the job and shrink back to the head."""
     record = Record(workers_at_start=workers(head.alive_nodes()), submitted=time.monotonic())
     submit = ["job", "submit", "--address", head.dashboard, "--submission-id", submission_id, "--no-wait"]
     upload = ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(runtime_env())]
-    refresh = ["python", "-m", "jobs.refresh", "--input", str(data), "--store", str(store), *FAST, "--json"]
+    refresh = ["python", "-m", "jobs.refresh", "--input", str(data), "--store", str(store), *FAST, *flags, "--json"]
     done = head.ray(*submit, *upload, "--", *refresh)
     assert done.returncode == 0, done.stderr[-3000:]
     deadline = time.monotonic() + timeout
@@ -102,20 +115,45 @@ def run_autoscaled_refresh(
     record.logs = str(head.api(f"/api/jobs/{submission_id}/logs")[1].get("logs", ""))
     status, actors = head.api("/api/v0/actors?limit=1000&detail=true")
     assert status == 200, actors
-    record.actors = list(actors["data"]["result"]["result"])
+    pointer = open_store(str(store)).read_pointer()
+    name = f"trainer {pointer.version if pointer else '?'}"
+    record.actors = [a for a in actors["data"]["result"]["result"] if a.get("name") == name]
+    job_id = record.job.get("job_id")
+    status, tasks = head.api("/api/v0/tasks?limit=1000&detail=true")
+    assert status == 200, tasks
+    record.tasks = [
+        t
+        for t in tasks["data"]["result"]["result"]
+        if t["func_or_class_name"] == "tokenize_piece" and t["state"] == "FINISHED" and t["job_id"] == job_id
+    ]
     return record
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Record]:
-    data, store = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("models") / "w2v"
-    for day in range(2):
-        for part in range(4):
+def write_days(data: Path, days: int, parts: int) -> None:
+    for day in range(days):
+        for part in range(parts):
             write_parquet(
                 data / f"dt=2026-06-0{day + 1}" / f"part-{part}.parquet", clustered(200, seed=10 * day + part)
             )
+
+
+@dataclass
+class Runs:
+    scaled: Record  # --workers 2 --require-trainer-resource: the shipped configs' way
+    default: Record  # no trainer flag: the actor must still find a node with CPUs, never the CPU:0 head
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Iterator[Runs]:
+    data, store = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("models") / "w2v"
+    other_data, other_store = tmp_path_factory.mktemp("other"), tmp_path_factory.mktemp("models") / "default"
+    write_days(data, 2, 4)
+    write_days(other_data, 1, 2)
     with fake_cluster(autoscaling_config()) as head:
-        record = run_autoscaled_refresh(head, data, store, "refresh-autoscaled")
+        record = run_autoscaled_refresh(
+            head, data, store, "refresh-autoscaled", ["--workers", "2", "--require-trainer-resource"]
+        )
+        default = run_autoscaled_refresh(head, other_data, other_store, "refresh-default", ["--workers", "1"])
     record.job["store"] = str(store)
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None and record.first_worker is not None:
@@ -123,9 +161,15 @@ def run(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -
             f"\nautoscaling: first worker node {record.scale_up_seconds():.1f}s after the job started RUNNING; "
             f"job {record.finished - record.submitted:.1f}s from submission; "  # type: ignore[operator]
             f"{record.most_workers} workers at most; back to the head alone "
-            f"{record.all_idle - record.finished:.1f}s after the job ended"
+            f"{record.all_idle - record.finished:.1f}s after the job ended; tokenizing tasks per node kind: "
+            f"{record.placement()}"
         )  # type: ignore[operator]
-    yield record
+    yield Runs(record, default)
+
+
+@pytest.fixture(scope="module")
+def run(runs: Runs) -> Record:
+    return runs.scaled
 
 
 def test_the_config_passes_rays_schema_and_validation() -> None:
@@ -145,8 +189,15 @@ def test_the_cluster_starts_with_no_worker_nodes(run: Record) -> None:
 def test_waiting_tokenize_tasks_make_the_autoscaler_add_workers(run: Record) -> None:
     assert run.first_worker is not None and run.running is not None
     assert run.first_worker < run.finished  # type: ignore[operator]
-    assert 1 <= run.most_workers <= 3  # 2 tokenizers and 1 trainer at most
-    assert all(resources["CPU"] == 1 for resources in run.seen.values())
+    assert 2 <= run.most_workers <= 3  # the trainer and at least one of the 2 tokenizers
+    assert all(r["CPU"] == (2 if "trainer" in r else 1) for r in run.seen.values())
+
+
+def test_tokenizing_tasks_run_on_tokenizer_nodes_as_well_as_in_the_trainers_reservation(run: Record) -> None:
+    placement = run.placement()
+    assert sum(placement.values()) == 8  # every partition tokenized once, none lost, none run twice
+    assert placement["tokenizer"] >= 1
+    assert placement["trainer"] >= 1  # the reserved CPUs work while the actor waits for them
 
 
 def test_the_refresh_completes_and_publishes(run: Record) -> None:
@@ -162,7 +213,17 @@ def test_idle_workers_are_removed(run: Record) -> None:
     assert run.all_idle is not None  # no worker left within the bounded wait after the job ended
 
 
-def test_the_training_actor_runs_on_the_trainer_node(run: Record) -> None:
+def test_the_training_actor_runs_on_the_trainer_node_with_its_threads(run: Record) -> None:
     trainers = [a for a in run.actors if a.get("class_name") == "Trainer"]
     assert len(trainers) == 1
     assert "trainer" in run.seen.get(trainers[0]["node_id"], {})
+    assert "2 BLAS/OpenMP threads" in run.logs  # Ray alone would give an actor asking for 0 CPUs one
+
+
+def test_without_the_trainer_flag_the_actor_never_lands_on_the_cpu_less_head(runs: Runs) -> None:
+    default = runs.default
+    assert default.job["status"] == "SUCCEEDED", default.logs[-3000:]
+    assert "pass --require-trainer-resource" in default.logs  # says what to change
+    trainers = [a for a in default.actors if a.get("class_name") == "Trainer"]
+    assert len(trainers) == 1 and trainers[0]["node_id"] != HEAD_ID
+    assert default.seen[trainers[0]["node_id"]]["CPU"] >= 1

@@ -17,6 +17,7 @@ import io
 import json
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.clusters import REPO, RayHead, group_members, processes_naming, runtime_env
+from tests.clusters import REPO, RayHead, group_members, processes_naming, runtime_env, wait_until
 from tests.corpora import clustered
 from tests.s3server import DUMMY_ENV, MotoServer
 
@@ -51,7 +52,8 @@ def s3(moto: MotoServer) -> Any:
 
 @pytest.fixture(scope="module")
 def head() -> Iterator[RayHead]:
-    with RayHead(num_cpus=2) as cluster:
+    # A stopped job's driver gets SIGTERM, then SIGKILL this many seconds later (Ray's default: 3), as in infra/.
+    with RayHead(num_cpus=2, extra_env={"RAY_JOB_STOP_WAIT_TIME_S": "60"}) as cluster:
         yield cluster
 
 
@@ -154,13 +156,62 @@ def test_a_failing_refresh_is_reported_failed_with_its_message(head: RayHead, s3
 
     assert done.returncode == 1  # `ray job submit` saw the job fail
     info = head.job("refresh-e2e-missing-store")
-    assert info["status"] == "FAILED" and "exit code 1" in info["message"].lower()
+    assert info["status"] == "FAILED" and "exit code 75" in info["message"].lower()  # the store: a rerun is safe
     logs = head.ray("job", "logs", "--address", head.dashboard, "refresh-e2e-missing-store").stdout
     # the store is probed for conditional writes before anything else touches it
     assert "refresh failed: cannot check conditional writes on" in logs and f"s3://{missing}/w2v/probes/" in logs
     assert "NoSuchBucket (HTTP 404)" in logs and "create the bucket or fix the store URI" in logs
     assert "Traceback" not in logs  # a RefreshError is reported as one line, not a stack trace
     assert DUMMY_AWS["AWS_SECRET_ACCESS_KEY"] not in logs
+
+
+def test_ray_job_stop_cleans_up_and_leaves_the_store_as_it_was(
+    head: RayHead, s3: Any, job_env: dict[str, Any], tmp_path: Path
+) -> None:
+    corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
+    put_partitions(s3, corpus, "events", days=1, parts=2)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    job = "refresh-e2e-stopped"
+    submit = ["job", "submit", "--address", head.dashboard, "--submission-id", job, "--no-wait"]
+    upload = ["--working-dir", str(REPO), "--runtime-env-json", json.dumps(job_env)]
+    refresh = ["python", "-m", "jobs.refresh", "--input", f"s3://{corpus}/events", "--store", f"s3://{models}/w2v"]
+    slow = [
+        "--workers",
+        "1",
+        "--vector-size",
+        "16",
+        "--min-count",
+        "1",
+        "--epochs",
+        "100000",
+        "--spool-dir",
+        str(spool),
+    ]
+    assert head.ray(*submit, *upload, "--", *refresh, *slow).returncode == 0
+
+    def training() -> bool:  # the actor is busy in gensim's train(), the hardest moment to stop it
+        logs = head.ray("job", "logs", "--address", head.dashboard, job).stdout
+        return "vocabulary 0 ->" in logs and any(spool.iterdir())
+
+    wait_until(training, timeout=180, what="training to start")
+    stopped_at = time.monotonic()
+    assert head.ray("job", "stop", "--address", head.dashboard, job).returncode == 0
+    info = head.wait_job(job, timeout=90)
+    took = time.monotonic() - stopped_at
+    logs = head.ray("job", "logs", "--address", head.dashboard, job).stdout
+    assert info["status"] == "STOPPED"
+    assert took < 60, "\n".join(line for line in logs.splitlines() if "EPOCH" not in line)[-6000:]  # before SIGKILL
+    assert "refresh failed: stopped by a signal" in logs and "Traceback" not in logs
+    assert list(spool.iterdir()) == []  # the killed actor's spool was removed on its node
+    status, groups = head.api("/api/v0/placement_groups?limit=1000&detail=true")
+    assert status == 200, groups
+    ours = [g for g in groups["data"]["result"]["result"] if g["name"].startswith("trainer ")]
+    assert ours and all(g["state"] == "REMOVED" for g in ours)
+    [record_key] = keys(s3, models)  # no version, no pointer: only the run's record
+    assert record_key == f"w2v/runs/{job}.json"
+    record = read_json(s3, models, record_key)
+    assert (record["outcome"], record["exit_status"], record["published"]) == ("stopped", 143, False)
 
 
 def test_a_client_without_the_token_is_refused(head: RayHead, s3: Any, job_env: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.config import from_args
-from jobs.errors import BadPartitionsError, TrainingError
+from jobs.errors import BadPartitionsError, ClusterError, TrainingError
 from jobs.refresh import run
 from jobs.training import model as gmodel
 from tests.conftest import snapshot, write_parquet
@@ -176,7 +176,7 @@ def test_a_tokenizing_worker_killed_mid_partition_is_retried(tmp_path: Path) -> 
     docs = {i: clustered(4000, seed=i) for i in range(6)}
     for i, part in docs.items():
         write_parquet(data / f"dt={i}" / "p.parquet", part)
-    summary, error = run_while(kill_first("ray::tokenize_piece"), ["--input", str(data), "--store", str(store), *FAST])
+    summary, error = run_while(kill_first("ray::tokenize "), ["--input", str(data), "--store", str(store), *FAST])
     assert error is None, error
     model, _ = load_latest(store)
     expected = sum((reference(d) for d in docs.values()), collections.Counter())
@@ -192,7 +192,7 @@ def test_the_training_actor_dying_fails_the_run_and_a_rerun_succeeds(tmp_path: P
     write_parquet(data / "dt=2" / "p.parquet", clustered(20000, seed=2))
     before = snapshot(store)
     _, error = run_while(kill_first("ray::Trainer.finish"), [*argv, "--epochs", "30"])
-    assert isinstance(error, TrainingError) and "training actor died" in str(error)
+    assert isinstance(error, ClusterError) and "training actor died" in str(error)
     assert snapshot(store) == before
     assert run(from_args(argv)).partitions == 1
 
@@ -217,3 +217,24 @@ def test_a_full_spool_disk_fails_the_run_cleanly(tmp_path: Path, tiny_disk: Path
         run(from_args(["--input", str(data), "--store", str(store), *FAST, "--spool-dir", str(tiny_disk)]))
     assert snapshot(store) == {}
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_a_worker_that_crashes_on_every_try_fails_the_run_naming_the_stage_and_partition(tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    from jobs import cluster
+    from jobs.errors import EXIT_RETRYABLE, exit_status
+    from shards.partitions import discover
+    from tests.crashing_fs import CrashingFileSystem
+
+    data = tmp_path / "data"
+    write_parquet(data / "dt=1" / "a-good.parquet", clustered(20, seed=1))
+    write_parquet(data / "dt=1" / "crash.parquet", clustered(20, seed=2))
+    config = from_args(["--input", str(data), "--store", str(tmp_path / "models"), *FAST])
+    fs = pafs.PyFileSystem(CrashingFileSystem())
+    with cluster.trainer_actor(config, "crash-test") as trainer, pytest.raises(ClusterError) as info:
+        cluster.stream(config, fs, discover(fs, str(data)), trainer)
+    message = str(info.value)
+    assert message.startswith(f"tokenizing {data}/dt=1/crash.parquet: its worker crashed 4 times")
+    assert "a rerun is safe" in message and "Traceback" not in message
+    assert exit_status(info.value) == EXIT_RETRYABLE

@@ -7,7 +7,7 @@ its processes at once (SIGKILL, no graceful drain), as a spot reclaim or a kerne
 (a) A tokenizing worker dies once the first partitions have reached the trainer; a replacement joins. Ray
     retries the lost tasks (``max_retries``) and rebuilds lost results from lineage; the published
     vocabulary must equal a single-process count of the input: no partition lost, none counted twice.
-(b) The trainer's node dies mid-run: the run fails with :class:`~jobs.errors.TrainingError` saying the
+(b) The trainer's node dies mid-run: the run fails with :class:`~jobs.errors.ClusterError` saying the
     training actor died, the store is byte-for-byte as it was, and a rerun on a new trainer node succeeds.
 
 "Once the first partitions have reached the trainer" is observed, not guessed: the runs spool to a folder
@@ -211,9 +211,7 @@ def scenario(work: Path) -> dict[str, Any]:
             cluster.add_node(num_cpus=1, **small)
 
         # ... while it is tokenizing a partition, so that a running task is lost, not an idle worker
-        watcher = KillWhenSpooling(
-            work / "spool-a", lose_a_tokenizer, also=lambda: running(tokenizers[0], "tokenize_piece")
-        )
+        watcher = KillWhenSpooling(work / "spool-a", lose_a_tokenizer, also=lambda: running(tokenizers[0], "tokenize "))
         watcher.start()
         try:
             result["a"] = refresh("07", work / "spool-a")
@@ -298,7 +296,7 @@ def test_losing_the_trainers_node_fails_the_run_and_leaves_the_store_untouched(o
     kill = outcome["b_kill"]
     assert kill["error"] == "" and kill["size_at_kill"] is not None, outcome["output"][-4000:]
     assert "b" not in outcome, f"the run survived losing its trainer: {outcome.get('b')}"
-    assert outcome["b_error"]["type"] == "TrainingError"
+    assert outcome["b_error"]["type"] == "ClusterError"
     assert "the training actor died" in outcome["b_error"]["message"]
     assert outcome["b_store_unchanged"]
     assert outcome["b_pointer"] == outcome["a"]["version"]

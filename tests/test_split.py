@@ -315,7 +315,7 @@ def test_a_worker_killed_inside_a_piece_is_retried_and_counted_once(tmp_path: Pa
     write_text(data / "dt=1" / "day.txt", docs)
     argv = ["--input", str(data), "--store", str(store), *FAST, "--piece-bytes", "512KiB"]
 
-    summary, error = run_while(kill_first("ray::tokenize_piece"), argv)  # the first worker seen reading a piece
+    summary, error = run_while(kill_first("ray::tokenize "), argv)  # the first worker seen reading a piece
 
     assert error is None, error
     model, manifest = load_latest(store)

@@ -63,6 +63,10 @@ class Store(Protocol):
 
     def list_versions(self) -> list[str]: ...
 
+    def list_keys(self, folder: str) -> list[str]:
+        """Every key below ``folder`` (e.g. ``runs``), sorted."""
+        ...
+
     def list_incomplete(self) -> dict[str, float]:
         """Versions without a manifest (uploads a run left behind, or one still uploading), each with the
         time (epoch seconds) its newest file was written."""

@@ -117,6 +117,14 @@ class LocalStore:
                 found[version.name] = max(times, default=version.stat().st_mtime)
         return found
 
+    def list_keys(self, folder: str) -> list[str]:
+        base = self._path(folder)
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
     def delete_version(self, version: str) -> None:
         folder = self._path(f"{VERSIONS}/{version}")
         try:

@@ -300,6 +300,11 @@ class S3Store:
             newest[version] = max(newest.get(version, 0.0), item["LastModified"].timestamp())
         return {v: t for v, t in newest.items() if v not in complete}
 
+    def list_keys(self, folder: str) -> list[str]:
+        root = self._key(folder) + "/"
+        start = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(key[start:] for key in self._keys(root, f"list {folder}"))
+
     def delete_version(self, version: str) -> None:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"

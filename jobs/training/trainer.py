@@ -147,6 +147,12 @@ def _show_progress() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+def spool_path(spool_dir: str | None, run: str) -> Path:
+    """Where the trainer of ``run`` spools on its node: a name the driver knows too, so that it can remove the
+    spool of an actor it had to kill."""
+    return Path(spool_dir or tempfile.gettempdir()) / f"{SPOOL_PREFIX}{run}"
+
+
 class Trainer:
     """Receives tokenized partitions, then produces and uploads one new model version."""
 
@@ -155,13 +161,19 @@ class Trainer:
         spool_dir: str | None = None,
         node_cpus: Callable[[], int] | None = None,
         fetch: Callable[[Any], TokenizedBatch] | None = None,
+        run: str | None = None,
     ) -> None:
         """``node_cpus`` says how many CPUs this process's node offers (default: what the OS lets it use);
         it sets the training threads when the config leaves ``workers`` unset. ``fetch`` turns what the driver
         passes to :meth:`ingest` into a batch (on a cluster: an object reference into the batch it names); by
-        default the batches are passed themselves."""
+        default the batches are passed themselves. ``run`` names the spool folder (:func:`spool_path`), so that
+        the driver can remove it should it have to kill the actor."""
         _show_progress()
-        self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
+        if run is None:
+            self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
+        else:
+            self.dir = spool_path(spool_dir, run)
+            self.dir.mkdir(mode=0o700)
         self._lock = claim(self.dir)
         remove_stale_spools(self.dir.parent, keep=self.dir)
         self.corpus_path = self.dir / "corpus.txt"
@@ -171,6 +183,7 @@ class Trainer:
         self._counts = RunningCounts()
         self._open: _Open | None = None
         self.sentences = self.tokens = self.spooled = self.lines = 0
+        log.info("training actor: spool in %s, %s BLAS/OpenMP threads", self.dir, os.environ.get("OMP_NUM_THREADS"))
 
     def ingest(self, uri: str, batches: Iterable[Any], end: bool) -> tuple[int, int, int] | PartitionError | None:
         """Append the next batches of partition ``uri`` to the spool; ``end`` marks its last call.

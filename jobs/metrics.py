@@ -1,0 +1,109 @@
+"""What a refresh exports to Prometheus, through Ray's metrics (``ray.util.metrics``).
+
+Ray's metrics agent on each node serves every process's metrics at ``http://<node>:<metrics-export-port>/
+metrics`` with a ``ray_`` prefix, the port Ray's Prometheus service discovery (or a KubeRay PodMonitor)
+already scrapes. The driver records, per run and tagged with the store:
+
+    ray_embedding_refresh_partitions_total{outcome="consumed"|"rejected"}   partitions done and rejected
+    ray_embedding_refresh_bytes_total{outcome=...}                         their input bytes
+    ray_embedding_refresh_tokens_total                                     tokens streamed to the trainer
+    ray_embedding_refresh_stage_seconds{stage="tokenize"|"load"|...}       the last run's time per stage
+    ray_embedding_refresh_training_words_per_second                        effective words trained per second
+    ray_embedding_refresh_vocab_size                                       the candidate's vocabulary
+    ray_embedding_refresh_gate_passed                                      1 when the gate passed, else 0
+    ray_embedding_refresh_gate_check{check=...}                            each gate check's measured value
+    ray_embedding_refresh_last_publish_timestamp_seconds                   when the pointer last moved
+    ray_embedding_refresh_runs_total{outcome="published"|"nothing new"|"failed", exit=...}
+
+Ray exports a process's values every ``metrics_report_interval_ms`` (10 s) and drops a gauge about 20 s after
+its process ends, so a job's last values are seen by a scrape taken while it ran or just after; alert on
+``max_over_time(ray_embedding_refresh_last_publish_timestamp_seconds[26h])``, and read the run record in
+the store (``jobs.models runs``) for what each run did.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.util import metrics
+
+if TYPE_CHECKING:
+    from jobs.cluster import IngestResult
+    from jobs.training.trainer import Candidate
+
+PREFIX = "embedding_refresh_"
+
+
+@cache
+def _counter(name: str, description: str, *tags: str) -> metrics.Counter:
+    return metrics.Counter(PREFIX + name, description=description, tag_keys=("store", *tags))
+
+
+@cache
+def _gauge(name: str, description: str, *tags: str) -> metrics.Gauge:
+    return metrics.Gauge(PREFIX + name, description=description, tag_keys=("store", *tags))
+
+
+def ingested(store: str, ingest: IngestResult) -> None:
+    """Partitions, bytes and tokens the run consumed and rejected."""
+    if not ray.is_initialized():  # nowhere to export to
+        return
+    partitions = _counter("partitions", "partitions tokenized and streamed to the trainer, or rejected", "outcome")
+    sizes = _counter("bytes", "input bytes of those partitions", "outcome")
+    for outcome, count, size in (
+        ("consumed", len(ingest.consumed), sum(p.size for p in ingest.consumed)),
+        ("rejected", len(ingest.rejected), ingest.rejected_bytes),
+    ):
+        if count:
+            partitions.inc(count, tags={"store": store, "outcome": outcome})
+        if size:
+            sizes.inc(size, tags={"store": store, "outcome": outcome})
+    if ingest.tokens:
+        _counter("tokens", "tokens streamed to the trainer").inc(ingest.tokens, tags={"store": store})
+    _gauge("stage_seconds", "seconds the last run spent per stage", "stage").set(
+        ingest.seconds, tags={"store": store, "stage": "tokenize"}
+    )
+
+
+def trained(store: str, candidate: Candidate, words_trained: int) -> None:
+    """Stage timings, training speed, vocabulary size and the quality gate's results of a candidate."""
+    if not ray.is_initialized():  # nowhere to export to
+        return
+    stages = _gauge("stage_seconds", "seconds the last run spent per stage", "stage")
+    for stage, seconds in candidate.timings.items():
+        stages.set(seconds, tags={"store": store, "stage": stage})
+    train = candidate.timings.get("train", 0.0)
+    if train > 0:
+        _gauge("training_words_per_second", "effective words trained per second (all epochs)").set(
+            words_trained / train, tags={"store": store}
+        )
+    _gauge("vocab_size", "words in the candidate's vocabulary").set(candidate.vocab_size, tags={"store": store})
+    gate: dict[str, Any] = candidate.evaluation
+    _gauge("gate_passed", "1 when the last candidate passed the quality gate").set(
+        1.0 if gate["passed"] else 0.0, tags={"store": store}
+    )
+    checks = _gauge("gate_check", "the last quality-gate measurement per check", "check")
+    for check in gate.get("checks", []):
+        if isinstance(check.get("candidate"), int | float):
+            checks.set(float(check["candidate"]), tags={"store": store, "check": str(check["name"])})
+
+
+def published(store: str) -> None:
+    """The pointer moved now."""
+    if not ray.is_initialized():  # nowhere to export to
+        return
+    _gauge("last_publish_timestamp_seconds", "Unix time the pointer last moved to a new version").set(
+        time.time(), tags={"store": store}
+    )
+
+
+def finished(store: str, outcome: str, exit_status: int) -> None:
+    """One run ended, with ``outcome`` and ``exit_status``."""
+    if not ray.is_initialized():  # nowhere to export to
+        return
+    _counter("runs", "refresh runs by outcome and exit status", "outcome", "exit").inc(
+        1, tags={"store": store, "outcome": outcome, "exit": str(exit_status)}
+    )
