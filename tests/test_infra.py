@@ -29,6 +29,7 @@ ROOT = Path(__file__).parents[1]
 INFRA = ROOT / "infra"
 CRDS = ROOT.parent / "shared" / "kuberay-crds-v1.7.0"
 RAY_VERSION = "2.60.0"
+IMAGE = f"123456789012.dkr.ecr.us-west-2.amazonaws.com/embedding-refresh:ray-{RAY_VERSION}-py311"
 INPUT_URI, INPUT_ARN = "s3://corpus-bucket/events/", "arn:aws:s3:::corpus-bucket/events/"
 MODEL_URI, MODEL_ARN = "s3://models-bucket/word2vec/", "arn:aws:s3:::models-bucket/word2vec/"
 ABORT = "s3:AbortMultipartUpload"
@@ -37,6 +38,13 @@ MOTO_KEYS = {"aws_access_key_id": "AKIATESTDUMMYKEY0001", "aws_secret_access_key
 
 def load(relative: str) -> Any:
     return yaml.safe_load((INFRA / relative).read_text())
+
+
+def project_dependencies() -> list[str]:
+    """``[project] dependencies`` of pyproject.toml (read without tomllib, which Python 3.10 lacks)."""
+    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.MULTILINE | re.DOTALL)
+    assert block is not None
+    return re.findall(r'"([^"]+)"', block.group(1))
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -79,13 +87,31 @@ def test_cluster_node_types(cluster: dict[str, Any]) -> None:
         assert config["SecurityGroupIds"], name
 
 
-def test_ray_is_pinned_wherever_it_is_installed(cluster: dict[str, Any]) -> None:
+def test_every_node_runs_the_pinned_image_and_installs_nothing(cluster: dict[str, Any]) -> None:
     assert not re.search(r"ray-wheels|nightly|\.dev0|:latest", json.dumps(cluster))  # comments aside
-    assert cluster["docker"]["image"].startswith(f"rayproject/ray:{RAY_VERSION}")
+    assert cluster["docker"]["image"] == IMAGE
     commands = [c for key, value in cluster.items() if key.endswith("_commands") for c in value]
-    installs = [c for c in commands if "pip install" in c]
-    specs = [m.group(1) for c in installs for m in re.finditer(r"[\"'\s]ray(?:\[[\w,]+\])?([^\"'\s]*)", c)]
-    assert specs and all(spec == f"=={RAY_VERSION}" for spec in specs), specs
+    assert not [c for c in commands if "pip " in c or "conda " in c]
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{RAY_VERSION}-py311\n" in dockerfile
+    assert "pip install --no-cache-dir --constraint infra/constraints.txt ." in dockerfile
+    assert f"assert ray.__version__ == '{RAY_VERSION}'" in dockerfile
+
+
+def test_constraints_pin_every_dependency_inside_pyprojects_ranges() -> None:
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in (INFRA / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    declared = [Requirement(r) for r in project_dependencies()]
+    for requirement in declared:
+        if requirement.name == "ray":
+            continue  # the base image's
+        assert requirement.name in pins, requirement.name
+        assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins[requirement.name])
 
 
 def test_token_auth_on_every_node(cluster: dict[str, Any]) -> None:
@@ -170,10 +196,18 @@ def test_kuberay_cluster_and_jobs_are_shaped_for_the_refresh() -> None:
     spec, job, cron = load("k8s/raycluster.yaml")["spec"], load("k8s/rayjob.yaml")["spec"], load("k8s/raycronjob.yaml")
     # The RayCronJob runs the RayJob, which makes the long-lived cluster's twin: one place to review.
     assert cron["spec"]["jobTemplate"] == job and job["rayClusterSpec"] == spec and cron["spec"]["schedule"]
-    assert job["shutdownAfterJobFinishes"] is True and job["ttlSecondsAfterFinished"] > 0
+    # Deleted when it ends (the head kept an hour after a failure), retried on failure (reruns are safe), failed
+    # early when no node comes.
+    rules = [(r["condition"], r["policy"]) for r in job["deletionStrategy"]["deletionRules"]]
+    assert ({"jobStatus": "SUCCEEDED", "ttlSeconds": 0}, "DeleteCluster") in rules
+    assert ({"jobStatus": "FAILED", "ttlSeconds": 0}, "DeleteWorkers") in rules
+    assert ({"jobStatus": "FAILED", "ttlSeconds": 3600}, "DeleteCluster") in rules
+    assert "shutdownAfterJobFinishes" not in job  # legacy cleanup, not to be mixed with deletionStrategy
+    assert job["backoffLimit"] >= 1 and 0 < job["preRunningDeadlineSeconds"] < job["activeDeadlineSeconds"]
     argv = shlex.split(job["entrypoint"])
     assert argv[:3] == ["python", "-m", "jobs.refresh"]
     assert argv[argv.index("--input") + 1] == INPUT_URI and argv[argv.index("--store") + 1] == MODEL_URI
+    assert "--require-trainer-resource" in argv
     assert spec["rayVersion"] == RAY_VERSION and spec["enableInTreeAutoscaling"] is True
     assert spec["authOptions"]["mode"] == "token"
     head = spec["headGroupSpec"]
@@ -188,7 +222,53 @@ def test_kuberay_cluster_and_jobs_are_shaped_for_the_refresh() -> None:
     for group in [head, *groups.values()]:
         pod = group["template"]["spec"]
         assert pod["serviceAccountName"] == "embedding-refresh"
-        assert all(f"ray-{RAY_VERSION}" in c["image"] for c in pod["containers"])
+        assert all(c["image"] == IMAGE for c in pod["containers"])
+        # An explicit object store, well inside the pod's memory; metrics where Prometheus scrapes them.
+        store = int(group["rayStartParams"]["object-store-memory"])
+        memory = int(pod["containers"][0]["resources"]["limits"]["memory"].removesuffix("Gi")) << 30
+        assert 0 < store <= memory // 4
+        assert group["rayStartParams"]["metrics-export-port"] == "8080"
+    # `ray job stop` gives the driver time to clean up before SIGKILL.
+    env = {e["name"]: e["value"] for e in head["template"]["spec"]["containers"][0]["env"]}
+    assert int(env["RAY_JOB_STOP_WAIT_TIME_S"]) >= 30
+
+
+def test_the_trainer_spools_to_a_volume_of_its_own() -> None:
+    spec, job = load("k8s/raycluster.yaml")["spec"], load("k8s/rayjob.yaml")["spec"]
+    trainer = next(g for g in spec["workerGroupSpecs"] if g["groupName"] == "trainer")["template"]["spec"]
+    (container,) = trainer["containers"]
+    assert "ephemeral-storage" not in json.dumps(container["resources"])  # the node's root disk is no place
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "spool"]
+    argv = shlex.split(job["entrypoint"])
+    assert argv[argv.index("--spool-dir") + 1] == mount["mountPath"]
+    (volume,) = [v for v in trainer["volumes"] if v["name"] == "spool"]
+    claim = volume["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert int(claim["resources"]["requests"]["storage"].removesuffix("Gi")) >= 100
+
+
+def test_capacity_selectors_work_with_managed_node_groups_and_karpenter() -> None:
+    groups = {g["groupName"]: g["template"]["spec"] for g in load("k8s/raycluster.yaml")["spec"]["workerGroupSpecs"]}
+    assert all("nodeSelector" not in pod for pod in groups.values())  # one label scheme only would be AND-ed
+    terms = groups["trainer"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    required = [t["matchExpressions"] for t in terms["nodeSelectorTerms"]]  # alternatives: either scheme
+    assert [{"key": "eks.amazonaws.com/capacityType", "operator": "In", "values": ["ON_DEMAND"]}] in required
+    assert [{"key": "karpenter.sh/capacity-type", "operator": "In", "values": ["on-demand"]}] in required
+    preferred = groups["tokenize"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    labels = {e["key"]: e["values"] for p in preferred for e in p["preference"]["matchExpressions"]}
+    assert labels == {"eks.amazonaws.com/capacityType": ["SPOT"], "karpenter.sh/capacity-type": ["spot"]}
+
+
+def test_the_network_policy_admits_only_the_operator_the_submitter_and_prometheus() -> None:
+    policy = load("k8s/raycluster.yaml")["spec"]["networkPolicy"]
+    assert policy["mode"] == "DenyAllIngress"
+    head_ports = {p["port"] for rule in policy["head"]["ingressRules"] for p in rule["ports"]}
+    assert head_ports == {8265, 8080}
+    submitters = [
+        peer for rule in policy["head"]["ingressRules"] if rule["ports"][0]["port"] == 8265 for peer in rule["from"]
+    ]
+    submit_labels = load("k8s/cronjob.yaml")["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert {"podSelector": {"matchLabels": submit_labels}} in submitters
+    assert [p["port"] for rule in policy["worker"]["ingressRules"] for p in rule["ports"]] == [8080]
 
 
 def test_no_exposed_dashboard_and_no_static_keys_in_kubernetes() -> None:
@@ -263,11 +343,8 @@ def test_runtime_env_uploads_only_the_code(tmp_path: Path) -> None:
     for path in ["jobs/models.py", "shards/data/__init__.py", "jobs/models/x.py", "infra/runtime_env.yaml", "tests"]:
         assert not excluded(tmp_path / path), path
     RuntimeEnv(**runtime_env)  # Ray's own field checks
-    assert set(runtime_env) == {"pip", "env_vars", "excludes"}  # RuntimeEnv ignores unknown (plugin) fields
-    # The job's packages, in the ranges pyproject.toml declares and the AWS nodes install; Ray is the cluster's.
-    packages, setup = runtime_env["pip"]["packages"], load("aws/cluster.yaml")["setup_commands"][0]
-    assert packages and not [p for p in packages if p.startswith("ray")]
-    assert all(f'"{p}"' in (ROOT / "pyproject.toml").read_text() and f'"{p}"' in setup for p in packages)
+    # No pip: the image has every dependency (RuntimeEnv ignores unknown, plugin, fields: none here).
+    assert set(runtime_env) == {"env_vars", "excludes"}
     assert not re.search(r"SECRET|TOKEN|PASSWORD|KEY", " ".join(runtime_env.get("env_vars", {})), re.IGNORECASE)
 
 
