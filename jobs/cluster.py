@@ -17,8 +17,9 @@ it occupies with 0 CPUs: until training starts, as many tokenize tasks as the bu
 gensim's threads get those CPUs to themselves afterwards. Every other task runs outside the bundle, so on an
 autoscaling cluster the tasks waiting there are the demand that starts tokenizing nodes. A task that fails
 because its worker died is retried by Ray (a retried streaming task resumes its stream without repeating a
-batch); a task that fails because its piece is bad fails once, with a :class:`~jobs.errors.PartitionError` naming the partition and the piece.
-Every other failure Ray reports becomes one error naming the stage and the partition (:func:`explain`).
+batch); a task that fails because its piece is bad fails once, with a :class:`~jobs.errors.PartitionError`
+naming the partition and the piece. Every other failure Ray reports becomes one error naming the stage and the
+partition (:func:`explain`).
 
 Tasks are named ``tokenize <file>`` and the actor and its placement group ``trainer <version>``, so the
 dashboard reads like the run.
