@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -112,13 +113,14 @@ class TrainerHandle:
 
 
 @contextmanager
-def trainer_actor(config: RefreshConfig, version: str) -> Iterator[TrainerHandle]:
+def trainer_actor(config: RefreshConfig, version: str | None = None) -> Iterator[TrainerHandle]:
     """The training actor for one run; its spool is removed, the actor stopped and its CPUs released however
     the run ends.
 
     When the run is stopped (:class:`~jobs.errors.StoppedError`: ``ray job stop``, a pod's eviction) the actor
     may be busy training for hours, so it is killed at once and its spool removed by a task on its node.
     """
+    version = version or f"unnamed-{secrets.token_hex(4)}"  # names the actor, its placement and its spool
     trainer = start_trainer(config, version)
     try:
         yield trainer
