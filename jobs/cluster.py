@@ -380,14 +380,20 @@ def output_estimate(piece: Piece) -> int:
     return piece.size * _EXPANSION[kind]
 
 
-def memory_hint(piece: Piece, read: ReadOptions) -> int:
+_SMALL_TASK = 32 << 20  # needs below this fit in any worker's ordinary headroom: no reservation is asked for
+
+
+def memory_hint(piece: Piece, read: ReadOptions) -> int | None:
     """The ``memory=`` a tokenizing task asks for: text is decoded a block at a time, Parquet a batch of rows
-    at a time (at most the piece's text); the decoded text, its tokens and their lines take a few times that."""
+    at a time (at most the piece's text); the decoded text, its tokens and their lines take a few times that.
+    None for a small piece: a memory request is a logical reservation that every node type must declare for
+    the autoscaler to place it, which buys nothing for a task that needs a few megabytes."""
     partition = piece.partition
     unit = min(output_estimate(piece), read.piece_bytes)
     if partition.format != "parquet":
         unit = min(unit, read.block_bytes)
-    return _WORKER_BASE + 6 * unit
+    need = 6 * unit
+    return _WORKER_BASE + need if need >= _SMALL_TASK else None
 
 
 def _fetch(ref: Any) -> TokenizedBatch:
@@ -524,8 +530,8 @@ class _Stream:
                 # the bundle reserves CPUs only: a memory request could never fit it (the trainer's node is
                 # the large one, and its tasks there are as many as its CPUs)
                 options["scheduling_strategy"] = self.trainer.bundle()
-            else:
-                options["memory"] = memory_hint(item, self.config.read)
+            elif (memory := memory_hint(item, self.config.read)) is not None:
+                options["memory"] = memory
             batches: ObjectRefGenerator = self.remote.options(**options).remote(
                 self.fs_ref, item, self.config.read, self.config.tokenizer
             )
