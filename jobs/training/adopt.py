@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,17 +301,8 @@ def adopt_vectors(vectors: KeyedVectors, counts: dict[str, int] | None, training
     an output layer of zeros (as gensim starts every model), and ``counts`` (1 per word without them)."""
     config = training or TrainingConfig()
     freq = {w: counts[w] for w in vectors.index_to_key} if counts else dict.fromkeys(vectors.index_to_key, 1)
-    model = Word2Vec(
-        vector_size=vectors.vector_size,
-        window=config.window,
-        min_count=1,  # every vector is kept; the lineage's min_count applies to the words refreshes add
-        sg=int(config.sg),
-        hs=0,
-        negative=config.negative,
-        sample=config.sample,
-        seed=config.seed,
-        epochs=config.epochs,
-    )
+    # min_count 1: every vector is kept; the lineage's min_count applies to the words refreshes add
+    model = gmodel.create(replace(config, model="word2vec", vector_size=vectors.vector_size, min_count=1))
     model.build_vocab_from_freq(freq, corpus_count=0)
     order = [vectors.key_to_index[w] for w in model.wv.index_to_key]
     model.wv.vectors[:] = vectors.vectors[order]
