@@ -160,8 +160,10 @@ class RefreshConfig:
     glob: str | None = None
     since: str | None = None
     where: tuple[tuple[str, str], ...] = ()
+    relist_days: int | None = None
     reprocess_rewritten: bool = False
     allow_new_input: bool = False
+    ledger_compact_every: int = 10
     readiness: Readiness = Readiness()
     read: ReadOptions = ReadOptions()
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -186,6 +188,10 @@ class RefreshConfig:
             no_credentials(flag, uri)
         if self.since is not None:
             check_date("--since", self.since)
+        if self.relist_days is not None and self.relist_days < 0:
+            raise ConfigError(f"--relist-days must not be negative, got {self.relist_days}")
+        if self.ledger_compact_every < 1:
+            raise ConfigError(f"--ledger-compact-every must be at least 1, got {self.ledger_compact_every}")
         if self.max_in_flight is not None and self.max_in_flight < 1:
             raise ConfigError(f"--max-in-flight must be at least 1, got {self.max_in_flight}")
         if self.parent_cache_versions < 0:
@@ -329,6 +335,20 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=GLOB",
         help="only partitions whose hive folder KEY matches GLOB, e.g. --where region=eu-*; repeatable",
+    )
+    g.add_argument(
+        "--relist-days",
+        type=int,
+        metavar="N",
+        help="list only the date folders (dt/date/day/ds) at most N days older than the newest one the "
+        "lineage consumed; a file landing in an older folder is then found only by a run without it",
+    )
+    g.add_argument(
+        "--ledger-compact-every",
+        type=int,
+        metavar="K",
+        help="a version stores only the ledger rows it added while its ledger is read from at most K files; "
+        "then one full ledger again (1: a full ledger in every version)",
     )
     g.add_argument(
         "--reprocess-rewritten",

@@ -101,11 +101,13 @@ def run(config: ImportConfig) -> Imported:
         out = Path(tmp)
         gmodel.save(source.model, out)
         write_counts(out / PENDING, {})
-        (out / ledger.LEDGER).write_bytes(ledger.extend(ledger.empty(), seeded, version, input_root))
+        seeded_ledger = ledger.write(ledger.empty(), seeded, version, input_root, compact_every=1)  # a full one
+        (out / seeded_ledger.name).write_bytes(seeded_ledger.data)
         (out / "config.json").write_text(json.dumps(_recorded(config), indent=2, sort_keys=True))
         try:
             files = upload_version(store, version, out, lambda name: log.info("uploaded %s/%s", version, name))
-            write_manifest(store, version, manifest_fields(config, version, source, seeded, files))
+            fields = manifest_fields(config, version, source, seeded, files)
+            write_manifest(store, version, {**fields, "ledger": seeded_ledger.section})
         except StoreError:
             discard(store, version)
             raise

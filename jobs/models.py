@@ -31,6 +31,7 @@ from pathlib import Path
 from jobs import importer, runs
 from jobs.config import ImportConfig, add_import_arguments, import_config
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
+from jobs.lineage import ledger
 from jobs.report import as_json
 from jobs.storage import Store, open_store
 from jobs.storage.publish import (
@@ -159,9 +160,10 @@ def promote(store: Store, version: str) -> str:
 
 
 def gc(store: Store, keep: int, grace_hours: float = INCOMPLETE_GRACE_HOURS, now: float | None = None) -> str:
-    """Keep the ``keep`` newest versions, the current one and its parent; remove incomplete versions (files
-    without a manifest, left by a run that died while uploading) whose newest file is older than
-    ``grace_hours``, so one still uploading is never touched."""
+    """Keep the ``keep`` newest versions, the current one and its parent, and every version the ledger of one
+    of those is read from (its chain: :mod:`jobs.lineage.ledger`); remove incomplete versions (files without
+    a manifest, left by a run that died while uploading) whose newest file is older than ``grace_hours``, so
+    one still uploading is never touched."""
     if keep < 1:
         raise ConfigError("--keep must be at least 1")
     if grace_hours < 0:
@@ -169,7 +171,9 @@ def gc(store: Store, keep: int, grace_hours: float = INCOMPLETE_GRACE_HOURS, now
     current = resolve(store, "latest")
     protected = {current, read_manifest(store, current).get("parent")}
     versions = store.list_versions()
-    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
+    kept = protected | set(versions[max(0, len(versions) - keep) :])
+    chains = set().union(*(ledger.chain_versions(read_manifest(store, v)) for v in kept if v in versions))
+    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected | chains]
     for version in doomed:
         store.delete_version(version)
     cutoff = (time.time() if now is None else now) - grace_hours * 3600
@@ -177,8 +181,11 @@ def gc(store: Store, keep: int, grace_hours: float = INCOMPLETE_GRACE_HOURS, now
     orphans = sorted(v for v, written in incomplete.items() if written < cutoff)
     for version in orphans:
         store.delete_version(version)
+    for_ledgers = len(chains - kept)
     return (
-        f"removed {len(doomed)} version(s); kept {len(versions) - len(doomed)}; removed {len(orphans)} incomplete "
+        f"removed {len(doomed)} version(s); kept {len(versions) - len(doomed)}"
+        + (f" ({for_ledgers} that kept versions' ledgers are read from)" if for_ledgers else "")
+        + f"; removed {len(orphans)} incomplete "
         f"version(s) older than {grace_hours:g} h, left {len(incomplete) - len(orphans)} younger"
     )
 

@@ -30,8 +30,11 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
+
+from pyarrow.fs import FileSystem, FileType
 
 from jobs import cluster, metrics, report, runs
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
@@ -56,7 +59,8 @@ from jobs.storage.publish import (
 )
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.trainer import Candidate, TrainRequest
-from shards.partitions import Partition, hold_back, list_input, open_filesystem, partitions_of, select
+from shards.listing import Bounds, list_bounded
+from shards.partitions import Partition, hold_back, input_uri, open_filesystem, partitions_of, select
 
 log = logging.getLogger("jobs.refresh")
 
@@ -113,12 +117,20 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # this input fails here, before a wrong --input can count the whole history twice.
     # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run.
     fs, root = open_filesystem(config.input)
-    listing = list_input(fs, root)
+    input_root = input_uri(fs, root)
+    seen = ledger.read(store, parent_version, input_root, parent)
+    listing = list_bounded(fs, root, discovery_bounds(config, seen))
+    log.info(
+        "listed %s: %d listing(s), %d entries, %d folder(s) left out",
+        listing.uri,
+        listing.calls,
+        listing.entries,
+        listing.pruned,
+    )
     listed = partitions_of(fs, listing, forced_format=config.input_format)
-    input_root = listing.uri
-    seen = ledger.read(store, parent_version, input_root)
     if not config.allow_new_input:
-        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version)
+        present = partial(exists, fs, listing.base) if listing.pruned else None
+        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version, present)
     found = select(listed, since=config.since, where=config.where, glob=config.glob)
     plan = ledger.select(found, seen)
     ready, waiting = hold_back(listing, plan.new + plan.rewritten, config.readiness, time.time())
@@ -162,8 +174,9 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
             # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
             # past them with a version that reuses the parent's model files, so they do not fail every night.
+            written = ledger.write(seen, ingest.consumed, version, input_root, config.ledger_compact_every)
             extra_files = {
-                ledger.LEDGER: ledger.extend(seen, ingest.consumed, version, input_root),
+                written.name: written.data,
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
             }
             request = TrainRequest(
@@ -195,7 +208,8 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     details = report.details(config, ingest, candidate, parent)
     files = {**candidate.files, **put_report(store, version, details)}
     fields = report.manifest_fields(config, ingest, candidate, parent, files)
-    write_manifest(store, version, {**fields, **({"carried_from": parent_version} if candidate.carried else {})})
+    carried = {"carried_from": parent_version} if candidate.carried else {}
+    write_manifest(store, version, {**fields, "ledger": written.section, **carried})
     gate = candidate.evaluation
     if not gate["passed"] and not config.gate.force:
         raise QualityGateError(
@@ -218,7 +232,7 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
     """A version with the parent's model (every file its manifest lists, copied inside the store, whatever the
     model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
     started = time.perf_counter()
-    own = {*extra_files, "report.json", "report.md"}
+    own = {*extra_files, *ledger.NAMES, "report.json", "report.md"}  # a delta's parent may hold a full ledger
     files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
     files |= {name: put_recorded(store, version, name, data) for name, data in extra_files.items()}
     log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent["version"])
@@ -237,6 +251,18 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
         timings={"copy": time.perf_counter() - started},
         carried=True,
     )
+
+
+def discovery_bounds(config: RefreshConfig, seen: ledger.Ledger) -> Bounds:
+    """The folders discovery may leave out: date folders before ``--since`` or, with ``--relist-days``,
+    before that many days ahead of the newest the lineage consumed (the later of the two), and hive folders
+    ``--where`` rules out."""
+    since = max(filter(None, [config.since, ledger.relist_since(seen, config.relist_days)]), default=None)
+    return Bounds(since=since, where=config.where)
+
+
+def exists(fs: FileSystem, base: str, key: str) -> bool:
+    return bool(fs.get_file_info(f"{base}/{key}").type == FileType.File)
 
 
 def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:

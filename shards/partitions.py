@@ -5,12 +5,12 @@
     >>> for p in discover(fs, root):
     ...     print(p.uri, p.format, p.hive)                   # doctest: +SKIP
 
-Discovery walks the root recursively through a ``pyarrow.fs.FileSystem`` (local or S3 alike), ignores what
-writers leave beside data (``_SUCCESS``, ``_metadata``, ``.crc`` and other hidden files, ``_temporary/``
-folders), reads ``key=value`` folder names as hive keys, and returns partitions sorted by path so every run
-sees them in the same order. :func:`hold_back` then keeps back files still being written: folders whose
-``_SUCCESS`` marker has not appeared, folders a committer is staging files in, in-progress names, and files
-younger than a minimum age.
+Discovery lists the root recursively through a ``pyarrow.fs.FileSystem``, local or S3 alike (or only the
+folders the filters can match: :mod:`shards.listing`), ignores what writers leave beside data (``_SUCCESS``,
+``_metadata``, ``.crc`` and other hidden files, ``_temporary/`` folders), reads ``key=value`` folder names
+as hive keys, and returns partitions sorted by path so every run sees them in the same order.
+:func:`hold_back` then keeps back files still being written: folders whose ``_SUCCESS`` marker has not
+appeared, folders a committer is staging files in, in-progress names, and files younger than a minimum age.
 """
 
 from __future__ import annotations
@@ -142,11 +142,26 @@ def hive_keys(relative: str) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class Listing:
-    """Every file (and folder) under an input root, as one recursive listing returned it."""
+    """The files (and folders) listed under an input root: every one (one recursive listing), or those a
+    bounded walk (:mod:`shards.listing`) reached. ``context`` holds readiness markers found outside them,
+    ``calls`` counts the listings made, ``entries`` what they returned, ``pruned`` the folders not descended
+    into."""
 
     base: str
     infos: list[pafs.FileInfo]
     uri: str
+    context: list[pafs.FileInfo] = field(default_factory=list)
+    calls: int = 1
+    entries: int = 0
+    pruned: int = 0
+
+
+def input_uri(fs: pafs.FileSystem, root: str) -> str:
+    """The URI partition keys under ``root`` are relative to: the root, or a single file's folder."""
+    root = root.rstrip("/")
+    if fs.get_file_info(root).type == pafs.FileType.File:
+        return _uri(fs, root.rsplit("/", 1)[0])
+    return _uri(fs, root)
 
 
 def list_input(fs: pafs.FileSystem, root: str) -> Listing:
@@ -157,8 +172,9 @@ def list_input(fs: pafs.FileSystem, root: str) -> Listing:
         raise ConfigError(f"input {_uri(fs, root)!r} does not exist")
     if info.type == pafs.FileType.File:
         base = root.rsplit("/", 1)[0]
-        return Listing(base, [info], _uri(fs, base))
-    return Listing(root, fs.get_file_info(pafs.FileSelector(root, recursive=True)), _uri(fs, root))
+        return Listing(base, [info], _uri(fs, base), entries=1)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    return Listing(root, infos, _uri(fs, root), entries=len(infos))
 
 
 def partitions_of(
@@ -258,7 +274,7 @@ def hold_back(
     """
     markers: set[str] = set()
     staging: set[str] = set()
-    for item in listing.infos:
+    for item in [*listing.infos, *listing.context]:
         parts = item.path[len(listing.base) :].strip("/").split("/")
         if item.type == pafs.FileType.File and parts[-1] == MARKER:
             markers.add("/".join(parts[:-1]))

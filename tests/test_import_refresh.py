@@ -12,11 +12,11 @@ from typing import Any
 
 import gensim
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from gensim.models import FastText, Word2Vec
 
 from jobs.config import from_args
+from jobs.lineage import ledger
 from jobs.models import main as models_main
 from jobs.refresh import run
 from jobs.storage import open_store
@@ -109,8 +109,8 @@ def test_an_imported_model_is_refreshed_twice(architecture: str, tmp_path: Path)
     for word, count in before.items():
         assert model.wv.get_vecattr(word, "count") == count + seen[word] + counts(day3)[word], word
     assert "novelbb" in model.wv.key_to_index
-    ledger = pq.read_table(store / "versions" / second.version / "ledger.parquet").to_pylist()
-    assert sorted((Path(r["key"]).parent.name, r["version"]) for r in ledger) == [
+    rows = ledger.read(open_store(str(store)), second.version).table.to_pylist()
+    assert sorted((Path(r["key"]).parent.name, r["version"]) for r in rows) == [
         ("dt=2026-10-01", imported_manifest["version"]),
         ("dt=2026-11-02", first.version),
         ("dt=2026-11-03", second.version),

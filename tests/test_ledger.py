@@ -11,9 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, IntegrityError
 from jobs.lineage import ledger
+from jobs.models import gc, promote
 from jobs.storage import LocalStore
+from jobs.storage.publish import put_recorded, read_manifest, write_manifest
 from shards.partitions import discover, open_filesystem, root_uri
 from tests.conftest import write_parquet
 
@@ -47,11 +49,15 @@ def test_keys_are_relative_to_the_input_and_survive_a_move(tmp_path: Path) -> No
 
 
 def old_format_version(store: LocalStore, version: str, uris: list[str], recorded_input: str) -> None:
+    """A version as written before keys were relative and before deltas: a full ``uri`` ledger, no section."""
     table = pa.table({"uri": uris, "size": [1] * len(uris), "mtime_ns": [2] * len(uris), "version": ["v0"] * len(uris)})
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    store.put_bytes(f"versions/{version}/ledger.parquet", sink.getvalue())
-    store.put_bytes(f"versions/{version}/config.json", json.dumps({"input": recorded_input}).encode())
+    files = {
+        "ledger.parquet": put_recorded(store, version, "ledger.parquet", sink.getvalue()),
+        "config.json": put_recorded(store, version, "config.json", json.dumps({"input": recorded_input}).encode()),
+    }
+    write_manifest(store, version, {"version": version, "parent": None, "files": files})
 
 
 def test_an_absolute_ledger_is_migrated_on_read(tmp_path: Path) -> None:
@@ -84,3 +90,139 @@ def test_a_ledger_that_matches_nothing_found_is_refused(tmp_path: Path) -> None:
     assert "none of the 2 partitions" in str(info.value) and str(tmp_path / "events") in str(info.value)
     ledger.ensure_related(ledger.select(everything, seen), seen, str(tmp_path / "events"), "v1")  # related: fine
     ledger.ensure_related(ledger.select(child, ledger.empty()), ledger.empty(), "x", None)  # a first model: fine
+
+
+def refresh_ledger(store: LocalStore, root: Path, version: str, compact_every: int, reprocess: bool = False) -> list:  # type: ignore[type-arg]
+    """What a refresh does with the ledger, without training: read the current version's ledger, consume what
+    it has not seen (and, with ``reprocess``, what was rewritten), store this version's file and manifest."""
+    pointer = store.read_pointer()
+    parent = read_manifest(store, pointer.version) if pointer else None
+    seen = ledger.read(store, pointer.version if pointer else None, str(root), parent)
+    plan = ledger.select(found(root), seen)
+    consumed = plan.new + (plan.rewritten if reprocess else [])
+    written = ledger.write(seen, consumed, version, str(root), compact_every)
+    files = {written.name: put_recorded(store, version, written.name, written.data)}
+    write_manifest(
+        store,
+        version,
+        {"version": version, "parent": parent and parent["version"], "files": files, "ledger": written.section},
+    )
+    store.swap_pointer(version, pointer)
+    return consumed
+
+
+def land(root: Path, day: int) -> list[str]:
+    names = [f"dt=2026-11-{day:02d}/part-{i}.parquet" for i in range(2)]
+    for name in names:
+        write_parquet(root / name, [name])
+    return names
+
+
+def keys_of(store: LocalStore, version: str) -> dict[str, str]:
+    table = ledger.read(store, version).table
+    return dict(zip(table.column("key").to_pylist(), table.column("version").to_pylist(), strict=True))
+
+
+def test_a_lineage_of_deltas_and_compactions_consumes_every_partition_once(tmp_path: Path) -> None:
+    root, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    consumed: dict[str, list[str]] = {}
+    for day in range(1, 8):
+        landed_today = land(root, day)
+        consumed[f"v{day}"] = [p.key for p in refresh_ledger(store, root, f"v{day}", compact_every=3)]
+        assert consumed[f"v{day}"] == landed_today  # exactly the new partitions, nothing again
+    kinds = [read_manifest(store, f"v{d}")["ledger"]["kind"] for d in range(1, 8)]
+    assert kinds == ["full", "delta", "delta", "full", "delta", "delta", "full"]
+    chains = [ledger.chain_of(read_manifest(store, f"v{d}")) for d in range(1, 8)]
+    assert [[link["version"] for link in chain] for chain in chains] == [
+        ["v1"],
+        ["v1", "v2"],
+        ["v1", "v2", "v3"],
+        ["v4"],
+        ["v4", "v5"],
+        ["v4", "v5", "v6"],
+        ["v7"],
+    ]
+    delta = pq.read_table(tmp_path / "store" / "versions" / "v6" / ledger.DELTA)
+    assert delta.column("key").to_pylist() == consumed["v6"]  # a delta holds its own rows only
+    every = {key: v for v, keys in consumed.items() for key in keys}
+    assert len(every) == sum(len(keys) for keys in consumed.values()) == 14
+    for day in range(1, 8):  # each version's ledger: exactly what was consumed up to it, by whom
+        assert keys_of(store, f"v{day}") == {k: v for k, v in every.items() if int(v[1:]) <= day}
+    assert read_manifest(store, "v6")["ledger"] == {"kind": "delta", "chain": chains[4], "rows": 12, "added": 2}
+
+    rewritten = root / consumed["v2"][0]
+    write_parquet(rewritten, ["rewritten in place", "with more rows"])
+    assert refresh_ledger(store, root, "v8", compact_every=3) == []  # reported as rewritten, not retrained
+    again = refresh_ledger(store, root, "v9", compact_every=3, reprocess=True)
+    assert [p.key for p in again] == [consumed["v2"][0]]
+    assert read_manifest(store, "v9")["ledger"]["kind"] == "delta"
+    assert keys_of(store, "v9") == {**every, consumed["v2"][0]: "v9"}  # its row replaced, not added
+    assert refresh_ledger(store, root, "v10", compact_every=3) == []  # compacted, and still nothing again
+    assert read_manifest(store, "v10")["ledger"]["kind"] == "full"
+    assert keys_of(store, "v10") == keys_of(store, "v9")
+    assert ledger.select(found(root), ledger.read(store, "v10")).already == 14
+
+
+def test_gc_keeps_the_versions_a_kept_ledger_is_read_from(tmp_path: Path) -> None:
+    root, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    for day in range(1, 5):
+        land(root, day)
+        refresh_ledger(store, root, f"v{day}", compact_every=4)
+    assert gc(store, keep=1).startswith("removed 0 version(s); kept 4 (2 that kept versions' ledgers are read from)")
+    assert len(keys_of(store, "v4")) == 8
+    for day in range(5, 7):  # v5 compacts; v6 is a delta on it
+        land(root, day)
+        refresh_ledger(store, root, f"v{day}", compact_every=4)
+    assert gc(store, keep=1).startswith("removed 4 version(s); kept 2;")
+    assert store.list_versions() == ["v5", "v6"]
+    assert len(keys_of(store, "v6")) == 12
+    promote(store, "v5")  # a rollback, then a refresh from it: still exact
+    land(root, 7)
+    assert len(refresh_ledger(store, root, "v7", compact_every=4)) == 4  # v6's and day 7's
+    assert len(keys_of(store, "v7")) == 14
+
+
+def test_a_lineage_goes_on_from_an_old_full_ledger(tmp_path: Path) -> None:
+    root, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    first = land(root, 1)
+    # a version as written before deltas: a whole ledger.parquet, no ledger section in its manifest
+    data = ledger.extend(ledger.empty(), found(root), "v1", str(root))
+    write_manifest(
+        store, "v1", {"version": "v1", "files": {"ledger.parquet": put_recorded(store, "v1", "ledger.parquet", data)}}
+    )
+    store.swap_pointer("v1", None)
+    second = land(root, 2)
+    assert [p.key for p in refresh_ledger(store, root, "v2", compact_every=5)] == second
+    assert read_manifest(store, "v2")["ledger"]["kind"] == "delta"
+    assert [link["version"] for link in read_manifest(store, "v2")["ledger"]["chain"]] == ["v1"]
+    assert keys_of(store, "v2") == {**dict.fromkeys(first, "v1"), **dict.fromkeys(second, "v2")}
+
+
+def test_an_absolute_ledger_is_migrated_once_into_a_whole_ledger(tmp_path: Path) -> None:
+    root, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    first = land(root, 1)
+    old_format_version(store, "v1", [f"{root}/{key}" for key in first], recorded_input=str(root))
+    store.swap_pointer("v1", None)
+    second = land(root, 2)
+    # the old ledger's sizes and mtimes are not the files': its partitions count as rewritten, not new
+    assert [p.key for p in refresh_ledger(store, root, "v2", compact_every=5)] == second
+    assert read_manifest(store, "v2")["ledger"]["kind"] == "full"  # the migrated keys, stored once
+    assert keys_of(store, "v2") == {**dict.fromkeys(first, "v0"), **dict.fromkeys(second, "v2")}
+    land(root, 3)
+    refresh_ledger(store, root, "v3", compact_every=5)
+    assert [link["version"] for link in ledger.chain_of(read_manifest(store, "v3"))] == ["v2", "v3"]
+
+
+def test_an_altered_or_missing_ledger_file_is_refused(tmp_path: Path) -> None:
+    root, store = tmp_path / "events", LocalStore(tmp_path / "store")
+    for day in range(1, 3):
+        land(root, day)
+        refresh_ledger(store, root, f"v{day}", compact_every=5)
+    base = tmp_path / "store" / "versions" / "v1" / ledger.LEDGER
+    data = base.read_bytes()
+    base.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(IntegrityError, match=r"v1/ledger\.parquet .* differs"):
+        ledger.read(store, "v2")
+    base.unlink()
+    with pytest.raises(IntegrityError, match=r"v1/ledger\.parquet is missing"):
+        ledger.read(store, "v2")

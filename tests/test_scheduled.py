@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import GateConfig, from_args
 from jobs.errors import ConfigError, QualityGateError
+from jobs.lineage import ledger
 from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest, version_key
@@ -44,11 +43,11 @@ def test_three_scheduled_runs_consume_each_partition_exactly_once(tmp_path: Path
         assert sorted(p["uri"] for p in manifest["partitions"]) == landed[-1]
 
     s = open_store(str(store))
-    ledger = pq.read_table(io.BytesIO(s.get_bytes(version_key(s.read_pointer().version, "ledger.parquet"))))
-    keys = ledger.column("key").to_pylist()
+    table = ledger.read(s, s.read_pointer().version).table  # type: ignore[union-attr]
+    keys = table.column("key").to_pylist()
     assert sorted(f"{data}/{k}" for k in keys) == sorted(u for day in landed for u in day)
     assert len(set(keys)) == len(keys) == 6
-    assert len(set(ledger.column("version").to_pylist())) == 3
+    assert len(set(table.column("version").to_pylist())) == 3
 
     before = snapshot(store)
     assert run(from_args(args(data, store))).published is False
@@ -124,10 +123,12 @@ def test_partitions_without_tokens_move_the_lineage_past_them_without_training(t
     assert s.read_pointer().version == empty.version
     parent, carried = read_manifest(s, first.version), read_manifest(s, empty.version)
     assert carried["carried_from"] == first.version and carried["vocab_size"] == parent["vocab_size"]
-    model_files = [n for n in parent["files"] if n not in ("ledger.parquet", "config.json", "report.md", "report.json")]
+    own = (*ledger.NAMES, "config.json", "report.md", "report.json")
+    model_files = [n for n in parent["files"] if n not in own]
     assert model_files and all(carried["files"][n] == parent["files"][n] for n in model_files)
-    ledger = pq.read_table(io.BytesIO(s.get_bytes(version_key(empty.version, "ledger.parquet"))))
-    assert sorted(ledger.column("key").to_pylist()) == ["dt=1/p.parquet", "dt=2/ids.txt", "dt=2/numbers.parquet"]
+    assert set(carried["files"]) & set(ledger.NAMES) == {ledger.DELTA}  # not the parent's full ledger too
+    consumed = ledger.read(s, empty.version).table.column("key").to_pylist()
+    assert sorted(consumed) == ["dt=1/p.parquet", "dt=2/ids.txt", "dt=2/numbers.parquet"]
     assert "held no tokens" in s.get_bytes(version_key(empty.version, "report.md")).decode()
 
     assert run(from_args(args(data, store, "--min-count", "1"))).published is False  # not retried every night
@@ -219,3 +220,46 @@ def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> No
     forced = run(from_args(args(data, store, "--min-count", "1", "--force")), scrambled)
     assert s.read_pointer().version == forced.version
     assert "Quality gate: FAILED" in s.get_bytes(version_key(forced.version, "report.md")).decode()
+
+
+def test_nightly_runs_through_compaction_and_a_relist_window_consume_every_partition_once(tmp_path: Path) -> None:
+    data, store = tmp_path / "data", tmp_path / "models"
+    sentences: dict[str, int] = {}
+
+    def land(key: str) -> None:
+        sentences[key] = 10 + len(sentences)  # a distinct token count per partition: 12 tokens a sentence
+        write_parquet(data / key, clustered(sentences[key], seed=len(sentences)))
+
+    nightly = ("--min-count", "1", "--relist-days", "1", "--ledger-compact-every", "2")
+    consumed: list[list[str]] = []
+
+    def refresh(*flags: str) -> None:
+        summary = run(from_args(args(data, store, *flags)))
+        manifest = read_manifest(open_store(str(store)), "latest")
+        keys = sorted(p["key"] for p in manifest["partitions"])
+        assert summary.published and summary.tokens == manifest["tokens"] == 12 * sum(sentences[k] for k in keys)
+        consumed.append(keys)
+
+    land("dt=2026-11-01/a.parquet")
+    land("dt=2026-11-02/a.parquet")
+    refresh(*nightly)
+    land("dt=2026-11-03/a.parquet")
+    land("dt=2026-11-02/late.parquet")  # late, in a folder within a day of the newest consumed
+    refresh(*nightly)
+    land("dt=2026-11-04/a.parquet")
+    land("dt=2026-11-01/late.parquet")  # late, two days before the newest consumed: outside the window
+    refresh(*nightly)
+    refresh("--min-count", "1", "--ledger-compact-every", "2")  # a run without the window finds it
+    assert consumed == [
+        ["dt=2026-11-01/a.parquet", "dt=2026-11-02/a.parquet"],
+        ["dt=2026-11-02/late.parquet", "dt=2026-11-03/a.parquet"],
+        ["dt=2026-11-04/a.parquet"],
+        ["dt=2026-11-01/late.parquet"],
+    ]
+    s = open_store(str(store))
+    versions = s.list_versions()
+    assert [read_manifest(s, v)["ledger"]["kind"] for v in versions] == ["full", "delta", "full", "delta"]
+    table = ledger.read(s, versions[-1]).table
+    assert sorted(table.column("key").to_pylist()) == sorted(sentences)  # each once, none twice
+    assert read_manifest(s, versions[-1])["ledger"]["rows"] == len(sentences) == 6
+    assert run(from_args(args(data, store, "--min-count", "1"))).published is False

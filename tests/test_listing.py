@@ -1,0 +1,143 @@
+"""Bounded discovery: only the folders the filters can match are listed, with the same partitions as a
+full listing filtered afterwards, and readiness markers honoured where only today's folder is listed."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+
+from shards.listing import Bounds, list_bounded
+from shards.partitions import Readiness, hold_back, list_input, open_filesystem, partitions_of, select
+from tests.conftest import write_parquet
+from tests.counting_fs import CountingFileSystem, counting
+from tests.s3server import DUMMY_ENV, MotoServer
+
+pytestmark = pytest.mark.unit
+
+DAYS = [f"2026-11-{d:02d}" for d in range(1, 11)]
+
+
+def layout(root: Path, markers: bool = True) -> None:
+    for day in DAYS:
+        for part in range(2):
+            write_parquet(root / f"dt={day}" / f"part-{part}.parquet", [f"{day} {part}"])
+        if markers:
+            (root / f"dt={day}" / "_SUCCESS").touch()
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("not a date folder\n")
+
+
+def listed(handler: CountingFileSystem, root: Path) -> list[tuple[str, bool]]:
+    return sorted((path[len(str(root)) :].lstrip("/"), recursive) for path, recursive in handler.listed)
+
+
+def test_only_date_folders_on_or_after_since_are_listed(tmp_path: Path) -> None:
+    layout(tmp_path)
+    handler = CountingFileSystem()
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11-08"))
+    # the root, the three days kept and the folder without a date, one level each; the newest day left out
+    # is searched for readiness markers only
+    assert listed(handler, tmp_path) == [
+        ("", False),
+        ("dt=2026-11-07", True),
+        ("dt=2026-11-08", False),
+        ("dt=2026-11-09", False),
+        ("dt=2026-11-10", False),
+        ("notes", False),
+    ]
+    assert (listing.calls, listing.entries, listing.pruned) == (6, 11 + 3 * 3 + 1 + 3, 7)
+    bounded = partitions_of(counting(handler), listing)
+    assert [p.key for p in bounded] == [
+        *(f"dt={day}/part-{part}.parquet" for day in DAYS[7:] for part in range(2)),
+        "notes/readme.txt",
+    ]
+    full = list_input(counting(CountingFileSystem()), str(tmp_path))
+    assert [p.key for p in select(bounded, since="2026-11-08")] == [
+        p.key for p in select(partitions_of(counting(handler), full), since="2026-11-08")
+    ]
+
+
+def test_without_bounds_one_recursive_listing(tmp_path: Path) -> None:
+    layout(tmp_path)
+    handler = CountingFileSystem()
+    listing = list_bounded(counting(handler), str(tmp_path))
+    assert listed(handler, tmp_path) == [("", True)] and (listing.calls, listing.pruned) == (1, 0)
+    assert len(partitions_of(counting(handler), listing)) == 21
+
+
+def test_where_and_month_folders_prune_as_select_filters(tmp_path: Path) -> None:
+    for region in ("eu-west", "eu-north", "us-east"):
+        for month in ("2026-10", "2026-11"):
+            write_parquet(tmp_path / f"region={region}" / f"dt={month}" / "p.parquet", [region])
+    handler = CountingFileSystem()
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11-05", where=(("region", "eu-*"),)))
+    # dt=2026-10 is before 2026-11-05; dt=2026-11 compares as its prefix "2026-11" < the date, as select has it
+    assert [p.key for p in partitions_of(counting(handler), listing)] == []
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11", where=(("region", "eu-*"),)))
+    keys = [p.key for p in partitions_of(counting(handler), listing)]
+    assert keys == ["region=eu-north/dt=2026-11/p.parquet", "region=eu-west/dt=2026-11/p.parquet"]
+    assert not any("us-east" in path for path, _ in handler.listed)  # never listed, not even its entries
+    full = partitions_of(counting(handler), list_input(counting(handler), str(tmp_path)))
+    assert [p.key for p in select(full, since="2026-11", where=(("region", "eu-*"),))] == keys
+
+
+def test_markers_are_still_required_where_only_todays_folder_is_listed(tmp_path: Path) -> None:
+    layout(tmp_path)
+    write_parquet(tmp_path / "dt=2026-11-11" / "part-0.parquet", ["still being written"])  # no _SUCCESS yet
+    handler = CountingFileSystem()
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11-11"))
+    found = select(partitions_of(counting(handler), listing), since="2026-11-11")
+    ready, waiting = hold_back(listing, found, Readiness(), now=2e9)
+    assert ready == [] and [(p.key, "no _SUCCESS" in why) for p, why in waiting] == [
+        ("dt=2026-11-11/part-0.parquet", True),
+        ("notes/readme.txt", True),  # a file without a date folder is selected by its (recent) mtime
+    ]
+    (tmp_path / "dt=2026-11-11" / "_SUCCESS").touch()
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11-11"))
+    ready, waiting = hold_back(listing, found, Readiness(), now=2e9)
+    assert [p.key for p in ready] == ["dt=2026-11-11/part-0.parquet"]
+    assert [p.key for p, _ in waiting] == ["notes/readme.txt"]
+
+
+def test_a_staging_folder_is_seen_but_never_descended_into(tmp_path: Path) -> None:
+    layout(tmp_path, markers=False)
+    write_parquet(tmp_path / "_temporary" / "0" / "part-9.parquet", ["staged"])
+    handler = CountingFileSystem()
+    listing = list_bounded(counting(handler), str(tmp_path), Bounds(since="2026-11-10"))
+    assert not any("_temporary" in path for path, _ in handler.listed)
+    found = select(partitions_of(counting(handler), listing), since="2026-11-10")
+    ready, waiting = hold_back(listing, found, Readiness(), now=2e9)
+    assert ready == [] and [p.key for p, _ in waiting] == [
+        "dt=2026-11-10/part-0.parquet",
+        "dt=2026-11-10/part-1.parquet",
+        "notes/readme.txt",
+    ]
+    assert all("the input root holds a staging folder" in why for _, why in waiting)
+
+
+@pytest.mark.component
+def test_on_s3_each_kept_prefix_is_listed_with_a_delimiter(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**DUMMY_ENV, "AWS_ENDPOINT_URL": moto.endpoint}.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"listing-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=moto.endpoint)
+    s3.create_bucket(Bucket=bucket)
+    for day in range(1, 6):
+        s3.put_object(Bucket=bucket, Key=f"corpus/dt=2026-11-0{day}/p.parquet", Body=b"x")
+        s3.put_object(Bucket=bucket, Key=f"corpus/dt=2026-11-0{day}/_SUCCESS", Body=b"")
+    fs, root = open_filesystem(f"s3://{bucket}/corpus")
+    handler = CountingFileSystem(fs)
+    listing = list_bounded(counting(handler), root, Bounds(since="2026-11-04"))
+    assert sorted((path[len(root) :].lstrip("/"), recursive) for path, recursive in handler.listed) == [
+        ("", False),
+        ("dt=2026-11-03", True),  # the newest day left out, for its marker
+        ("dt=2026-11-04", False),
+        ("dt=2026-11-05", False),
+    ]
+    found = partitions_of(counting(handler), listing)
+    assert [p.key for p in found] == ["dt=2026-11-04/p.parquet", "dt=2026-11-05/p.parquet"]
+    ready, waiting = hold_back(listing, found, Readiness(), now=2e9)
+    assert len(ready) == 2 and waiting == []
