@@ -26,9 +26,10 @@ lint: $(BIN)/activate
 
 check: lint test
 
-## Benchmarks, by hand (not in CI).
+## Benchmarks, by hand (not in CI): the refresh against gensim, then metadata over 100,000 partitions.
 bench: $(BIN)/activate
 	$(BIN)/python -m tests.benchmarks
+	$(BIN)/python -m tests.benchmarks.history
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache

@@ -157,6 +157,8 @@ def _table(store: Store, link: dict[str, Any]) -> pa.Table:
 def _apply(base: pa.Table, deltas: list[pa.Table]) -> pa.Table:
     """``base`` with each delta's rows in order, a row replacing any earlier row of its key. Newest first, so
     each older table is filtered once against the (small) set of keys written after it."""
+    if not deltas:
+        return base
     kept: list[pa.Table] = []
     newer: list[pa.Array] = []
     for table in [*reversed(deltas), base]:
@@ -164,8 +166,9 @@ def _apply(base: pa.Table, deltas: list[pa.Table]) -> pa.Table:
             written = pa.concat_arrays(newer)
             table = table.filter(pc.invert(pc.is_in(table.column("key"), value_set=written)))
         kept.append(table)
-        newer.append(table.column("key").combine_chunks())
-    return pa.concat_tables(list(reversed(kept))) if deltas else base
+        if table is not base:
+            newer.append(table.column("key").combine_chunks())
+    return pa.concat_tables(list(reversed(kept)))
 
 
 def _recorded_input(store: Store, version: str) -> str | None:
@@ -300,7 +303,8 @@ def write(
     """This version's ledger file: a delta of this run's rows while the parent's chain plus this file stays
     within ``compact_every`` files, else (and for a lineage's first ledger) the full, compacted ledger."""
     added = _rows(consumed, version)
-    replaced = int(pc.sum(pc.is_in(added.column("key"), value_set=ledger.table.column("key"))).as_py() or 0)
+    in_ledger = pc.is_in(ledger.table.column("key"), value_set=added.column("key").combine_chunks())
+    replaced = int(pc.sum(in_ledger).as_py() or 0)  # hashing this run's keys, not the lineage's
     root = input_root or ledger.root
     section: dict[str, Any] = {"rows": ledger.rows - replaced + added.num_rows, "added": added.num_rows}
     if not ledger.chain or len(ledger.chain) + 1 > compact_every:

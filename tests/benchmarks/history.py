@@ -234,7 +234,7 @@ def table(before: dict[str, Any], after: dict[str, Any], meta: dict[str, Any]) -
             after["discovery_since"]["entries"],
         ),
         (
-            "entries listed, `--relist-days 1`",
+            "entries the listings returned, `--relist-days 1`",
             before["discovery_since"]["entries"],
             after["discovery_relist"]["entries"],
         ),
@@ -256,9 +256,14 @@ def table(before: dict[str, Any], after: dict[str, Any], meta: dict[str, Any]) -
         "| --- | --- | --- | --- |",
     ]
     for name, b, a in rows:
-        fmt = (lambda v: f"{v:,.4g}") if isinstance(b, float) or isinstance(a, float) else (lambda v: f"{v:,}")
-        lines.append(f"| {name} | {fmt(b)} | {fmt(a)} | {ratio(a, b)} |")
+        lines.append(f"| {name} | {number(b)} | {number(a)} | {ratio(a, b)} |")
     return "\n".join(lines)
+
+
+def number(value: float) -> str:
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def main(argv: list[str] | None = None) -> int:
