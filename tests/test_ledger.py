@@ -226,3 +226,22 @@ def test_an_altered_or_missing_ledger_file_is_refused(tmp_path: Path) -> None:
     base.unlink()
     with pytest.raises(IntegrityError, match=r"v1/ledger\.parquet is missing"):
         ledger.read(store, "v2")
+
+
+def test_a_bounded_listing_of_only_new_folders_is_related_when_consumed_partitions_exist(tmp_path: Path) -> None:
+    root = tmp_path / "events"
+    first = land(root, 1)
+    seen = ledger.Ledger(pq.read_table(io.BytesIO(ledger.extend(ledger.empty(), found(root), "v1", str(root)))))
+    land(root, 2)
+    only_new = [p for p in found(root) if p.key not in first]  # what --since 2026-11-02 lists
+    plan = ledger.select(only_new, seen)
+    asked: list[str] = []
+
+    def present(key: str) -> bool:
+        asked.append(key)
+        return (root / key).is_file()
+
+    ledger.ensure_related(plan, seen, str(root), "v1", present)  # the consumed partitions are there: fine
+    assert asked == [first[0]]
+    with pytest.raises(ConfigError, match="--allow-new-input"):  # under another root they are not
+        ledger.ensure_related(plan, seen, str(root), "v1", lambda key: (tmp_path / key).is_file())
