@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from jobs import importer, runs
 from jobs.config import ImportConfig, add_import_arguments, import_config
@@ -71,12 +72,18 @@ def list_versions(store: Store) -> str:
         m = read_manifest(store, version)
         mark = "* " if version == current else "  "
         rows.append(
-            f"{mark}{version:<26}{m.get('parent') or '-':<26}{len(m.get('partitions', [])):>11}"
+            f"{mark}{version:<26}{m.get('parent') or '-':<26}{consumed(m):>11}"
             f"{m.get('tokens', 0):>14,}{m.get('vocab_size', 0):>10,}"
         )
     if len(rows) == 1:
         return f"no versions in {store.uri}"
     return "\n".join(rows)
+
+
+def consumed(manifest: dict[str, Any]) -> int:
+    """How many partitions a version consumed (its manifest names at most the first thousand)."""
+    summary = manifest.get("consumed")
+    return int(summary["partitions"]) if isinstance(summary, dict) else len(manifest.get("partitions", []))
 
 
 def show(store: Store, version: str) -> str:

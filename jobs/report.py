@@ -1,11 +1,12 @@
 """What a refresh did: the manifest's fields, the refresh report, and the final summary.
 
-The refresh report (``report.md`` and ``report.json`` in every version) lists the partitions consumed and
-rejected, the token counts, the new words with their nearest neighbours, the old words whose neighbourhoods
-changed most, the words pruned by ``--max-vocab`` (how many, the most frequent of them), how far the known
-words drifted from the parent (mean and 99th percentile cosine distance, share of top-10 neighbours kept),
-and the quality gate's results against the parent. The summary is printed at the end of a run
-for a human and, with ``--json``, as one JSON line.
+The refresh report (``report.md`` and ``report.json`` in every version) lists the partitions consumed (the
+Markdown and the manifest the first :data:`MANIFEST_PARTITIONS`, with a count of all) and rejected, the token
+counts, the new words with their nearest neighbours, the old words whose neighbourhoods changed most, the
+words pruned by ``--max-vocab`` (how many, the most frequent of them), how far the known words drifted from
+the parent (mean and 99th percentile cosine distance, share of top-10 neighbours kept), and the quality
+gate's results against the parent. The summary is printed at the end of a run for a human and, with
+``--json``, as one JSON line.
 
     >>> details = details(config, ingest, candidate, parent_manifest)
     >>> print(markdown(details))                               # doctest: +SKIP
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     from jobs.cluster import IngestResult
     from jobs.training.trainer import Candidate
     from shards.partitions import Partition
+
+
+#: how many of a version's partitions its manifest and ``report.md`` name (``report.json`` names all)
+MANIFEST_PARTITIONS = 1000
 
 
 @dataclass
@@ -97,7 +102,7 @@ def manifest_fields(
         "training": resolved["training"],
         "learning_rate": candidate.learning_rate,
         "tokenizer": resolved["tokenizer"],
-        "partitions": [{"key": p.key, "uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in ingest.consumed],
+        **consumed_fields(ingest.consumed),
         "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
         "documents": ingest.documents,
         "sentences": ingest.sentences,
@@ -110,6 +115,23 @@ def manifest_fields(
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
         "files": files,
+    }
+
+
+def consumed_fields(consumed: list[Partition]) -> dict[str, Any]:
+    """The manifest's account of the partitions a version consumed: the first :data:`MANIFEST_PARTITIONS` of
+    them (``partitions``) and a summary of all (``consumed``). Every one is in the version's ledger rows and
+    in ``report.json``; every loader reads the manifest, so a backfill of 100,000 partitions must not make it
+    megabytes."""
+    return {
+        "partitions": [
+            {"key": p.key, "uri": p.uri, "size": p.size, "mtime_ns": p.mtime_ns} for p in consumed[:MANIFEST_PARTITIONS]
+        ],
+        "consumed": {
+            "partitions": len(consumed),
+            "bytes": sum(p.size for p in consumed),
+            "named": min(len(consumed), MANIFEST_PARTITIONS),
+        },
     }
 
 
@@ -192,7 +214,9 @@ def markdown(d: dict[str, Any]) -> str:
         lines += ["", "## Rejected partitions", ""]
         lines += [f"- `{r['uri']}`: {r['cause']}" for r in d["rejected"]]
     lines += ["", "## Partitions consumed", ""]
-    lines += [f"- `{uri}`" for uri in d["partitions"]]
+    lines += [f"- `{uri}`" for uri in d["partitions"][:MANIFEST_PARTITIONS]]
+    if len(d["partitions"]) > MANIFEST_PARTITIONS:
+        lines.append(f"- … and {len(d['partitions']) - MANIFEST_PARTITIONS:,} more (report.json lists every one)")
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,5 @@
-"""The ledger's partition identity: keys relative to the input, old ledgers migrated, a wrong input refused."""
+"""The ledger: keys relative to the input, old ledgers migrated, a wrong input refused, deltas and compaction
+through a lineage, gc keeping chains, and what a manifest records of the partitions a version consumed."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import report
 from jobs.errors import ConfigError, IntegrityError
 from jobs.lineage import ledger
+from jobs.models import consumed as consumed_count
 from jobs.models import gc, promote
 from jobs.storage import LocalStore
 from jobs.storage.publish import put_recorded, read_manifest, write_manifest
-from shards.partitions import discover, open_filesystem, root_uri
+from shards.partitions import Partition, discover, open_filesystem, root_uri
 from tests.conftest import write_parquet
 
 pytestmark = pytest.mark.unit
@@ -245,3 +248,28 @@ def test_a_bounded_listing_of_only_new_folders_is_related_when_consumed_partitio
     assert asked == [first[0]]
     with pytest.raises(ConfigError, match="--allow-new-input"):  # under another root they are not
         ledger.ensure_related(plan, seen, str(root), "v1", lambda key: (tmp_path / key).is_file())
+
+
+def test_the_manifest_names_a_bounded_number_of_a_versions_partitions(tmp_path: Path) -> None:
+    consumed = [
+        Partition(
+            uri=f"/in/dt=1/p-{i:05d}.txt",
+            path=f"/in/dt=1/p-{i:05d}.txt",
+            size=i,
+            mtime_ns=1,
+            format="text",
+            key=f"dt=1/p-{i:05d}.txt",
+        )
+        for i in range(report.MANIFEST_PARTITIONS + 5)
+    ]
+    fields = report.consumed_fields(consumed)
+    assert [p["key"] for p in fields["partitions"]] == [p.key for p in consumed[: report.MANIFEST_PARTITIONS]]
+    assert fields["consumed"] == {
+        "partitions": report.MANIFEST_PARTITIONS + 5,
+        "bytes": sum(range(report.MANIFEST_PARTITIONS + 5)),
+        "named": report.MANIFEST_PARTITIONS,
+    }
+    assert consumed_count({"version": "v1", **fields}) == report.MANIFEST_PARTITIONS + 5
+    assert consumed_count({"version": "v0", "partitions": [{}, {}]}) == 2  # a manifest before the summary
+    written = ledger.write(ledger.empty(), consumed, "v1", "/in", compact_every=10)  # the ledger holds them all
+    assert pq.read_table(io.BytesIO(written.data)).column("key").to_pylist() == [p.key for p in consumed]

@@ -238,6 +238,11 @@ def test_nightly_runs_through_compaction_and_a_relist_window_consume_every_parti
         manifest = read_manifest(open_store(str(store)), "latest")
         keys = sorted(p["key"] for p in manifest["partitions"])
         assert summary.published and summary.tokens == manifest["tokens"] == 12 * sum(sentences[k] for k in keys)
+        assert manifest["consumed"] == {
+            "partitions": len(keys),
+            "bytes": sum((data / k).stat().st_size for k in keys),
+            "named": len(keys),
+        }
         consumed.append(keys)
 
     land("dt=2026-11-01/a.parquet")
