@@ -15,8 +15,6 @@ from tests.conftest import write_parquet
 from tests.counting_fs import CountingFileSystem, counting
 from tests.s3server import DUMMY_ENV, MotoServer
 
-pytestmark = pytest.mark.unit
-
 DAYS = [f"2026-11-{d:02d}" for d in range(1, 11)]
 
 
@@ -34,6 +32,7 @@ def listed(handler: CountingFileSystem, root: Path) -> list[tuple[str, bool]]:
     return sorted((path[len(str(root)) :].lstrip("/"), recursive) for path, recursive in handler.listed)
 
 
+@pytest.mark.unit
 def test_only_date_folders_on_or_after_since_are_listed(tmp_path: Path) -> None:
     layout(tmp_path)
     handler = CountingFileSystem()
@@ -60,6 +59,7 @@ def test_only_date_folders_on_or_after_since_are_listed(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.unit
 def test_without_bounds_one_recursive_listing(tmp_path: Path) -> None:
     layout(tmp_path)
     handler = CountingFileSystem()
@@ -68,6 +68,7 @@ def test_without_bounds_one_recursive_listing(tmp_path: Path) -> None:
     assert len(partitions_of(counting(handler), listing)) == 21
 
 
+@pytest.mark.unit
 def test_where_and_month_folders_prune_as_select_filters(tmp_path: Path) -> None:
     for region in ("eu-west", "eu-north", "us-east"):
         for month in ("2026-10", "2026-11"):
@@ -84,6 +85,7 @@ def test_where_and_month_folders_prune_as_select_filters(tmp_path: Path) -> None
     assert [p.key for p in select(full, since="2026-11", where=(("region", "eu-*"),))] == keys
 
 
+@pytest.mark.unit
 def test_markers_are_still_required_where_only_todays_folder_is_listed(tmp_path: Path) -> None:
     layout(tmp_path)
     write_parquet(tmp_path / "dt=2026-11-11" / "part-0.parquet", ["still being written"])  # no _SUCCESS yet
@@ -102,6 +104,7 @@ def test_markers_are_still_required_where_only_todays_folder_is_listed(tmp_path:
     assert [p.key for p, _ in waiting] == ["notes/readme.txt"]
 
 
+@pytest.mark.unit
 def test_a_staging_folder_is_seen_but_never_descended_into(tmp_path: Path) -> None:
     layout(tmp_path, markers=False)
     write_parquet(tmp_path / "_temporary" / "0" / "part-9.parquet", ["staged"])
