@@ -114,6 +114,7 @@ def manifest_fields(
         "trained": candidate.trained,
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
+        "peak_memory_mb": candidate.peak_memory_mb,
         "files": files,
     }
 

@@ -18,6 +18,7 @@ from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.lineage import standing as standing_file
 from jobs.lineage.counts import read_counts, write_counts
 from jobs.training import drift, freeze, lifecycle
+from jobs.training.evaluate import evaluate
 from jobs.training import model as gmodel
 from jobs.training.spool import Layout, Spool
 from tests.corpora import LETTERS, cluster_words, clustered, word
@@ -177,7 +178,10 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
             assert not np.allclose(model.wv[w], initial[w], atol=1e-3), w  # it learned
             near = [n for n, _ in model.wv.most_similar(w, topn=8) if n not in new]
             assert sum(n in mates for n in near[:5]) >= 4, (w, near)  # among its generated neighbours
-    figures = drift.measure(parent.wv, model.wv, step.parent_rows, GateConfig())
+    kept = evaluate(parent.wv, model.wv, GateConfig(), {})["neighbours_kept"]
+    figures = drift.measure(
+        gmodel.vectors_file(tmp_path / "parent" / gmodel.MODEL_DIR), model.wv, step.parent_rows, kept
+    )
     assert figures == {
         "shared_words": step.known,
         "changed": 0,
@@ -189,5 +193,5 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
     loose = gmodel.load(tmp_path / "parent" / gmodel.MODEL_DIR)
     lifecycle.update_vocabulary(loose, counts, 300, {}, None, training, life)
     gmodel.train(loose, corpus, training, workers, update=True)
-    moved: dict[str, Any] = drift.measure(parent.wv, loose.wv, step.parent_rows, GateConfig())
+    moved: dict[str, Any] = drift.measure(parent.wv.vectors, loose.wv, step.parent_rows, 1.0)
     assert moved["changed"] == step.known and moved["mean_distance"] > 0

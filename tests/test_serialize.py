@@ -170,6 +170,10 @@ def rewrite_params(folder: Path, change: Callable[[dict[str, Any]], None]) -> No
     (folder / serialize.PARAMS).write_text(json.dumps(params))
 
 
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-8])
+
+
 def npz_as(path: Path) -> None:
     np.savez(path.with_suffix(".npz"), np.zeros(3))
     path.with_suffix(".npz").replace(path)
@@ -185,8 +189,9 @@ def npz_as(path: Path) -> None:
             lambda f: np.save(f / "vectors_ngrams.npy", np.asfortranarray(np.load(f / "vectors_ngrams.npy"))),
             r"C order",
         ),
-        (lambda f: npz_as(f / "vectors.npy"), r"vectors\.npy is not a single \.npy array"),
-        (lambda f: np.save(f / "vectors.npy", np.array([{"a": 1}], dtype=object)), r"vectors\.npy is not a plain"),
+        (lambda f: truncate(f / "syn1neg.npy"), r"syn1neg\.npy is truncated"),
+        (lambda f: npz_as(f / "vectors.npy"), r"vectors\.npy is not a (single|plain) \.npy array"),
+        (lambda f: np.save(f / "vectors.npy", np.array([{"a": 1}], dtype=object)), r"vectors\.npy: object"),
         (lambda f: rewrite_params(f, lambda p: p["keyed_vectors"].update(bucket=10)), r"vectors_ngrams\.npy"),
         (lambda f: rewrite_params(f, lambda p: p["model"].update(layer1_size=24)), r"inconsistent architecture"),
         (lambda f: rewrite_params(f, lambda p: p["model"].update(window=[1])), r"not a JSON scalar"),

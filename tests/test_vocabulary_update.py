@@ -182,3 +182,49 @@ def test_a_model_loaded_from_the_store_format_grows_as_gensims_does(
     theirs.build_vocab_from_freq(counts, corpus_count=7, update=True)
     vocabulary.grow(ours, counts, 7)
     assert_same(ours, theirs)
+
+
+@pytest.mark.parametrize(("cls", "extra"), KINDS[:2])
+def test_a_model_loaded_with_spare_rows_grows_in_place_and_as_gensims_does(
+    tmp_path: Path, cls: type[Word2Vec], extra: dict[str, Any]
+) -> None:
+    model = base(cls, 300, 9, **extra)
+    serialize.save(model, tmp_path / "model")
+    counts = batch(150, 40)
+    ours, theirs = serialize.load(tmp_path / "model", spare_rows=len(counts)), copy.deepcopy(model)
+    matrices = {"syn1neg": ours.syn1neg, "vectors": ours.wv.vectors}
+    if cls is FastText:
+        matrices["vectors_vocab"] = ours.wv.vectors_vocab
+    theirs.build_vocab_from_freq(counts, corpus_count=7, update=True)
+    vocabulary.grow(ours, counts, 7)
+    assert_same(ours, theirs)
+    grown = {
+        "syn1neg": ours.syn1neg,
+        "vectors": ours.wv.vectors,
+        "vectors_vocab": getattr(ours.wv, "vectors_vocab", None),
+    }
+    for name, before in matrices.items():
+        after = grown[name]
+        assert len(after) == len(theirs.wv) > 300 and after.ctypes.data == before.ctypes.data, (
+            name
+        )  # appended where it was
+        assert np.shares_memory(before, after)
+    # a second update with more words than the room left is copied, and still right
+    more = batch(10, 400, tag="more")
+    theirs.build_vocab_from_freq(more, corpus_count=3, update=True)
+    vocabulary.grow(ours, more, 3)
+    assert_same(ours, theirs)
+    assert not np.shares_memory(matrices["vectors"], ours.wv.vectors)
+
+
+def test_appended_copies_an_array_without_room() -> None:
+    buffer = np.empty((6, 2), dtype=np.float32)
+    buffer[:] = np.arange(12).reshape(6, 2)
+    head = buffer[:3]
+    grown = vocabulary.appended(head, np.full((2, 2), -1, dtype=np.float32))
+    assert grown.base is buffer and grown.tolist() == [[0, 1], [2, 3], [4, 5], [-1, -1], [-1, -1]]
+    middle = buffer[1:3]  # not the head of its buffer: the rows after it are not spare
+    copied = vocabulary.appended(middle, np.zeros((1, 2), dtype=np.float32))
+    assert not np.shares_memory(copied, buffer) and buffer[3].tolist() == [-1, -1]
+    plain = np.ones((2, 2), dtype=np.float32)
+    assert vocabulary.appended(plain, np.zeros((4, 2), dtype=np.float32)).shape == (6, 2)

@@ -7,80 +7,80 @@ For the words both versions hold (the parent's words that were not pruned), row-
 - ``changed``: how many of those vectors differ at all (bit for bit), which ``--freeze-known-words`` must
   keep at 0;
 - ``neighbours_kept``: for the parent's most frequent shared words, the share of their top-n neighbours
-  among the shared words that the candidate keeps. Neighbours are taken among shared words only, so new and
-  pruned words do not count as drift: frozen vectors keep exactly 1.0.
+  among the shared words that the candidate keeps, as the quality gate measured it (not corrected for
+  chance; see :func:`jobs.training.evaluate.neighbourhoods`). Frozen vectors keep exactly 1.0.
 
-Vectors are read in blocks, so memory stays at a block of rows whatever the vocabulary.
+The parent's vectors are read from its saved file in blocks of rows, so neither the parent's matrix nor a
+copy of it is held beside the candidate's: memory stays at a block of rows whatever the vocabulary.
 
-    >>> figures = measure(parent.wv, candidate.wv, parent_rows, parent_counts, GateConfig())   # doctest: +SKIP
+    >>> figures = measure(parent_file, candidate.wv, parent_rows, evaluation["neighbours_kept"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from jobs.config import GateConfig
-from jobs.training.evaluate import top_k
+from jobs.errors import IntegrityError
 
-_BLOCK = 65_536
+_BLOCK = 8_192  # rows compared at once: a few float64 temporaries of this many rows
 
 
-def measure(parent: Any, candidate: Any, parent_rows: np.ndarray, gate: GateConfig) -> dict[str, Any]:
+def measure(
+    parent: Path | np.ndarray, candidate: Any, parent_rows: np.ndarray, neighbours_kept: float
+) -> dict[str, Any]:
     """Drift of the shared words: the candidate's rows ``0..len(parent_rows)-1`` hold the words of the
-    parent's rows ``parent_rows`` (ascending)."""
+    parent's rows ``parent_rows`` (ascending). ``parent`` is the parent's saved ``vectors.npy`` (read in
+    blocks) or its vectors as an array."""
     shared = len(parent_rows)
     figures: dict[str, Any] = {"shared_words": shared}
     if shared == 0:
         return {**figures, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
     distance = np.empty(shared, dtype=np.float64)
     changed = 0
-    for start in range(0, shared, _BLOCK):
-        before = np.asarray(parent.vectors[parent_rows[start : start + _BLOCK]], dtype=np.float64)
-        after = np.asarray(candidate.vectors[start : start + len(before)], dtype=np.float64)
-        changed += int(np.count_nonzero((before != after).any(axis=1)))
+    for start, rows in _parent_blocks(parent, parent_rows):
+        before = rows.astype(np.float64)
+        after = np.asarray(candidate.vectors[start : start + len(rows)], dtype=np.float64)
+        same = (before == after).all(axis=1)
+        changed += int(len(same) - np.count_nonzero(same))
         norms = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
-        cosine = np.divide((before * after).sum(axis=1), norms, out=np.ones(len(before)), where=norms > 0)
+        cosine = np.divide(np.einsum("ij,ij->i", before, after), norms, out=np.ones(len(before)), where=norms > 0)
         # identical vectors are at distance 0 exactly, not at a rounding error of it
-        distance[start : start + len(before)] = np.where(
-            (before == after).all(axis=1), 0.0, np.clip(1.0 - cosine, 0.0, 2.0)
-        )
-    figures.update(
-        changed=changed,
-        mean_distance=round(float(distance.mean()), 6),
-        p99_distance=round(float(np.percentile(distance, 99)), 6),
-        neighbours_kept=_neighbours_kept(parent, candidate, parent_rows, gate),
-    )
-    return figures
+        distance[start : start + len(rows)] = np.where(same, 0.0, np.clip(1.0 - cosine, 0.0, 2.0))
+    return {
+        **figures,
+        "changed": changed,
+        "mean_distance": round(float(distance.mean()), 6),
+        "p99_distance": round(float(np.percentile(distance, 99)), 6),
+        "neighbours_kept": round(float(neighbours_kept), 4),
+    }
 
 
-def _neighbours_kept(parent: Any, candidate: Any, parent_rows: np.ndarray, gate: GateConfig) -> float:
-    shared = len(parent_rows)
-    topn = min(gate.topn, shared - 1)
-    if topn < 1:
-        return 1.0
-    counts = np.asarray(parent.expandos["count"])[parent_rows]
-    probes = np.sort(np.argsort(-counts, kind="stable")[: gate.probe_words])  # positions among shared words
-    before = _nearest(parent.vectors, parent_rows, probes, topn)
-    after = _nearest(candidate.vectors, np.arange(shared), probes, topn)
-    kept = [len(np.intersect1d(b, a)) for b, a in zip(before, after, strict=True)]
-    return round(float(np.mean(kept)) / topn, 4)
-
-
-def _nearest(vectors: Any, rows: np.ndarray, probes: np.ndarray, topn: int, block: int = 64) -> np.ndarray:
-    """Top-``topn`` cosine neighbours of ``rows[probes]`` among ``rows``, as positions in ``rows``. The matrix is
-    used in place (memory-mapped, say) with the other rows masked, rather than copied."""
-    norms = np.linalg.norm(vectors, axis=1)
-    norms[norms == 0] = 1.0
-    outside = np.ones(len(norms), dtype=bool)
-    outside[rows] = False
-    out = []
-    for start in range(0, len(probes), block):
-        chunk = rows[probes[start : start + block]]
-        sims = (vectors[chunk] @ vectors.T) / (norms[chunk, None] * norms[None, :])
-        sims[:, outside] = -np.inf
-        sims[np.arange(len(chunk)), chunk] = -np.inf  # a word is not its own neighbour
-        top = top_k(sims, topn)
-        out.append(np.searchsorted(rows, top))
-    return np.concatenate(out)
+def _parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(position among the shared words, the parent's vectors of the next block of them), in order."""
+    if not isinstance(parent, Path):
+        for start in range(0, len(parent_rows), _BLOCK):
+            yield start, np.asarray(parent[parent_rows[start : start + _BLOCK]])
+        return
+    with parent.open("rb") as f:
+        version = np.lib.format.read_magic(f)
+        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = header(f)
+        if fortran or len(shape) != 2 or (len(parent_rows) and parent_rows[-1] >= shape[0]):
+            raise IntegrityError(f"{parent}: not the parent's vectors ({dtype}{list(shape)})")
+        offset, width = f.tell(), shape[1] * dtype.itemsize
+        done = 0
+        for first in range(0, shape[0], _BLOCK):  # the parent's rows in blocks; pruned rows are skipped
+            last = min(first + _BLOCK, shape[0])
+            stop = int(np.searchsorted(parent_rows, last))
+            if stop == done:
+                continue
+            f.seek(offset + first * width)
+            block = np.frombuffer(f.read((last - first) * width), dtype=dtype).reshape(-1, shape[1])
+            if len(block) != last - first:
+                raise IntegrityError(f"{parent} is truncated")
+            yield done, block[parent_rows[done:stop] - first]
+            done = stop

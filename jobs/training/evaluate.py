@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 from jobs.config import GateConfig
 
 Scorer = Callable[[Any, Path], "float | None"]
+_BLOCK_BYTES = 32 * 2**20  # similarities computed at once by nearest_scored
 _DEPTH = 2  # the parent's neighbour lists hold this many times topn: words the candidate lacks are skipped
 
 
@@ -107,64 +108,93 @@ def neighbourhoods(parent: Baseline | Any, candidate: Any, config: GateConfig) -
     The mean is corrected for chance: a random vector keeps ``topn / (words - 1)`` of a list by luck, which
     on a small vocabulary is more than any sensible threshold. 0 is what scrambled vectors keep, 1 is all.
     """
+    overlap = _overlap(parent, candidate, config)
+    return overlap.corrected, overlap.changed
+
+
+@dataclass(frozen=True)
+class _Overlap:
+    corrected: float  # beyond chance: what the gate compares with --min-overlap
+    kept: float  # the plain share of neighbours kept, for the drift figures
+    changed: list[dict[str, Any]]  # the words whose neighbourhoods changed most
+
+
+def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Overlap:
     before = parent if isinstance(parent, Baseline) else baseline(parent, config, {})
     parent_rows, candidate_rows = shared_rows(before.words, candidate)
     shared = len(np.arange(len(before.words))[parent_rows])
     k = min(config.topn, shared - 1)
     if k < 1:
-        return 1.0, []
+        return _Overlap(1.0, 1.0, [])
     held = candidate.key_to_index
     probes = [(w, deep) for w, deep in zip(before.probes, before.neighbours, strict=True) if w in held]
     if not probes:
-        return 1.0, []
+        return _Overlap(1.0, 1.0, [])
     rows: list[dict[str, Any]] = []
     found = nearest(candidate, [w for w, _ in probes], k, among=candidate_rows)
     for (word, deep), after in zip(probes, found, strict=True):
         kept = [w for w in deep if w in held][:k]  # the parent's nearest among the words both hold
-        rows.append({"word": word, "overlap": len(set(kept) & set(after)) / k, "before": kept[:5], "after": after[:5]})
+        if not kept:  # every word of its list is gone: nothing to compare
+            continue
+        # the parent's list is short only when pruning took more than its depth's spare words: its words
+        # are then the head of the parent's top k among the shared words, and are compared as such
+        share = len(set(kept) & set(after)) / len(kept)
+        rows.append({"word": word, "overlap": share, "before": kept[:5], "after": after[:5]})
+    if not rows:
+        return _Overlap(1.0, 1.0, [])
     chance = k / (shared - 1)
     mean = sum(r["overlap"] for r in rows) / len(rows)
     corrected = max(0.0, (mean - chance) / (1 - chance)) if chance < 1 else 1.0
     changed = sorted(rows, key=lambda r: (r["overlap"], r["word"]))[:10]
-    return round(corrected, 4), changed
+    return _Overlap(round(corrected, 4), round(mean, 4), changed)
 
 
-def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, block: int = 64) -> list[list[str]]:
+def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, block: int | None = None) -> list[list[str]]:
     """The ``topn`` nearest neighbours (cosine) of each word, searched among the rows ``among`` (a slice or
     an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``)."""
     return [found for found, _ in nearest_scored(vectors, words, topn, among, block)]
 
 
 def nearest_scored(
-    vectors: Any, words: list[str], topn: int, among: Any = None, block: int = 64
+    vectors: Any, words: list[str], topn: int, among: Any = None, block: int | None = None
 ) -> list[tuple[list[str], list[float]]]:
     """:func:`nearest`, with each neighbour's cosine similarity.
 
     A block of words per matrix product rather than one ``most_similar`` call each. The raw vectors are
     multiplied and the products divided by the norms, as ``most_similar`` computes them, so beside the model
-    only ``block`` x vocabulary floats (and the norms) are held: no normalized copy of the matrix.
+    only ``block`` x vocabulary floats (and the norms) are held: no normalized copy of the matrix. By default
+    a block holds as many words as keep its similarities within 32 MiB (at most 64 words).
     """
     matrix = vectors.vectors
+    block = block or max(1, min(64, _BLOCK_BYTES // max(1, 4 * len(matrix))))
     vectors.fill_norms()
     norms = vectors.norms
     where = slice(None) if among is None else among
     pool_rows = np.arange(len(matrix))[where]
-    pool, pool_norms = matrix[where], norms[where]
+    if isinstance(where, slice) and where.step in (None, 1):
+        pool, pool_norms, columns, outside = matrix[where], norms[where], pool_rows, None  # views
+    else:  # scattered rows: the whole matrix, the others masked, rather than a copy of the rows
+        pool, pool_norms, columns = matrix, norms, np.arange(len(matrix))
+        outside = np.ones(len(matrix), dtype=bool)
+        outside[pool_rows] = False
     position = np.full(len(matrix), -1, dtype=np.int64)
-    position[pool_rows] = np.arange(len(pool_rows))
+    position[columns] = np.arange(len(columns))
+    k = min(topn, len(pool_rows) - 1)
     out: list[tuple[list[str], list[float]]] = []
     for start in range(0, len(words), block):
         rows = np.array([vectors.key_to_index[w] for w in words[start : start + block]], dtype=np.int64)
         with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
             sims = (matrix[rows] / norms[rows, None]) @ pool.T
             sims /= pool_norms[None, :]
+        if outside is not None:
+            sims[:, outside] = -np.inf
         mine = position[rows]
         sims[np.flatnonzero(mine >= 0), mine[mine >= 0]] = -np.inf  # a word is not its own neighbour
-        best = top_k(sims, min(topn, sims.shape[1] - 1))
+        best = top_k(sims, k)
         scores = np.take_along_axis(sims, best, axis=1)
         out += [
             ([vectors.index_to_key[j] for j in row], [float(x) for x in values])
-            for row, values in zip(pool_rows[best], scores, strict=True)
+            for row, values in zip(columns[best], scores, strict=True)
         ]
     return out
 
@@ -180,7 +210,7 @@ def top_k(sims: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     k = max(0, min(k, width))
     slices = width // chunk
     if slices >= k > 0:
-        maxima = sims[:, : slices * chunk].reshape(rows, slices, chunk).max(axis=2)
+        maxima = np.maximum.reduceat(sims, np.arange(0, slices * chunk, chunk), axis=1)  # the last takes the tail
         bound = np.partition(maxima, slices - k, axis=1)[:, slices - k]
         row, column = np.nonzero(sims >= bound[:, None])
     if k == 0 or slices < k or np.bincount(row, minlength=rows).min() < k:  # small rows, or NaN in a row
@@ -235,11 +265,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
     and decide whether the gate passes. Pure: decides nothing else."""
-    result: dict[str, Any] = {"checks": [], "changed": [], "passed": True, "reasons": []}
+    result: dict[str, Any] = {"checks": [], "changed": [], "passed": True, "reasons": [], "neighbours_kept": 1.0}
     before = parent if parent is None or isinstance(parent, Baseline) else baseline(parent, config, files)
     if before is not None:
-        overlap, changed = neighbourhoods(before, candidate, config)
-        result["changed"] = changed
+        measured = _overlap(before, candidate, config)
+        overlap, result["changed"], result["neighbours_kept"] = measured.corrected, measured.changed, measured.kept
         ok = overlap >= config.min_overlap
         result["checks"].append(
             {"name": "neighbourhood overlap", "candidate": overlap, "threshold": config.min_overlap, "passed": ok}

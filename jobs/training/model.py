@@ -62,9 +62,15 @@ def kind(model: Word2Vec) -> str:
     return "fasttext" if isinstance(model, FastText) else "word2vec"
 
 
-def load(folder: Path) -> Word2Vec:
-    """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`)."""
-    return serialize.load(folder)
+def load(folder: Path, spare_rows: int = 0) -> Word2Vec:
+    """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`), with
+    room to add up to ``spare_rows`` words without copying its matrices."""
+    return serialize.load(folder, spare_rows=spare_rows)
+
+
+def vectors_file(folder: Path) -> Path:
+    """The file of a saved model's word vectors (the composed ones, for FastText), as a plain ``.npy``."""
+    return folder / "vectors.npy"
 
 
 def load_vectors(folder: Path, mmap: str | None = "r") -> Any:

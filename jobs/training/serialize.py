@@ -199,14 +199,15 @@ def _random_state(random: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- loading
 
 
-def load(folder: Path, mmap: str | None = None) -> Word2Vec:
+def load(folder: Path, spare_rows: int = 0) -> Word2Vec:
     """A trainable Word2Vec or FastText rebuilt from ``folder``, never unpickling anything.
 
-    ``mmap="c"`` maps the arrays copy-on-write (training writes into them); read-only maps are for
-    :func:`load_keyed_vectors`. Raises IntegrityError when a file is missing, malformed or inconsistent.
+    The per-word matrices (``vectors``, ``syn1neg``, FastText's ``vectors_vocab``) are read into buffers with
+    room for ``spare_rows`` more words after their rows, so a vocabulary update that adds up to that many
+    words appends in place rather than copying each matrix (which would hold it twice at once). Untouched,
+    the spare rows cost address space, not memory. Raises IntegrityError when a file is missing, malformed
+    or inconsistent.
     """
-    if mmap not in (None, "c"):
-        raise ValueError(f"a trainable model needs writable arrays: mmap=None or 'c', not {mmap!r}")
     params = read_params(folder)
     fasttext = params["kind"] == "fasttext"
     words, counts = _read_vocabulary(folder)
@@ -218,11 +219,11 @@ def load(folder: Path, mmap: str | None = None) -> Word2Vec:
     if not 1 <= mp["window"] <= _MAX_WINDOW:  # gensim's sentences hold at most 10,000 words
         raise IntegrityError(f"{folder / PARAMS}: window must be between 1 and {_MAX_WINDOW}")
     arrays = {
-        "vectors": _read_array(folder, "vectors", _FLOAT, (size, dim), mmap),
-        "syn1neg": _read_array(folder, "syn1neg", _FLOAT, (size, dim), mmap),
+        "vectors": _read_rows(folder, "vectors", (size, dim), spare_rows),
+        "syn1neg": _read_rows(folder, "syn1neg", (size, dim), spare_rows),
         "sample_int": _read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None),
         "cum_table": _read_array(folder, "cum_table", np.dtype(np.uint32), (size,), None),
-        "vectors_lockf": _read_lockf(folder, "vectors_lockf", size, mmap),
+        "vectors_lockf": _read_lockf(folder, "vectors_lockf", size, None),
     }
     if size and (np.any(np.diff(arrays["cum_table"].astype(np.int64)) < 0) or arrays["cum_table"][-1] == 0):
         raise IntegrityError(f"{folder / 'cum_table.npy'}: not a cumulative table")
@@ -231,10 +232,10 @@ def load(folder: Path, mmap: str | None = None) -> Word2Vec:
         if not (1 <= kp["min_n"] <= kp["max_n"] <= _MAX_NGRAM) or kp["compatible_hash"] is not True:
             raise IntegrityError(f"{folder / PARAMS}: invalid FastText n-gram parameters")
         arrays |= {
-            "vectors_vocab": _read_array(folder, "vectors_vocab", _FLOAT, (size, dim), mmap),
-            "vectors_ngrams": _read_array(folder, "vectors_ngrams", _FLOAT, (bucket, dim), mmap),
-            "vectors_vocab_lockf": _read_lockf(folder, "vectors_vocab_lockf", size, mmap),
-            "vectors_ngrams_lockf": _read_lockf(folder, "vectors_ngrams_lockf", bucket, mmap),
+            "vectors_vocab": _read_rows(folder, "vectors_vocab", (size, dim), spare_rows),
+            "vectors_ngrams": _read_rows(folder, "vectors_ngrams", (bucket, dim)),
+            "vectors_vocab_lockf": _read_lockf(folder, "vectors_vocab_lockf", size, None),
+            "vectors_ngrams_lockf": _read_lockf(folder, "vectors_ngrams_lockf", bucket, None),
         }
     model = _CLASSES[params["kind"]](
         vector_size=dim,
@@ -370,6 +371,33 @@ def _read_array(
         raise IntegrityError(
             f"{path}: {array.dtype}{list(array.shape)} where {dtype}{list(shape)} (C order) was expected; refusing"
         )
+    return array
+
+
+def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
+    """A float32 matrix of exactly ``shape``, read into memory with room for ``spare_rows`` more rows: the
+    result is the first ``shape[0]`` rows of a larger buffer (see :func:`jobs.training.vocabulary.appended`).
+    Only the ``.npy`` header is parsed (a literal, never unpickled), then the rows are read straight into
+    the buffer, with no intermediate copy."""
+    path = folder / f"{name}.npy"
+    try:
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            found, fortran, dtype = header(f)
+            if dtype != _FLOAT or found != shape or fortran:
+                raise IntegrityError(
+                    f"{path}: {dtype}{list(found)} where {_FLOAT}{list(shape)} (C order) was expected; refusing"
+                )
+            buffer = np.empty((shape[0] + spare_rows, shape[1]), dtype=_FLOAT)
+            array = buffer[: shape[0]]
+            read = f.readinto(memoryview(array).cast("B")) if array.nbytes else 0
+    except FileNotFoundError:
+        raise IntegrityError(f"{path} is missing") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise IntegrityError(f"{path} is not a plain .npy array ({exc}); refusing to load") from exc
+    if read != array.nbytes:
+        raise IntegrityError(f"{path} is truncated: {read:,} of {array.nbytes:,} bytes of rows")
     return array
 
 

@@ -22,14 +22,10 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.errors import RefreshError, TrainingError
@@ -42,6 +38,7 @@ from jobs.training import drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
 from jobs.training.epochs import Split, split_evenly
+from jobs.training.memory import PhasePeaks
 from shards.counts import RunningCounts
 from shards.errors import PartitionError
 from shards.tokenized import TokenizedBatch
@@ -82,6 +79,7 @@ class Candidate:
     learning_rate: dict[str, Any] = field(default_factory=dict)
     trained: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)  # the actor's peak resident set per phase
     lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
     carried: bool = False  # nothing to train: the parent's model files, reused
 
@@ -103,35 +101,6 @@ class TrainRequest:
     parent_cache: str | None = None  # default: beside the spool
     parent_cache_versions: int = 0  # 0: no cache, the parent is downloaded into the spool and removed with it
     split: Split = split_evenly  # how the spool's batches are shared among the threads (a seam for tests)
-
-
-@contextmanager
-def timed(timings: dict[str, float], name: str) -> Iterator[None]:
-    """Add the time the block takes to ``timings[name]``."""
-    start = time.perf_counter()
-    yield
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
-
-
-@dataclass(frozen=True)
-class _ParentVectors:
-    """The parent's vectors and counts as loaded, kept in memory, so the drift of known words is measured
-    without loading the parent a second time. The vocabulary update replaces the vectors array whenever it
-    adds words, so the parent's array is kept as it is and copied only if training would write into it."""
-
-    vectors: Any
-    expandos: dict[str, Any]
-
-
-def _snapshot(wv: Any) -> _ParentVectors:
-    return _ParentVectors(wv.vectors, {"count": wv.expandos["count"].copy()})
-
-
-def _detached(parent: _ParentVectors, wv: Any) -> _ParentVectors:
-    """``parent``, with its own copy of the vectors if the model still trains in the same memory."""
-    if np.may_share_memory(parent.vectors, wv.vectors):
-        return _ParentVectors(parent.vectors.copy(), parent.expandos)
-    return parent
 
 
 def _same(batch: TokenizedBatch) -> TokenizedBatch:
@@ -248,16 +217,22 @@ class Trainer:
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
-        timings: dict[str, float] = {}
+        phases = PhasePeaks()
+        timings = phases.seconds
         config = request.training
         cache = self._cache(request)
         try:
             if self._open is not None:  # a partition never ended is not trained on
                 self._roll_back(self._open)
                 self._open = None
-            with timed(timings, "load"):
+            with phases.phase("vocabulary"):
+                freq = self._merged_counts()
+            with phases.phase("load"):
                 parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
-                model = gmodel.load(parent / gmodel.MODEL_DIR) if parent else gmodel.create(config)
+                # room for every word of this run: the update appends rows without copying the matrices
+                model = (
+                    gmodel.load(parent / gmodel.MODEL_DIR, spare_rows=len(freq)) if parent else gmodel.create(config)
+                )
                 pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
                 kept = (
                     standing.read(parent / standing.STANDING, model.wv.index_to_key)
@@ -266,21 +241,17 @@ class Trainer:
                 )
                 reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
 
-            with timed(timings, "evaluate"):
+            with phases.phase("evaluate"):
                 # The parent's side of the gate, from the loaded model before it changes: an update only
                 # appends rows, and this spares loading the parent a second time.
                 before = gate.baseline(model.wv, request.gate, request.eval_files) if parent else None
-                parent_vectors = _snapshot(model.wv) if parent else None  # what drift is measured against
 
-            with timed(timings, "vocabulary"):
-                freq = self._merged_counts()
+            with phases.phase("vocabulary"):
                 step = lifecycle.update_vocabulary(
                     model, freq, self.sentences, pending, kept, config, request.lifecycle
                 )
                 change, pending = step.change, step.pending
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
-            if parent_vectors is not None:
-                parent_vectors = _detached(parent_vectors, model.wv)
 
             tokens = self.tokens
             if config.replay_fraction > 0:
@@ -293,18 +264,28 @@ class Trainer:
             frozen = bool(request.lifecycle.freeze_known_words and parent is not None)
             if frozen:
                 freeze.lock(model, step.known)
-            outcome = gmodel.train(
-                model, layout, config, threads, request.callbacks, update=parent is not None, split=request.split
-            )
+            with phases.phase("train"):
+                outcome = gmodel.train(
+                    model, layout, config, threads, request.callbacks, update=parent is not None, split=request.split
+                )
             timings["train"] = outcome.seconds
             freeze.unlock(model)
             gmodel.record(
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
             )
 
-            with timed(timings, "evaluate"):
+            with phases.phase("evaluate"):
                 evaluation = gate.evaluate(before, model.wv, request.gate, request.eval_files)
-                moved = drift.measure(parent_vectors, model.wv, step.parent_rows, request.gate) if parent else {}
+                moved = (
+                    drift.measure(
+                        gmodel.vectors_file(parent / gmodel.MODEL_DIR),  # read in blocks from the parent's file
+                        model.wv,
+                        step.parent_rows,
+                        evaluation["neighbours_kept"],
+                    )
+                    if parent
+                    else {}
+                )
                 if frozen and moved["changed"]:
                     raise TrainingError(
                         f"--freeze-known-words did not hold: {moved['changed']} of {step.known} known words' "
@@ -313,7 +294,7 @@ class Trainer:
                 ranked = sorted(change.new_words, key=lambda w: -freq[w])
                 neighbours = gate.neighbours(model.wv, ranked[:20])
 
-            with timed(timings, "save"):
+            with phases.phase("save"):
                 out = self.dir / "version"
                 gmodel.save(model, out)
                 write_counts(out / PENDING, pending)
@@ -327,7 +308,7 @@ class Trainer:
                 kind = gmodel.kind(model)
                 del model
 
-            with timed(timings, "upload"):
+            with phases.phase("upload"):
                 files = upload_version(store, request.version, out)
                 if cache:
                     try:
@@ -365,6 +346,7 @@ class Trainer:
                 "summary": outcome.summary(),
             },
             timings=timings,
+            peak_memory_mb=phases.megabytes,
             lifecycle={
                 "removed": step.removed,
                 "most_frequent_removed": step.most_frequent_removed,

@@ -155,18 +155,39 @@ def _append_weights(model: Any, before: int, new_words: list[str]) -> None:
     after = before + len(new_words)
     rows = initial_rows(model.seed, before, after, wv.vector_size)
     if isinstance(model, FastText):
-        wv.vectors_vocab = np.concatenate([wv.vectors_vocab, rows])
+        wv.vectors_vocab = appended(wv.vectors_vocab, rows)
         if wv.bucket == 0:
             wv.buckets_word = list(wv.buckets_word) + [np.array([], dtype=np.uint32)] * len(new_words)
             wv.vectors = wv.vectors_vocab
         else:
             wv.buckets_word = list(wv.buckets_word) + buckets_of(new_words, wv.min_n, wv.max_n, wv.bucket)
-            wv.vectors = np.concatenate([wv.vectors, compose_vectors(wv, np.arange(before, after))])
+            wv.vectors = appended(wv.vectors, compose_vectors(wv, np.arange(before, after)))
     else:
-        wv.vectors = np.concatenate([wv.vectors, rows])
+        wv.vectors = appended(wv.vectors, rows)
     if model.negative:
-        zeros = np.zeros((len(new_words), model.layer1_size), dtype=REAL)
-        model.syn1neg = np.concatenate([model.syn1neg, zeros])
+        model.syn1neg = appended(model.syn1neg, np.zeros((len(new_words), model.layer1_size), dtype=REAL))
+
+
+def appended(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``array`` with ``rows`` after its own: in place when ``array`` is the head of a larger buffer with room
+    for them (as :func:`jobs.training.serialize.load` reads a model's matrices), else a copy. In place, the
+    matrix is never held twice; the rows already there are neither moved nor rewritten."""
+    n, extra = len(array), len(rows)
+    buffer = array.base
+    if (
+        isinstance(buffer, np.ndarray)
+        and buffer.ndim == array.ndim
+        and buffer.shape[1:] == array.shape[1:]
+        and buffer.dtype == array.dtype
+        and buffer.flags.c_contiguous
+        and array.flags.c_contiguous
+        and array.ctypes.data == buffer.ctypes.data
+        and len(buffer) >= n + extra
+    ):
+        grown = buffer[: n + extra]
+        grown[n:] = rows
+        return grown
+    return np.concatenate([array, rows])
 
 
 def buckets_of(words: list[str], min_n: int, max_n: int, bucket: int) -> list[np.ndarray]:

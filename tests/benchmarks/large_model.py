@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -56,7 +57,7 @@ from gensim.models import FastText, Word2Vec
 from jobs.lineage import ledger
 from jobs.refresh import run
 from jobs.storage import open_store
-from jobs.storage.publish import publish
+from jobs.storage.publish import publish, read_manifest
 from jobs.training import model as gmodel
 from tests.benchmarks import refresh as bench
 
@@ -226,10 +227,18 @@ def job_round(base: Base, params: bench.Params, work: Path) -> dict[str, Any]:
         start = time.perf_counter()
         summary = run(bench.config(base.increment, base.store, params, work))
         seconds = time.perf_counter() - start
+    phase_peaks = read_manifest(open_store(str(base.store)), summary.version).get("peak_memory_mb", {})
     reset(base.store, base.version)
     timings = dict(summary.timings)
     log.info("job: %.1fs (%s)", seconds, ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    return {"seconds": seconds, "timings": timings, "peak_rss": peak["hwm"], "tokens": summary.tokens}
+    log.info("trainer peak memory by phase: %s", ", ".join(f"{k} {v:,.0f} MB" for k, v in phase_peaks.items()))
+    return {
+        "seconds": seconds,
+        "timings": timings,
+        "peak_rss": peak["hwm"],
+        "phase_peaks_mb": phase_peaks,
+        "tokens": summary.tokens,
+    }
 
 
 def gensim_round(base: Base, kind: str, spool: bench.Spool, params: bench.Params) -> dict[str, float]:
@@ -313,6 +322,17 @@ def measure(spec: Spec, params: bench.Params, cache: Path, work: Path, rounds: i
     }
 
 
+def base_rss() -> int:
+    """The resident set of a Python process that has imported what the training actor imports (Ray, gensim,
+    pyarrow, the job), before any model: the part of the actor's peak that does not depend on the model."""
+    code = (
+        "import ray, jobs.cluster, jobs.training.trainer\n"
+        "print(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) * 1024
+
+
 def rows(
     spec: Spec,
     params: bench.Params,
@@ -388,7 +408,10 @@ def rows(
             "<=",
             1.5,
             "VmHWM of the training actor; arrays: vectors and syn1neg"
-            + (", vectors_vocab and vectors_ngrams" if spec.kind == "fasttext" else ""),
+            + (", vectors_vocab and vectors_ngrams" if spec.kind == "fasttext" else "")
+            + "; peak by phase: "
+            + ", ".join(f"{k} {v:,.0f} MB" for k, v in job.get("phase_peaks_mb", {}).items())
+            + f"; a Ray worker with the trainer's modules imported holds {base_rss() / bench.MB:,.0f} MB",
         ),
     ]
 
