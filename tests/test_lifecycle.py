@@ -18,8 +18,8 @@ from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.lineage import standing as standing_file
 from jobs.lineage.counts import read_counts, write_counts
 from jobs.training import drift, freeze, lifecycle
-from jobs.training.evaluate import evaluate
 from jobs.training import model as gmodel
+from jobs.training.evaluate import evaluate
 from jobs.training.spool import Layout, Spool
 from tests.corpora import LETTERS, cluster_words, clustered, word
 

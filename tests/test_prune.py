@@ -14,7 +14,7 @@ from gensim.models.fasttext import ft_ngram_hashes
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
 from jobs.training import model as gmodel
-from jobs.training import prune
+from jobs.training import prune, vocabulary
 from jobs.training.spool import Layout, Spool
 from tests.corpora import clustered
 
@@ -111,7 +111,7 @@ def test_cum_table_equals_gensims_on_many_counts() -> None:
     model = gmodel.create(TrainingConfig(min_count=1, vector_size=4, workers=1))
     rng = np.random.default_rng(0)
     model.build_vocab_from_freq({f"w{i}": int(c) for i, c in enumerate(rng.zipf(1.3, 5000) % 100_000 + 1)})
-    assert np.array_equal(prune.cum_table(model.wv.expandos["count"], model.ns_exponent), model.cum_table)
+    assert np.array_equal(vocabulary.cum_table(model.wv.expandos["count"], model.ns_exponent), model.cum_table)
 
 
 def test_pruning_refuses_a_mask_of_the_wrong_length(tmp_path: Path) -> None:

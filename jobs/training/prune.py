@@ -26,20 +26,7 @@ import numpy as np
 
 from jobs.errors import TrainingError
 from jobs.training import model as gmodel
-
-CUM_TABLE_DOMAIN = 2**31 - 1  # gensim's default domain for make_cum_table
-
-
-def cum_table(counts: np.ndarray, ns_exponent: float, domain: int = CUM_TABLE_DOMAIN) -> np.ndarray:
-    """gensim's negative-sampling table (``Word2Vec.make_cum_table``) in one vectorized pass.
-
-    gensim sums ``count ** ns_exponent`` word by word; ``np.cumsum`` adds in the same order, so the table is
-    bit for bit the one gensim builds."""
-    if len(counts) == 0:
-        return np.zeros(0, dtype=np.uint32)
-    powered = np.asarray(counts, dtype=np.float64) ** float(ns_exponent)
-    cumulative = np.cumsum(powered)
-    return np.rint(cumulative / cumulative[-1] * domain).astype(np.uint32)
+from jobs.training.vocabulary import cum_table
 
 
 def remove(model: Any, keep: np.ndarray) -> list[str]:

@@ -391,7 +391,7 @@ def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int 
                 )
             buffer = np.empty((shape[0] + spare_rows, shape[1]), dtype=_FLOAT)
             array = buffer[: shape[0]]
-            read = f.readinto(memoryview(array).cast("B")) if array.nbytes else 0
+            read = f.readinto(array.data.cast("B")) if array.nbytes else 0
     except FileNotFoundError:
         raise IntegrityError(f"{path} is missing") from None
     except (ValueError, OSError, EOFError) as exc:

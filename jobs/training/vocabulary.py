@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gensim.models.fasttext import FastText, ft_ngram_hashes
+from gensim.models.fasttext import FastText
+
+from jobs.training.serialize import ngram_buckets
 
 REAL = np.float32
 _DOMAIN = 2**31 - 1  # gensim's cum_table domain
@@ -160,7 +162,7 @@ def _append_weights(model: Any, before: int, new_words: list[str]) -> None:
             wv.buckets_word = list(wv.buckets_word) + [np.array([], dtype=np.uint32)] * len(new_words)
             wv.vectors = wv.vectors_vocab
         else:
-            wv.buckets_word = list(wv.buckets_word) + buckets_of(new_words, wv.min_n, wv.max_n, wv.bucket)
+            wv.buckets_word = list(wv.buckets_word) + ngram_buckets(new_words, wv.min_n, wv.max_n, wv.bucket)
             wv.vectors = appended(wv.vectors, compose_vectors(wv, np.arange(before, after)))
     else:
         wv.vectors = appended(wv.vectors, rows)
@@ -188,11 +190,6 @@ def appended(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
         grown[n:] = rows
         return grown
     return np.concatenate([array, rows])
-
-
-def buckets_of(words: list[str], min_n: int, max_n: int, bucket: int) -> list[np.ndarray]:
-    """The n-gram buckets of ``words``, as ``recalc_char_ngram_buckets`` computes them."""
-    return [np.array(ft_ngram_hashes(w, min_n, max_n, bucket), dtype=np.uint32) for w in words]
 
 
 def compose_vectors(wv: Any, rows: np.ndarray | None = None) -> np.ndarray:
