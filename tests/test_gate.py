@@ -7,7 +7,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from jobs.config import GateConfig
-from jobs.training.evaluate import evaluate, nearest, neighbourhoods, probe_words, top_k
+from jobs.training.evaluate import evaluate, fill_norms, nearest, neighbourhoods, probe_words, top_k
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +96,20 @@ def test_top_k_equals_a_full_stable_sort(shape: tuple[int, int], k: int) -> None
     for sims in (rng.random(shape, dtype=np.float32), np.round(rng.random(shape, dtype=np.float32), 2)):  # ties
         sims[0, 5] = -np.inf
         np.testing.assert_array_equal(top_k(sims, k), np.argsort(-sims, axis=1, kind="stable")[:, :k])
+
+
+def test_norms_are_gensims_computed_a_block_at_a_time() -> None:
+    parent = random_model(1000)
+    ours = fill_norms(parent, block=64).copy()
+    parent.norms = None
+    parent.fill_norms()
+    np.testing.assert_array_equal(ours, parent.norms)
+
+
+def test_top_k_finds_values_crowded_into_one_slice_or_the_tail() -> None:
+    rng = np.random.default_rng(3)
+    sims = rng.random((4, 5_000), dtype=np.float32)
+    sims[0, -300:] += 1  # every top value in the tail after the last whole slice
+    sims[1, 1024:1100] += 1  # all in one slice
+    sims[2, :4096] = -np.inf  # masked columns, as nearest() masks words outside the pool
+    np.testing.assert_array_equal(top_k(sims, 40), np.argsort(-sims, axis=1, kind="stable")[:, :40])

@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 from jobs.config import GateConfig
 
 Scorer = Callable[[Any, Path], "float | None"]
-_BLOCK_BYTES = 32 * 2**20  # similarities computed at once by nearest_scored
+_BLOCK_BYTES = 64 * 2**20  # similarities computed at once by nearest_scored
 _DEPTH = 2  # the parent's neighbour lists hold this many times topn: words the candidate lacks are skipped
 
 
@@ -163,12 +163,11 @@ def nearest_scored(
     A block of words per matrix product rather than one ``most_similar`` call each. The raw vectors are
     multiplied and the products divided by the norms, as ``most_similar`` computes them, so beside the model
     only ``block`` x vocabulary floats (and the norms) are held: no normalized copy of the matrix. By default
-    a block holds as many words as keep its similarities within 32 MiB (at most 64 words).
+    a block holds as many words as keep its similarities within 64 MiB (at most 64 words).
     """
     matrix = vectors.vectors
     block = block or max(1, min(64, _BLOCK_BYTES // max(1, 4 * len(matrix))))
-    vectors.fill_norms()
-    norms = vectors.norms
+    norms = fill_norms(vectors)
     where = slice(None) if among is None else among
     pool_rows = np.arange(len(matrix))[where]
     if isinstance(where, slice) and where.step in (None, 1):
@@ -199,6 +198,18 @@ def nearest_scored(
     return out
 
 
+def fill_norms(vectors: Any, block: int = 65_536) -> np.ndarray:
+    """gensim's ``fill_norms()``, the same values, computed a block of rows at a time: gensim's
+    ``np.linalg.norm(vectors, axis=1)`` squares the whole matrix into a temporary as large as the matrix."""
+    if vectors.norms is None or len(vectors.norms) != len(vectors.vectors):
+        matrix = vectors.vectors
+        norms = np.empty(len(matrix), dtype=matrix.dtype)
+        for start in range(0, len(matrix), block):
+            norms[start : start + block] = np.linalg.norm(matrix[start : start + block], axis=1)
+        vectors.norms = norms
+    return vectors.norms
+
+
 def top_k(sims: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     """The columns of each row's ``k`` largest values, largest first (ties: the lower column first).
 
@@ -212,14 +223,26 @@ def top_k(sims: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
     if slices >= k > 0:
         maxima = np.maximum.reduceat(sims, np.arange(0, slices * chunk, chunk), axis=1)  # the last takes the tail
         bound = np.partition(maxima, slices - k, axis=1)[:, slices - k]
-        row, column = np.nonzero(sims >= bound[:, None])
+        # only the slices whose maximum reaches the bound can hold a value that does: gather those alone
+        row, column = _columns(*np.nonzero(maxima >= bound[:, None]), slices, chunk, width)
+        value = sims[row, column]
+        keep = value >= bound[row]
+        row, column, value = row[keep], column[keep], value[keep]
     if k == 0 or slices < k or np.bincount(row, minlength=rows).min() < k:  # small rows, or NaN in a row
         return np.argsort(-sims, axis=1, kind="stable")[:, :k].astype(np.int64)
-    value = sims[row, column]
     order = np.lexsort((column, -value, row))  # by row, then value descending, then column
     row, column = row[order], column[order]
     first = np.searchsorted(row, np.arange(rows))
     return column[first[:, None] + np.arange(k)[None, :]]
+
+
+def _columns(row: np.ndarray, piece: np.ndarray, slices: int, chunk: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (row, column) of the given (row, slice) pairs; the last slice runs to the end of the row."""
+    start = piece * chunk
+    lengths = np.where(piece == slices - 1, width, start + chunk) - start
+    offsets = np.cumsum(lengths) - lengths
+    column = np.arange(int(lengths.sum())) + np.repeat(start - offsets, lengths)
+    return np.repeat(row, lengths), column
 
 
 def neighbours(vectors: Any, words: list[str], topn: int = 5) -> dict[str, list[tuple[str, float]]]:
