@@ -224,7 +224,8 @@ def top_k(sims: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
         maxima = np.maximum.reduceat(sims, np.arange(0, slices * chunk, chunk), axis=1)  # the last takes the tail
         bound = np.partition(maxima, slices - k, axis=1)[:, slices - k]
         # only the slices whose maximum reaches the bound can hold a value that does: gather those alone
-        row, column = _columns(*np.nonzero(maxima >= bound[:, None]), slices, chunk, width)
+        reaching, piece = np.nonzero(maxima >= bound[:, None])
+        row, column = _columns(reaching, piece, slices, chunk, width)
         value = sims[row, column]
         keep = value >= bound[row]
         row, column, value = row[keep], column[keep], value[keep]
