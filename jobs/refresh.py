@@ -8,7 +8,8 @@ The runbook, in order (each step is one small module):
 1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.storage`); read the pointer once;
 2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed
    (:mod:`jobs.lineage.ledger`);
-3. tokenize them in parallel on Ray workers and stream them to the training actor (:mod:`jobs.cluster`);
+3. tokenize them in parallel on Ray workers and stream them to the training actor (:mod:`jobs.cluster`),
+   which meanwhile fetches, loads and measures the parent (:mod:`jobs.training.parent`);
 4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.training.trainer`,
    :mod:`jobs.training.model`);
 5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.evaluate`), one conditional
@@ -58,6 +59,7 @@ from jobs.storage.publish import (
     write_manifest,
 )
 from jobs.training.epochs import Split, split_evenly
+from jobs.training.parent import ParentRequest
 from jobs.training.trainer import Candidate, TrainRequest
 from shards.listing import Bounds, list_bounded
 from shards.partitions import Partition, hold_back, input_uri, open_filesystem, partitions_of, select
@@ -164,6 +166,13 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     version = record.version = new_version()
     try:
         with cluster.connected(config.ray_address), cluster.trainer_actor(config, version) as trainer:
+            if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
+                trainer.actor.prepare.remote(
+                    store,
+                    ParentRequest(
+                        parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
+                    ),
+                )
             # 3. Tokenize on Ray workers, streaming into the training actor.
             ingest = cluster.stream(config, fs, todo, trainer)
             record.ingested(ingest)

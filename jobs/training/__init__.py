@@ -5,6 +5,8 @@
 - ``spool``: the spooled corpus, written in whole batches of gensim's file reader
 - ``epochs``: exact multi-threaded epochs over the spool (gensim's per-thread loops), counted
 - ``trainer``: the training actor: spool the token stream, update the vocabulary, train, save, upload
+- ``parent``: the parent version fetched, loaded and measured on the trainer's node while the corpus streams in
+- ``memory``: the actor's peak memory phase by phase
 - ``evaluate``: the quality gate that compares a candidate with its parent
 - ``lifecycle``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
 - ``prune``: removing words from a trainable model

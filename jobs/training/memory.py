@@ -62,6 +62,13 @@ class PhasePeaks:
             if peak is not None:
                 self.peaks[name] = max(self.peaks.get(name, 0), peak)
 
+    def merge(self, other: PhasePeaks) -> None:
+        """Add the phases of ``other`` (run elsewhere, e.g. in another thread) to these."""
+        for name, seconds in other.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        for name, peak in other.peaks.items():
+            self.peaks[name] = max(self.peaks.get(name, 0), peak)
+
     @property
     def megabytes(self) -> dict[str, float]:
         return {name: round(peak / 2**20, 1) for name, peak in self.peaks.items()}

@@ -68,6 +68,11 @@ def load(folder: Path, spare_rows: int = 0) -> Word2Vec:
     return serialize.load(folder, spare_rows=spare_rows)
 
 
+def vocabulary_size(folder: Path) -> int:
+    """How many words a saved model holds, read from its metadata alone."""
+    return serialize.vocabulary_size(folder)
+
+
 def vectors_file(folder: Path) -> Path:
     """The file of a saved model's word vectors (the composed ones, for FastText), as a plain ``.npy``."""
     return folder / "vectors.npy"

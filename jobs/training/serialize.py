@@ -374,6 +374,16 @@ def _read_array(
     return array
 
 
+def vocabulary_size(folder: Path) -> int:
+    """How many words the model saved in ``folder`` holds (from its vocabulary's metadata, nothing else read)."""
+    try:
+        return int(pq.read_metadata(folder / VOCAB).num_rows)
+    except FileNotFoundError:
+        raise IntegrityError(f"{folder / VOCAB} is missing") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise IntegrityError(f"{folder / VOCAB} is not a vocabulary table: {exc}") from exc
+
+
 def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
     """A float32 matrix of exactly ``shape``, read into memory with room for ``spare_rows`` more rows: the
     result is the first ``shape[0]`` rows of a larger buffer (see :func:`jobs.training.vocabulary.appended`).
@@ -389,7 +399,11 @@ def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int 
                 raise IntegrityError(
                     f"{path}: {dtype}{list(found)} where {_FLOAT}{list(shape)} (C order) was expected; refusing"
                 )
-            buffer = np.empty((shape[0] + spare_rows, shape[1]), dtype=_FLOAT)
+            try:
+                buffer = np.empty((shape[0] + spare_rows, shape[1]), dtype=_FLOAT)
+            except MemoryError:  # the system refuses to reserve the room: the update will copy instead
+                log.info("%s: no room reserved for %d new rows", path, spare_rows)
+                buffer = np.empty(shape, dtype=_FLOAT)
             array = buffer[: shape[0]]
             read = f.readinto(array.data.cast("B")) if array.nbytes else 0
     except FileNotFoundError:

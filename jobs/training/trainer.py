@@ -30,15 +30,16 @@ from typing import Any
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
 from jobs.errors import RefreshError, TrainingError
 from jobs.lineage import replay, standing
-from jobs.lineage.counts import PENDING, read_counts, write_counts
+from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import Store
-from jobs.storage.cache import VersionCache
-from jobs.storage.publish import fetch_verified, model_files, read_manifest, upload_version
+from jobs.storage.publish import upload_version
 from jobs.training import drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.memory import PhasePeaks
+from jobs.training.parent import Parent, ParentLoad, ParentRequest
+from jobs.training.parent import load as load_parent
 from shards.counts import RunningCounts
 from shards.errors import PartitionError
 from shards.tokenized import TokenizedBatch
@@ -102,6 +103,12 @@ class TrainRequest:
     parent_cache_versions: int = 0  # 0: no cache, the parent is downloaded into the spool and removed with it
     split: Split = split_evenly  # how the spool's batches are shared among the threads (a seam for tests)
 
+    def loading(self) -> ParentRequest:
+        """What loading the parent needs, as :meth:`Trainer.prepare` is told it."""
+        return ParentRequest(
+            self.parent or "", self.gate, self.eval_files, self.parent_cache, self.parent_cache_versions
+        )
+
 
 def _same(batch: TokenizedBatch) -> TokenizedBatch:
     return batch
@@ -151,6 +158,7 @@ class Trainer:
         self._fetch = fetch or _same
         self._counts = RunningCounts()
         self._open: _Open | None = None
+        self._loading: ParentLoad | None = None
         self.sentences = self.tokens = self.spooled = self.lines = 0
         log.info("training actor: spool in %s, %s BLAS/OpenMP threads", self.dir, os.environ.get("OMP_NUM_THREADS"))
 
@@ -220,33 +228,20 @@ class Trainer:
         phases = PhasePeaks()
         timings = phases.seconds
         config = request.training
-        cache = self._cache(request)
+        cache = request.loading().version_cache(self.dir)
         try:
             if self._open is not None:  # a partition never ended is not trained on
                 self._roll_back(self._open)
                 self._open = None
+            if request.parent:
+                loaded = self._parent(store, request, phases)
+                parent, model, before = loaded.folder, loaded.model, loaded.baseline
+                pending, kept, reservoir = loaded.pending, loaded.standing, loaded.reservoir
+            else:
+                parent, model, before = None, gmodel.create(config), None
+                pending, kept, reservoir = {}, None, replay.empty()
             with phases.phase("vocabulary"):
                 freq = self._merged_counts()
-            with phases.phase("load"):
-                parent = self._fetch_parent(store, request.parent, cache) if request.parent else None
-                # room for every word of this run: the update appends rows without copying the matrices
-                model = (
-                    gmodel.load(parent / gmodel.MODEL_DIR, spare_rows=len(freq)) if parent else gmodel.create(config)
-                )
-                pending = read_counts(parent / PENDING) if parent and (parent / PENDING).exists() else {}
-                kept = (
-                    standing.read(parent / standing.STANDING, model.wv.index_to_key)
-                    if parent and (parent / standing.STANDING).exists()
-                    else None
-                )
-                reservoir = replay.load(parent / replay.RESERVOIR) if parent else replay.empty()
-
-            with phases.phase("evaluate"):
-                # The parent's side of the gate, from the loaded model before it changes: an update only
-                # appends rows, and this spares loading the parent a second time.
-                before = gate.baseline(model.wv, request.gate, request.eval_files) if parent else None
-
-            with phases.phase("vocabulary"):
                 step = lifecycle.update_vocabulary(
                     model, freq, self.sentences, pending, kept, config, request.lifecycle
                 )
@@ -361,27 +356,29 @@ class Trainer:
         self._counts = RunningCounts()
         return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist(), strict=True))
 
-    def _cache(self, request: TrainRequest) -> VersionCache | None:
-        if request.parent_cache_versions < 1:
-            return None
-        root = Path(request.parent_cache) if request.parent_cache else self.dir.parent / "embedding-refresh-cache"
-        return VersionCache(root, request.parent_cache_versions)
+    def prepare(self, store: Store, request: ParentRequest) -> None:
+        """Start on the parent now, while the corpus streams in (see :mod:`jobs.training.parent`)."""
+        if self._loading is None:
+            self._loading = ParentLoad.start(store, request, self.dir)
 
-    def _fetch_parent(self, store: Store, parent: str, cache: VersionCache | None) -> Path:
-        """The parent's model files (and its remembered state, when it has one), verified: from the node's
-        cache where they are intact, else downloaded."""
-        manifest = read_manifest(store, parent)
-        lineage = (PENDING, standing.STANDING, replay.RESERVOIR)
-        names = model_files(manifest) + [n for n in lineage if n in manifest["files"]]
-        if cache:
-            try:
-                return cache.fetch(store, manifest, names, self.dir / "parent")
-            except OSError as exc:  # the cache's disk, not the store: download as without a cache
-                log.warning("the node's version cache is unusable (%s); downloading %s", exc, parent)
-        return fetch_verified(store, parent, self.dir / "parent", names)
+    def _parent(self, store: Store, request: TrainRequest, phases: PhasePeaks) -> Parent:
+        """The parent :meth:`prepare` started on, once it is ready (the wait is timed as ``parent_wait``);
+        loaded now if it was not prepared, or was prepared for other settings."""
+        wanted = request.loading()
+        loading, self._loading = self._loading, None
+        if loading is not None and loading.request == wanted:
+            with phases.phase("parent_wait"):
+                parent = loading.result()
+            phases.merge(loading.phases)
+            return parent
+        if loading is not None:
+            loading.stop(wait=60)
+        return load_parent(store, wanted, self.dir, phases)
 
     def close(self) -> None:
         """Remove the spool (the actor's node keeps nothing once the run ends)."""
+        if self._loading is not None:
+            self._loading.stop(wait=30)  # a parent still loading is not left writing into the spool
         self.spool.discard()
         shutil.rmtree(self.dir, ignore_errors=True)
         self._lock.close()
