@@ -192,17 +192,19 @@ def appended(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.concatenate([array, rows])
 
 
-def compose_vectors(wv: Any, rows: np.ndarray | None = None) -> np.ndarray:
+def compose_vectors(wv: Any, rows: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """FastText's composed vectors of ``rows`` (default: every word): the word's own vector plus its n-gram
     vectors, divided by their number, as gensim's ``adjust_vectors`` computes them, to the bit (the same
     float32 additions in the same order).
 
     A block of words at a time, sorted by their number of n-grams, so that the words that still have an
-    n-gram at position ``j`` are a prefix of the block: one gather and one in-place add per position.
+    n-gram at position ``j`` are a prefix of the block: one gather and one in-place add per position. The
+    result is written into ``out`` when given (``wv.vectors`` itself may be: it is not read).
     """
     buckets = wv.buckets_word if rows is None else [wv.buckets_word[i] for i in rows]
     rows = np.arange(len(wv)) if rows is None else np.asarray(rows)
-    out = np.empty((len(rows), wv.vector_size), dtype=REAL)
+    if out is None:
+        out = np.empty((len(rows), wv.vector_size), dtype=REAL)
     for start in range(0, len(rows), _BLOCK):
         part = buckets[start : start + _BLOCK]
         lengths = np.fromiter(map(len, part), dtype=np.int64, count=len(part))
@@ -232,5 +234,8 @@ def composed_after(model: Any) -> Iterator[None]:
         yield
     finally:
         del wv.adjust_vectors
-    wv.vectors = compose_vectors(wv)
+    if wv.vectors is wv.vectors_vocab or wv.vectors.shape != wv.vectors_vocab.shape or not wv.vectors.flags.writeable:
+        wv.vectors = compose_vectors(wv)
+    else:
+        compose_vectors(wv, out=wv.vectors)  # in place: the matrix is not held twice
     wv.norms = None
