@@ -42,6 +42,7 @@ from jobs.config import GateConfig
 
 Scorer = Callable[[Any, Path], "float | None"]
 _BLOCK_BYTES = 64 * 2**20  # similarities computed at once by nearest_scored
+_MIN_CHUNK = 32_768  # rows of the matrix per product at least (top_k needs 1,024 per neighbour)
 _DEPTH = 2  # the parent's neighbour lists hold this many times topn: words the candidate lacks are skipped
 
 
@@ -149,53 +150,60 @@ def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Ove
     return _Overlap(round(corrected, 4), round(mean, 4), changed)
 
 
-def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, block: int | None = None) -> list[list[str]]:
+def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None) -> list[list[str]]:
     """The ``topn`` nearest neighbours (cosine) of each word, searched among the rows ``among`` (a slice or
     an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``)."""
-    return [found for found, _ in nearest_scored(vectors, words, topn, among, block)]
+    return [found for found, _ in nearest_scored(vectors, words, topn, among, chunk)]
 
 
 def nearest_scored(
-    vectors: Any, words: list[str], topn: int, among: Any = None, block: int | None = None
+    vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None
 ) -> list[tuple[list[str], list[float]]]:
     """:func:`nearest`, with each neighbour's cosine similarity.
 
-    A block of words per matrix product rather than one ``most_similar`` call each. The raw vectors are
-    multiplied and the products divided by the norms, as ``most_similar`` computes them, so beside the model
-    only ``block`` x vocabulary floats (and the norms) are held: no normalized copy of the matrix. By default
-    a block holds as many words as keep its similarities within 64 MiB (at most 64 words).
+    One pass over the matrix for all the words at once: ``chunk`` rows of it at a time (by default as many as
+    keep the similarities within 64 MiB) are multiplied with every word's vector, and each word's best
+    ``topn`` so far are merged with the chunk's. The raw vectors are multiplied and the products divided by
+    the norms, as ``most_similar`` computes them, so no normalized copy of the matrix is made, and ties go to
+    the lower row, as a stable sort would have them.
     """
     matrix = vectors.vectors
-    block = block or max(1, min(64, _BLOCK_BYTES // max(1, 4 * len(matrix))))
     norms = fill_norms(vectors)
-    where = slice(None) if among is None else among
-    pool_rows = np.arange(len(matrix))[where]
-    if isinstance(where, slice) and where.step in (None, 1):
-        pool, pool_norms, columns, outside = matrix[where], norms[where], pool_rows, None  # views
-    else:  # scattered rows: the whole matrix, the others masked, rather than a copy of the rows
-        pool, pool_norms, columns = matrix, norms, np.arange(len(matrix))
+    pool_rows = np.arange(len(matrix))[slice(None) if among is None else among]
+    k = min(topn, len(pool_rows) - 1)
+    rows = np.array([vectors.key_to_index[w] for w in words], dtype=np.int64)
+    if k < 1 or len(rows) == 0:
+        return [([], []) for _ in words]
+    if (isinstance(among, slice) and among.step in (None, 1)) or among is None:
+        low, high, outside = int(pool_rows[0]), int(pool_rows[-1]) + 1, None
+    else:  # scattered rows: the whole matrix, the others masked
+        low, high = 0, len(matrix)
         outside = np.ones(len(matrix), dtype=bool)
         outside[pool_rows] = False
-    position = np.full(len(matrix), -1, dtype=np.int64)
-    position[columns] = np.arange(len(columns))
-    k = min(topn, len(pool_rows) - 1)
-    out: list[tuple[list[str], list[float]]] = []
-    for start in range(0, len(words), block):
-        rows = np.array([vectors.key_to_index[w] for w in words[start : start + block]], dtype=np.int64)
-        with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
-            sims = (matrix[rows] / norms[rows, None]) @ pool.T
-            sims /= pool_norms[None, :]
+    chunk = chunk or max(_MIN_CHUNK, _BLOCK_BYTES // (4 * len(rows)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
+        queries = matrix[rows] / norms[rows, None]
+    best = np.zeros((len(rows), 0), dtype=np.float32)
+    columns = np.zeros((len(rows), 0), dtype=np.int64)
+    everyone = np.arange(len(rows))
+    for start in range(low, high, chunk):
+        stop = min(start + chunk, high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = queries @ matrix[start:stop].T
+            sims /= norms[start:stop][None, :]
         if outside is not None:
-            sims[:, outside] = -np.inf
-        mine = position[rows]
-        sims[np.flatnonzero(mine >= 0), mine[mine >= 0]] = -np.inf  # a word is not its own neighbour
-        best = top_k(sims, k)
-        scores = np.take_along_axis(sims, best, axis=1)
-        out += [
-            ([vectors.index_to_key[j] for j in row], [float(x) for x in values])
-            for row, values in zip(columns[best], scores, strict=True)
-        ]
-    return out
+            sims[:, outside[start:stop]] = -np.inf
+        mine = (rows >= start) & (rows < stop)
+        sims[everyone[mine], rows[mine] - start] = -np.inf  # a word is not its own neighbour
+        top = top_k(sims, min(k, stop - start))
+        values = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
+        found = np.concatenate([columns, top + start], axis=1)
+        order = np.lexsort((found, -values), axis=1)[:, :k]  # by value descending, then the lower row
+        best, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(found, order, axis=1)
+    return [
+        ([vectors.index_to_key[j] for j in row], [float(x) for x in scores])
+        for row, scores in zip(columns, best, strict=True)
+    ]
 
 
 def fill_norms(vectors: Any, block: int = 65_536) -> np.ndarray:
