@@ -191,7 +191,6 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             request = TrainRequest(
                 version=version,
                 parent=parent_version,
-                parent_kind=parent["model"] if parent else "",
                 training=config.training,
                 gate=config.gate,
                 lifecycle=config.lifecycle,

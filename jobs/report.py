@@ -46,6 +46,8 @@ class Summary:
     tokens: int = 0
     new_words: int = 0
     vocab_size: int = 0
+    removed_words: int = 0  # pruned by --max-vocab
+    trained: str = ""  # "trained N of N tokens per epoch ...", as the trainer counted it
     seconds: float = 0.0
     store: str = ""
     message: str = ""
@@ -160,6 +162,8 @@ def summary(
         tokens=ingest.tokens,
         new_words=len(candidate.new_words),
         vocab_size=candidate.vocab_size,
+        removed_words=int(candidate.lifecycle.get("removed", 0)),
+        trained=str(candidate.trained.get("summary", "")),
         seconds=seconds,
         timings={"tokenize": ingest.seconds, **candidate.timings},
         rejected=[{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
@@ -271,7 +275,9 @@ def human(summary: Summary) -> str:
             f"Published {summary.version} to {summary.store} (parent: {summary.parent or 'none, first model'})",
             f"  partitions {summary.partitions:,}   documents {summary.documents:,}   "
             f"sentences {summary.sentences:,}   tokens {summary.tokens:,}",
-            f"  vocabulary {summary.vocab_size:,} words, {summary.new_words:,} new",
+            f"  vocabulary {summary.vocab_size:,} words, {summary.new_words:,} new"
+            + (f", {summary.removed_words:,} removed" if summary.removed_words else ""),
+            *([f"  {summary.trained}"] if summary.trained else []),
             "  time "
             + "  ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
             + f"  total {summary.seconds:.1f}s",

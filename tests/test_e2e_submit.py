@@ -126,6 +126,8 @@ def test_a_submitted_refresh_succeeds_and_publishes_to_s3(head: RayHead, s3: Any
     assert pointer["version"] == summary["version"]
     manifest = read_json(s3, models, f"w2v/{pointer['manifest']}")
     assert manifest["version"] == summary["version"] and manifest["tokens"] == summary["tokens"] > 0
+    assert summary["trained"] == manifest["trained"]["summary"] and summary["removed_words"] == 0
+    assert summary["trained"].startswith(f"trained {summary['tokens']:,} of {summary['tokens']:,} tokens per epoch")
     assert sorted(p["uri"] for p in manifest["partitions"]) == [
         f"s3://{corpus}/events/dt=2026-05-0{d}/part-{p}.parquet" for d in (1, 2) for p in (0, 1)
     ]

@@ -47,7 +47,10 @@ def test_lifecycle_settings_are_recorded_inherited_and_changed(
         write_parquet(data / f"dt=2026-11-0{n + 1}" / "part-0.parquet", docs)
         summary = run(from_args(["--input", str(data), "--store", str(store), *FAST, *flags]))
         assert summary.published
-        return latest(store)
+        found = latest(store)
+        assert summary.removed_words == found[1]["lifecycle"]["removed"]  # the --json summary says it too
+        assert summary.trained == found[1]["trained"]["summary"]
+        return found
 
     model, manifest, report = day(0, "--max-vocab", "50", "--count-half-life", "4", "--freeze-known-words")
     settings = {"max_vocab": 50, "count_half_life": 4.0, "freeze_known_words": True}

@@ -51,7 +51,7 @@ def feed(trainer: Trainer, part: Partition) -> None:
 
 
 def request(version: str, parent: str | None) -> TrainRequest:
-    return TrainRequest(version=version, parent=parent, parent_kind="", training=TRAINING, gate=GateConfig())
+    return TrainRequest(version=version, parent=parent, training=TRAINING, gate=GateConfig())
 
 
 def spool(folder: Path) -> str:

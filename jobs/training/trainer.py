@@ -91,7 +91,6 @@ class TrainRequest:
 
     version: str
     parent: str | None
-    parent_kind: str
     training: TrainingConfig
     gate: GateConfig
     lifecycle: LifecycleConfig = LifecycleConfig()
