@@ -20,20 +20,9 @@ from shards.pieces import whole
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions, tokenize_piece
 from tests.corpora import clustered
+from tests.test_version_cache import CountingStore
 
 TRAINING = TrainingConfig(vector_size=12, epochs=1, min_count=1, workers=1, seed=3)
-
-
-class CountingStore(LocalStore):
-    """A real local store that counts the files it hands out."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.downloads: list[str] = []
-
-    def get_file(self, key: str, destination: Path) -> None:
-        self.downloads.append(key.rsplit("/", 1)[-1])
-        super().get_file(key, destination)
 
 
 def partition(tmp_path: Path, name: str, seed: int) -> Partition:
