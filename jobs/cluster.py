@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -63,6 +64,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
+from jobs import logs
 from jobs.config import RefreshConfig
 from jobs.errors import ClusterError, PartitionError, PartitionReadError, RefreshError, StoppedError, TrainingError
 from jobs.training.trainer import Trainer, spool_path
@@ -78,19 +80,36 @@ STOPPING = threading.Event()  # set by the driver's SIGTERM handler
 
 
 @contextmanager
-def connected(address: str | None) -> Iterator[None]:
-    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray in this process for the duration."""
+def connected(address: str | None, log_format: str = "text") -> Iterator[None]:
+    """Join ``address`` (or ``$RAY_ADDRESS``), else start a local Ray in this process for the duration.
+
+    With ``log_format="json"`` the job's workers and actors log JSON lines (Ray's ``LoggingConfig``), kept in
+    the nodes' log files rather than echoed into the driver's stream (:mod:`jobs.logs`). Tasks
+    killed by Ray's memory monitor are retried as often as those whose worker died (Ray's own default,
+    ``RAY_task_oom_retries=-1``, retries them forever, so a piece too large for its node would hang the run);
+    the owner of the tasks, this driver, reads the setting when it connects, and an explicit one is kept.
+    """
     if ray.is_initialized():
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    os.environ.setdefault("RAY_task_oom_retries", str(TOKENIZE_RETRIES))
+    as_json = log_format == "json"
+    job = ray.job_config.JobConfig()
+    if as_json:
+        # the job's config rather than ray.init's logging_config=, which would also give this driver's loggers
+        # Ray's handler and format (jobs.logs formats the driver's lines)
+        job.set_py_logging_config(ray.LoggingConfig(encoding="JSON", log_level="INFO"))
     ray.init(
         address=address,
         include_dashboard=False,
         logging_level=logging.WARNING,
-        log_to_driver=True,
+        log_to_driver=not as_json,  # JSON lines stay in the nodes' log files, not echoed with a prefix
         configure_logging=False,
+        job_config=job,
     )
+    if as_json:
+        logs.adopt_ray_loggers()
     try:
         yield
     finally:
@@ -158,10 +177,13 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def result(ref: Any, stage: str, partition: Partition | None = None, timeout: float | None = None) -> Any:
+def result(
+    ref: Any, stage: str, partition: Partition | None = None, timeout: float | None = None, actor: bool = False
+) -> Any:
     """``ray.get`` that re-raises the project's own error raised remotely (not Ray's wrapper around it), and
-    turns every failure of Ray's into one error naming ``stage`` and ``partition`` (:func:`explain`). Raises
-    GetTimeoutError after ``timeout`` seconds."""
+    turns every failure of Ray's into one error naming ``stage`` and ``partition`` (:func:`explain`);
+    ``actor``: ``ref`` is a call to the training actor, so a failure that is not its method's own is the
+    actor's. Raises GetTimeoutError after ``timeout`` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         # Short waits, not one blocking ray.get: Python runs a signal handler (SIGTERM from `ray job stop`)
@@ -173,7 +195,7 @@ def result(ref: Any, stage: str, partition: Partition | None = None, timeout: fl
     except GetTimeoutError:
         raise
     except RayError as exc:
-        raise explain(exc, stage, partition) from None
+        raise explain(exc, stage, partition, actor) from None
 
 
 def _ready(ref: Any) -> bool:
@@ -185,43 +207,91 @@ def _ready(ref: Any) -> bool:
         raise
 
 
-def explain(exc: RayError, stage: str, partition: Partition | None = None) -> RefreshError:
-    """One clear error for a failure Ray reports: what failed, where, and what to do; never a traceback.
+_RERUN = "Nothing was published; a rerun is safe."
+
+
+def explain(exc: RayError, stage: str, partition: Partition | None = None, actor: bool = False) -> RefreshError:
+    """One clear line for a failure Ray reports: what failed, where, and what to do; never a traceback.
 
     A partition's own error comes back as raised (a bad partition fails once and is not retried); an
     exception inside the training actor becomes a TrainingError; everything else is the infrastructure's,
-    a :class:`~jobs.errors.ClusterError` (exit status 75, a rerun is safe).
+    a :class:`~jobs.errors.ClusterError` (exit status 75, a rerun is safe). ``actor``: the failure came from a
+    call to the training actor; unless the call itself raised (a partition's batch that Ray could not deliver
+    to it), it is the actor that failed, and the message says so rather than naming a partition.
+
+    What Ray 2.x raises, and what the message says (``ray.exceptions``, as ``ray.get`` returns them):
+
+    * ``OutOfMemoryError``: Ray's memory monitor killed the worker (``RAY_memory_usage_threshold``), on each
+      of its tries; names the node and its memory use.
+    * ``RuntimeEnvSetupError``: the runtime environment (pip, conda, working_dir, ...) failed to set up on a
+      node, for a task or the actor; names the node and the last line of the agent's traceback.
+    * ``NodeDiedError``: the node running the task died (preempted, a raylet crash) on its last try.
+    * ``WorkerCrashedError``: the worker process died (a segfault, a kill) on every try.
+    * ``ObjectLostError`` and its kinds (``ObjectReconstructionFailedError`` and its subclasses,
+      ``ObjectFetchTimedOutError``, ``OwnerDiedError``, ``ObjectFreedError``): a tokenized batch was lost with
+      the node holding it and could not be rebuilt from lineage.
+    * ``RayActorError`` (``ActorDiedError``, ``ActorUnavailableError``), ``ActorUnschedulableError``: the
+      training actor died, or cannot be placed.
     """
-    where = f"{stage} {partition.uri}" if partition is not None else stage
     if isinstance(exc, RayTaskError):
         cause = exc.cause
         if isinstance(cause, RefreshError):
             return cause
         if not isinstance(cause, RayError):
+            where = f"{stage} {partition.uri}" if partition is not None else stage
             return TrainingError(f"{where} failed: {type(cause).__name__}: {_first_line(cause)}")
-        exc = cause
+        exc, actor = cause, False  # a Ray failure that the actor's call met: the partition's batch
+    who = "the training actor" if actor else "its worker"
+    where = f"{stage} {partition.uri}" if partition is not None and not actor else stage
     if isinstance(exc, OutOfMemoryError):
+        node, memory = _match(r"\(IP: ([^,)]+)", str(exc)), _match(r"was (\S+ used / \S+ limit)", str(exc))
+        tries = "" if actor else f" on each of its {TOKENIZE_RETRIES + 1} tries"
         what = (
-            "a worker ran out of memory and Ray's memory monitor killed it; give the nodes more memory, or "
-            "lower --max-in-flight or --batch-rows"
+            f"{who} ran out of memory and Ray's memory monitor killed it{tries} (node {node or '?'}: "
+            f"{memory or 'memory use over RAY_memory_usage_threshold'}); give the nodes more memory, or lower "
+            "--max-in-flight or --piece-bytes"
         )
     elif isinstance(exc, RuntimeEnvSetupError):
-        what = f"the runtime environment could not be set up on a node ({_first_line(exc)}); check the image"
+        text = exc.error_message or ""
+        node = _match(r"\[Node ([^]]+)\]", text)
+        what = (
+            f"the runtime environment of {who} could not be set up on node {node or '?'} "
+            f"({_last_line(text) or 'no reason given'}); check the job's runtime_env (pip, conda, working_dir) "
+            "against the nodes' image"
+        )
     elif isinstance(exc, (RayActorError, ActorUnschedulableError)):
-        what = f"the training actor died (its node may have been lost): {_first_line(exc)}"
+        what = f"the training actor died (its node may have been lost): {_last_line(str(exc))}"
     elif isinstance(exc, NodeDiedError):
-        what = "its node died"
+        node = _match(r"Node IP: ([^,]+)", str(exc))
+        what = (
+            f"its node ({node or '?'}) died (preempted, a hardware failure, a raylet crash) and Ray's "
+            f"{TOKENIZE_RETRIES} retries are spent"
+        )
     elif isinstance(exc, WorkerCrashedError):
         what = f"its worker crashed {TOKENIZE_RETRIES + 1} times, so Ray's retries are spent"
     elif isinstance(exc, ObjectLostError):
-        what = "its result was lost with the node that held it and could not be rebuilt"
+        what = (
+            f"its result was lost with the node that held it and could not be rebuilt ({type(exc).__name__}); "
+            "the nodes may be going away faster than Ray can rebuild their results"
+        )
     else:
         what = f"{type(exc).__name__}: {_first_line(exc)}"
-    return ClusterError(f"{where}: {what.rstrip('.')}. Nothing was published; a rerun is safe.")
+    return ClusterError(f"{where}: {what.rstrip('.')}. {_RERUN}")
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _last_line(text: str) -> str:
+    """The last non-empty line of ``text`` (the exception line of a traceback), stripped."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _match(pattern: str, text: str) -> str | None:
+    found = re.search(pattern, text)
+    return found.group(1) if found else None
 
 
 def node_cpus() -> int:
@@ -317,13 +387,17 @@ class Share:
     Outside tasks run on the cluster's other CPUs, or wait for them: on an autoscaling cluster the waiting
     tasks are the demand that adds tokenizing nodes (a rule that kept every task in the bundle whenever the
     trainer reserves all the CPUs there are, as it does on a cluster starting from zero, would never let it).
-    On a fixed cluster with no CPU outside the bundle every task runs in the bundle.
+    On a fixed cluster with no CPU outside the bundle every task runs in the bundle. On an autoscaling cluster
+    that still has no CPU outside the bundle after ``--tokenizer-wait`` seconds of waiting tasks (no node type
+    can start, the cloud has no capacity, a quota), the waiting tasks move into the bundle and the rest follow
+    them there (:meth:`_Stream.starved`): the run is slower, never stuck.
     """
 
     def __init__(self, trainer: TrainerHandle, autoscaling: bool) -> None:
         self.slots, self.autoscaling = trainer.cpus, autoscaling
         self.outside_cpus = 0
         self.running: list[Any] = []  # work placed in the bundle, not yet done (each has a ``done`` flag)
+        self.gave_up = False  # no CPU outside the bundle came within --tokenizer-wait
         self.resize()
 
     def resize(self) -> None:
@@ -334,9 +408,10 @@ class Share:
         if not self.slots:
             return False
         self.running = [work for work in self.running if not work.done]
-        return len(self.running) < self.slots or not (self.outside_cpus or self.autoscaling)
+        return len(self.running) < self.slots or not (self.outside_cpus or (self.autoscaling and not self.gave_up))
 
     def placed(self, work: Any, in_bundle: bool) -> None:
+        work.in_bundle = in_bundle
         if in_bundle:
             self.running.append(work)
 
@@ -354,6 +429,7 @@ class IngestResult:
     bytes: int = 0
     rejected_bytes: int = 0
     seconds: float = 0.0
+    fallback: str | None = None  # why tokenizing moved into the trainer's reservation, if it did
 
 
 def in_flight_limit(config: RefreshConfig) -> int:
@@ -433,6 +509,8 @@ class _Work:
     batches: ObjectRefGenerator
     refs: list[Any] = field(default_factory=list)  # batches yielded and not yet forwarded
     done: bool = False  # the task yielded its last batch
+    started: bool = False  # the task yielded a batch (so it found a CPU)
+    in_bundle: bool = False  # placed in the trainer's reservation
 
     @property
     def last(self) -> bool:
@@ -486,6 +564,7 @@ class _Stream:
         self.answered = False  # the trainer has answered an ingest call
         self.probing: Any = None  # a call checking that the trainer is alive, while none of ours is due
         self.probed = 0.0
+        self.starving_since: float | None = None  # since when tasks wait with no CPU outside the bundle
         self.resize()
         self.start = self.last_log = time.perf_counter()
 
@@ -506,6 +585,7 @@ class _Stream:
             self.settle()
             if time.monotonic() - self.sized_at > 1:
                 self.resize()
+                self.starved()
         outcome = self.outcome
         outcome.rejected = [error for _, error in sorted(self.rejected, key=lambda item: item[0])]
         outcome.seconds = time.perf_counter() - self.start
@@ -525,24 +605,66 @@ class _Stream:
             if self.held and self.held + estimate > self.budget:
                 return
             share = self.share.in_bundle()
-            options: dict[str, Any] = {**self.common, "name": f"tokenize {item.partition.name}"}
-            if share:
-                # the bundle reserves CPUs only: a memory request could never fit it (the trainer's node is
-                # the large one, and its tasks there are as many as its CPUs)
-                options["scheduling_strategy"] = self.trainer.bundle()
-            elif (memory := memory_hint(item, self.config.read)) is not None:
-                options["memory"] = memory
-            batches: ObjectRefGenerator = self.remote.options(**options).remote(
-                self.fs_ref, item, self.config.read, self.config.tokenizer
-            )
-            work = _Work(index, item, estimate, batches)
+            work = _Work(index, item, estimate, self.launch(item, share))
             self.share.placed(work, share)
             self.window.append(work)
-            self.running[batches] = work
+            self.running[work.batches] = work
             self.held += estimate
             self.planned += 1
             self.first_submit = self.first_submit or time.monotonic()
             self.lookahead = next(self.plan, None)
+
+    def launch(self, piece: Piece, in_bundle: bool) -> ObjectRefGenerator:
+        """Submit the streaming task that tokenizes ``piece``, in the trainer's bundle or outside it."""
+        options: dict[str, Any] = {**self.common, "name": f"tokenize {piece.partition.name}"}
+        if in_bundle:
+            # the bundle reserves CPUs only: a memory request could never fit it (the trainer's node is the
+            # large one, and its tasks there are as many as its CPUs)
+            options["scheduling_strategy"] = self.trainer.bundle()
+        elif (memory := memory_hint(piece, self.config.read)) is not None:
+            options["memory"] = memory
+        batches: ObjectRefGenerator = self.remote.options(**options).remote(
+            self.fs_ref, piece, self.config.read, self.config.tokenizer
+        )
+        return batches
+
+    def starved(self) -> None:
+        """Move tasks that wait for a CPU outside the trainer's bundle into it, once the cluster has had none
+        there for ``--tokenizer-wait`` seconds while they waited (an autoscaler that cannot or does not add a
+        node for them). A task that has yielded nothing is cancelled and submitted again in the bundle: none of
+        its batches was taken, so nothing is counted twice, and the spool's order is the window's, unchanged."""
+        share = self.share
+        waiting = [w for w in self.running.values() if not w.in_bundle and not w.started]
+        if share.gave_up or share.outside_cpus or not waiting or not share.autoscaling:
+            self.starving_since = None
+            return
+        now = time.monotonic()
+        self.starving_since = self.starving_since or now
+        if now - self.starving_since < self.config.tokenizer_wait:
+            return
+        if not share.slots:
+            raise ClusterError(
+                f"tokenizing: no CPU for {len(waiting)} tokenizing task(s) within --tokenizer-wait "
+                f"{self.config.tokenizer_wait:g} s, and the training actor reserves none; check the cluster's "
+                f"tokenizer node type and its limits (max_workers, quotas). {_RERUN}"
+            )
+        share.gave_up = True
+        self.outcome.fallback = (
+            f"no node with a CPU outside the trainer's reservation started within --tokenizer-wait "
+            f"{self.config.tokenizer_wait:g} s: tokenizing ran on the trainer's {share.slots} reserved CPU(s)"
+        )
+        log.warning(
+            "%s; %d waiting task(s) moved there. Check the cluster's tokenizer node type and its limits "
+            "(max_workers, quotas, capacity), or raise --tokenizer-wait",
+            self.outcome.fallback,
+            len(waiting),
+        )
+        for work in waiting:
+            ray.cancel(work.batches)
+            del self.running[work.batches]
+            work.batches = self.launch(work.piece, in_bundle=True)
+            share.placed(work, True)
+            self.running[work.batches] = work
 
     def wait(self) -> None:
         """Block until a task yielded a batch or the trainer answered, then take every batch that is ready."""
@@ -568,6 +690,7 @@ class _Stream:
             work = self.running[key]  # type: ignore[index]  # ray.wait returns the generators it was given
             try:
                 work.refs.append(next(work.batches))
+                work.started = True
             except StopIteration:
                 work.done = True
                 del self.running[work.batches]
@@ -579,7 +702,7 @@ class _Stream:
         if self.probing is None and time.monotonic() - self.probed > 1:
             self.probing = self.trainer.actor.__ray_ready__.remote()
         if self.probing is not None and ray.wait([self.probing], timeout=0)[0]:
-            result(self.probing, "tokenizing")  # raises ClusterError if the actor died
+            result(self.probing, "tokenizing", actor=True)  # raises ClusterError if the actor died
             self.probing, self.probed = None, time.monotonic()
         return self.probing
 
@@ -608,7 +731,7 @@ class _Stream:
         ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
         while self.calls and self.calls[0][1] in ready:
             work, ref, final, end = self.calls.popleft()
-            answer = result(ref, "tokenizing", work.piece.partition)
+            answer = result(ref, "tokenizing", work.piece.partition, actor=True)
             self.answered = True
             if final:
                 self.held -= work.estimate

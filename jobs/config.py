@@ -150,6 +150,9 @@ class GateConfig:
             raise ConfigError(f"--gate-max-drop must not be negative, got {self.max_drop}")
 
 
+LOG_FORMATS: tuple[str, ...] = ("text", "json")
+
+
 @dataclass(frozen=True)
 class RefreshConfig:
     """One refresh: where data comes from, where models go, and how everything in between behaves."""
@@ -178,10 +181,12 @@ class RefreshConfig:
     trainer_resource: str = "trainer"
     require_trainer_resource: bool = False
     trainer_start_timeout: float = 900.0
+    tokenizer_wait: float = 600.0
     spool_dir: str | None = None
     parent_cache: str | None = None
     parent_cache_versions: int = 2
     json: bool = False
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         for flag, uri in (("--input", self.input), ("--store", self.store)):
@@ -200,6 +205,10 @@ class RefreshConfig:
             raise ConfigError(f"--max-in-flight-bytes must be positive, got {self.max_in_flight_bytes}")
         if self.max_partitions is not None and self.max_partitions < 1:
             raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
+        if self.tokenizer_wait <= 0:
+            raise ConfigError(f"--tokenizer-wait must be positive, got {self.tokenizer_wait:g}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
 
 
 IMPORT_KINDS: tuple[str, ...] = ("auto", "gensim", "facebook", "word2vec")
@@ -315,6 +324,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="folder or s3://bucket/prefix holding the partitions")
     p.add_argument("--store", required=True, help="model store: a folder or s3://bucket/prefix")
     p.add_argument("--json", action="store_true", help="also print one JSON summary line at the end")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="json: the driver's log lines and the workers' (through Ray's LoggingConfig) as JSON lines",
+    )
 
     g = p.add_argument_group("partitions")
     g.add_argument(
@@ -521,6 +535,13 @@ def parser() -> argparse.ArgumentParser:
         "--trainer-start-timeout",
         type=float,
         help="seconds to wait for the first partition to reach the training actor (a trainer node to start)",
+    )
+    r.add_argument(
+        "--tokenizer-wait",
+        type=float,
+        metavar="SECONDS",
+        help="on an autoscaling cluster, how long tokenizing tasks may wait for a CPU outside the trainer's "
+        "reservation while the cluster has none; then they run in the reservation, with a warning",
     )
     r.add_argument("--spool-dir", help="local folder on the trainer's node for the spooled corpus")
     r.add_argument(

@@ -37,7 +37,7 @@ from typing import Any
 
 from pyarrow.fs import FileSystem, FileType
 
-from jobs import cluster, metrics, report, runs
+from jobs import cluster, logs, metrics, report, runs
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
@@ -69,19 +69,23 @@ log = logging.getLogger("jobs.refresh")
 
 @dataclass(frozen=True)
 class Hooks:
-    """Seams for tests: gensim callbacks run inside training (e.g. one that raises mid-training), and how the
-    spool's batches are shared among the training threads (e.g. a split that misses a range)."""
+    """Seams for tests: gensim callbacks run inside training (e.g. one that raises mid-training), how the
+    spool's batches are shared among the training threads (e.g. a split that misses a range), and the
+    filesystem the input is read through (e.g. one whose reads of some files are slow), over local paths."""
 
     training_callbacks: tuple[Any, ...] = ()
     training_split: Split = split_evenly
+    filesystem: Any = None  # a pyarrow FileSystem over the local --input folder, instead of the local one
 
 
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     """Run one refresh. Raises RefreshError (or a subclass) on failure. The pointer then never moved; the store
     is unchanged, except after a failed quality gate or a conflict, which leave the new version, complete and
     unpromoted, for inspection, and the run's record (``runs/<run>.json``), written however the run ends."""
-    store = open_store(config.store)
     record = runs.RunRecord.begin(config.input)
+    logs.run(record.run)
+    logs.enter("store")
+    store = open_store(config.store)
     try:
         summary = refresh(config, store, record, hooks)
     except KeyboardInterrupt:  # SIGTERM (or Ctrl-C) inside ray.get, which Ray turns into this
@@ -114,11 +118,13 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
     config = inherit_lifecycle(config, parent)
 
+    logs.enter("discover")
     # 2. Discover partitions and keep the ones this lineage has not consumed.
     # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
     # this input fails here, before a wrong --input can count the whole history twice.
     # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run.
     fs, root = open_filesystem(config.input)
+    fs = hooks.filesystem or fs
     input_root = input_uri(fs, root)
     seen = ledger.read(store, parent_version, input_root, parent)
     listing = list_bounded(fs, root, discovery_bounds(config, seen))
@@ -163,9 +169,12 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             f"{len(waiting)} still being written)",
         )
 
+    # 3. Tokenize on Ray workers, streaming into the training actor.
+    logs.enter("tokenize")
     version = record.version = new_version()
     try:
-        with cluster.connected(config.ray_address), cluster.trainer_actor(config, version) as trainer:
+        connection = cluster.connected(config.ray_address, config.log_format)
+        with connection, cluster.trainer_actor(config, version) as trainer:
             if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
                 trainer.actor.prepare.remote(
                     store,
@@ -173,7 +182,6 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                         parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
                     ),
                 )
-            # 3. Tokenize on Ray workers, streaming into the training actor.
             ingest = cluster.stream(config, fs, todo, trainer)
             record.ingested(ingest)
             metrics.ingested(store.uri, ingest)
@@ -188,6 +196,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                 written.name: written.data,
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
             }
+            logs.enter("train")
             request = TrainRequest(
                 version=version,
                 parent=parent_version,
@@ -205,13 +214,16 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             if ingest.tokens == 0 and parent is not None:
                 candidate = carry_forward(store, parent, version, extra_files)
             else:
-                candidate = cluster.result(trainer.actor.finish.remote(store, request), f"training {version}")
+                candidate = cluster.result(
+                    trainer.actor.finish.remote(store, request), f"training {version}", actor=True
+                )
     except BaseException:
         discard(store, version)  # once the actor is gone, so nothing uploads any more; a no-op if nothing did
         raise
     record.trained(candidate)
     metrics.trained(store.uri, candidate, ingest.tokens * config.training.epochs)
 
+    logs.enter("publish")
     # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
     details = report.details(config, ingest, candidate, parent)
     files = {**candidate.files, **put_report(store, version, details)}
@@ -229,6 +241,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     record.published = True
     metrics.published(store.uri)
 
+    logs.enter("report")
     # 6. Report.
     summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
     summary.waiting = report.waiting(waiting)
@@ -317,17 +330,23 @@ def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("gensim").setLevel(logging.WARNING)
+    logs.configure("text")
+    config: RefreshConfig | None = None
     try:
         config = from_args(argv)
+        logs.configure(config.log_format)
         # Connected for the whole run (a no-op when already connected), so its metrics reach Ray's agent.
-        with cluster.connected(config.ray_address):
+        with cluster.connected(config.ray_address, config.log_format):
             signal.signal(signal.SIGTERM, _stop)  # after ray.init, which may install handlers of its own
             summary = run(config)
     except RefreshError as exc:
         log.error("refresh failed: %s", exc)
         return exit_status(exc)
+    except Exception:
+        if config is None or config.log_format != "json":
+            raise  # a bug: Python's own traceback
+        log.critical("refresh failed with an unexpected error (a bug)", exc_info=True)  # the traceback in a field
+        return 1
     print(report.human(summary))
     if config.json:
         print(report.json_line(summary))

@@ -117,6 +117,7 @@ def manifest_fields(
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
         "peak_memory_mb": candidate.peak_memory_mb,
+        "tokenizing_fallback": ingest.fallback,  # why tokenizing ran in the trainer's reservation only, if it did
         "files": files,
     }
 

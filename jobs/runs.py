@@ -90,6 +90,7 @@ class RunRecord:
     seconds: float = 0.0
     finished: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what the run worked around (a tokenizing fallback)
     _clock: float = field(default=0.0, repr=False)
 
     @classmethod
@@ -110,6 +111,8 @@ class RunRecord:
     def ingested(self, ingest: IngestResult) -> None:
         self.partitions, self.rejected, self.tokens = len(ingest.consumed), len(ingest.rejected), ingest.tokens
         self.timings["tokenize"] = round(ingest.seconds, 3)
+        if ingest.fallback:
+            self.warnings.append(ingest.fallback)
 
     def trained(self, candidate: Candidate) -> None:
         self.vocab_size = candidate.vocab_size

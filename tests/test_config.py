@@ -55,3 +55,46 @@ def test_lifecycle_flags_follow_the_lineage_unless_given() -> None:
     assert LifecycleConfig(count_half_life=2).decay == pytest.approx(2**-0.5)
     with pytest.raises(ConfigError, match="--max-vocab must not be negative"):
         LifecycleConfig(max_vocab=-1)
+
+
+def test_operating_flags() -> None:
+    config = from_args(["--input", "in", "--store", "out", "--tokenizer-wait", "30", "--log-format", "json"])
+    assert (config.tokenizer_wait, config.log_format) == (30.0, "json")
+    with pytest.raises(ConfigError, match="--tokenizer-wait must be positive, got 0"):
+        from_args(["--input", "in", "--store", "out", "--tokenizer-wait", "0"])
+
+
+def test_json_log_lines_name_their_stage_and_hold_no_credential(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+    import logging
+
+    from jobs import logs
+
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        logs.configure("json")
+        logs.run("local-1")
+        logs.enter("tokenize")
+        logging.getLogger("jobs.test").warning("key %s in %s", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "s3://b/p")
+        try:
+            raise ValueError("a bug")
+        except ValueError:
+            logging.getLogger("jobs.test").exception("unexpected")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        logs.enter("")
+        logs.run("")
+    first, second = (json.loads(line) for line in capsys.readouterr().err.splitlines())
+    assert {k: first[k] for k in ("level", "logger", "stage", "message", "run")} == {
+        "level": "WARNING",
+        "logger": "jobs.test",
+        "stage": "tokenize",
+        "message": "key *** in s3://b/p",
+        "run": "local-1",
+    }
+    assert second["error"] == "ValueError: a bug" and "Traceback" in second["traceback"]
