@@ -21,7 +21,7 @@ Other Ray clusters may run on the same machine (other people's test runs), so a 
 * pins ``--num-cpus`` and a small object store.
 
 :func:`run_isolated` gives the same isolation to a child process that builds its clusters in-process with
-``ray.cluster_utils.Cluster``.
+``ray.cluster_utils.Cluster`` (:func:`in_process_cluster`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ BIN = Path(sys.executable).parent  # the venv the tests run in: its `ray` and `p
 HOST = "127.0.0.1"
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 MiB = 1 << 20
+# Declare a silent node dead after ~1.5 s instead of Ray's default ~15 s (5 missed checks, 3 s apart).
+QUICK_FAILURE_DETECTION = {
+    "health_check_initial_delay_ms": 0,
+    "health_check_period_ms": 500,
+    "health_check_timeout_ms": 500,
+    "health_check_failure_threshold": 3,
+}
 
 
 def free_ports(n: int) -> list[int]:
@@ -458,3 +465,25 @@ def run_isolated(args: Sequence[str], *, timeout: float, env: Mapping[str, str] 
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
     return status, output
+
+
+def in_process_cluster(
+    head_cpus: int, object_store_memory: int = 100 * MiB, system_config: Mapping[str, Any] | None = None
+) -> Any:
+    """A ``ray.cluster_utils.Cluster`` whose head has ``head_cpus`` CPUs, a small object store, no dashboard
+    and a free agent port, for a child process started by :func:`run_isolated`; add nodes with ``add_node``.
+
+    No exit hooks: they install signal handlers, which only the main thread may, and tests add nodes from
+    threads of their own. The caller shuts the cluster down; :func:`run_isolated` sweeps up after a crash.
+    """
+    from ray.cluster_utils import Cluster
+
+    head: dict[str, Any] = {
+        "num_cpus": head_cpus,
+        "object_store_memory": object_store_memory,
+        "include_dashboard": False,
+        "dashboard_agent_listen_port": free_ports(1)[0],
+    }
+    if system_config:
+        head["_system_config"] = dict(system_config)
+    return Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args=head)

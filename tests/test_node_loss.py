@@ -40,7 +40,7 @@ import pytest
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
 from jobs.training import model as gmodel
-from tests.clusters import descendants, free_ports, run_isolated
+from tests.clusters import QUICK_FAILURE_DETECTION, descendants, in_process_cluster, run_isolated
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered
 
@@ -51,13 +51,6 @@ MiB = 1 << 20
 # spools (with a larger budget these tiny partitions would all be tokenized before the trainer first answers).
 FAST = ["--workers", "1", "--vector-size", "16", "--epochs", "2", "--min-count", "1", "--max-in-flight", "4"]
 FAST += ["--max-in-flight-bytes", "100KiB"]
-# Declare a silent node dead after ~1.5 s instead of Ray's default ~15 s (5 missed checks, 3 s apart).
-QUICK_FAILURE_DETECTION = {
-    "health_check_initial_delay_ms": 0,
-    "health_check_period_ms": 500,
-    "health_check_timeout_ms": 500,
-    "health_check_failure_threshold": 3,
-}
 PARTITIONS_A, PARTITIONS_B, DOCUMENTS = 40, 20, 300
 
 
@@ -164,7 +157,6 @@ def lose(cluster: Any, node: Any) -> None:
 def scenario(work: Path) -> dict[str, Any]:
     """Run (a), then (b) and its rerun, on one cluster; what happened, as JSON-able data."""
     import ray
-    from ray.cluster_utils import Cluster
 
     from jobs.config import from_args
     from jobs.errors import RefreshError
@@ -186,19 +178,7 @@ def scenario(work: Path) -> dict[str, Any]:
         }
 
     small = {"object_store_memory": 100 * MiB}
-    # No exit hooks: they install signal handlers, which only the main thread may, and the watcher adds a
-    # node from its own thread. The `finally` below shuts the cluster down; run_isolated sweeps up after a crash.
-    cluster = Cluster(
-        initialize_head=True,
-        shutdown_at_exit=False,
-        head_node_args={
-            "num_cpus": 0,
-            **small,
-            "include_dashboard": False,
-            "dashboard_agent_listen_port": free_ports(1)[0],
-            "_system_config": QUICK_FAILURE_DETECTION,
-        },
-    )
+    cluster = in_process_cluster(0, system_config=QUICK_FAILURE_DETECTION, **small)
     result: dict[str, Any] = {}
     try:
         tokenizers = [cluster.add_node(num_cpus=1, **small) for _ in range(2)]

@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from jobs.errors import EXIT_RETRYABLE
-from tests.clusters import free_ports, run_isolated
+from tests.clusters import QUICK_FAILURE_DETECTION, in_process_cluster, run_isolated
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered
 
@@ -52,12 +52,6 @@ pytestmark = pytest.mark.e2e
 
 MiB = 1 << 20
 FAST = ["--workers", "1", "--vector-size", "8", "--epochs", "1", "--min-count", "1"]
-QUICK_FAILURE_DETECTION = {
-    "health_check_initial_delay_ms": 0,
-    "health_check_period_ms": 500,
-    "health_check_timeout_ms": 500,
-    "health_check_failure_threshold": 3,
-}
 SECRET = "not-a-real-secret-7f3a9c"  # the driver's AWS_SECRET_ACCESS_KEY in the json scenario
 NODE = r"\d+\.\d+\.\d+\.\d+"
 
@@ -67,20 +61,9 @@ NODE = r"\d+\.\d+\.\d+\.\d+"
 
 def scenario(work: Path) -> dict[str, Any]:
     import ray
-    from ray.cluster_utils import Cluster
 
     small = {"object_store_memory": 80 * MiB}
-    cluster = Cluster(
-        initialize_head=True,
-        shutdown_at_exit=False,
-        head_node_args={
-            "num_cpus": 0,
-            **small,
-            "include_dashboard": False,
-            "dashboard_agent_listen_port": free_ports(1)[0],
-            "_system_config": QUICK_FAILURE_DETECTION,
-        },
-    )
+    cluster = in_process_cluster(0, system_config=QUICK_FAILURE_DETECTION, **small)
     result: dict[str, Any] = {}
     try:
         cluster.add_node(num_cpus=1, resources={"trainer": 1}, **small)

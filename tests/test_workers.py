@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.clusters import free_ports, run_isolated
+from tests.clusters import in_process_cluster, run_isolated
 from tests.conftest import write_parquet
 from tests.corpora import clustered
 
@@ -30,7 +30,6 @@ HEAD_CPUS, TRAINER_CPUS = 1, 3
 
 def scenario(work: Path) -> dict[str, Any]:
     import ray
-    from ray.cluster_utils import Cluster
 
     from jobs.config import from_args
     from jobs.refresh import run
@@ -38,16 +37,7 @@ def scenario(work: Path) -> dict[str, Any]:
     from jobs.storage.publish import read_manifest
 
     small = {"object_store_memory": 100 * MiB}
-    cluster = Cluster(
-        initialize_head=True,
-        shutdown_at_exit=False,
-        head_node_args={
-            "num_cpus": HEAD_CPUS,
-            **small,
-            "include_dashboard": False,
-            "dashboard_agent_listen_port": free_ports(1)[0],
-        },
-    )
+    cluster = in_process_cluster(HEAD_CPUS, **small)
     try:
         cluster.add_node(num_cpus=TRAINER_CPUS, resources={"trainer": 1}, **small)
         cluster.wait_for_nodes()
