@@ -270,9 +270,12 @@ def explain(exc: RayError, stage: str, partition: Partition | None = None, actor
     elif isinstance(exc, WorkerCrashedError):
         what = f"its worker crashed {TOKENIZE_RETRIES + 1} times, so Ray's retries are spent"
     elif isinstance(exc, ObjectLostError):
+        # a reconstruction failure says why ("... cannot be reconstructed because the maximum number of task
+        # retries has been exceeded"); the other kinds are named by their type
+        why = _match(r"cannot be reconstructed because ([^.]+)", str(exc)) or type(exc).__name__
         what = (
-            f"its result was lost with the node that held it and could not be rebuilt ({type(exc).__name__}); "
-            "the nodes may be going away faster than Ray can rebuild their results"
+            f"its result was lost with the node that held it and could not be rebuilt ({why}); the nodes may be "
+            "going away faster than Ray can rebuild their results"
         )
     else:
         what = f"{type(exc).__name__}: {_first_line(exc)}"

@@ -1,11 +1,13 @@
 """A filesystem seam for fault tests: the local filesystem, except that opening a file whose name starts
 with ``crash`` kills the process reading it at once (``os._exit``), as a segfault in a reader or the
-kernel's OOM killer would, and opening one whose name starts with ``slow`` takes ``SLOW_SECONDS`` (a read
-that a node's death can interrupt). Ray workers import it from here when they unpickle the filesystem."""
+kernel's OOM killer would, and opening one whose name holds ``slow`` takes ``SLOW_SECONDS`` (a read that a
+node's death can interrupt), or as many seconds as follow it (``b-slow3.parquet``: 3). Ray workers import it
+from here when they unpickle the filesystem."""
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
@@ -24,8 +26,9 @@ class CrashingFileSystem(pafs.FileSystemHandler):
     def _check(self, path: str) -> str:
         if os.path.basename(path).startswith("crash"):
             os._exit(13)
-        if os.path.basename(path).startswith("slow"):
-            time.sleep(SLOW_SECONDS)
+        slow = re.search(r"slow(\d*)", os.path.basename(path))
+        if slow:
+            time.sleep(float(slow.group(1) or SLOW_SECONDS))
         return path
 
     def get_type_name(self) -> str:

@@ -17,10 +17,12 @@ node is a raylet of its own on this machine. In order, on the one cluster:
 * ``node_died``: a partition whose reads take 30 s (the ``slow`` files of :mod:`tests.crashing_fs`, the input
   filesystem seam) runs on a tokenizing node that is killed (SIGKILL, no drain) while the task runs there,
   and replaced, until Ray's retries are spent: :class:`~ray.exceptions.NodeDiedError`.
-
-Lost objects (``ObjectLostError``, ``ObjectReconstructionFailedError``) need a node to die holding a batch no
-retry is left to rebuild, which no real sequence here provokes reliably; their message is asserted on Ray's
-own exception objects (``test_lost_objects_are_explained``).
+* ``lost``: the same for three tries of a partition whose batches are large enough to live in its node's
+  object store; its fourth try runs to its end, and its node is killed while the batches wait there behind
+  a slower partition in the trainer's CPU. No retry is left to rebuild them:
+  :class:`~ray.exceptions.ObjectReconstructionFailedError` when the trainer fetches them. The other kinds of
+  lost object (``ObjectFetchTimedOutError``, a plain ``ObjectLostError``) are explained on Ray's own exception
+  objects (``test_lost_objects_are_explained``).
 
 The cluster and its drivers live in a child process (``python -m tests.test_ray_failures WORKDIR``, started by
 :func:`tests.clusters.run_isolated`), which writes what happened to ``WORKDIR/result.json``.
@@ -78,7 +80,8 @@ def scenario(work: Path) -> dict[str, Any]:
         cluster.wait_for_nodes()
         result["oom"] = failing_run(work, "oom", cluster.address)
         cluster.remove_node(oom)
-        result["node_died"] = node_died_run(work, cluster)
+        result["node_died"] = killing_run(work, "node_died", cluster, "slow", running=None, after=False)
+        result["lost"] = killing_run(work, "lost", cluster, "b-slow3", running=3, after=True)
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -140,48 +143,59 @@ def failing_run(
     }
 
 
-def node_died_run(work: Path, cluster: Any) -> dict[str, Any]:
-    """Kill the tokenizing node each time the slow partition's task runs there, and add another, until the
-    run ends (Ray spends its retries)."""
+def killing_run(work: Path, name: str, cluster: Any, task: str, running: int | None, after: bool) -> dict[str, Any]:
+    """Kill the tokenizing node (SIGKILL, no drain) each time the task titled ``task`` runs there, at most
+    ``running`` times (None: as often as it does), then, if ``after``, once more once it has run to its end
+    there (with its batches in that node's object store); a new node replaces each one lost."""
     import psutil
     import pyarrow.fs as pafs
 
     from jobs.refresh import Hooks
     from tests.crashing_fs import CrashingFileSystem
 
-    kills: list[float] = []
+    kills: list[str] = []
     stop = threading.Event()
     node = cluster.add_node(num_cpus=1, object_store_memory=80 * MiB)
 
-    def running_slow(raylet_pid: int) -> bool:
+    def runs_there() -> bool:
         with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(raylet_pid).children(recursive=True):
+            for child in psutil.Process(node.all_processes["raylet"][0].process.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    if " ".join(child.cmdline()).startswith("ray::tokenize slow"):
+                    if " ".join(child.cmdline()).startswith(f"ray::tokenize {task}"):
                         return True
         return False
 
-    def killer() -> None:
+    def lose(when: str) -> None:
         nonlocal node
+        cluster.remove_node(node, allow_graceful=False)
+        kills.append(when)
+        node = cluster.add_node(num_cpus=1, object_store_memory=80 * MiB)
+
+    def killer() -> None:
+        seen = False  # the last try ran there (not to be killed while running)
         while not stop.is_set():
-            raylet = node.all_processes["raylet"][0].process.pid
-            if running_slow(raylet):
+            there = runs_there()
+            if there and (running is None or len(kills) < running):
                 time.sleep(0.5)  # inside its read
-                cluster.remove_node(node, allow_graceful=False)
-                kills.append(time.monotonic())
-                node = cluster.add_node(num_cpus=1, object_store_memory=80 * MiB)
+                lose("running")
+            elif there:
+                seen = True
+            elif seen and after:
+                lose("after")
+                return
             time.sleep(0.1)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
         outcome = failing_run(
-            work, "node_died", cluster.address, hooks=Hooks(filesystem=pafs.PyFileSystem(CrashingFileSystem()))
+            work, name, cluster.address, hooks=Hooks(filesystem=pafs.PyFileSystem(CrashingFileSystem()))
         )
     finally:
         stop.set()
         thread.join(timeout=30)
-    return {**outcome, "kills": len(kills)}
+        cluster.remove_node(node)  # the next scenario's tokenizing node is its own
+    return {**outcome, "kills": kills}
 
 
 def prepare(work: Path) -> None:
@@ -191,13 +205,17 @@ def prepare(work: Path) -> None:
     from jobs.refresh import run
 
     write_parquet(work / "json" / "dt=1" / "p0.parquet", clustered(200, seed=1))
-    for name in ("runtime_env", "oom", "node_died"):
+    for name in ("runtime_env", "oom", "node_died", "lost"):
         write_parquet(work / name / "dt=1" / "p0.parquet", clustered(50, seed=2))
         run(from_args(["--input", str(work / name), "--store", str(work / f"{name}-store"), *FAST]))
         write_parquet(work / name / "dt=2" / "a.parquet", clustered(30, seed=3))
     for i in (1, 2):
         write_parquet(work / "oom" / "dt=2" / f"b{i}.parquet", clustered(30, seed=3 + i))
     write_parquet(work / "node_died" / "dt=2" / "slow.parquet", clustered(30, seed=4))
+    # in the trainer's CPU, a read that outlasts the other's four tries; the other's batches are large enough
+    # (> 100 KiB) to live in its node's object store, not inline in the driver's memory
+    write_parquet(work / "lost" / "dt=2" / "a-slow40.parquet", clustered(30, seed=5))
+    write_parquet(work / "lost" / "dt=2" / "b-slow3.parquet", clustered(4000, seed=6))
 
 
 def main(argv: list[str]) -> int:
@@ -269,7 +287,19 @@ def test_a_tokenizing_node_that_dies_on_every_try(outcome: dict[str, Any]) -> No
         rf"tokenizing {uri}: its node \({NODE}\) died \(preempted, a hardware failure, a raylet crash\) and Ray's "
         r"3 retries are spent\. Nothing was published; a rerun is safe\.",
     )
-    assert outcome["node_died"]["kills"] == 4  # the first try and three retries
+    assert outcome["node_died"]["kills"] == ["running"] * 4  # the first try and three retries
+
+
+def test_a_result_lost_with_its_node_once_no_retry_is_left(outcome: dict[str, Any]) -> None:
+    # the first try and two retries killed while running, the last one once it had yielded its batches
+    assert outcome["lost"]["kills"] == ["running"] * 3 + ["after"]
+    uri = re.escape(f"{outcome['work']}/lost/dt=2/b-slow3.parquet")
+    assert_failed(
+        outcome["lost"],
+        rf"tokenizing {uri}: its result was lost with the node that held it and could not be rebuilt "
+        r"\(the maximum number of task retries has been exceeded\); the nodes may be going away faster than Ray can "
+        r"rebuild their results\. Nothing was published; a rerun is safe\.",
+    )
 
 
 def test_driver_logs_are_json_lines_naming_their_stage(outcome: dict[str, Any]) -> None:
@@ -314,17 +344,20 @@ def test_lost_objects_are_explained() -> None:
     uri = "s3://corpus/dt=1/part-7.parquet"
     partition = Partition(uri=uri, path=uri[5:], size=1, mtime_ns=0, format="parquet")
     exceeded = ErrorType.Value("OBJECT_UNRECONSTRUCTABLE_MAX_ATTEMPTS_EXCEEDED")
-    for error in (
-        ObjectLostError("ab" * 14, b"", ""),
-        ObjectReconstructionFailedError("ab" * 14, reason=exceeded, owner_address=b"", call_site=""),
-        ObjectFetchTimedOutError("ab" * 14, b"", ""),
+    for error, why in (
+        (ObjectLostError("ab" * 14, b"", ""), "ObjectLostError"),
+        (
+            ObjectReconstructionFailedError("ab" * 14, reason=exceeded, owner_address=b"", call_site=""),
+            "the maximum number of task retries has been exceeded",
+        ),
+        (ObjectFetchTimedOutError("ab" * 14, b"", ""), "ObjectFetchTimedOutError"),
     ):
         explained = explain(error, "tokenizing", partition)
         assert isinstance(explained, ClusterError) and exit_status(explained) == EXIT_RETRYABLE
         assert str(explained) == (
             "tokenizing s3://corpus/dt=1/part-7.parquet: its result was lost with the node that held it and could "
-            f"not be rebuilt ({type(error).__name__}); the nodes may be going away faster than Ray can rebuild "
-            "their results. Nothing was published; a rerun is safe."
+            f"not be rebuilt ({why}); the nodes may be going away faster than Ray can rebuild their results. "
+            "Nothing was published; a rerun is safe."
         )
 
 
