@@ -239,12 +239,17 @@ def main(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def outcome() -> Iterator[dict[str, Any]]:
+def outcome(pytestconfig: pytest.Config) -> Iterator[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ray-failures-") as tmp:
         work = Path(tmp)
         status, output = run_isolated([sys.executable, "-m", "tests.test_ray_failures", str(work)], timeout=540)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
-        yield {**json.loads((work / "result.json").read_text()), "work": str(work), "output": output}
+        result = json.loads((work / "result.json").read_text())
+        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            seconds = {k: v["record"]["seconds"] for k, v in result.items() if isinstance(v, dict) and "record" in v}
+            reporter.write_line(f"\nRay failures: seconds from the run's start to its failure: {seconds}")
+        yield {**result, "work": str(work), "output": output}
 
 
 def assert_failed(result: dict[str, Any], message: str) -> None:
