@@ -487,3 +487,12 @@ def in_process_cluster(
     if system_config:
         head["_system_config"] = dict(system_config)
     return Cluster(initialize_head=True, shutdown_at_exit=False, head_node_args=head)
+
+
+def report(pytestconfig: Any, line: str) -> None:
+    """Write ``line`` to the terminal of this pytest run, past its output capture (a measurement a test
+    makes for the reader, shown even when the tests pass)."""
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        with pytestconfig.pluginmanager.get_plugin("capturemanager").global_and_fixture_disabled():
+            reporter.write_line(line)

@@ -24,7 +24,7 @@ import yaml
 
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest
-from tests.clusters import REPO, RayHead, runtime_env
+from tests.clusters import REPO, RayHead, report, runtime_env
 from tests.conftest import write_parquet
 from tests.corpora import clustered
 
@@ -155,14 +155,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) 
         )
         default = run_autoscaled_refresh(head, other_data, other_store, "refresh-default", ["--workers", "1"])
     record.job["store"] = str(store)
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and record.first_worker is not None:
-        reporter.write_line(
+    if record.first_worker is not None:
+        report(
+            pytestconfig,
             f"\nautoscaling: first worker node {record.scale_up_seconds():.1f}s after the job started RUNNING; "
             f"job {record.finished - record.submitted:.1f}s from submission; "  # type: ignore[operator]
             f"{record.most_workers} workers at most; back to the head alone "
             f"{record.all_idle - record.finished:.1f}s after the job ended; tokenizing tasks per node kind: "
-            f"{record.placement()}"
+            f"{record.placement()}",
         )  # type: ignore[operator]
     yield Runs(record, default)
 

@@ -46,7 +46,7 @@ from typing import Any
 import pytest
 
 from jobs.errors import EXIT_RETRYABLE
-from tests.clusters import QUICK_FAILURE_DETECTION, in_process_cluster, run_isolated
+from tests.clusters import QUICK_FAILURE_DETECTION, in_process_cluster, report, run_isolated
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered
 
@@ -245,10 +245,8 @@ def outcome(pytestconfig: pytest.Config) -> Iterator[dict[str, Any]]:
         status, output = run_isolated([sys.executable, "-m", "tests.test_ray_failures", str(work)], timeout=540)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
         result = json.loads((work / "result.json").read_text())
-        reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            seconds = {k: v["record"]["seconds"] for k, v in result.items() if isinstance(v, dict) and "record" in v}
-            reporter.write_line(f"\nRay failures: seconds from the run's start to its failure: {seconds}")
+        seconds = {k: v["record"]["seconds"] for k, v in result.items() if isinstance(v, dict) and "record" in v}
+        report(pytestconfig, f"\nRay failures: seconds from the run's start to its failure: {seconds}")
         yield {**result, "work": str(work), "output": output}
 
 
