@@ -62,15 +62,10 @@ def kind(model: Word2Vec) -> str:
     return "fasttext" if isinstance(model, FastText) else "word2vec"
 
 
-def load(folder: Path, spare_rows: int = 0) -> Word2Vec:
+def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
     """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`), with
-    room to add up to ``spare_rows`` words without copying its matrices."""
+    room to add up to ``spare_rows`` words without copying its matrices (None: as many as it holds)."""
     return serialize.load(folder, spare_rows=spare_rows)
-
-
-def vocabulary_size(folder: Path) -> int:
-    """How many words a saved model holds, read from its metadata alone."""
-    return serialize.vocabulary_size(folder)
 
 
 def vectors_file(folder: Path) -> Path:

@@ -85,7 +85,7 @@ def load(
         folder = fetch(store, request, into)
         check()
         model_dir = folder / gmodel.MODEL_DIR
-        model = gmodel.load(model_dir, spare_rows=gmodel.vocabulary_size(model_dir))
+        model = gmodel.load(model_dir, spare_rows=None)  # room for as many new words as it has words
         check()
         pending = read_counts(folder / PENDING) if (folder / PENDING).exists() else {}
         kept = (

@@ -199,19 +199,21 @@ def _random_state(random: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- loading
 
 
-def load(folder: Path, spare_rows: int = 0) -> Word2Vec:
+def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
     """A trainable Word2Vec or FastText rebuilt from ``folder``, never unpickling anything.
 
     The per-word matrices (``vectors``, ``syn1neg``, FastText's ``vectors_vocab``) are read into buffers with
     room for ``spare_rows`` more words after their rows, so a vocabulary update that adds up to that many
     words appends in place rather than copying each matrix (which would hold it twice at once). Untouched,
-    the spare rows cost address space, not memory. Raises IntegrityError when a file is missing, malformed
+    the spare rows cost address space, not memory; ``None`` leaves room for as many words as the model
+    holds. Raises IntegrityError when a file is missing, malformed
     or inconsistent.
     """
     params = read_params(folder)
     fasttext = params["kind"] == "fasttext"
     words, counts = _read_vocabulary(folder)
     size = len(words)
+    spare_rows = size if spare_rows is None else spare_rows
     mp, kp = params["model"], params["keyed_vectors"]
     dim = kp["vector_size"]
     if mp["vector_size"] != dim or mp["layer1_size"] != dim or mp["hs"] != 0 or mp["negative"] < 1:
@@ -372,16 +374,6 @@ def _read_array(
             f"{path}: {array.dtype}{list(array.shape)} where {dtype}{list(shape)} (C order) was expected; refusing"
         )
     return array
-
-
-def vocabulary_size(folder: Path) -> int:
-    """How many words the model saved in ``folder`` holds (from its vocabulary's metadata, nothing else read)."""
-    try:
-        return int(pq.read_metadata(folder / VOCAB).num_rows)
-    except FileNotFoundError:
-        raise IntegrityError(f"{folder / VOCAB} is missing") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise IntegrityError(f"{folder / VOCAB} is not a vocabulary table: {exc}") from exc
 
 
 def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
