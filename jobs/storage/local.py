@@ -68,8 +68,7 @@ class LocalStore:
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(source, "rb") as reader:
-            self._atomic_write(target, reader)
+        self._atomic_write(target, source)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)
@@ -97,8 +96,7 @@ class LocalStore:
         try:
             os.link(origin, target)
         except OSError:  # another filesystem, or one without hard links
-            with open(origin, "rb") as reader:
-                self._atomic_write(target, reader)
+            self._atomic_write(target, origin)
 
     def list_versions(self) -> list[str]:
         folder = self.root / VERSIONS
@@ -148,16 +146,24 @@ class LocalStore:
             os.close(dirfd)
 
     @staticmethod
-    def _atomic_write(target: Path, data: bytes | object) -> None:
+    def _atomic_write(target: Path, data: bytes | Path) -> None:
+        """Write ``data`` (bytes, or a file's contents, copied by the kernel where it can) to a temporary file
+        beside ``target``, make it durable, then rename it into place."""
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as out:
-                if isinstance(data, bytes):
+            if isinstance(data, bytes):
+                with os.fdopen(fd, "wb") as out:
                     out.write(data)
-                else:
-                    shutil.copyfileobj(data, out, 8 << 20)  # type: ignore[arg-type,type-var]
-                out.flush()
-                os.fsync(out.fileno())
+                    out.flush()
+                    os.fsync(out.fileno())
+            else:
+                os.close(fd)
+                shutil.copyfile(data, tmp)  # copy_file_range or sendfile: the bytes never cross into Python
+                synced = os.open(tmp, os.O_RDONLY)
+                try:
+                    os.fsync(synced)
+                finally:
+                    os.close(synced)
             os.replace(tmp, target)
             dirfd = os.open(target.parent, os.O_RDONLY)
             try:
