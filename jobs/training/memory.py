@@ -1,5 +1,8 @@
 """The training actor's memory, phase by phase: the peak resident set of each phase, for the report.
 
+Each phase starts by handing memory freed so far back to the system (pyarrow's pool and glibc's heap keep
+freed blocks for reuse), so the next phase's peak does not stand on the last one's leftovers.
+
 Linux keeps a process's peak resident set (``VmHWM`` in ``/proc/self/status``) and resets it when ``5`` is
 written to ``/proc/self/clear_refs``, so each phase's own peak can be read at its end and the counter reset
 for the next. Elsewhere (or where ``/proc`` is not writable) the figures are simply absent.
@@ -13,11 +16,15 @@ for the next. Elsewhere (or where ``/proc`` is not writable) the figures are sim
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
 
 _STATUS = Path("/proc/self/status")
 _CLEAR = Path("/proc/self/clear_refs")
@@ -32,6 +39,23 @@ def peak_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _malloc_trim() -> Any:
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own C library: glibc only
+    except OSError:
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release() -> None:
+    """Return freed memory to the system: pyarrow's pool, then glibc's heap (where there is one)."""
+    pa.default_memory_pool().release_unused()
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def reset_peak() -> bool:
@@ -52,6 +76,7 @@ class PhasePeaks:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        release()
         resettable = reset_peak()
         start = time.perf_counter()
         try:
