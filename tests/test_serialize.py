@@ -112,6 +112,8 @@ def test_ngram_buckets_equal_gensims_hashes(min_n: int, max_n: int, bucket: int)
     words = WORDS + ["".join(rng.choice(alphabet, rng.integers(1, 12))) for _ in range(500)]
     got = serialize.ngram_buckets(words, min_n, max_n, bucket)
     expected = [np.array(ft_ngram_hashes(w, min_n, max_n, bucket), dtype=np.uint32) for w in words]
+    in_blocks = serialize.ngram_buckets(words, min_n, max_n, bucket, block=37)  # blocks that end mid-list
+    assert [b.tolist() for b in in_blocks] == [b.tolist() for b in got]
     assert len(got) == len(expected)
     for word, ours, theirs in zip(words, got, expected, strict=True):
         assert ours.dtype == np.uint32 and np.array_equal(ours, theirs), word

@@ -435,15 +435,22 @@ def _restore_random(state: Any, folder: Path) -> Any:
 # ------------------------------------------------------------------------------------- FastText n-gram buckets
 
 
-def ngram_buckets(words: list[str] | pa.Array, min_n: int, max_n: int, bucket: int) -> list[np.ndarray]:
+def ngram_buckets(
+    words: list[str] | pa.Array, min_n: int, max_n: int, bucket: int, block: int = 65_536
+) -> list[np.ndarray]:
     """Each word's character n-gram buckets, exactly as gensim's ``ft_ngram_hashes`` (Facebook's FNV-1a hash
-    with its signed-char quirk over the UTF-8 bytes of ``<word>``), but vectorized over the whole vocabulary.
+    with its signed-char quirk over the UTF-8 bytes of ``<word>``), but vectorized, ``block`` words at a time
+    (the per-character temporaries of a whole vocabulary would be several times its buckets).
 
-    Returns one uint32 array per word (views of one buffer), the layout of ``FastTextKeyedVectors.buckets_word``.
+    Returns one uint32 array per word (views of a buffer per block), the layout of
+    ``FastTextKeyedVectors.buckets_word``.
     """
-    flat, per_word = ngram_hashes(words, min_n, max_n, bucket)
-    ends = np.cumsum(per_word).tolist()
-    return [flat[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+    out: list[np.ndarray] = []
+    for first in range(0, len(words), block):
+        flat, per_word = ngram_hashes(words[first : first + block], min_n, max_n, bucket)
+        ends = np.cumsum(per_word).tolist()
+        out += [flat[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
+    return out
 
 
 def ngram_hashes(words: list[str] | pa.Array, min_n: int, max_n: int, bucket: int) -> tuple[np.ndarray, np.ndarray]:
