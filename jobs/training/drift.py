@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from jobs.errors import IntegrityError
+from jobs.training.serialize import npy_header
 
 _BLOCK = 8_192  # rows compared at once: a few float64 temporaries of this many rows
 
@@ -66,9 +67,7 @@ def _parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterat
             yield start, np.asarray(parent[parent_rows[start : start + _BLOCK]])
         return
     with parent.open("rb") as f:
-        version = np.lib.format.read_magic(f)
-        header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = header(f)
+        shape, fortran, dtype = npy_header(f)
         if fortran or len(shape) != 2 or (len(parent_rows) and parent_rows[-1] >= shape[0]):
             raise IntegrityError(f"{parent}: not the parent's vectors ({dtype}{list(shape)})")
         offset, width = f.tell(), shape[1] * dtype.itemsize

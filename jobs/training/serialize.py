@@ -40,7 +40,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gensim
 import numpy as np
@@ -376,6 +376,15 @@ def _read_array(
     return array
 
 
+def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """The shape, Fortran order and dtype of the ``.npy`` file open at its start as ``f``, which is left at
+    its first data byte. Only the header is read: a Python literal, parsed without evaluating or unpickling
+    anything. Raises ValueError for a file that is not an ``.npy`` array."""
+    version = np.lib.format.read_magic(f)
+    header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return header(f)
+
+
 def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
     """A float32 matrix of exactly ``shape``, read into memory with room for ``spare_rows`` more rows: the
     result is the first ``shape[0]`` rows of a larger buffer (see :func:`jobs.training.vocabulary.appended`).
@@ -384,9 +393,7 @@ def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int 
     path = folder / f"{name}.npy"
     try:
         with path.open("rb") as f:
-            version = np.lib.format.read_magic(f)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            found, fortran, dtype = header(f)
+            found, fortran, dtype = npy_header(f)
             if dtype != _FLOAT or found != shape or fortran:
                 raise IntegrityError(
                     f"{path}: {dtype}{list(found)} where {_FLOAT}{list(shape)} (C order) was expected; refusing"
