@@ -31,7 +31,7 @@ GENSIM_DATA = Path(gensim.__file__).parent / "test" / "test_data"
 SENTENCES = [doc.split() for doc in clustered(200, seed=3)]
 
 # gensim's own test models: imported (the kind the lineage trains), or refused (what the message says).
-# The README's table lists the same files with the same reasons.
+# docs/import.md's table lists the same files with the same reasons.
 IMPORTED = {
     "word2vec_old": "word2vec",  # gensim 3.x Word2Vec, upgraded on load
     "word2vec_old_sep": "word2vec",  # the same with its arrays in separate .npy files

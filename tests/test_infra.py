@@ -328,7 +328,7 @@ def test_the_lifecycle_rule_aborts_incomplete_multipart_uploads_under_the_model_
     [rule] = s3.get_bucket_lifecycle_configuration(Bucket="models-bucket")["Rules"]
     assert rule["Status"] == "Enabled" and rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
     assert MODEL_ARN.endswith(":::models-bucket/" + rule["Filter"]["Prefix"])
-    assert "infra/aws/lifecycle.json" in (ROOT / "README.md").read_text()
+    assert "infra/aws/lifecycle.json" in (ROOT / "docs" / "s3.md").read_text()
 
 
 # --- runtime_env.yaml and secrets -------------------------------------------------------------------------

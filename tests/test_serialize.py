@@ -214,8 +214,8 @@ def test_malformed_files_are_refused_naming_the_file(
         serialize.load(folder)
 
 
-def test_the_readmes_plain_gensim_lines_read_a_version(saved_fasttext: Path) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_the_documented_plain_gensim_lines_read_a_version(saved_fasttext: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "store-format.md").read_text()
     block = next(b for b in readme.split("```python")[1:] if "with gensim and numpy alone" in b.split("```")[0])
     scope: dict[str, Any] = {"folder": saved_fasttext}
     exec(block.split("```")[0], scope)
