@@ -209,6 +209,14 @@ class RefreshConfig:
             raise ConfigError(f"--tokenizer-wait must be positive, got {self.tokenizer_wait:g}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.require_trainer_resource and self.training.workers is None:
+            # Before the trainer node exists nothing says how many CPUs it has: the actor would reserve none,
+            # and the autoscaler would size nothing for its threads.
+            raise ConfigError(
+                "--require-trainer-resource needs --workers N, the CPUs of the trainer node type (e.g. 32 on an "
+                "r7i.8xlarge): the trainer node may not exist yet, so the training actor cannot learn how many "
+                "CPUs to reserve from it"
+            )
 
 
 IMPORT_KINDS: tuple[str, ...] = ("auto", "gensim", "facebook", "word2vec")
@@ -529,7 +537,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--require-trainer-resource",
         action="store_true",
-        help="always ask for --trainer-resource, even if no node offers it yet (autoscaling clusters)",
+        help="always ask for --trainer-resource, even if no node offers it yet (autoscaling clusters); needs --workers",
     )
     r.add_argument(
         "--trainer-start-timeout",

@@ -62,6 +62,11 @@ def test_operating_flags() -> None:
     assert (config.tokenizer_wait, config.log_format) == (30.0, "json")
     with pytest.raises(ConfigError, match="--tokenizer-wait must be positive, got 0"):
         from_args(["--input", "in", "--store", "out", "--tokenizer-wait", "0"])
+    # A trainer node that does not exist yet cannot say how many CPUs the actor should reserve.
+    with pytest.raises(ConfigError, match="--require-trainer-resource needs --workers N, the CPUs of the trainer"):
+        from_args(["--input", "in", "--store", "out", "--require-trainer-resource"])
+    config = from_args(["--input", "in", "--store", "out", "--require-trainer-resource", "--workers", "16"])
+    assert (config.require_trainer_resource, config.training.workers) == (True, 16)
 
 
 def test_json_log_lines_name_their_stage_and_hold_no_credential(
@@ -73,13 +78,16 @@ def test_json_log_lines_name_their_stage_and_hold_no_credential(
     from jobs import logs
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", "ray-token-0123456789abcdef")  # KubeRay puts it in every Ray container
+    monkeypatch.setenv("EMBEDDING_REFRESH_SIGNING_KEY", "ed25519-secret-key-bytes")
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
         logs.configure("json")
         logs.run("local-1")
         logs.enter("tokenize")
-        logging.getLogger("jobs.test").warning("key %s in %s", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "s3://b/p")
+        secrets = ("wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", "ray-token-0123456789abcdef", "ed25519-secret-key-bytes")
+        logging.getLogger("jobs.test").warning("key %s token %s signing %s in %s", *secrets, "s3://b/p")
         try:
             raise ValueError("a bug")
         except ValueError:
@@ -94,7 +102,7 @@ def test_json_log_lines_name_their_stage_and_hold_no_credential(
         "level": "WARNING",
         "logger": "jobs.test",
         "stage": "tokenize",
-        "message": "key *** in s3://b/p",
+        "message": "key *** token *** signing *** in s3://b/p",
         "run": "local-1",
     }
     assert second["error"] == "ValueError: a bug" and "Traceback" in second["traceback"]

@@ -202,7 +202,15 @@ def test_a_trainer_node_that_never_comes_fails_the_run_in_time(tmp_path: Path) -
     data, store = tmp_path / "data", tmp_path / "models"
     write_parquet(data / "dt=1" / "part-0.parquet", clustered(20, seed=1))
     argv = args(
-        data, store, "--require-trainer-resource", "--trainer-resource", "nowhere", "--trainer-start-timeout", "3"
+        data,
+        store,
+        "--require-trainer-resource",
+        "--workers",
+        "1",
+        "--trainer-resource",
+        "nowhere",
+        "--trainer-start-timeout",
+        "3",
     )
     with pytest.raises(TrainingError, match=r"no partition reached the training actor within 3 s.*'nowhere'"):
         run(from_args(argv))
