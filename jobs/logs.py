@@ -15,8 +15,9 @@ the driver's stream is JSON lines only; the workers' and actors' lines are JSON 
 log collector read them there) instead of being echoed, prefixed, into the driver's stream.
 
 No credential reaches a line: the values of the credential variables in the driver's environment
-(``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ACCESS_KEY_ID``) are replaced by ``***`` in every
-message, text or JSON, as the S3 store's errors are (belt and braces: no message should carry one).
+(:data:`SECRET_VARIABLES`: the AWS keys, the Ray cluster's auth token, a manifest signing key given through
+the environment) are replaced by ``***`` in every message, text or JSON, as the S3 store's errors are (belt
+and braces: no message should carry one).
 """
 
 from __future__ import annotations
@@ -33,7 +34,15 @@ from jobs.errors import RefreshError
 
 STAGE: ContextVar[str] = ContextVar("stage", default="")
 RUN: ContextVar[str] = ContextVar("run", default="")
-SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+# KubeRay sets RAY_AUTH_TOKEN in every Ray container (and submitters carry it); a signing key read from the
+# environment rather than a file would sit in EMBEDDING_REFRESH_SIGNING_KEY.
+SECRET_VARIABLES = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "RAY_AUTH_TOKEN",
+    "EMBEDDING_REFRESH_SIGNING_KEY",
+)
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
