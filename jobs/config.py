@@ -233,6 +233,7 @@ class ImportConfig:
     path: str
     store: str
     kind: str = "auto"
+    allow_pickle: bool = False  # with auto: a pickle may be unpickled (--kind gensim says the same)
     adopt_vectors: bool = False
     counts: str | None = None
     new_lineage: bool = False
@@ -275,7 +276,15 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
         choices=IMPORT_KINDS,
         default=argparse.SUPPRESS,
         help="gensim: a save() file, UNPICKLED on load (import only files you trust); facebook: a fastText "
-        ".bin; word2vec: vectors in the word2vec text or binary format; auto: detect from the first bytes",
+        ".bin (or .bin.gz); word2vec: vectors in the word2vec text or binary format (or gzipped); auto: the file's "
+        "real format, read without unpickling; a pickle is refused unless --kind gensim or --allow-pickle",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="with --kind auto: a file that is a pickle (gensim's save(), gzipped or not) is UNPICKLED, which runs "
+        "any code it names; only for a file you trust",
     )
     p.add_argument(
         "--adopt-vectors",

@@ -10,6 +10,8 @@
     │   │                        model file is not the plain data its format allows (refused, never unpickled)
     │   ├── PickledModelError    the version's model is a pickle (the previous format); read only on request  3
     │   ├── VersionNotFound      a version, or the pointer, does not exist                            3
+    │   ├── VersionRemoved       the version the run builds on was removed mid-run (the pointer      75
+    │   │                        had moved off it, then gc collected it); a rerun builds on the current one
     │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted  75
     ├── TrainingError            the training actor failed: gensim raised, no node could host it      3
     ├── ClusterError             Ray failed under the run: a worker crashed past its retries, memory  75
@@ -53,6 +55,7 @@ __all__ = [
     "StoreError",
     "TrainingError",
     "VersionNotFound",
+    "VersionRemoved",
     "exit_status",
 ]
 
@@ -76,6 +79,12 @@ class PickledModelError(StoreError):
 
 class VersionNotFound(StoreError):
     """A version, or the pointer to the current one, does not exist."""
+
+
+class VersionRemoved(StoreError):
+    """A version this run had started reading (its manifest was read) is gone: its manifest no longer exists and
+    the pointer no longer names it. A rollback moved the pointer off it and ``jobs.models gc`` collected it, so
+    this run could not have published anyway (its conditional pointer write would conflict): retryable."""
 
 
 class ConflictError(StoreError):

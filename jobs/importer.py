@@ -16,7 +16,10 @@ The runbook, in order:
 5. make it current with one conditional write of the pointer (a create on an empty store).
 
 A gensim ``save()`` file is a pickle, and importing it unpickles it, as gensim's ``load()`` does: import only
-files you trust. Nothing else in the tool unpickles a file whose checksums it has not verified.
+files you trust. It is unpickled only when the user says so (``--kind gensim``, or ``--allow-pickle``); with
+``--kind auto`` the file's real format decides between fastText and word2vec, and a pickle is refused
+(:func:`jobs.training.adopt.choose`). Nothing else in the tool unpickles a file whose checksums it has not
+verified.
 """
 
 from __future__ import annotations
@@ -41,10 +44,6 @@ from jobs.training import model as gmodel
 from shards.partitions import Partition, Readiness, hold_back, list_input, open_filesystem, partitions_of, select
 
 log = logging.getLogger(__name__)
-
-TRUST = (
-    "importing {path} unpickles it, as gensim's load() does: a pickle can run any code, so import only a file you trust"
-)
 
 
 @dataclass(frozen=True)
@@ -81,12 +80,11 @@ def run(config: ImportConfig) -> Imported:
     # 2. The partitions the model already saw, found before anything is written.
     seeded, input_root = consumed_partitions(config)
 
-    # 3. Read and validate the file.
-    if (config.kind if config.kind != "auto" else adopt.detect(path)) == "gensim":
-        log.warning(TRUST.format(path=path))
+    # 3. Read and validate the file (unpickled only with --kind gensim or --allow-pickle, saying so).
     source = adopt.read(
         path,
         config.kind,
+        allow_pickle=config.allow_pickle,
         adopt=config.adopt_vectors,
         counts_file=Path(config.counts) if config.counts else None,
         training=config.training,

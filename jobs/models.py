@@ -14,8 +14,9 @@ verifies every checksum before anything is read, and reads the model as plain da
 A version in the previous format (gensim's ``save()``, a pickle) is refused unless ``--allow-pickle`` says that
 the user trusts every writer of the store; ``convert`` rewrites it once as a new version in the pickle-free
 format. ``import`` makes a model trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a
-gensim ``save()`` file is unpickled on import, so import only files you trust. Options may come before or after
-the subcommand.
+gensim ``save()`` file is unpickled only when the user says so (``--kind gensim`` or ``--allow-pickle``), so
+import only files you trust. ``promote`` and ``gc`` live in :mod:`jobs.retention`, which makes them safe
+against each other. Options may come before or after the subcommand.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from jobs import importer, runs
 from jobs.config import ImportConfig, add_import_arguments, import_config
 from jobs.errors import ConfigError, RefreshError, VersionNotFound
-from jobs.lineage import ledger
 from jobs.report import as_json
+from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
 from jobs.storage import Store, open_store
 from jobs.storage.publish import (
     MANIFEST,
@@ -43,7 +43,6 @@ from jobs.storage.publish import (
     new_version,
     pickled,
     read_manifest,
-    resolve,
     upload_version,
     write_manifest,
 )
@@ -58,10 +57,6 @@ ALLOW_PICKLE_HELP = (
 
 log = logging.getLogger("jobs.models")
 LEGACY_VECTORS = "vectors.bin"  # the word2vec-format copy that versions in the previous format carried
-
-#: an incomplete version younger than this may belong to a run still uploading; a nightly run's whole upload
-#: takes minutes, so a day leaves a wide margin
-INCOMPLETE_GRACE_HOURS = 24.0
 
 
 def list_versions(store: Store) -> str:
@@ -159,44 +154,6 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
     return f"converted {source} to {target} (not promoted: {source} was not the current version)"
 
 
-def promote(store: Store, version: str) -> str:
-    target = read_manifest(store, version)["version"]  # only a complete version can become current
-    pointer = store.read_pointer()
-    store.swap_pointer(target, pointer)
-    return f"current version: {target} (was {pointer.version if pointer else 'none'})"
-
-
-def gc(store: Store, keep: int, grace_hours: float = INCOMPLETE_GRACE_HOURS, now: float | None = None) -> str:
-    """Keep the ``keep`` newest versions, the current one and its parent, and every version the ledger of one
-    of those is read from (its chain: :mod:`jobs.lineage.ledger`); remove incomplete versions (files without
-    a manifest, left by a run that died while uploading) whose newest file is older than ``grace_hours``, so
-    one still uploading is never touched."""
-    if keep < 1:
-        raise ConfigError("--keep must be at least 1")
-    if grace_hours < 0:
-        raise ConfigError("--incomplete-grace must not be negative")
-    current = resolve(store, "latest")
-    protected = {current, read_manifest(store, current).get("parent")}
-    versions = store.list_versions()
-    kept = protected | set(versions[max(0, len(versions) - keep) :])
-    chains = set().union(*(ledger.chain_versions(read_manifest(store, v)) for v in kept if v in versions))
-    doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected | chains]
-    for version in doomed:
-        store.delete_version(version)
-    cutoff = (time.time() if now is None else now) - grace_hours * 3600
-    incomplete = store.list_incomplete()
-    orphans = sorted(v for v, written in incomplete.items() if written < cutoff)
-    for version in orphans:
-        store.delete_version(version)
-    for_ledgers = len(chains - kept)
-    return (
-        f"removed {len(doomed)} version(s); kept {len(versions) - len(doomed)}"
-        + (f" ({for_ledgers} that kept versions' ledgers are read from)" if for_ledgers else "")
-        + f"; removed {len(orphans)} incomplete "
-        f"version(s) older than {grace_hours:g} h, left {len(incomplete) - len(orphans)} younger"
-    )
-
-
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--store", required=True, help="a folder or s3://bucket/prefix")
@@ -219,9 +176,10 @@ def parser() -> argparse.ArgumentParser:
         "import",
         parents=[common],
         help="make a model trained elsewhere the first version of a lineage",
-        description="Import a gensim save() file, a Facebook fastText .bin or (with --adopt-vectors) word2vec "
-        "vectors as the first version of a lineage. A gensim save() file is a pickle and is UNPICKLED on import, "
-        "as gensim's load() does: import only files you trust.",
+        description="Import a gensim save() file, a Facebook fastText .bin (or .bin.gz) or (with --adopt-vectors) "
+        "word2vec vectors as the first version of a lineage. A gensim save() file is a pickle: it is UNPICKLED, as "
+        "gensim's load() does, only with --kind gensim or --allow-pickle, never because of what the file holds; "
+        "import only files you trust.",
     )
     add_import_arguments(i)
     pr = sub.add_parser("promote", parents=[common], help="make a version current (rollback)")
@@ -234,7 +192,13 @@ def parser() -> argparse.ArgumentParser:
         default=INCOMPLETE_GRACE_HOURS,
         metavar="HOURS",
         help="remove versions without a manifest whose newest file is older than this (a run may still be "
-        f"uploading a younger one; default {INCOMPLETE_GRACE_HOURS:g})",
+        f"writing a younger one; default {INCOMPLETE_GRACE_HOURS:g}, at least {MIN_GRACE_HOURS:g}: the longest run)",
+    )
+    g.add_argument(
+        "--allow-short-grace",
+        action="store_true",
+        help=f"accept an --incomplete-grace under {MIN_GRACE_HOURS:g} h: only when no refresh is running (gc "
+        "would remove the version it is writing and the parent it builds on)",
     )
     r = sub.add_parser("runs", parents=[common], help="the recent refresh runs, failed ones included")
     r.add_argument("--last", type=int, default=20, help="how many, newest first")
@@ -265,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             recent = runs.recent(store, a.last)
             out = "\n".join(json.dumps(r, sort_keys=True) for r in recent) if a.json else runs.table(recent)
         else:
-            out = gc(store, a.keep, a.incomplete_grace)
+            out = gc(store, a.keep, a.incomplete_grace, allow_short_grace=a.allow_short_grace)
     except VersionNotFound as exc:
         log.error("%s", exc)
         return 2

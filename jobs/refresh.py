@@ -48,7 +48,7 @@ from jobs.errors import (
     exit_status,
 )
 from jobs.lineage import ledger
-from jobs.storage import Store, open_store
+from jobs.storage import Store, lease, open_store
 from jobs.storage.publish import (
     copy_recorded,
     discard,
@@ -111,10 +111,11 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
     eval_files = read_eval_files(config.gate)
     pointer = store.read_pointer()
-    parent = read_manifest(store, pointer.version) if pointer else None
+    parent_version = record.parent = pointer.version if pointer else None
+    with lease.reading(store, parent_version):  # a parent rolled away from and collected just now: retryable
+        parent = read_manifest(store, pointer.version) if pointer else None
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
-    parent_version = record.parent = pointer.version if pointer else None
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
     config = inherit_lifecycle(config, parent)
 
@@ -126,7 +127,8 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     fs, root = open_filesystem(config.input)
     fs = hooks.filesystem or fs
     input_root = input_uri(fs, root)
-    seen = ledger.read(store, parent_version, input_root, parent)
+    with lease.reading(store, parent_version):
+        seen = ledger.read(store, parent_version, input_root, parent)
     listing = list_bounded(fs, root, discovery_bounds(config, seen))
     log.info(
         "listed %s: %d listing(s), %d entries, %d folder(s) left out",
@@ -173,6 +175,8 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     logs.enter("tokenize")
     version = record.version = new_version()
     try:
+        if parent_version:  # first: from now on gc keeps the parent for this run (jobs.storage.lease)
+            lease.claim(store, version, parent_version)
         connection = cluster.connected(config.ray_address, config.log_format)
         with connection, cluster.trainer_actor(config, version) as trainer:
             if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
@@ -254,7 +258,8 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
     model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
     started = time.perf_counter()
     own = {*extra_files, *ledger.NAMES, "report.json", "report.md"}  # a delta's parent may hold a full ledger
-    files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
+    with lease.reading(store, parent["version"]):
+        files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
     files |= {name: put_recorded(store, version, name, data) for name, data in extra_files.items()}
     log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent["version"])
     vocab = int(parent.get("vocab_size", 0))

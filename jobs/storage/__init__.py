@@ -4,6 +4,7 @@
 - ``local``: a folder (or a mounted filesystem)
 - ``s3``: S3 and S3-compatible object stores (the only module that imports boto3; imported lazily)
 - ``publish``: the publish protocol: files, manifest with checksums, one conditional pointer write
+- ``lease``: what a version still being written records first (its parent), so gc keeps that parent
 
     >>> store = open_store("./models")                  # or "s3://bucket/prefix"
 """

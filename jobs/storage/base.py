@@ -72,6 +72,11 @@ class Store(Protocol):
         time (epoch seconds) its newest file was written."""
         ...
 
+    def delete(self, key: str) -> None:
+        """Delete one object; one that does not exist is not an error. (``gc`` hides a version by deleting its
+        manifest first, and puts the manifest back if the pointer moved onto the version meanwhile.)"""
+        ...
+
     def delete_version(self, version: str) -> None:
         """Delete every file of ``version``, its manifest first, so an interrupted deletion never leaves a
         listed version without its files. Raises StoreError when something could not be deleted."""

@@ -123,6 +123,16 @@ class LocalStore:
             p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
         )
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot delete {path}: {exc.strerror or exc}") from None
+        self._fsync_dir(path.parent)
+
     def delete_version(self, version: str) -> None:
         folder = self._path(f"{VERSIONS}/{version}")
         try:

@@ -305,6 +305,13 @@ class S3Store:
         start = len(self.prefix) + 1 if self.prefix else 0
         return sorted(key[start:] for key in self._keys(root, f"list {folder}"))
 
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=full)  # S3 answers 204 for a missing key too
+        except _BOTO_ERRORS as exc:
+            raise self._error("delete", full, exc) from exc
+
     def delete_version(self, version: str) -> None:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"

@@ -1,31 +1,42 @@
-"""Reading a user's own model file for import: detect its kind, load it with gensim, and validate it.
+"""Reading a user's own model file for import: tell what it really is, load it with gensim, and validate it.
 
 A model trained elsewhere becomes the first version of a lineage (``python -m jobs.models import``). Three
 kinds of file are understood:
 
 - ``gensim``: a full ``Word2Vec`` or ``FastText`` model written by ``save()``, by gensim 4 or by an older
   gensim that gensim 4 can still upgrade on load. **Loading it unpickles it**, exactly as gensim's own
-  ``load()`` does, so it must be a file the user trusts: a pickle can run any code.
+  ``load()`` does, so it must be a file the user trusts: a pickle can run any code. It is read only when the
+  user says so (``kind="gensim"``, or ``allow_pickle``), never because the file's bytes look like a pickle.
 - ``facebook``: a ``.bin`` file of Facebook's fastText, read by ``load_facebook_model`` (not a pickle), which
-  keeps the output layer, so the model stays trainable.
-- ``word2vec``: vectors only, in the word2vec C text or binary format (or a gensim ``KeyedVectors`` file).
-  They have no output layer and no counts, so gensim cannot continue training them; they are refused unless
-  the user asks to *adopt* them (:func:`adopt_vectors`), which builds a trainable Word2Vec initialised from
-  the vectors, with an output layer of zeros and counts from a file (or one per word until refreshes add
-  theirs).
+  keeps the output layer, so the model stays trainable; gzipped too (the ``.bin.gz`` files fasttext.cc serves).
+- ``word2vec``: vectors only, in the word2vec C text or binary format, gzipped or not (or, with
+  ``kind="gensim"``, a gensim ``KeyedVectors`` file). They have no output layer and no counts, so gensim cannot
+  continue training them; they are refused unless the user asks to *adopt* them (:func:`adopt_vectors`), which
+  builds a trainable Word2Vec initialised from the vectors, with an output layer of zeros and counts from a
+  file (or one per word until refreshes add theirs).
+
+With ``kind="auto"`` the kind is the file's real format, whatever its name (:func:`inspect`): fastText's magic
+number and header, a word2vec header line, the first bytes of a pickle; a gzip or bzip2 file is looked into
+(its first 64 KiB decompressed) the same way, and a fastText or word2vec file inside is decompressed to a
+scratch file, bounded (:data:`MAX_DECOMPRESSED`), then read as such. A pickle, compressed or not, is refused
+with the flag that would read it.
 
 Every check runs before anything is written, and every refusal (:class:`~jobs.errors.ImportRefused`) names
 the file and the cause:
 
-    >>> source = read(Path("pretrained.model"))                           # doctest: +SKIP
+    >>> source = read(Path("cc.en.300.bin.gz"))                           # doctest: +SKIP
+    >>> source = read(Path("pretrained.model"), "gensim")                 # unpickles: a file you trust
     >>> source.model, source.kind, source.imported_from["sha256"]         # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import logging
 import re
 import struct
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -46,7 +57,16 @@ log = logging.getLogger(__name__)
 FACEBOOK_MAGIC = 793712314  # first int32 of every fastText .bin (gensim.models._fasttext_bin)
 _FACEBOOK_LOSSES = {1: "hs", 2: "ns", 3: "softmax", 4: "one-vs-all"}
 _FACEBOOK_FIELDS = ("dim", "ws", "epoch", "min_count", "neg", "word_ngrams", "loss", "model", "bucket", "minn", "maxn")
-_PICKLE_STARTS = (b"\x80", b"\x1f\x8b", b"BZh")  # pickle protocol 2+, or gensim's .gz / .bz2 compression
+_PICKLE = re.compile(rb"\x80[\x02-\x05]")  # the PROTO opcode of pickle protocols 2-5 (what gensim has written)
+_COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bz2"}  # gzip's magic number, bzip2's
+#: the most a compressed model file may decompress to (cc.en.300.bin, the largest fastText model, is 7.2 GB),
+#: and no more than ``_RATIO`` times its compressed size: float arrays shrink under 2x, word2vec text about 3x
+MAX_DECOMPRESSED = 64 << 30
+_RATIO = 32
+_BLOCK = 8 << 20
+TRUST = (
+    "importing {path} unpickles it, as gensim's load() does: a pickle can run any code, so import only a file you trust"
+)
 _WORD2VEC_HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*\n")
 _ROWS = 1 << 16  # rows per block when locating a non-finite value
 
@@ -65,29 +85,72 @@ def refuse(path: Path, cause: str) -> ImportRefused:
     return ImportRefused(f"cannot import {path}: {cause}")
 
 
-def detect(path: Path) -> str:
-    """Which kind of file ``path`` is, from its first bytes. Raises ImportRefused for anything else."""
+@dataclass(frozen=True)
+class Format:
+    """What a file really is, read from its first bytes without running anything."""
+
+    kind: str | None  # "facebook", "word2vec", "pickle", or None: none of them
+    compression: str | None  # "gzip", "bz2", or None
+    head: bytes  # its first bytes, decompressed
+
+
+def inspect(path: Path) -> Format:
+    """The real format of ``path`` (looking inside gzip and bzip2), whatever its name. Raises ImportRefused for
+    an empty or unreadable file."""
     head = _head(path)
     if not head:
         raise refuse(path, "the file is empty")
-    kind = sniff(head)
-    if kind is None:
-        raise refuse(
-            path,
-            f"not a gensim model (a pickle), a Facebook fastText .bin or a word2vec file: it starts with {head[:8]!r}",
-        )
-    return kind
+    compression = next((name for magic, name in _COMPRESSED.items() if head.startswith(magic)), None)
+    if compression:
+        try:
+            with _opened(path, compression) as inner:
+                head = inner.read(1 << 16)
+        except (OSError, EOFError, ValueError) as exc:
+            raise refuse(path, f"it starts like a {compression} file but cannot be decompressed ({exc})") from None
+        if not head:
+            raise refuse(path, f"the file is empty once decompressed ({compression})")
+    return Format(sniff(head), compression, head)
+
+
+def _opened(path: Path, compression: str) -> gzip.GzipFile | bz2.BZ2File:
+    return gzip.open(path, "rb") if compression == "gzip" else bz2.open(path, "rb")
 
 
 def sniff(head: bytes) -> str | None:
-    """``facebook``, ``gensim`` or ``word2vec`` for a file starting with ``head``; None when it is none of them."""
+    """``facebook``, ``pickle`` or ``word2vec`` for a file starting with ``head``; None when it is none of them."""
     if facebook_header(head) is not None:
         return "facebook"
-    if head.startswith(_PICKLE_STARTS):
-        return "gensim"
+    if _PICKLE.match(head):
+        return "pickle"
     if _WORD2VEC_HEADER.match(head):
         return "word2vec"
     return None
+
+
+def choose(path: Path, kind: str, found: Format, allow_pickle: bool) -> str:
+    """The kind to read ``path`` as: the user's, or (``auto``) the file's real format. The bytes never choose
+    the unpickler: a pickle on ``auto`` is refused unless ``allow_pickle``. Raises ImportRefused."""
+    wrapped = f" ({found.compression}-compressed)" if found.compression else ""
+    if kind != "auto":
+        if found.kind not in (None, "pickle" if kind == "gensim" else kind):
+            log.warning("%s looks like a %s file%s; reading it as %s, as asked", path, found.kind, wrapped, kind)
+        return kind
+    if found.kind is None:
+        raise refuse(
+            path,
+            "not a gensim model (a pickle), a Facebook fastText .bin or a word2vec file: it starts with "
+            f"{found.head[:8]!r}{wrapped}",
+        )
+    if found.kind == "pickle":
+        if not allow_pickle:
+            raise refuse(
+                path,
+                f"it is a pickle{wrapped} (what gensim's save() writes), and unpickling runs any code the file "
+                "names, so import never unpickles a file because of what it holds. If you trust this file, "
+                "import it with --kind gensim (or --allow-pickle)",
+            )
+        return "gensim"
+    return found.kind
 
 
 def _head(path: Path) -> bytes:
@@ -102,18 +165,16 @@ def read(
     path: Path,
     kind: str = "auto",
     *,
+    allow_pickle: bool = False,
     adopt: bool = False,
     counts_file: Path | None = None,
     training: TrainingConfig | None = None,
 ) -> Source:
-    """Load and validate ``path``. A vectors-only file is refused unless ``adopt``; then :func:`adopt_vectors`
-    builds the model from ``training``'s architecture and the counts in ``counts_file``. Raises ImportRefused."""
-    if kind == "auto":
-        chosen = detect(path)
-    else:
-        chosen, found = kind, sniff(_head(path))
-        if found not in (None, kind):
-            log.warning("%s looks like a %s file; reading it as %s, as asked", path, found, chosen)
+    """Load and validate ``path`` as ``kind`` (``auto``: its real format, :func:`choose`; a pickle only with
+    ``allow_pickle``). A vectors-only file is refused unless ``adopt``; then :func:`adopt_vectors` builds the
+    model from ``training``'s architecture and the counts in ``counts_file``. Raises ImportRefused."""
+    found = inspect(path)
+    chosen = choose(path, kind, found, allow_pickle)
     origin: dict[str, Any] = {
         "file": path.name,
         "sha256": sha256_file(path),
@@ -122,11 +183,9 @@ def read(
     }
     model: Word2Vec | None = None
     vectors: KeyedVectors | None = None
-    if chosen == "facebook":
-        model = _load_facebook(path)
-        origin["written_by"] = "Facebook fastText"
-    elif chosen == "gensim":
+    if chosen == "gensim":
         origin["companions"] = {p.name: sha256_file(p) for p in sorted(path.parent.glob(f"{path.name}.*.npy"))}
+        log.warning(TRUST.format(path=path))
         loaded = _unpickle(path)
         origin["written_by"] = _writer(loaded)
         if isinstance(loaded, KeyedVectors):
@@ -134,8 +193,17 @@ def read(
         else:
             model = _full_model(path, loaded)
     else:
-        vectors = _load_word2vec(path)
-        origin["written_by"] = "unknown (word2vec format)"
+        with tempfile.TemporaryDirectory(prefix="embedding-import-") as scratch:
+            data = path
+            if found.compression:
+                data = decompress(path, found.compression, Path(scratch) / "decompressed")
+                origin["compression"] = found.compression
+            if chosen == "facebook":
+                model = _load_facebook(data, path)
+                origin["written_by"] = "Facebook fastText"
+            else:
+                vectors = _load_word2vec(data, path)
+                origin["written_by"] = "unknown (word2vec format)"
     notes: list[str] = []
     if model is None:
         assert vectors is not None
@@ -231,8 +299,35 @@ def facebook_header(head: bytes) -> dict[str, int] | None:
     return fields if plausible or offset else None
 
 
-def _load_facebook(path: Path) -> Word2Vec:
-    with open(path, "rb") as handle:
+def decompress(path: Path, compression: str, target: Path) -> Path:
+    """Stream ``path`` decompressed into ``target`` (a name without a compression suffix, so gensim reads it as
+    it is), refusing it once it outgrows :data:`MAX_DECOMPRESSED` or ``_RATIO`` times its size."""
+    limit = min(MAX_DECOMPRESSED, max(_RATIO * path.stat().st_size, 64 << 20))
+    written = 0
+    try:
+        with _opened(path, compression) as source, open(target, "wb") as out:
+            while block := source.read(_BLOCK):
+                written += len(block)
+                if written > limit:
+                    raise refuse(
+                        path,
+                        f"it decompresses ({compression}) to more than {limit / 2**20:,.0f} MiB, more than a model "
+                        f"file of its size holds; decompress it yourself if it is genuine",
+                    )
+                out.write(block)
+    except (OSError, EOFError, ValueError) as exc:
+        raise refuse(
+            path,
+            f"it cannot be decompressed ({compression}) into {target.parent}: {exc}; is it truncated, or is that "
+            "disk full (set TMPDIR to a folder with room)?",
+        ) from None
+    log.info("%s: decompressed (%s) to %.1f MiB", path, compression, written / 2**20)
+    return target
+
+
+def _load_facebook(data: Path, path: Path) -> Word2Vec:
+    """The fastText model in ``data`` (``path`` itself, or its decompressed copy); messages name ``path``."""
+    with open(data, "rb") as handle:
         header = facebook_header(handle.read(64))
     if header is None:
         raise refuse(path, "not a fastText .bin file (its header is not fastText's)")
@@ -245,17 +340,18 @@ def _load_facebook(path: Path) -> Word2Vec:
             "updates need negative sampling (fastText -loss ns), whose output layer gensim keeps training",
         )
     try:
-        return load_facebook_model(str(path))
+        return load_facebook_model(str(data))
     except NotImplementedError as exc:
         raise refuse(path, str(exc)) from None
     except Exception as exc:
         raise refuse(path, f"not a readable fastText .bin ({type(exc).__name__}: {exc}); is it truncated?") from None
 
 
-def _load_word2vec(path: Path) -> KeyedVectors:
-    binary = _is_binary(path)
+def _load_word2vec(data: Path, path: Path) -> KeyedVectors:
+    """The vectors in ``data`` (``path`` itself, or its decompressed copy); messages name ``path``."""
+    binary = _is_binary(data)
     try:
-        return KeyedVectors.load_word2vec_format(str(path), binary=binary)
+        return KeyedVectors.load_word2vec_format(str(data), binary=binary)
     except Exception as exc:
         form = "binary" if binary else "text"
         raise refuse(path, f"not a readable word2vec {form} file ({type(exc).__name__}: {exc})") from None

@@ -30,7 +30,7 @@ from jobs.config import GateConfig
 from jobs.errors import StoppedError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
-from jobs.storage import Store
+from jobs.storage import Store, lease
 from jobs.storage.cache import VersionCache
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
 from jobs.training import evaluate as gate
@@ -81,7 +81,7 @@ def load(
         if stop is not None and stop.is_set():
             raise StoppedError(f"loading the parent {request.version} was stopped")
 
-    with phases.phase("load"):
+    with phases.phase("load"), lease.reading(store, request.version):  # removed under the run: retryable
         folder = fetch(store, request, into)
         check()
         model_dir = folder / gmodel.MODEL_DIR
