@@ -157,7 +157,7 @@ def gc(
             store.delete_version(version)
     notes = [f"{len((kept.chains - kept.direct) & set(versions))} that kept versions' ledgers are read from"]
     notes += [f"{len(for_runs)} that refreshes in progress build on"]
-    notes += [f"{len(outcomes['needed'])} that became needed during gc (promoted)"]
+    notes += [f"{len(outcomes['needed'])} that a promote during gc made current or needed"]
     said = [note for note in notes if not note.startswith("0 ")]
     return (
         f"removed {len(removed)} version(s); kept {len(versions) - len(removed)}"

@@ -6,6 +6,8 @@ Real gensim, real files, a local store; no Ray (the refreshes that follow an imp
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import os
 from pathlib import Path
@@ -24,6 +26,7 @@ from jobs.training import adopt, serialize
 from jobs.vectors import load_vectors
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import clustered
+from tests.forgery import planted_pickle
 
 pytestmark = pytest.mark.component
 
@@ -67,7 +70,15 @@ def import_(path: Path, store: Path, *extra: str) -> int:
     return models_main(["import", str(path), "--store", str(store), *extra])
 
 
-def refused(path: Path, store: Path, *extra: str) -> str:
+def kind_of(path: Path) -> str:
+    """The --kind to import ``path`` with: ``gensim`` for a pickle (plain or gzipped), which import unpickles only
+    when told to, else ``auto``."""
+    with open(path, "rb") as handle:
+        start = handle.read(2)
+    return "gensim" if start[:1] == b"\x80" or start == b"\x1f\x8b" else "auto"
+
+
+def refused(path: Path, store: Path, *extra: str, kind: str | None = None) -> str:
     """Run the import, expect a refusal that names the file, and an untouched store; return the message."""
     from jobs.config import ImportConfig
     from jobs.importer import run
@@ -75,7 +86,7 @@ def refused(path: Path, store: Path, *extra: str) -> str:
     flags = {"adopt_vectors": "--adopt-vectors" in extra, "new_lineage": "--new-lineage" in extra}
     before = snapshot(store)
     with pytest.raises(ImportRefused) as info:
-        run(ImportConfig(path=str(path), store=str(store), **flags))
+        run(ImportConfig(path=str(path), store=str(store), kind=kind or kind_of(path), **flags))
     assert str(path) in str(info.value)
     assert snapshot(store) == before
     return str(info.value)
@@ -88,7 +99,7 @@ def current(store: Path) -> dict:  # type: ignore[type-arg]
 @pytest.mark.parametrize("name", sorted(IMPORTED))
 def test_gensim_s_own_test_models_that_can_be_imported(name: str, tmp_path: Path) -> None:
     source = GENSIM_DATA / name
-    assert import_(source, tmp_path / "store") == 0
+    assert import_(source, tmp_path / "store", "--kind", kind_of(source)) == 0
     manifest = current(tmp_path / "store")
     origin = manifest["imported_from"]
     assert manifest["parent"] is None and manifest["model"] == IMPORTED[name]
@@ -106,7 +117,7 @@ def test_gensim_s_own_test_models_that_can_be_imported(name: str, tmp_path: Path
     if name == "model-from-gensim-3.8.0.w2v":
         assert any("hierarchical-softmax layer was dropped" in note for note in manifest["import_notes"])
     # What import hands to the save path is a model as gensim 4 makes it: the pickle-free format holds it too.
-    model = adopt.read(source).model
+    model = adopt.read(source, kind_of(source)).model
     serialize.save(model, tmp_path / "npy")
     np.testing.assert_array_equal(serialize.load(tmp_path / "npy").syn1neg, model.syn1neg)
 
@@ -126,7 +137,7 @@ def test_a_plain_gensim_model_becomes_the_first_version(tmp_path: Path) -> None:
     model.save(str(tmp_path / "w2v.model"))
     store = tmp_path / "store"
 
-    assert import_(tmp_path / "w2v.model", store) == 0
+    assert import_(tmp_path / "w2v.model", store, "--kind", "gensim") == 0
 
     s = open_store(str(store))
     manifest = current(store)
@@ -161,13 +172,13 @@ def test_a_store_that_already_has_a_current_version_is_refused_unless_a_new_line
     train_word2vec().save(str(tmp_path / "a.model"))
     FastText(SENTENCES, vector_size=8, min_count=1, epochs=1, bucket=1000, workers=1).save(str(tmp_path / "b.model"))
     store = tmp_path / "store"
-    assert import_(tmp_path / "a.model", store) == 0
+    assert import_(tmp_path / "a.model", store, "--kind", "gensim") == 0
     first = current(store)["version"]
 
     message = refused(tmp_path / "b.model", store)
     assert f"already has a current version ({first})" in message and "--new-lineage" in message
 
-    assert import_(tmp_path / "b.model", store, "--new-lineage") == 0
+    assert import_(tmp_path / "b.model", store, "--new-lineage", "--kind", "gensim") == 0
     second = current(store)
     assert second["version"] != first and second["parent"] is None and second["model"] == "fasttext"
     assert open_store(str(store)).list_versions() == sorted([first, second["version"]])
@@ -259,7 +270,7 @@ def test_the_ledger_is_seeded_with_the_partitions_before_a_date(tmp_path: Path) 
     store = tmp_path / "store"
 
     argv = ["--mark-consumed", str(data), "--consumed-before", "2026-11-01"]
-    assert import_(tmp_path / "w2v.model", store, *argv) == 0
+    assert import_(tmp_path / "w2v.model", store, *argv, "--kind", "gensim") == 0
 
     manifest = current(store)
     ledger = pq.read_table(store / "versions" / manifest["version"] / "ledger.parquet").to_pylist()
@@ -268,13 +279,15 @@ def test_the_ledger_is_seeded_with_the_partitions_before_a_date(tmp_path: Path) 
     assert {row["version"] for row in ledger} == {manifest["version"]}
     assert manifest["ledger_seeded"] == {"input": str(data), "before": "2026-11-01", "partitions": 2}
 
-    assert import_(tmp_path / "w2v.model", store, "--new-lineage", "--mark-consumed", str(data)) == 0
+    assert (
+        import_(tmp_path / "w2v.model", store, "--new-lineage", "--mark-consumed", str(data), "--kind", "gensim") == 0
+    )
     assert current(store)["ledger_seeded"]["partitions"] == 3  # all but the one still being written
 
 
 def test_the_command_says_that_importing_unpickles(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     train_word2vec().save(str(tmp_path / "w2v.model"))
-    assert import_(tmp_path / "w2v.model", tmp_path / "store") == 0
+    assert import_(tmp_path / "w2v.model", tmp_path / "store", "--kind", "gensim") == 0
     assert any("unpickles it" in r.getMessage() and "only a file you trust" in r.getMessage() for r in caplog.records)
     help_text = json.dumps(
         [a.help for a in _import_parser()._actions if a.help]  # the --kind help repeats it
@@ -308,7 +321,7 @@ def test_export_writes_word2vec_text_and_binary_and_keyed_vectors(tmp_path: Path
     model = train_word2vec()
     model.save(str(tmp_path / "w2v.model"))
     store = str(tmp_path / "store")
-    assert import_(tmp_path / "w2v.model", tmp_path / "store") == 0
+    assert import_(tmp_path / "w2v.model", tmp_path / "store", "--kind", "gensim") == 0
     readers = {
         "word2vec-text": lambda p: KeyedVectors.load_word2vec_format(p, binary=False),
         "word2vec-binary": lambda p: KeyedVectors.load_word2vec_format(p, binary=True),
@@ -320,3 +333,58 @@ def test_export_writes_word2vec_text_and_binary_and_keyed_vectors(tmp_path: Path
         exported = read(str(out))
         assert exported.index_to_key == model.wv.index_to_key, fmt
         np.testing.assert_allclose(exported.vectors, model.wv.vectors, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_reads_the_real_format_and_never_unpickles_whatever_the_name(tmp_path: Path) -> None:
+    store, canary = tmp_path / "store", tmp_path / "the-payload-ran"
+    payload = planted_pickle(canary)  # creates the canary file if anything unpickles it
+    disguised = {
+        "cc.en.300.bin": payload,
+        "cc.en.300.bin.gz": gzip.compress(payload),
+        "cc.en.300.vec.bz2": bz2.compress(payload),
+    }
+    for name, data in disguised.items():
+        (tmp_path / name).write_bytes(data)
+        message = refused(tmp_path / name, store, kind="auto")
+        assert "it is a pickle" in message and "--kind gensim (or --allow-pickle)" in message, name
+        assert not canary.exists(), name
+    for kind, cause in (("facebook", "not a fastText .bin file"), ("word2vec", "not a readable word2vec")):
+        assert cause in refused(tmp_path / "cc.en.300.bin", store, kind=kind)
+        assert not canary.exists(), kind
+
+    train_word2vec().save(str(tmp_path / "w2v.model"))  # a genuine save(): still only on the user's word
+    assert "import it with --kind gensim" in refused(tmp_path / "w2v.model", store, kind="auto")
+    assert import_(tmp_path / "w2v.model", store, "--allow-pickle") == 0
+    assert current(store)["imported_from"]["format"] == "gensim"
+
+
+def test_fasttext_bin_gz_and_word2vec_vec_gz_are_decompressed_and_read(tmp_path: Path) -> None:
+    from gensim.models.fasttext import load_facebook_model
+
+    store = tmp_path / "store"
+    source = GENSIM_DATA / "lee_fasttext_new.bin"
+    (tmp_path / "lee.bin.gz").write_bytes(gzip.compress(source.read_bytes()))
+    assert import_(tmp_path / "lee.bin.gz", store) == 0
+    manifest = current(store)
+    origin = manifest["imported_from"]
+    assert manifest["model"] == "fasttext" and (origin["format"], origin["compression"]) == ("facebook", "gzip")
+    assert origin["file"] == "lee.bin.gz" and origin["sha256"] == sha256_file(tmp_path / "lee.bin.gz")
+    vectors, _ = load_vectors(str(store), cache_dir=tmp_path / "cache")
+    reference = load_facebook_model(str(source)).wv
+    assert vectors.index_to_key == reference.index_to_key
+    np.testing.assert_array_equal(vectors.vectors, reference.vectors)
+
+    text = GENSIM_DATA / "lee_fasttext.vec"
+    (tmp_path / "lee.vec.gz").write_bytes(gzip.compress(text.read_bytes()))
+    assert "vectors only" in refused(tmp_path / "lee.vec.gz", store, "--new-lineage", kind="auto")
+    assert import_(tmp_path / "lee.vec.gz", store, "--new-lineage", "--adopt-vectors") == 0
+    adopted = serialize.load(store / "versions" / current(store)["version"] / "model")
+    reference = KeyedVectors.load_word2vec_format(str(text))
+    assert set(adopted.wv.index_to_key) == set(reference.index_to_key)
+    word = reference.index_to_key[7]
+    np.testing.assert_allclose(adopted.wv[word], reference[word], rtol=1e-6)
+
+    # A decompression bomb: a word2vec header and 80 MiB of zeros, 80 KB compressed, is refused at the bound.
+    (tmp_path / "bomb.vec.gz").write_bytes(gzip.compress(b"1000 300\n" + bytes(80 << 20), compresslevel=1))
+    message = refused(tmp_path / "bomb.vec.gz", store, "--new-lineage", kind="auto")
+    assert "decompresses (gzip) to more than 64 MiB" in message

@@ -273,3 +273,36 @@ def test_the_manifest_names_a_bounded_number_of_a_versions_partitions(tmp_path: 
     assert consumed_count({"version": "v0", "partitions": [{}, {}]}) == 2  # a manifest before the summary
     written = ledger.write(ledger.empty(), consumed, "v1", "/in", compact_every=10)  # the ledger holds them all
     assert pq.read_table(io.BytesIO(written.data)).column("key").to_pylist() == [p.key for p in consumed]
+
+
+class RolledBackWhileRead(LocalStore):
+    """A store where, as the run starts reading its parent v3's ledger chain, a rollback moves the pointer to v2
+    and gc removes v3 (the seam: another process acting at that moment on the same real store)."""
+
+    def get_bytes(self, key: str) -> bytes:
+        if key == "versions/v1/ledger.parquet" and "v3" in self.list_versions():
+            self.swap_pointer("v2", self.read_pointer())
+            self.delete_version("v3")
+        return super().get_bytes(key)
+
+
+def test_a_refresh_whose_parent_is_removed_while_it_reads_the_ledger_exits_75(tmp_path: Path) -> None:
+    from jobs.config import from_args
+    from jobs.errors import EXIT_RETRYABLE, VersionRemoved, exit_status
+    from jobs.refresh import Hooks, refresh
+    from jobs.runs import RunRecord
+
+    root, store = tmp_path / "events", RolledBackWhileRead(tmp_path / "store")
+    for day in range(1, 4):  # v1 a whole ledger, v2 and v3 deltas on it
+        land(root, day)
+        refresh_ledger(store, root, f"v{day}", compact_every=4)
+    parent = read_manifest(store, "v3")
+    parent["files"]["model/params.json"] = {"size": 2, "sha256": "0" * 64}  # the pickle-free format, as listed
+    write_manifest(store, "v3", {k: v for k, v in parent.items() if k != "format"})
+    land(root, 4)
+
+    config = from_args(["--input", str(root), "--store", str(store.root)])
+    with pytest.raises(VersionRemoved, match=r"v3, the version this run builds on, was removed .* \(to v2\)") as info:
+        refresh(config, store, RunRecord.begin(str(root)), Hooks())
+    assert exit_status(info.value) == EXIT_RETRYABLE
+    assert store.read_pointer().version == "v2" and store.list_incomplete() == {}  # type: ignore[union-attr]

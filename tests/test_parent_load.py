@@ -3,6 +3,7 @@ errors raised by finish() naming the file, and a run that ends mid-load leaves n
 
 from __future__ import annotations
 
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from jobs.config import GateConfig, TrainingConfig
-from jobs.errors import IntegrityError, StoppedError
+from jobs.errors import EXIT_REFUSED, EXIT_RETRYABLE, IntegrityError, StoppedError, VersionRemoved, exit_status
 from jobs.storage.local import LocalStore
 from jobs.storage.publish import write_manifest
 from jobs.training.parent import ParentRequest
@@ -133,3 +134,38 @@ def test_closing_mid_load_stops_the_load_and_removes_the_spool(tmp_path: Path) -
     with pytest.raises(StoppedError, match="loading the parent v1 was stopped"):
         loading.result()
     assert [p.name for p in (tmp_path / "spool").iterdir()] == []
+
+
+class RolledAwayStore(CountingStore):
+    """A store where, as the trainer starts downloading the parent v1, a rollback moves the pointer to v0 and
+    gc removes v1 (the seam: another process acting at that moment, on the same real store)."""
+
+    def get_file(self, key: str, destination: Path) -> None:
+        if not self.downloads and key.startswith("versions/v1/"):
+            self.swap_pointer("v0", self.read_pointer())
+            self.delete_version("v1")
+        super().get_file(key, destination)
+
+
+def test_a_parent_removed_under_the_run_is_retryable_and_a_missing_file_of_the_current_one_is_not(
+    tmp_path: Path,
+) -> None:
+    store = RolledAwayStore(tmp_path / "store")
+    first_version(tmp_path, store)
+    write_manifest(store, "v0", {"version": "v0", "files": {}})
+    store.swap_pointer("v1", None)
+    with pytest.raises(VersionRemoved, match="v1, the version this run builds on, was removed") as removed:
+        refresh(tmp_path / "run", store, ParentRequest("v1", GateConfig()))
+    assert "the pointer moved off it (to v0)" in str(removed.value) and "is missing" in str(removed.value)
+    assert exit_status(removed.value) == EXIT_RETRYABLE == 75
+    assert str(pickle.loads(pickle.dumps(removed.value))) == str(removed.value)  # as it comes back from the actor
+    assert not (store.root / "versions" / "v2").exists()
+
+    # The pointer still names the parent, whose manifest lists a file that is gone: a damaged store, not a race.
+    store = CountingStore(tmp_path / "damaged")
+    first_version(tmp_path / "second", store)
+    store.swap_pointer("v1", None)
+    (store.root / "versions" / "v1" / "model" / "vectors.npy").unlink()
+    with pytest.raises(IntegrityError, match=r"v1 is missing model/vectors\.npy") as damaged:
+        refresh(tmp_path / "run2", store, ParentRequest("v1", GateConfig()))
+    assert exit_status(damaged.value) == EXIT_REFUSED == 3

@@ -14,7 +14,7 @@ from jobs.config import GateConfig, from_args
 from jobs.errors import ConfigError, QualityGateError
 from jobs.lineage import ledger
 from jobs.refresh import Hooks, run
-from jobs.storage import open_store
+from jobs.storage import lease, open_store
 from jobs.storage.publish import read_manifest, version_key
 from tests.conftest import snapshot, write_parquet
 from tests.corpora import cluster_words, clustered
@@ -135,6 +135,10 @@ def test_partitions_without_tokens_move_the_lineage_past_them_without_training(t
     write_parquet(data / "dt=3" / "p.parquet", clustered(100, seed=3, extra={2: ["novelaa"]}))
     later = run(from_args(args(data, store, "--min-count", "1")))
     assert later.published and later.parent == empty.version and later.partitions == 1 and later.new_words == 1
+    # each run named its parent before writing anything else of its version (what gc keeps for a run in progress)
+    claimed = [lease.claimed(s, v) for v in (first.version, empty.version, later.version)]
+    assert claimed == [None, first.version, empty.version]
+    assert lease.NAME not in carried["files"]  # scaffolding, not part of the version
 
 
 def test_filters_pick_partitions_by_date_and_hive_key(tmp_path: Path) -> None:

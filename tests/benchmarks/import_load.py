@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
         baseline_import = timed("gensim load + save", gensim_round_trip)
         store = work / "store"
-        imported = timed("jobs.models import", lambda: models_main(["import", str(path), "--store", str(store)]))
+        imported = timed(
+            "jobs.models import", lambda: models_main(["import", str(path), "--store", str(store), "--kind", "gensim"])
+        )
         baseline_load = timed("gensim load(mmap='r').wv", lambda: Word2Vec.load(str(path), mmap="r").wv)
         cache = work / "cache"
         cold = timed("load_vectors cold", lambda: load_vectors(str(store), mmap="r", cache_dir=cache))
