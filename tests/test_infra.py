@@ -382,6 +382,15 @@ def test_kuberay_cluster_and_jobs_are_shaped_for_the_refresh() -> None:
 
 
 @unit
+def test_gc_s_shortest_grace_outlasts_every_run_the_deadlines_allow() -> None:
+    from jobs.retention import MIN_GRACE_HOURS
+
+    found = [re.findall(r"activeDeadlineSeconds: (\d+)", p.read_text()) for p in sorted((INFRA / "k8s").glob("*.yaml"))]
+    deadlines = [int(seconds) for each in found for seconds in each]
+    assert len(deadlines) == 3 and max(deadlines) <= MIN_GRACE_HOURS * 3600  # rayjob, raycronjob, cronjob
+
+
+@unit
 def test_the_trainer_spools_and_caches_on_volumes_of_its_own() -> None:
     trainer = ray_pods(load("k8s/raycluster.yaml")["spec"])["trainer"]
     (container,) = trainer["containers"]
