@@ -8,8 +8,10 @@ The runbook, in order (each step is one small module):
 1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.storage`); read the pointer once;
 2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed
    (:mod:`jobs.lineage.ledger`);
-3. tokenize them in parallel on Ray workers and stream them to the training actor (:mod:`jobs.cluster`),
-   which meanwhile fetches, loads and measures the parent (:mod:`jobs.training.parent`);
+3. name the parent in the new version's first file, so that gc keeps it while the run lasts
+   (:mod:`jobs.storage.lease`); tokenize the partitions in parallel on Ray workers and stream them to the
+   training actor (:mod:`jobs.cluster`), which meanwhile fetches, loads and measures the parent
+   (:mod:`jobs.training.parent`);
 4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.training.trainer`,
    :mod:`jobs.training.model`);
 5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.evaluate`), one conditional
