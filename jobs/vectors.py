@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 
 from jobs.errors import ConfigError, IntegrityError
 from jobs.storage import Store, open_store
+from jobs.storage.names import check_file, check_version, inside
 from jobs.storage.publish import fetch_files, model_files, read_manifest, verify_file
 from jobs.training import model as gmodel
 from jobs.training import serialize
@@ -115,9 +116,13 @@ def cache_key(manifest: dict[str, Any], names: list[str]) -> str:
 def cached(store: Store, manifest: dict[str, Any], names: list[str], root: Path, keep: int = KEEP) -> Path:
     """The folder under ``root`` holding ``names`` of the manifest's version, verified; downloaded (once per
     host, under a lock) when missing or when a cached file fails its checksum. Each use marks the entry as
-    used; a download evicts all but the ``keep`` most recently used entries."""
+    used; a download evicts all but the ``keep`` most recently used entries. Raises IntegrityError for a name
+    that is not a file a version may hold (:mod:`jobs.storage.names`), before the cache is touched."""
+    version = check_version(manifest["version"], f"a manifest of {store.uri}")
     key = cache_key(manifest, names)
     folder = root / key
+    for name in names:
+        inside(folder, check_file(name, store.uri, version), f"{store.uri}, version {version}")
     if intact(folder, manifest, names):
         os.utime(folder)  # the entry's last use, for eviction
         log.info("version %s from the cache %s", manifest["version"], folder)

@@ -176,6 +176,14 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-8])
 
 
+def repeat_a_word(path: Path) -> None:
+    """The vocabulary with as many rows as the model, its second word replaced by its first."""
+    table = pq.read_table(path)
+    words = table.column("word").to_pylist()
+    words[1] = words[0]
+    pq.write_table(table.set_column(0, "word", pa.array(words)), path)
+
+
 def npz_as(path: Path) -> None:
     np.savez(path.with_suffix(".npz"), np.zeros(3))
     path.with_suffix(".npz").replace(path)
@@ -200,7 +208,7 @@ def npz_as(path: Path) -> None:
         (lambda f: rewrite_params(f, lambda p: p["model"].update(extra=1)), r"must hold exactly"),
         (lambda f: rewrite_params(f, lambda p: p.update(kind="doc2vec")), r"unknown model kind"),
         (lambda f: rewrite_params(f, lambda p: p["random"].update(key=[1, 2])), r"invalid random state"),
-        (lambda f: pq.write_table(pa.table({"word": ["a", "a"], "count": [1, 1]}), f / "vocab.parquet"), "repeats"),
+        (lambda f: repeat_a_word(f / "vocab.parquet"), "repeats"),
         (lambda f: (f / "vocab.parquet").write_bytes(b"PAR1 not really"), r"vocab\.parquet is not a vocabulary"),
         (lambda f: (f / "params.json").unlink(), r"params\.json is missing"),
     ],

@@ -143,7 +143,7 @@ def _table(store: Store, link: dict[str, Any]) -> pa.Table:
     """One file of a chain, verified against the size and SHA-256 recorded for it."""
     label = f"{link['version']}/{link['file']}"
     try:
-        data = store.get_bytes(version_key(link["version"], link["file"]))
+        data = store.get_bytes(version_key(link["version"], link["file"]), limit=link["size"])  # larger: refused unread
     except VersionNotFound:
         raise IntegrityError(
             f"the ledger file {label} is missing from {store.uri} (a version the lineage's ledger is read from "

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from jobs.errors import StoreError
+from jobs.errors import IntegrityError
+from jobs.storage.names import POINTER_LIMIT, check_version
 
 POINTER = "CURRENT"
 VERSIONS = "versions"
@@ -50,8 +51,9 @@ class Store(Protocol):
 
     def put_bytes(self, key: str, data: bytes) -> None: ...
 
-    def get_bytes(self, key: str) -> bytes:
-        """The object's bytes; raises VersionNotFound when it does not exist."""
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes:
+        """The object's bytes; raises VersionNotFound when it does not exist, IntegrityError when it is larger
+        than ``limit`` bytes (checked before it is read)."""
         ...
 
     def get_file(self, key: str, destination: Path) -> None: ...
@@ -89,7 +91,19 @@ def pointer_body(version: str) -> bytes:
 
 
 def parse_pointer(data: bytes, where: str) -> str:
+    """The version the pointer's content names, checked to be a version id (stores read at most
+    ``POINTER_LIMIT`` + 1 bytes of it). Raises IntegrityError."""
+    if len(data) > POINTER_LIMIT:
+        raise IntegrityError(f"the pointer {where} is larger than {POINTER_LIMIT:,} bytes; refusing to read it")
     try:
-        return str(json.loads(data)["version"])
+        version = json.loads(data)["version"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"the pointer {where} is not valid JSON with a 'version' field") from exc
+        raise IntegrityError(f"the pointer {where} is not valid JSON with a 'version' field") from exc
+    return check_version(version, f"the pointer {where}")
+
+
+def too_large(where: str, size: int, limit: int) -> IntegrityError:
+    """The refusal of an object larger than a reader accepts, raised before its bytes are read."""
+    return IntegrityError(
+        f"{where} holds {size:,} bytes, more than the {limit:,} a reader accepts; refusing to read it"
+    )

@@ -30,6 +30,7 @@ from typing import Any
 
 from jobs.errors import IntegrityError
 from jobs.storage.base import Store
+from jobs.storage.names import check_file, check_version, inside
 from jobs.storage.publish import fetch_verified, verify_file
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,16 @@ class VersionCache:
         """``into``, holding ``names`` of the manifest's version, every file verified against the manifest:
         those cached and intact are used as they are, the others downloaded. ``into`` gets links to the cached
         files (copies across filesystems), which stay valid whatever the cache evicts later. Raises
-        IntegrityError."""
-        version = manifest["version"]
+        IntegrityError, also for a name that is not a file a version may hold (:mod:`jobs.storage.names`), or
+        that would lead outside the cache or ``into``, before anything is touched."""
+        version = check_version(manifest["version"], f"a manifest of {store.uri}")
         entry = self._entry(store.uri, version)
         files = entry / _FILES
+        label = f"{store.uri}, version {version}"
+        for name in names:
+            check_file(name, store.uri, version)
+            inside(files, name, label)
+            inside(into, name, label)
         with self._locked():
             missing = []
             for name in names:

@@ -2,21 +2,32 @@
 
 The local store writes every file to a temporary name, fsyncs it and renames it into place, and moves the
 pointer under an exclusive lock with a compare-and-swap on the pointer's content hash (its "ETag").
+
+It reads only regular files, reached one path part at a time without following a symbolic link below the
+store's root (the root itself may be one) and without blocking on a FIFO: whoever can write to the folder
+cannot make a reader read another file of the machine, or hang it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from jobs.errors import ConflictError, StoreError, VersionNotFound
-from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body
+from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
+from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
+from jobs.storage.names import POINTER_LIMIT
+
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO opens without a writer
 
 
 class LocalStore:
@@ -35,10 +46,60 @@ class LocalStore:
             raise StoreError(f"key {key!r} escapes the store {self.uri}")
         return path
 
+    def _open(self, key: str) -> tuple[int, int]:
+        """A read-only descriptor of the regular file at ``key`` and its size. Each folder below the root is
+        opened without following a symbolic link, then the file itself, non-blocking. Raises VersionNotFound
+        (no such file), IntegrityError (a symbolic link, a FIFO or anything but a regular file), StoreError."""
+        parts = key.split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise StoreError(f"invalid key {key!r} in the store {self.uri}")
+        where = f"{self.uri}/{key}"
+        fd = -1
+        try:
+            folder = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for part in parts[:-1]:
+                    inner = os.open(part, _DIRECTORY, dir_fd=folder)
+                    os.close(folder)
+                    folder = inner
+                fd = os.open(parts[-1], _FILE, dir_fd=folder)
+            finally:
+                os.close(folder)
+            status = os.fstat(fd)
+        except FileNotFoundError:
+            raise VersionNotFound(f"{where} does not exist") from None
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+                raise IntegrityError(
+                    f"{where} is not a regular file in the store (a symbolic link, a socket, or under one that is "
+                    "not a folder); refusing to read it"
+                ) from None
+            raise StoreError(f"cannot read {where}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(status.st_mode):
+            os.close(fd)
+            raise IntegrityError(f"{where} is not a regular file ({_kind(status.st_mode)}); refusing to read it")
+        return fd, status.st_size
+
+    def _read(self, key: str, limit: int | None) -> bytes:
+        fd, size = self._open(key)
+        with os.fdopen(fd, "rb") as handle:
+            if limit is not None and size > limit:
+                raise too_large(f"{self.uri}/{key}", size, limit)
+            data = handle.read() if limit is None else handle.read(limit + 1)
+        if limit is not None and len(data) > limit:  # it grew since fstat
+            raise too_large(f"{self.uri}/{key}", len(data), limit)
+        return data
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a") as lock:
+        # O_NONBLOCK and O_NOFOLLOW: a FIFO or a link planted at .lock is refused, not waited on or followed
+        fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        with os.fdopen(fd, "a") as lock:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IntegrityError(f"{self.uri}/.lock is not a regular file; refusing to use it")
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -47,8 +108,8 @@ class LocalStore:
 
     def read_pointer(self) -> Pointer | None:
         try:
-            data = (self.root / POINTER).read_bytes()
-        except FileNotFoundError:
+            data = self._read(POINTER, POINTER_LIMIT)
+        except VersionNotFound:
             return None
         version = parse_pointer(data, f"{self.uri}/{POINTER}")
         return Pointer(version, hashlib.sha256(data).hexdigest())
@@ -75,26 +136,25 @@ class LocalStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         self._atomic_write(target, data)
 
-    def get_bytes(self, key: str) -> bytes:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise VersionNotFound(f"{self.uri}/{key} does not exist") from None
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes:
+        return self._read(key, limit)
 
     def get_file(self, key: str, destination: Path) -> None:
-        try:
-            shutil.copyfile(self._path(key), destination)
-        except FileNotFoundError:
-            raise VersionNotFound(f"{self.uri}/{key} does not exist") from None
+        fd, _ = self._open(key)
+        with os.fdopen(fd, "rb") as source:
+            # O_NOFOLLOW: a link planted at the destination is replaced by nothing, never written through
+            out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(out, "wb") as target:
+                _copy(source, target)
 
     def copy(self, source: str, key: str) -> None:
-        """A hard link (files are immutable, so sharing their bytes is safe); a copy where links fail."""
+        """A hard link (files are immutable, so sharing their bytes is safe); a copy where links fail. Only a
+        regular file is linked or copied (:meth:`_open`)."""
+        os.close(self._open(source)[0])
         origin, target = self._path(source), self._path(key)
-        if not origin.is_file():
-            raise VersionNotFound(f"{self.uri}/{source} does not exist")
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(origin, target)
+            os.link(origin, target, follow_symlinks=False)
         except OSError:  # another filesystem, or one without hard links
             self._atomic_write(target, origin)
 
@@ -184,3 +244,20 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> None:
+    """Copy an open file to another by the kernel (sendfile), in Python where the kernel cannot."""
+    offset = 0
+    try:
+        while sent := os.sendfile(target.fileno(), source.fileno(), offset, 1 << 30):
+            offset += sent
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or offset:
+            raise
+        shutil.copyfileobj(source, target, 8 << 20)
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device or special file")

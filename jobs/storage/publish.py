@@ -31,12 +31,11 @@ from typing import Any
 
 from jobs.errors import IntegrityError, PickledModelError, StoreError, VersionNotFound
 from jobs.storage.base import VERSIONS, Pointer, Store
+from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, MODEL_DIR, check_file, check_manifest, check_version, inside
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-MODEL_DIR = "model"
 MODEL_PARAMS = f"{MODEL_DIR}/params.json"  # present in every version of the pickle-free format
 
 
@@ -121,9 +120,10 @@ def publish(
 
 
 def resolve(store: Store, version: str) -> str:
-    """Turn ``latest`` (or ``current``) into the version the pointer names."""
+    """Turn ``latest`` (or ``current``) into the version the pointer names. Raises IntegrityError for a name
+    that is not a version id (:mod:`jobs.storage.names`), VersionNotFound for an empty store."""
     if version not in ("latest", "current"):
-        return version
+        return check_version(version, f"a request to {store.uri}")
     pointer = store.read_pointer()
     if pointer is None:
         raise VersionNotFound(f"the store {store.uri} has no current version yet")
@@ -131,16 +131,18 @@ def resolve(store: Store, version: str) -> str:
 
 
 def read_manifest(store: Store, version: str) -> dict[str, Any]:
+    """The manifest of ``version`` (or ``latest``), at most ``MANIFEST_LIMIT`` bytes, every file and version it
+    names checked (:func:`jobs.storage.names.check_manifest`). Raises IntegrityError, VersionNotFound."""
     version = resolve(store, version)
     try:
-        data = store.get_bytes(version_key(version, MANIFEST))
+        data = store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
     except VersionNotFound:
         raise VersionNotFound(f"version {version} has no manifest in {store.uri}") from None
     try:
-        manifest: dict[str, Any] = json.loads(data)
+        manifest = json.loads(data)
     except ValueError as exc:
         raise IntegrityError(f"the manifest of {version} in {store.uri} is not valid JSON") from exc
-    return manifest
+    return check_manifest(manifest, store.uri, version)
 
 
 def fetch_verified(store: Store, version: str, destination: Path, names: list[str] | None = None) -> Path:
@@ -153,15 +155,18 @@ def fetch_verified(store: Store, version: str, destination: Path, names: list[st
 
 
 def fetch_files(store: Store, manifest: dict[str, Any], destination: Path, names: list[str] | None = None) -> Path:
-    """:func:`fetch_verified` for a manifest already read."""
-    version = manifest["version"]
-    destination.mkdir(parents=True, exist_ok=True)
+    """:func:`fetch_verified` for a manifest already read. Every name is checked again (it is written as a
+    path under ``destination``), and must stay inside ``destination``."""
+    version = check_version(manifest["version"], f"a manifest of {store.uri}")
     wanted = manifest["files"] if names is None else {n: manifest["files"][n] for n in names}
+    label = f"{store.uri}, version {version}"
+    targets = {name: inside(destination, check_file(name, store.uri, version), label) for name in wanted}
+    destination.mkdir(parents=True, exist_ok=True)
     checks: list[Future[None]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as verifier:
         try:
             for name, expected in sorted(wanted.items()):
-                target = destination / name
+                target = targets[name]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     store.get_file(version_key(version, name), target)
@@ -189,9 +194,11 @@ def model_files(manifest: dict[str, Any], allow_pickle: bool = False) -> list[st
     Raises PickledModelError for a version in the previous format (gensim's ``save()``, a pickle), unless
     ``allow_pickle``: anyone who could write to the store could have made that file run code.
     """
+    version = manifest.get("version", "?")
     names = [name for name in manifest["files"] if name.startswith(f"{MODEL_DIR}/")]
+    for name in names:
+        check_file(name, "the store", str(version))
     if MODEL_PARAMS not in names and not allow_pickle:
-        version = manifest.get("version", "?")
         raise PickledModelError(
             f"version {version} stores its model as a pickle (gensim's save(), the previous format), which runs "
             f"code when loaded; refusing it. If you trust everyone who can write to this store, convert it once "

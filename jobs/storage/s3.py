@@ -36,7 +36,8 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, 
 from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceeded
 
 from jobs.errors import ConfigError, ConflictError, StoreError, VersionNotFound
-from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body
+from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
+from jobs.storage.names import POINTER_LIMIT
 from shards.s3settings import ENV_PREFIX, S3Settings
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,29 @@ class S3Store:
         key = self._key(POINTER)
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=key)
-            data = response["Body"].read()
+            data = self._bounded(response, key, POINTER_LIMIT)
         except _BOTO_ERRORS as exc:
             if _is_missing(exc) or (_is_denied(exc) and not self._listed(key)):
                 return None
             raise self._error("read the pointer", key, exc) from exc
         return Pointer(parse_pointer(data, self._uri(key)), token=response["ETag"])
+
+    def _bounded(self, response: dict[str, Any], full_key: str, limit: int | None) -> bytes:
+        """The body of a GetObject ``response``, refused unread when its length exceeds ``limit``, and never
+        more than ``limit`` + 1 bytes read whatever the length said."""
+        body = response["Body"]
+        if limit is None:
+            return bytes(body.read())
+        try:
+            length = int(response.get("ContentLength") or 0)
+            if length > limit:
+                raise too_large(self._uri(full_key), length, limit)
+            data = bytes(body.read(limit + 1))
+            if len(data) > limit:
+                raise too_large(self._uri(full_key), len(data), limit)
+            return data
+        finally:
+            body.close()
 
     def _listed(self, key: str) -> bool:
         """Whether ``key`` exists, by listing its own prefix.
@@ -241,10 +259,10 @@ class S3Store:
         except _BOTO_ERRORS as exc:
             raise self._error("write", full, exc) from exc
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes:
         full = self._key(key)
         try:
-            data: bytes = self.client.get_object(Bucket=self.bucket, Key=full)["Body"].read()
+            data = self._bounded(self.client.get_object(Bucket=self.bucket, Key=full), full, limit)
         except _BOTO_ERRORS as exc:
             if _is_missing(exc):
                 raise VersionNotFound(f"{self._uri(full)} does not exist") from None

@@ -24,6 +24,12 @@ and the parameters (gensim's Cython loops index these arrays without bounds chec
 be a memory-safety problem, not just a wrong answer), unique words, and parameters of the expected types.
 Any violation raises :class:`~jobs.errors.IntegrityError` naming the file.
 
+Nothing is allocated for what a file claims before the claim is checked against what the files hold: an
+``.npy`` header's shape times its item size must be exactly the bytes after the header (a header claiming
+terabytes in a small file is refused, not allocated), the vocabulary must have exactly as many rows as
+``vectors.npy`` (checked against its size) and a bounded size in its Parquet metadata, and its words are read
+dictionary-encoded, so a word repeated a million times is refused before it is copied a million times.
+
 Cost: no Python loop over the vocabulary. ``cum_table`` is stored because rebuilding it exactly needs
 Python's own ``pow`` per word (numpy's differs in the last bit for a few percent of counts); FastText's n-gram
 buckets are computed vectorized (:func:`ngram_buckets`, equal to gensim's ``ft_ngram_hashes``); FastText's
@@ -38,6 +44,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -83,6 +91,11 @@ _FASTTEXT_WV_HANDLED = {*_FASTTEXT_ARRAYS, "buckets_word"}
 _EXPANDOS = {"count": np.dtype(np.int64), "sample_int": np.dtype(np.uint32)}
 _Scalar = (bool, int, float, str, type(None))
 _MAX_WINDOW = 10_000
+# A vocabulary's Parquet may hold this many bytes per word uncompressed, on average (a real one: 10 to 30)
+_VOCAB_BYTES_PER_WORD = 1024
+_VOCAB_SLACK = 1 << 20
+# The encodings a Parquet writer uses for the words; the others can expand a few bytes into long strings
+_VOCAB_ENCODINGS = frozenset({"PLAIN", "RLE", "RLE_DICTIONARY", "PLAIN_DICTIONARY", "BIT_PACKED"})
 _MAX_NGRAM = 100
 
 
@@ -211,11 +224,11 @@ def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
     """
     params = read_params(folder)
     fasttext = params["kind"] == "fasttext"
-    words, counts = _read_vocabulary(folder)
-    size = len(words)
-    spare_rows = size if spare_rows is None else spare_rows
     mp, kp = params["model"], params["keyed_vectors"]
     dim = kp["vector_size"]
+    words, counts = _read_vocabulary(folder, _vocabulary_rows(folder, dim), dim)
+    size = len(words)
+    spare_rows = size if spare_rows is None else spare_rows
     if mp["vector_size"] != dim or mp["layer1_size"] != dim or mp["hs"] != 0 or mp["negative"] < 1:
         raise IntegrityError(f"{folder / PARAMS}: inconsistent architecture (vector_size, layer1_size, hs, negative)")
     if not 1 <= mp["window"] <= _MAX_WINDOW:  # gensim's sentences hold at most 10,000 words
@@ -266,9 +279,10 @@ def load_keyed_vectors(folder: Path, mmap: str | None = "r") -> KeyedVectors:
     FastText's per-word n-gram cache (``buckets_word``), which only training uses, is not built.
     """
     params = read_params(folder)
-    words, counts = _read_vocabulary(folder)
-    size, kp = len(words), params["keyed_vectors"]
+    kp = params["keyed_vectors"]
     dim = kp["vector_size"]
+    words, counts = _read_vocabulary(folder, _vocabulary_rows(folder, dim), dim)
+    size = len(words)
     arrays = {
         "vectors": _read_array(folder, "vectors", _FLOAT, (size, dim), mmap),
         "sample_int": _read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None),
@@ -335,32 +349,111 @@ def read_params(folder: Path) -> dict[str, Any]:
     return params
 
 
-def _read_vocabulary(folder: Path) -> tuple[list[str], np.ndarray]:
+def _vocabulary_rows(folder: Path, dim: int) -> int:
+    """How many words the model has: the rows of ``vectors.npy``, whose header is checked against its size."""
+    path = folder / "vectors.npy"
+    if dim < 1:
+        raise IntegrityError(f"{folder / PARAMS}: vector_size must be at least 1")
+    try:
+        with path.open("rb") as f:
+            shape, fortran, dtype = npy_header(f)
+    except FileNotFoundError:
+        raise IntegrityError(f"{path} is missing") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise IntegrityError(f"{path} is not a plain .npy array ({exc}); refusing to load") from exc
+    if dtype != _FLOAT or len(shape) != 2 or shape[1] != dim or fortran:
+        raise IntegrityError(
+            f"{path}: {dtype}{list(shape)} where {_FLOAT}[words, {dim}] (C order) was expected; refusing"
+        )
+    return shape[0]
+
+
+def _read_vocabulary(folder: Path, rows: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """The words and counts of ``vocab.parquet``, which must hold exactly ``rows`` unique words (the rows of
+    ``vectors.npy``, of ``dim`` columns).
+
+    Its metadata is checked before any data is read: ``rows`` rows, the words in the encodings a writer uses
+    (``_VOCAB_ENCODINGS``), and at most ``_VOCAB_BYTES_PER_WORD`` a word uncompressed. The words are read
+    dictionary-encoded (each distinct word once, an index per row), and made into one string per row only when
+    no index repeats and their total length is bounded: a word repeated a million times by a few bytes of
+    run-length encoding is refused before it is copied a million times.
+    """
     path = folder / VOCAB
     try:
-        table = pq.read_table(path, columns=["word", "count"])
+        with pq.ParquetFile(path, read_dictionary=["word"]) as parquet:
+            meta = parquet.metadata
+            grouped = sum(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+            if meta.num_rows != rows or grouped != rows:
+                words = max(meta.num_rows, grouped)
+                raise IntegrityError(
+                    f"{folder / 'vectors.npy'}: {_FLOAT}{[rows, dim]} where {_FLOAT}{[words, dim]} was expected for "
+                    f"the {words:,} words of {path}; refusing"
+                )
+            chunks = [meta.row_group(i).column(j) for i in range(meta.num_row_groups) for j in range(meta.num_columns)]
+            encodings = {e for c in chunks if c.path_in_schema == "word" for e in c.encodings}
+            if encodings - _VOCAB_ENCODINGS:  # e.g. DELTA_BYTE_ARRAY: a long prefix shared by every word
+                raise IntegrityError(
+                    f"{path}: the words are encoded as {', '.join(sorted(encodings - _VOCAB_ENCODINGS))}, not "
+                    f"{', '.join(sorted(_VOCAB_ENCODINGS))}; refusing"
+                )
+            declared = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            if declared > rows * _VOCAB_BYTES_PER_WORD + _VOCAB_SLACK:
+                raise IntegrityError(
+                    f"{path}: {declared:,} bytes uncompressed for {rows:,} words, more than "
+                    f"{_VOCAB_BYTES_PER_WORD:,} per word; refusing"
+                )
+            table = parquet.read(columns=["word", "count"])
     except FileNotFoundError:
         raise IntegrityError(f"{path} is missing") from None
     except (pa.ArrowException, ValueError, OSError) as exc:
         raise IntegrityError(f"{path} is not a vocabulary table: {exc}") from exc
     word, count = table.column("word"), table.column("count")
-    if not pa.types.is_string(word.type) or count.type != pa.int64() or word.null_count or count.null_count:
-        raise IntegrityError(f"{path}: expected non-null columns word (string) and count (int64)")
-    words = word.to_pylist()
-    if len(set(words)) != len(words):
-        raise IntegrityError(f"{path}: the vocabulary repeats words")
+    if (
+        not pa.types.is_dictionary(word.type)
+        or not pa.types.is_string(word.type.value_type)
+        or count.type != pa.int64()
+        or word.null_count
+        or count.null_count
+        or len(word) != rows
+    ):
+        raise IntegrityError(f"{path}: expected {rows:,} non-null words (string) and counts (int64)")
+    words = _unique_words(word, path)
     counts = np.array(count.to_numpy(), dtype=np.int64)  # a writable copy: vocabulary updates add to it in place
     if len(counts) and counts.min() < 0:
         raise IntegrityError(f"{path}: negative counts")
     return words, counts
 
 
+def _unique_words(word: pa.ChunkedArray, path: Path) -> list[str]:
+    """The words of a dictionary-encoded column (each distinct word held once, an index per row), refused when a
+    word repeats. Strings are made per row only once no index repeats within a chunk (so they hold no more than
+    the dictionaries) and their total length is bounded; words repeated across chunks are found last."""
+    total = 0
+    for chunk in word.chunks:
+        indices = chunk.indices.to_numpy(zero_copy_only=False)
+        if len(indices) and np.bincount(indices).max() > 1:
+            raise IntegrityError(f"{path}: the vocabulary repeats words")
+        total += pc.sum(pc.binary_length(chunk.dictionary).take(chunk.indices)).as_py() or 0
+    if total > len(word) * _VOCAB_BYTES_PER_WORD + _VOCAB_SLACK:
+        raise IntegrityError(
+            f"{path}: its {len(word):,} words add up to {total:,} bytes, more than {_VOCAB_BYTES_PER_WORD:,} a word; "
+            "refusing"
+        )
+    words: list[str] = word.cast(pa.string()).to_pylist()
+    if len(set(words)) != len(words):
+        raise IntegrityError(f"{path}: the vocabulary repeats words")
+    return words
+
+
 def _read_array(
     folder: Path, name: str, dtype: np.dtype, shape: tuple[int, ...], mmap: Any, alternative: tuple[int, ...] = ()
 ) -> np.ndarray:
-    """One ``.npy`` array, never unpickled, of exactly ``dtype`` and ``shape`` (or ``alternative``), C-ordered."""
+    """One ``.npy`` array, never unpickled, of exactly ``dtype`` and ``shape`` (or ``alternative``), C-ordered.
+    Its header is checked against the file's size first, so nothing is allocated for a shape it does not hold."""
     path = folder / f"{name}.npy"
     try:
+        with path.open("rb") as f:
+            npy_header(f)
         array = np.load(path, mmap_mode=mmap, allow_pickle=False)
     except FileNotFoundError:
         raise IntegrityError(f"{path} is missing") from None
@@ -378,11 +471,25 @@ def _read_array(
 
 def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     """The shape, Fortran order and dtype of the ``.npy`` file open at its start as ``f``, which is left at
-    its first data byte. Only the header is read: a Python literal, parsed without evaluating or unpickling
-    anything. Raises ValueError for a file that is not an ``.npy`` array."""
+    its first data byte. Only the header is read: a Python literal (numpy bounds its length), parsed without
+    evaluating or unpickling anything. The data it describes must be exactly the bytes after it, so whoever
+    reads on can allocate for the shape. Raises ValueError for a file that is not an ``.npy`` array,
+    IntegrityError for one whose header does not match its size, or that holds Python objects."""
     version = np.lib.format.read_magic(f)
     header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    return header(f)
+    shape, fortran, dtype = header(f)
+    name = getattr(f, "name", "the .npy file")
+    if dtype.hasobject:
+        raise IntegrityError(f"{name}: {dtype}{list(shape)} holds Python objects (a pickle); refusing to load")
+    claimed = math.prod(shape) * dtype.itemsize  # Python integers: a forged shape cannot overflow
+    held = os.fstat(f.fileno()).st_size - f.tell()
+    if claimed > held:
+        raise IntegrityError(
+            f"{name} is truncated: its header claims {dtype}{list(shape)}, {claimed:,} bytes, and {held:,} follow it"
+        )
+    if claimed < held:
+        raise IntegrityError(f"{name}: {held:,} bytes follow a header claiming {dtype}{list(shape)}, {claimed:,}")
+    return shape, fortran, dtype
 
 
 def _read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
