@@ -188,6 +188,10 @@ def test_the_local_store_reads_only_regular_files_and_never_waits_on_a_fifo(tmp_
     assert isinstance(result[0], IntegrityError)
     assert str(result[0]) == f"{store.uri}/CURRENT is not a regular file (a FIFO); refusing to read it"
 
+    os.unlink(store.root / ".lock")
+    os.mkfifo(store.root / ".lock")  # a writer's lock: refused at once too, not waited on
+    refused(lambda: store.swap_pointer("v1", None), f"{store.uri}/.lock is not a regular file; refusing to use it")
+
     os.unlink(store.root / "CURRENT")
     os.symlink(outside, store.root / "CURRENT")
     refused(store.read_pointer, f"{store.uri}/CURRENT is not a regular file in the store (a symbolic link")

@@ -96,10 +96,18 @@ class LocalStore:
     def _locked(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
         # O_NONBLOCK and O_NOFOLLOW: a FIFO or a link planted at .lock is refused, not waited on or followed
-        fd = os.open(self.root / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.root / ".lock", flags, 0o666)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.ENXIO):
+                raise
+            fd = -1
+        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
+            if fd >= 0:
+                os.close(fd)
+            raise IntegrityError(f"{self.uri}/.lock is not a regular file; refusing to use it")
         with os.fdopen(fd, "a") as lock:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise IntegrityError(f"{self.uri}/.lock is not a regular file; refusing to use it")
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -143,7 +151,7 @@ class LocalStore:
         fd, _ = self._open(key)
         with os.fdopen(fd, "rb") as source:
             # O_NOFOLLOW: a link planted at the destination is replaced by nothing, never written through
-            out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            out = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
             with os.fdopen(out, "wb") as target:
                 _copy(source, target)
 
