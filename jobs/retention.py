@@ -45,6 +45,7 @@ from typing import Any
 from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.lineage import ledger
 from jobs.storage import Pointer, Store, lease
+from jobs.storage.names import MANIFEST_LIMIT, check_manifest, check_version
 from jobs.storage.publish import MANIFEST, read_manifest, version_key
 
 log = logging.getLogger(__name__)
@@ -94,14 +95,16 @@ class Kept:
     def manifest(self, version: str) -> dict[str, Any] | None:
         """The version's manifest (read once), None when it has none."""
         if version not in self.manifests:
+            check_version(version, f"a manifest that gc read in {self.store.uri}")  # a parent, a ledger chain link
             try:
-                data = self.store.get_bytes(version_key(version, MANIFEST))
+                data = self.store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
             except VersionNotFound:
                 return None
             try:
-                self.manifests[version] = (data, json.loads(data))
+                manifest = json.loads(data)
             except ValueError:
                 raise IntegrityError(f"the manifest of {version} in {self.store.uri} is not valid JSON") from None
+            self.manifests[version] = (data, check_manifest(manifest, self.store.uri, version))
         return self.manifests[version][1]
 
 

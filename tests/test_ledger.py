@@ -279,11 +279,11 @@ class RolledBackWhileRead(LocalStore):
     """A store where, as the run starts reading its parent v3's ledger chain, a rollback moves the pointer to v2
     and gc removes v3 (the seam: another process acting at that moment on the same real store)."""
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, limit: int | None = None) -> bytes:
         if key == "versions/v1/ledger.parquet" and "v3" in self.list_versions():
             self.swap_pointer("v2", self.read_pointer())
             self.delete_version("v3")
-        return super().get_bytes(key)
+        return super().get_bytes(key, limit)
 
 
 def test_a_refresh_whose_parent_is_removed_while_it_reads_the_ledger_exits_75(tmp_path: Path) -> None:

@@ -266,6 +266,7 @@ def test_every_name_a_version_holds_is_accepted_and_every_path_is_refused() -> N
     assert check_manifest(good, "s", "v1") is good
     for broken, message in [
         ([], "is not a JSON object"),
+        ({**good, "parent": "../v0"}, "the manifest of v1 in s, as its parent, names the version '../v0'"),
         ({**good, "files": {"config.json": {"size": "2", "sha256": "0" * 64}}}, "is not a size and a SHA-256"),
         ({**good, "ledger": {"chain": [{"version": "../v0", "file": "ledger.parquet"}]}}, "names the version '../v0'"),
         ({**good, "ledger": {"chain": [{"version": "v0", "file": "config.json"}]}}, "the ledger file 'config.json'"),

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 from jobs.errors import IntegrityError, StoreError, VersionNotFound, VersionRemoved
 from jobs.storage.base import Store
+from jobs.storage.names import MANIFEST_LIMIT, POINTER_LIMIT, VERSION
 from jobs.storage.publish import MANIFEST, version_key
 
 NAME = "parent.json"
@@ -42,20 +43,20 @@ def claim(store: Store, version: str, parent: str) -> None:
 def claimed(store: Store, version: str) -> str | None:
     """The parent an incomplete ``version`` recorded, or None (no record, or not one this module wrote)."""
     try:
-        data = store.get_bytes(version_key(version, NAME))
-    except VersionNotFound:
+        data = store.get_bytes(version_key(version, NAME), limit=POINTER_LIMIT)
+    except (VersionNotFound, IntegrityError):  # none, or larger than this module ever writes
         return None
     try:
         parent = json.loads(data[:4096])["parent"]
     except (ValueError, KeyError, TypeError):
         return None
-    return parent if isinstance(parent, str) else None
+    return parent if isinstance(parent, str) and VERSION.fullmatch(parent) else None
 
 
 def removed(store: Store, version: str) -> bool:
     """Whether ``version`` has been removed: its manifest is gone and the pointer names another version."""
     try:
-        store.get_bytes(version_key(version, MANIFEST))
+        store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
     except VersionNotFound:
         pointer = store.read_pointer()
         return pointer is None or pointer.version != version

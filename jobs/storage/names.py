@@ -18,7 +18,7 @@ reader checks them here, when they are read, before they name anything on disk o
   under ``model/`` named like a version id (the pickle-free format's ``params.json``, ``vocab.parquet`` and
   ``*.npy``, and the previous format's ``embedding.model`` and ``embedding.model.*.npy``);
 - a manifest names the version it was read as, and lists its files with an integer size and a hex SHA-256;
-  the ledger chain it names holds only version ids and ledger files.
+  its parent (if any) is a version id, and the ledger chain it names holds only version ids and ledger files.
 
 Anything else raises :class:`~jobs.errors.IntegrityError` naming the store, the version and the offending
 name (its ``repr``, truncated). :func:`inside` is the second line of defence: a path built from a checked
@@ -96,6 +96,8 @@ def check_manifest(manifest: object, store: str, version: str) -> dict[str, Any]
         raise IntegrityError(
             f"{where} names the version {shown(manifest.get('version'))}, not {version}; refusing to read it"
         )
+    if manifest.get("parent") is not None:  # gc reads the parent's manifest
+        check_version(manifest["parent"], f"{where}, as its parent,")
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise IntegrityError(f"{where} lists no files; refusing to read it")
