@@ -42,7 +42,7 @@ def measure(
         return {**figures, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
     distance = np.empty(shared, dtype=np.float64)
     changed = 0
-    for start, rows in _parent_blocks(parent, parent_rows):
+    for start, rows in parent_blocks(parent, parent_rows):
         before = rows.astype(np.float64)
         after = np.asarray(candidate.vectors[start : start + len(rows)], dtype=np.float64)
         same = (before == after).all(axis=1)
@@ -60,7 +60,7 @@ def measure(
     }
 
 
-def _parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+def parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """(position among the shared words, the parent's vectors of the next block of them), in order."""
     if not isinstance(parent, Path):
         for start in range(0, len(parent_rows), _BLOCK):

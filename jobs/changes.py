@@ -1,0 +1,130 @@
+"""What changed between two versions of a lineage: the words added, removed and moved, as one Parquet file.
+
+Vector databases and nearest-neighbour indexes (faiss, hnswlib, the managed ones) are kept current by upserts
+and deletes. An indexer that reads the diff of each new version against the one it indexed touches only the
+words that changed, instead of re-indexing the whole vocabulary every night:
+
+    >>> table = compute(old_words, old_vectors, new_words, new_vectors, new_counts, threshold=0.05)  # doctest: +SKIP
+    >>> write(table, Path("diff.parquet"), {"from": parent, "to": version})                          # doctest: +SKIP
+
+One row per changed word:
+
+=========  =====================================================================================
+column     meaning
+=========  =====================================================================================
+word       the word (string)
+change     ``added`` (only in the new version), ``removed`` (only in the old one), ``moved`` (in
+           both, and its cosine distance to its old vector exceeds the threshold)
+distance   the cosine distance between its new and old vectors (float32; null when added or removed)
+count      its count in the new version (int64; null when removed)
+vector     its new vector (fixed-size list of float32; null when removed)
+=========  =====================================================================================
+
+Rows are ordered added, moved, removed, each in the new (else old) version's index order. The file's metadata
+holds both versions, the threshold and the counts of each kind, so a reader can check it is the diff it wants
+before reading a row. The work is vectorized: one hash join of the two vocabularies (Arrow's ``index_in``) and
+the distances in blocks of rows, so the only temporaries are a block's rows; nothing loops over words in
+Python. Only numpy and pyarrow are needed, as for every reader of the store.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+DIFF = "diff.parquet"  # beside each version that has a parent
+DEFAULT_THRESHOLD = 0.05  # cosine distance beyond which a known word counts as moved
+KINDS = ("added", "moved", "removed")
+_BLOCK = 65_536
+
+
+def compute(
+    old_words: pa.Array | list[str],
+    old_vectors: np.ndarray,
+    new_words: pa.Array | list[str],
+    new_vectors: np.ndarray,
+    new_counts: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> pa.Table:
+    """The diff from the old version to the new one (see the module's table)."""
+    old = pa.array(old_words, pa.string()) if isinstance(old_words, list) else old_words
+    new = pa.array(new_words, pa.string()) if isinstance(new_words, list) else new_words
+    where = pc.index_in(new, value_set=old)  # for each new word, its row in the old version (null: added)
+    found = where.is_valid().to_numpy(zero_copy_only=False)
+    new_rows = np.flatnonzero(found)
+    old_rows = where.filter(where.is_valid()).to_numpy().astype(np.int64)
+    distance = _distances(old_vectors, old_rows, new_vectors, new_rows)
+    moved = distance > threshold
+    added_rows = np.flatnonzero(~found)
+    kept = np.zeros(len(old), dtype=bool)
+    kept[old_rows] = True
+    removed_rows = np.flatnonzero(~kept)
+    dim = new_vectors.shape[1]
+
+    def rows(words: pa.Array, picked: np.ndarray, dist: np.ndarray | None, with_vectors: bool, kind: str) -> pa.Table:
+        n = len(picked)
+        if with_vectors:
+            flat = pa.array(np.ascontiguousarray(new_vectors[picked], dtype=np.float32).reshape(-1))
+            vectors = pa.FixedSizeListArray.from_arrays(flat, dim)
+            counts = pa.array(np.asarray(new_counts)[picked], pa.int64())
+        else:
+            vectors = pa.nulls(n, pa.list_(pa.float32(), dim))
+            counts = pa.nulls(n, pa.int64())
+        return pa.table(
+            {
+                "word": words.take(pa.array(picked, pa.int64())),
+                "change": pa.array([kind] * n, pa.string()) if n else pa.array([], pa.string()),
+                "distance": pa.array(dist, pa.float32()) if dist is not None else pa.nulls(n, pa.float32()),
+                "count": counts,
+                "vector": vectors,
+            }
+        )
+
+    return pa.concat_tables(
+        [
+            rows(new, added_rows, None, True, "added"),
+            rows(new, new_rows[moved], distance[moved], True, "moved"),
+            rows(old, removed_rows, None, False, "removed"),
+        ]
+    )
+
+
+def _distances(old: np.ndarray, old_rows: np.ndarray, new: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
+    """Cosine distance between ``new[new_rows[i]]`` and ``old[old_rows[i]]``, in blocks of rows."""
+    out = np.empty(len(new_rows), dtype=np.float32)
+    for start in range(0, len(new_rows), _BLOCK):
+        a = np.asarray(new[new_rows[start : start + _BLOCK]], dtype=np.float64)
+        b = np.asarray(old[old_rows[start : start + _BLOCK]], dtype=np.float64)
+        same = (a == b).all(axis=1)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        cosine = np.divide(np.einsum("ij,ij->i", a, b), norms, out=np.ones(len(a)), where=norms > 0)
+        # an unchanged vector is at distance 0 exactly, not at a rounding error of it
+        out[start : start + len(a)] = np.where(same, 0.0, np.clip(1.0 - cosine, 0.0, 2.0))
+    return out
+
+
+def summary(table: pa.Table) -> dict[str, int]:
+    """How many words of each kind the diff holds."""
+    kinds = table.column("change").to_numpy(zero_copy_only=False)
+    return {kind: int(np.count_nonzero(kinds == kind)) for kind in KINDS}
+
+
+def write(table: pa.Table, path: Path, about: dict[str, Any]) -> dict[str, Any]:
+    """Write the diff as Parquet with ``about`` (the versions, the threshold) and the counts in its metadata;
+    return that metadata."""
+    meta = {**about, **summary(table)}
+    schema = table.schema.with_metadata({b"embedding_refresh_diff": json.dumps(meta, sort_keys=True).encode()})
+    pq.write_table(table.cast(schema), path, compression="zstd")
+    return meta
+
+
+def read_about(path: Path) -> dict[str, Any]:
+    """The metadata :func:`write` recorded (the versions, the threshold, the counts)."""
+    raw = pq.read_schema(path).metadata or {}
+    return dict(json.loads(raw.get(b"embedding_refresh_diff", b"{}")))
