@@ -20,7 +20,7 @@ def test_a_planted_update_gives_exactly_the_planted_sets(tmp_path: Path) -> None
     old = rng.normal(size=(len(old_words), 8)).astype(np.float32)
     removed = {f"w{i}" for i in range(0, 200_000, 997)}
     survivors = [w for w in old_words if w not in removed]
-    new_words = survivors + ["fresh", "brand", "novel"]
+    new_words = [*survivors, "fresh", "brand", "novel"]
     new = np.concatenate([old[[int(w[1:]) for w in survivors]], rng.normal(size=(3, 8)).astype(np.float32)])
     moved_rows = rng.choice(len(survivors), size=500, replace=False)
     new[moved_rows] = rng.normal(size=(500, 8)).astype(np.float32)  # far from where they were
