@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint bench clean
+.PHONY: demo test check lint bench compat clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ check: lint test
 bench: $(BIN)/activate
 	$(BIN)/python -m tests.benchmarks
 	$(BIN)/python -m tests.benchmarks.history
+
+## The job against the oldest and newest gensim and Ray it supports, by hand (not in CI).
+compat:
+	PYTHON=$(PYTHON) tests/compat/run.sh
 
 clean:
 	rm -rf demo .pytest_cache .mypy_cache .ruff_cache
