@@ -91,11 +91,17 @@ def show(store: Store, version: str) -> str:
 def export(
     store: Store, version: str, output: Path, fmt: str, cache_dir: Path | None = None, allow_pickle: bool = False
 ) -> str:
-    """Write a version's vectors (word2vec text or binary, or gensim's KeyedVectors file). Raises
-    PickledModelError for a version in the previous format unless ``allow_pickle``."""
+    """Write a version's vectors (word2vec text or binary, gensim's KeyedVectors file, Parquet) or, as
+    ``gensim``, its whole trainable model (gensim's ``save()``: a pickle). Raises PickledModelError for a
+    version in the previous format unless ``allow_pickle``."""
     manifest = read_manifest(store, version)
     name = manifest["version"]
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
+        if fmt == "gensim" and not pickled(manifest):  # every file of the model, verified, then loaded trainable
+            folder = fetch_verified(store, name, Path(tmp), model_files(manifest))
+            model = gmodel.load(folder / MODEL_DIR)
+            gmodel.export_model(model, output)
+            return f"exported {name} ({len(model.wv):,} words) to {output} as a trainable gensim model (a pickle)"
         if pickled(manifest):
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest, allow_pickle))
             vectors = serialize.unpickle_legacy(folder / MODEL_DIR, manifest["model"]).wv
@@ -165,7 +171,15 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", parents=[common], help="a version's KeyedVectors, as word2vec or gensim files")
     e.add_argument("version", help="a version or 'latest'")
     e.add_argument("--output", required=True, type=Path)
-    e.add_argument("--format", dest="fmt", choices=gmodel.EXPORT_FORMATS, default="word2vec-text")
+    e.add_argument(
+        "--format",
+        dest="fmt",
+        choices=gmodel.EXPORT_FORMATS,
+        default="word2vec-text",
+        help="word2vec-text, word2vec-binary, keyedvectors (gensim's KeyedVectors.load), parquet (word, count, vector), "
+        "or gensim: the whole trainable model as gensim's save() file, which is a pickle (load it only from a source "
+        "you trust)",
+    )
     e.add_argument("--binary", dest="fmt", action="store_const", const="word2vec-binary", help="word2vec binary")
     e.add_argument("--cache-dir", type=Path, help="keep the downloaded version here for later loads")
     e.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
