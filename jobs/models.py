@@ -176,9 +176,9 @@ def parser() -> argparse.ArgumentParser:
         dest="fmt",
         choices=gmodel.EXPORT_FORMATS,
         default="word2vec-text",
-        help="word2vec-text, word2vec-binary, keyedvectors (gensim's KeyedVectors.load), parquet (word, count, vector), "
-        "or gensim: the whole trainable model as gensim's save() file, which is a pickle (load it only from a source "
-        "you trust)",
+        help="word2vec-text, word2vec-binary, keyedvectors (gensim's KeyedVectors.load), parquet (word, count, "
+        "vector), or gensim: the whole trainable model as gensim's save() file, which is a pickle (load it only "
+        "from a source you trust)",
     )
     e.add_argument("--binary", dest="fmt", action="store_const", const="word2vec-binary", help="word2vec binary")
     e.add_argument("--cache-dir", type=Path, help="keep the downloaded version here for later loads")
