@@ -1,7 +1,9 @@
 """The refresh's configuration: typed, frozen, validated once, and saved with every version.
 
 Everything comes from command-line flags, parsed in exactly one place (:func:`from_args`). Nothing is read
-from the environment or the disk at import time; ``RAY_ADDRESS`` is consulted only when Ray is started.
+from the environment or the disk at import time; ``RAY_ADDRESS`` is consulted only when Ray is started, and
+the signing keys' environment variables (:data:`SIGNING_KEY_ENV`, :data:`TRUSTED_KEYS_ENV`) when the flags
+are parsed, for the flags not given.
 
     >>> config = from_args(["--input", "data/sample", "--store", "models", "--model", "fasttext"])
     >>> config.training.model, config.tokenizer.lowercase
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -150,6 +154,42 @@ class GateConfig:
             raise ConfigError(f"--gate-max-drop must not be negative, got {self.max_drop}")
 
 
+SIGNING_KEY_ENV = "EMBEDDING_REFRESH_SIGNING_KEY"  # the FILE holding the private key, never the key
+TRUSTED_KEYS_ENV = "EMBEDDING_REFRESH_TRUSTED_KEYS"  # public key FILES, separated like PATH (os.pathsep)
+
+
+@dataclass(frozen=True)
+class SigningConfig:
+    """Signed versions (docs/signing.md): the FILE holding the key that signs what this process writes, the
+    files of the public keys it trusts (none: nothing is verified), whether a pointer older than one already
+    seen is accepted, and where the newest pointer seen of each store is remembered (None: the cache's)."""
+
+    signing_key: str | None = None
+    trusted_keys: tuple[str, ...] = ()
+    allow_rollback: bool = False
+    seen_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.signing_key == "":
+            raise ConfigError("--signing-key names a file; got an empty path")
+
+
+def signing_config(namespace: argparse.Namespace, environ: Mapping[str, str]) -> SigningConfig:
+    """The signing flags parsed by :func:`add_signing_arguments`, each one not given taken from its environment
+    variable (:data:`SIGNING_KEY_ENV`, :data:`TRUSTED_KEYS_ENV`)."""
+    names = [f.name for f in dataclasses.fields(SigningConfig)]
+    values = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
+    if "signing_key" not in values and environ.get(SIGNING_KEY_ENV):
+        values["signing_key"] = environ[SIGNING_KEY_ENV]
+    values["trusted_keys"] = tuple(values.get("trusted_keys") or trusted_keys_from(environ))
+    return SigningConfig(**values)
+
+
+def trusted_keys_from(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The trusted key files :data:`TRUSTED_KEYS_ENV` names."""
+    return tuple(path for path in environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if path)
+
+
 LOG_FORMATS: tuple[str, ...] = ("text", "json")
 
 
@@ -173,6 +213,7 @@ class RefreshConfig:
     training: TrainingConfig = TrainingConfig()
     lifecycle: LifecycleConfig = LifecycleConfig()
     gate: GateConfig = GateConfig()
+    signing: SigningConfig = SigningConfig()
     skip_bad_partitions: bool = False
     max_partitions: int | None = None
     max_in_flight: int | None = None
@@ -240,6 +281,7 @@ class ImportConfig:
     mark_consumed: str | None = None
     consumed_before: str | None = None
     training: TrainingConfig = TrainingConfig()
+    signing: SigningConfig = SigningConfig()
 
     def __post_init__(self) -> None:
         if self.kind not in IMPORT_KINDS:
@@ -318,14 +360,54 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
     _show_defaults(p)
 
 
-def import_config(namespace: argparse.Namespace) -> ImportConfig:
+def add_signing_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of :class:`SigningConfig` (defaults from the dataclass and the environment: SUPPRESS)."""
+    s = p.add_argument_group("signed versions (docs/signing.md)")
+    s.add_argument(
+        "--signing-key",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"sign each manifest and pointer written with the Ed25519 private key in FILE (default: the file "
+        f"${SIGNING_KEY_ENV} names)",
+    )
+    s.add_argument(
+        "--trusted-key",
+        dest="trusted_keys",
+        action="append",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="read only manifests and pointers signed by a public key in FILE; repeatable (default: the files "
+        f"${TRUSTED_KEYS_ENV} names, separated by '{os.pathsep}'; none: nothing is verified)",
+    )
+    s.add_argument(
+        "--allow-rollback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="accept a pointer older than one this host has already seen (a store restored on purpose)",
+    )
+    s.add_argument(
+        "--seen-dir",
+        default=argparse.SUPPRESS,
+        metavar="DIR",
+        help="where the newest pointer seen of each store is remembered (default: seen/ in the reader's cache)",
+    )
+
+
+def import_config(namespace: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ImportConfig:
     """The validated ImportConfig for flags parsed by :func:`add_import_arguments`. Raises ConfigError."""
-    return _pick(ImportConfig, namespace, training=_pick(TrainingConfig, namespace))
+    return _pick(
+        ImportConfig, namespace, training=_pick(TrainingConfig, namespace), signing=signing_config(namespace, environ)
+    )
 
 
-def to_dict(config: RefreshConfig) -> dict[str, Any]:
-    """The resolved config as plain JSON-able data (recorded as ``config.json`` in each version)."""
-    return dataclasses.asdict(config)
+def to_dict(config: RefreshConfig | ImportConfig) -> dict[str, Any]:
+    """The resolved config (a RefreshConfig or ImportConfig) as plain JSON-able data, as recorded with each
+    version (``config.json``): the signing key's file is recorded only as given or not, since the store is
+    readable by many more than the trainer's host."""
+    resolved = dataclasses.asdict(config)
+    if "signing" in resolved:
+        resolved["signing"]["signing_key"] = "given" if config.signing.signing_key else None
+    return resolved
 
 
 def parser() -> argparse.ArgumentParser:
@@ -573,6 +655,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="versions the trainer's node keeps in its cache, the least recently used evicted; 0 turns it off",
     )
+    add_signing_arguments(p)
     _show_defaults(p)
     return p
 
@@ -604,6 +687,7 @@ _SECTIONS: tuple[type, ...] = (
     LifecycleConfig,
     GateConfig,
     ImportConfig,
+    SigningConfig,
 )
 
 
@@ -629,8 +713,9 @@ def _show_defaults(p: argparse.ArgumentParser) -> None:
         action.help = f"{action.help} (default: {default})" if action.help else f"default: {default}"
 
 
-def from_args(argv: list[str] | None = None) -> RefreshConfig:
-    """Parse flags into a validated RefreshConfig. Raises ConfigError; exits on --help."""
+def from_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ) -> RefreshConfig:
+    """Parse flags (and, for signing flags not given, ``environ``) into a validated RefreshConfig. Raises
+    ConfigError; exits on --help."""
     a = parser().parse_args(argv)
     return _pick(
         RefreshConfig,
@@ -647,4 +732,5 @@ def from_args(argv: list[str] | None = None) -> RefreshConfig:
             similarity_files=tuple(getattr(a, "similarity_files", [])),
             analogy_files=tuple(getattr(a, "analogy_files", [])),
         ),
+        signing=signing_config(a, environ),
     )

@@ -7,7 +7,9 @@
     ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause  3
     ├── StoreError               the model store cannot be read or written (an outage)               75
     │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, a file is missing, or a  3
-    │   │                        model file is not the plain data its format allows (refused, never unpickled)
+    │   │   │                    model file is not the plain data its format allows (refused, never unpickled)
+    │   │   └── SignatureError   with trusted keys configured: a manifest or pointer is unsigned, signed by  3
+    │   │                        an untrusted key, changed after signing, or older than one already seen
     │   ├── PickledModelError    the version's model is a pickle (the previous format); read only on request  3
     │   ├── VersionNotFound      a version, or the pointer, does not exist                            3
     │   ├── VersionRemoved       the version the run builds on was removed mid-run (the pointer      75
@@ -51,6 +53,7 @@ __all__ = [
     "PickledModelError",
     "QualityGateError",
     "RefreshError",
+    "SignatureError",
     "StoppedError",
     "StoreError",
     "TrainingError",
@@ -71,6 +74,12 @@ class StoreError(RefreshError):
 
 class IntegrityError(StoreError):
     """A version's file is missing, or its size or SHA-256 differs from the manifest. Nothing was loaded."""
+
+
+class SignatureError(IntegrityError):
+    """With trusted keys configured, a manifest or the pointer is not signed by one of them, was changed after
+    it was signed, or the pointer is older than one this host has already seen (a replay). The message names
+    the store, the version and the key id it found (docs/signing.md)."""
 
 
 class PickledModelError(StoreError):

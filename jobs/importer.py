@@ -24,7 +24,6 @@ verified.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import tempfile
@@ -33,14 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.config import ImportConfig
+from jobs.config import ImportConfig, to_dict
 from jobs.errors import ImportRefused, StoreError
 from jobs.lineage import ledger
 from jobs.lineage.counts import PENDING, write_counts
-from jobs.storage import open_store
-from jobs.storage.publish import discard, new_version, upload_version, write_manifest
+from jobs.storage import open_store, signed
+from jobs.storage.publish import current, discard, move_pointer, new_version, upload_version, write_manifest
 from jobs.training import adopt
 from jobs.training import model as gmodel
+from jobs.vectors import cache_root
 from shards.partitions import Partition, Readiness, hold_back, list_input, open_filesystem, partitions_of, select
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ def run(config: ImportConfig) -> Imported:
     path = Path(config.path)
 
     # 1. The store: refused early if it already has a lineage (cheaper than reading a large model first).
-    store = open_store(config.store)
-    pointer = store.read_pointer()
+    store = open_store(config.store, signed.load(config.signing, cache_root()))
+    pointer = current(store)
     if pointer is not None and not config.new_lineage:
         raise ImportRefused(
             f"cannot import {path}: the store {store.uri} already has a current version ({pointer.version}). "
@@ -111,7 +111,7 @@ def run(config: ImportConfig) -> Imported:
             raise
 
     # 5. Commit: a conditional create of the pointer (or a swap from the one read in step 1).
-    store.swap_pointer(version, pointer)
+    move_pointer(store, version, pointer)
     log.info("imported %s as %s in %s", path, version, store.uri)
     return Imported(
         version=version,
@@ -185,4 +185,4 @@ def manifest_fields(
 
 def _recorded(config: ImportConfig) -> dict[str, Any]:
     """The import's resolved flags (recorded as ``config.json``)."""
-    return {"import": dataclasses.asdict(config)}
+    return {"import": to_dict(config)}

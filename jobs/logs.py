@@ -34,8 +34,8 @@ from jobs.errors import RefreshError
 
 STAGE: ContextVar[str] = ContextVar("stage", default="")
 RUN: ContextVar[str] = ContextVar("run", default="")
-# KubeRay sets RAY_AUTH_TOKEN in every Ray container (and submitters carry it); a signing key read from the
-# environment rather than a file would sit in EMBEDDING_REFRESH_SIGNING_KEY.
+# KubeRay sets RAY_AUTH_TOKEN in every Ray container (and submitters carry it). EMBEDDING_REFRESH_SIGNING_KEY
+# names the signing key's file (docs/signing.md); redacted all the same, should the key itself be put there.
 SECRET_VARIABLES = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",

@@ -8,6 +8,8 @@
     python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
     python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
     python -m jobs.models runs --store models [--last 20] [--json]     # recent runs, failed ones too
+    python -m jobs.models keygen --out signing.pem        # an Ed25519 key pair: signing.pem, signing.pem.pub
+    python -m jobs.models sign latest --store models --signing-key signing.pem   # (re-)sign a version
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
 verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.training.serialize`).
@@ -17,6 +19,11 @@ format. ``import`` makes a model trained elsewhere the first version of a lineag
 gensim ``save()`` file is unpickled only when the user says so (``--kind gensim`` or ``--allow-pickle``), so
 import only files you trust. ``promote`` and ``gc`` live in :mod:`jobs.retention`, which makes them safe
 against each other. Options may come before or after the subcommand.
+
+With ``--signing-key`` (or ``$EMBEDDING_REFRESH_SIGNING_KEY``) what a command writes is signed; with
+``--trusted-key`` (or ``$EMBEDDING_REFRESH_TRUSTED_KEYS``) what it reads must be (docs/signing.md). ``sign``
+signs versions written before, or again with a new key; ``promote --rollback`` replaces a pointer that was
+rolled back or forged.
 """
 
 from __future__ import annotations
@@ -24,31 +31,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from jobs import importer, runs
-from jobs.config import ImportConfig, add_import_arguments, import_config
-from jobs.errors import ConfigError, RefreshError, VersionNotFound
+from jobs.config import ImportConfig, add_import_arguments, add_signing_arguments, import_config, signing_config
+from jobs.errors import EXIT_REFUSED, ConfigError, RefreshError, SignatureError, VersionNotFound
 from jobs.report import as_json
 from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
-from jobs.storage import Store, open_store
+from jobs.storage import Store, open_store, signed, signing
 from jobs.storage.publish import (
     MANIFEST,
     MODEL_DIR,
+    current,
     fetch_verified,
     model_files,
+    move_pointer,
     new_version,
     pickled,
     read_manifest,
+    resolve,
     upload_version,
     write_manifest,
 )
 from jobs.training import model as gmodel
 from jobs.training import serialize
-from jobs.vectors import load_vectors
+from jobs.vectors import cache_root, load_vectors
 
 ALLOW_PICKLE_HELP = (
     "read a version in the previous format (gensim's save(), a pickle): unpickling runs any code that anyone "
@@ -60,19 +71,29 @@ LEGACY_VECTORS = "vectors.bin"  # the word2vec-format copy that versions in the 
 
 
 def list_versions(store: Store) -> str:
-    pointer = store.read_pointer()
-    current = pointer.version if pointer else None
+    """A table of the versions, the current one starred. With trusted keys, a version (or the pointer) that
+    fails its check is listed as refused, with the reason, instead of failing the whole listing."""
+    refused = []
+    try:
+        pointer = current(store)
+    except SignatureError as exc:
+        pointer, refused = None, [f"pointer refused: {exc}"]
+    now = pointer.version if pointer else None
     rows = [f"{'':2}{'version':<26}{'parent':<26}{'partitions':>11}{'tokens':>14}{'vocab':>10}"]
     for version in store.list_versions():
-        m = read_manifest(store, version)
-        mark = "* " if version == current else "  "
+        mark = "* " if version == now else "  "
+        try:
+            m = read_manifest(store, version)
+        except SignatureError as exc:
+            rows.append(f"{mark}{version:<26}refused: {exc}")
+            continue
         rows.append(
             f"{mark}{version:<26}{m.get('parent') or '-':<26}{consumed(m):>11}"
             f"{m.get('tokens', 0):>14,}{m.get('vocab_size', 0):>10,}"
         )
-    if len(rows) == 1:
+    if len(rows) == 1 and not refused:
         return f"no versions in {store.uri}"
-    return "\n".join(rows)
+    return "\n".join(rows + refused)
 
 
 def consumed(manifest: dict[str, Any]) -> int:
@@ -83,8 +104,9 @@ def consumed(manifest: dict[str, Any]) -> int:
 
 def show(store: Store, version: str) -> str:
     manifest = read_manifest(store, version)
-    pointer = store.read_pointer()
+    pointer = current(store)
     manifest["current"] = pointer is not None and pointer.version == manifest["version"]
+    manifest["signed_by"] = signed.signer(store, manifest["version"])  # a key id; checked when keys are trusted
     return as_json(manifest)
 
 
@@ -137,7 +159,7 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
     source = manifest["version"]
     if not pickled(manifest):
         return f"{source} is already in the pickle-free format; nothing to do"
-    pointer = store.read_pointer()
+    pointer = current(store)
     target = new_version()
     with tempfile.TemporaryDirectory(prefix="embedding-convert-") as tmp:
         old, new = Path(tmp) / "old", Path(tmp) / "new"
@@ -155,14 +177,43 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
         store, target, {**fields, "parent": source, "converted_from": source, "version": target, "files": files}
     )
     if pointer is not None and pointer.version == source:
-        store.swap_pointer(target, pointer)
+        move_pointer(store, target, pointer)
         return f"converted {source} to {target}, now the current version"
     return f"converted {source} to {target} (not promoted: {source} was not the current version)"
+
+
+def sign(store: Store, versions: list[str]) -> str:
+    """Sign the manifests of ``versions`` with the store's signing key (each checked first against the trusted
+    keys, if any), and the pointer too when it names one of them: for a store that starts signing, and to move
+    to a new key (docs/signing.md)."""
+    key = store.signing.key
+    if key is None:
+        raise ConfigError("sign needs a signing key: --signing-key FILE (or $EMBEDDING_REFRESH_SIGNING_KEY)")
+    pointer = current(store)
+    names = [resolve(store, v) for v in versions]
+    for name in names:
+        signed.resign_manifest(store, name)
+    lines = [f"signed {', '.join(names)} with key {key.key_id}"]
+    if pointer is not None and pointer.version in names:
+        move_pointer(store, pointer.version, pointer)
+        lines.append(f"signed the pointer ({pointer.version}) with key {key.key_id}")
+    return "\n".join(lines)
+
+
+def keygen(out: Path) -> str:
+    """Write a new Ed25519 key pair: the private key to ``out`` (mode 0600), the public key to ``out.pub``."""
+    key = signing.generate(out)
+    return (
+        f"private key: {out} (mode 0600; keep it on the trainer's host, out of the store and out of images)\n"
+        f"public key:  {out}.pub (give it to readers: --trusted-key or $EMBEDDING_REFRESH_TRUSTED_KEYS)\n"
+        f"key id:      {key.key_id}"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--store", required=True, help="a folder or s3://bucket/prefix")
+    add_signing_arguments(common)
     p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.models", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", parents=[common], help="versions, the current one starred")
@@ -198,6 +249,17 @@ def parser() -> argparse.ArgumentParser:
     add_import_arguments(i)
     pr = sub.add_parser("promote", parents=[common], help="make a version current (rollback)")
     pr.add_argument("version")
+    pr.add_argument(
+        "--rollback",
+        dest="allow_rollback",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="replace a pointer that went back below one this host has seen, or that fails its signature check",
+    )
+    sg = sub.add_parser("sign", parents=[common], help="sign versions' manifests (and the pointer) with --signing-key")
+    sg.add_argument("versions", nargs="+", metavar="version", help="a version or 'latest'")
+    k = sub.add_parser("keygen", help="write a new Ed25519 signing key and its public key")
+    k.add_argument("--out", required=True, type=Path, help="the private key's file; the public key goes to OUT.pub")
     g = sub.add_parser("gc", parents=[common], help="remove old versions (never the current one or its parent)")
     g.add_argument("--keep", type=int, default=5)
     g.add_argument(
@@ -226,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.command == "import":
         logging.getLogger("jobs").setLevel(logging.INFO)  # progress of a long import
     try:
-        store = open_store(a.store)
+        if a.command == "keygen":
+            print(keygen(a.out))
+            return 0
+        store = open_store(a.store, signed.load(signing_config(a, os.environ), cache_root()))
         if a.command == "list":
             out = list_versions(store)
         elif a.command == "show":
@@ -239,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             out = convert(store, a.version, a.allow_pickle)
         elif a.command == "promote":
             out = promote(store, a.version)
+        elif a.command == "sign":
+            out = sign(store, a.versions)
         elif a.command == "runs":
             recent = runs.recent(store, a.last)
             out = "\n".join(json.dumps(r, sort_keys=True) for r in recent) if a.json else runs.table(recent)
@@ -247,6 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     except VersionNotFound as exc:
         log.error("%s", exc)
         return 2
+    except SignatureError as exc:
+        log.error("%s", exc)
+        return EXIT_REFUSED
     except RefreshError as exc:
         log.error("%s", exc)
         return 1

@@ -50,11 +50,13 @@ from jobs.errors import (
     exit_status,
 )
 from jobs.lineage import ledger
-from jobs.storage import Store, lease, open_store
+from jobs.storage import Store, lease, open_store, signed
 from jobs.storage.publish import (
     copy_recorded,
+    current,
     discard,
     model_files,
+    move_pointer,
     new_version,
     put_recorded,
     read_manifest,
@@ -63,6 +65,7 @@ from jobs.storage.publish import (
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.parent import ParentRequest
 from jobs.training.trainer import Candidate, TrainRequest
+from jobs.vectors import cache_root
 from shards.listing import Bounds, list_bounded
 from shards.partitions import Partition, hold_back, input_uri, open_filesystem, partitions_of, select
 
@@ -87,7 +90,7 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     record = runs.RunRecord.begin(config.input)
     logs.run(record.run)
     logs.enter("store")
-    store = open_store(config.store)
+    store = open_store(config.store, signed.load(config.signing, cache_root()))
     try:
         summary = refresh(config, store, record, hooks)
     except KeyboardInterrupt:  # SIGTERM (or Ctrl-C) inside ray.get, which Ray turns into this
@@ -112,10 +115,10 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find.
     store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
     eval_files = read_eval_files(config.gate)
-    pointer = store.read_pointer()
+    pointer = current(store)  # with trusted keys: signed, and not older than one seen (jobs.storage.signed)
     parent_version = record.parent = pointer.version if pointer else None
     with lease.reading(store, parent_version):  # a parent rolled away from and collected just now: retryable
-        parent = read_manifest(store, pointer.version) if pointer else None
+        parent = read_manifest(store, pointer.version, pointer) if pointer else None
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
@@ -243,7 +246,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             f"NOT promoted; the current version stays {parent_version or 'none'}. "
             f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
         )
-    store.swap_pointer(version, pointer)
+    move_pointer(store, version, pointer)
     record.published = True
     metrics.published(store.uri)
 

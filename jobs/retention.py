@@ -42,11 +42,11 @@ import tempfile
 import time
 from typing import Any
 
-from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
+from jobs.errors import ConfigError, ConflictError, IntegrityError, SignatureError, StoreError, VersionNotFound
 from jobs.lineage import ledger
 from jobs.storage import Pointer, Store, lease
 from jobs.storage.names import MANIFEST_LIMIT, check_manifest, check_version
-from jobs.storage.publish import MANIFEST, read_manifest, version_key
+from jobs.storage.publish import MANIFEST, current, move_pointer, read_manifest, version_key
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +218,8 @@ def promote(store: Store, version: str) -> str:
             f"cannot promote {target}: its ledger is read from {missing[0]}, which has no manifest in {store.uri} "
             "(removed); promote a version whose ledger is complete"
         )
-    pointer = store.read_pointer()
-    store.swap_pointer(target, pointer)
+    pointer = _replaced(store)
+    move_pointer(store, target, pointer)  # signed when the store signs (jobs.storage.signed)
     missing = absent(store, manifest, include_self=True)
     if missing:
         raise VersionNotFound(
@@ -227,6 +227,19 @@ def promote(store: Store, version: str) -> str:
             f"{_move_back(store, target, pointer)}. Promote it again once gc is done, if it is still listed"
         )
     return f"current version: {target} (was {pointer.version if pointer else 'none'})"
+
+
+def _replaced(store: Store) -> Pointer | None:
+    """The pointer a promote replaces, checked against the trusted keys, if any. With ``--rollback`` (the
+    store's Signing allows it) one that went back below a pointer this host has seen, or fails its check (a
+    forged one), is replaced all the same: the new pointer is signed and above every generation seen."""
+    try:
+        return current(store)
+    except SignatureError as exc:
+        if not store.signing.allow_rollback:
+            raise
+        log.warning("replacing the current pointer, which fails its check: %s", exc)
+        return store.read_pointer()
 
 
 def absent(store: Store, manifest: dict[str, Any], include_self: bool) -> list[str]:
@@ -250,7 +263,9 @@ def _move_back(store: Store, target: str, previous: Pointer | None) -> str:
     if previous is None:
         return f"the pointer names {target} and there was no version to move it back to; promote another version"
     try:
-        store.swap_pointer(previous.version, now)
+        move_pointer(store, previous.version, now)
     except ConflictError as exc:
         return f"the pointer has moved on since, to {exc.theirs or 'nothing'}"
+    except VersionNotFound:
+        return f"{previous.version} has no manifest any more, so the pointer stays on {target}"
     return f"the pointer is back on {previous.version}"

@@ -17,6 +17,11 @@ download a version once. Every load verifies the cached files again before gensi
 that no longer matches (tampered with, or damaged) is logged, removed and fetched again. The cache keeps the
 ``keep`` most recently used versions (two by default). Each load still
 reads the pointer and the manifest (two small requests); the model files come from the cache.
+
+With trusted keys (``trusted_keys=[...]``, else the files ``$EMBEDDING_REFRESH_TRUSTED_KEYS`` names) the
+pointer and the manifest must be signed by one of them, and the pointer must not be older than the newest
+this host has seen (remembered under ``cache_dir/seen``; ``allow_rollback=True`` accepts an older one):
+see docs/signing.md. Without them nothing is checked beyond the checksums, as for a store from before signing.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from jobs.config import SigningConfig, trusted_keys_from
 from jobs.errors import ConfigError, IntegrityError
-from jobs.storage import Store, open_store
+from jobs.storage import Store, open_store, signed
 from jobs.storage.names import check_file, check_version, inside
 from jobs.storage.publish import fetch_files, model_files, read_manifest, verify_file
 from jobs.training import model as gmodel
@@ -62,22 +68,30 @@ def load_vectors(
     mmap: str | None = None,
     cache_dir: str | Path | None = None,
     keep: int = KEEP,
+    trusted_keys: Sequence[str | os.PathLike[str]] | None = None,
+    allow_rollback: bool = False,
 ) -> Vectors:
     """The KeyedVectors of ``version`` (``latest``: the current one) in the store at ``store_uri``.
 
     The cache keeps the ``keep`` most recently loaded versions; older ones are removed when a new one is
-    downloaded (a process that still maps their files keeps reading them).
+    downloaded (a process that still maps their files keeps reading them). ``trusted_keys``: public key files
+    (default: ``$EMBEDDING_REFRESH_TRUSTED_KEYS``'s); with any, only signed versions are read.
 
     Raises VersionNotFound (no such version, or no current one), IntegrityError (a file in the store differs
-    from its manifest; nothing is loaded), StoreError (the store cannot be read), ConfigError (bad arguments).
+    from its manifest; nothing is loaded), SignatureError (an IntegrityError: with trusted keys, an unsigned,
+    wrongly signed or replayed pointer or manifest), StoreError (the store cannot be read), ConfigError (bad
+    arguments, an unreadable key file).
     """
     if mmap not in MMAP_MODES:
         raise ConfigError(f"mmap must be one of {MMAP_MODES}, got {mmap!r}")
     if keep < 1:
         raise ConfigError(f"the cache keeps at least one version, not {keep}")
-    store = open_store(store_uri)
+    root = cache_root(cache_dir)
+    keys = tuple(map(str, trusted_keys)) if trusted_keys is not None else trusted_keys_from(os.environ)
+    trust = signed.load(SigningConfig(trusted_keys=keys, allow_rollback=allow_rollback), root)
+    store = open_store(store_uri, trust)
     manifest = read_manifest(store, version)
-    folder = cached(store, manifest, reader_files(manifest), cache_root(cache_dir), keep)
+    folder = cached(store, manifest, reader_files(manifest), root, keep)
     return Vectors(_read(folder, manifest, mmap), manifest["version"])
 
 

@@ -12,12 +12,15 @@ conditional pointer write) and verified loading live once, in :mod:`jobs.storage
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jobs.errors import IntegrityError
-from jobs.storage.names import POINTER_LIMIT, check_version
+from jobs.storage.names import MANIFEST, POINTER_LIMIT, check_version
+
+if TYPE_CHECKING:
+    from jobs.storage.signed import Signing
 
 POINTER = "CURRENT"
 VERSIONS = "versions"
@@ -25,16 +28,19 @@ VERSIONS = "versions"
 
 @dataclass(frozen=True)
 class Pointer:
-    """The current version and an opaque token (an ETag) that a conditional write must match."""
+    """The current version and an opaque token (an ETag) that a conditional write must match, and the pointer
+    object's bytes (checked by :mod:`jobs.storage.signed`)."""
 
     version: str
     token: str
+    data: bytes = field(default=b"", compare=False, repr=False)
 
 
 class Store(Protocol):
     """Primitives every model store offers. Keys are ``/``-separated, relative to the store root."""
 
     uri: str
+    signing: Signing  # what this process signs with and trusts; applied by jobs.storage.publish
 
     def read_pointer(self) -> Pointer | None: ...
 
@@ -43,8 +49,9 @@ class Store(Protocol):
         StoreError naming the store and the fix otherwise."""
         ...
 
-    def swap_pointer(self, version: str, expected: Pointer | None) -> None:
-        """Point at ``version`` if the pointer is still ``expected``; raise ConflictError otherwise."""
+    def swap_pointer(self, version: str, expected: Pointer | None, body: bytes | None = None) -> None:
+        """Point at ``version`` if the pointer is still ``expected``; raise ConflictError otherwise. ``body`` is
+        the pointer object (default: :func:`pointer_body` of ``version``; a signed one: jobs.storage.signed)."""
         ...
 
     def put_file(self, key: str, source: Path) -> None: ...
@@ -85,9 +92,12 @@ class Store(Protocol):
         ...
 
 
-def pointer_body(version: str) -> bytes:
-    """The pointer object's content, shared by every store so readers parse one format."""
-    return (json.dumps({"version": version, "manifest": f"{VERSIONS}/{version}/manifest.json"}) + "\n").encode()
+def pointer_body(version: str, fields: dict[str, Any] | None = None) -> bytes:
+    """The pointer object's content, shared by every store so readers parse one format. ``fields`` (a
+    generation, the manifest's SHA-256, a signature: :mod:`jobs.storage.signed`) follow ``version``, which is
+    all that readers from before signing read."""
+    body = {"version": version, "manifest": f"{VERSIONS}/{version}/{MANIFEST}", **(fields or {})}
+    return (json.dumps(body) + "\n").encode()
 
 
 def parse_pointer(data: bytes, where: str) -> str:

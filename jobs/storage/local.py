@@ -25,6 +25,7 @@ from typing import BinaryIO
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
 from jobs.storage.names import POINTER_LIMIT
+from jobs.storage.signed import Signing
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK: a FIFO opens without a writer
@@ -33,12 +34,13 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK
 class LocalStore:
     """A store in a local (or shared, POSIX) directory."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], signing: Signing = Signing()) -> None:
         self.root = Path(root).absolute()
         self.uri = str(self.root)
+        self.signing = signing
 
-    def __reduce__(self) -> tuple[type, tuple[str]]:
-        return (type(self), (self.uri,))
+    def __reduce__(self) -> tuple[type, tuple[str, Signing]]:
+        return (type(self), (self.uri, self.signing))
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -120,19 +122,19 @@ class LocalStore:
         except VersionNotFound:
             return None
         version = parse_pointer(data, f"{self.uri}/{POINTER}")
-        return Pointer(version, hashlib.sha256(data).hexdigest())
+        return Pointer(version, hashlib.sha256(data).hexdigest(), data)
 
     def probe(self) -> None:
         """Nothing to check: the pointer's compare-and-swap runs under this store's own lock."""
 
-    def swap_pointer(self, version: str, expected: Pointer | None) -> None:
+    def swap_pointer(self, version: str, expected: Pointer | None, body: bytes | None = None) -> None:
         with self._locked():
             current = self.read_pointer()
             if current != expected:
                 raise ConflictError(
                     version, current.version if current else None, expected.version if expected else None
                 )
-            self._atomic_write(self.root / POINTER, pointer_body(version))
+            self._atomic_write(self.root / POINTER, pointer_body(version) if body is None else body)
 
     def put_file(self, key: str, source: Path) -> None:
         target = self._path(key)

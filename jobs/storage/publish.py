@@ -6,6 +6,9 @@ Publishing, for any :class:`~jobs.storage.Store`:
 2. write ``versions/<version>/manifest.json`` with the size and SHA-256 of every file;
 3. move the pointer with one conditional write (the pointer read at the start of the run must still be there).
 
+With a signing key the manifest is signed as it is written and the pointer carries its own signature; with
+trusted keys every manifest and pointer read is checked first (:mod:`jobs.storage.signed`).
+
 A run that dies before step 3 leaves readers on the previous version; its files are an unpromoted version
 that ``jobs.models`` lists and can promote or collect. Loading resolves pointer → manifest → files and checks
 every size and SHA-256 before anything is read. Model files are plain data (:mod:`jobs.training.serialize`);
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import IntegrityError, PickledModelError, StoreError, VersionNotFound
+from jobs.storage import signed
 from jobs.storage.base import VERSIONS, Pointer, Store
 from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, MODEL_DIR, check_file, check_manifest, check_version, inside
 
@@ -100,8 +104,26 @@ def copy_recorded(store: Store, source: dict[str, Any], version: str, names: lis
 
 
 def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> None:
+    """Write the manifest (its signature first, when the store signs: a complete version is never unsigned)."""
     body = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+    signed.sign_manifest(store, version, body)
     store.put_bytes(version_key(version, MANIFEST), body)
+
+
+def current(store: Store) -> Pointer | None:
+    """The pointer (None for an empty store), checked when the store has trusted keys: signed by one of them,
+    not older than one this host has seen. Raises SignatureError."""
+    return signed.check_pointer(store, store.read_pointer())
+
+
+def move_pointer(store: Store, version: str, expected: Pointer | None) -> None:
+    """Point at ``version`` with one conditional write if the pointer is still ``expected``; the new pointer
+    records a higher generation and the manifest's SHA-256, signed when the store signs. Raises ConflictError,
+    VersionNotFound (no manifest)."""
+    manifest = store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
+    body = signed.new_pointer(store, version, manifest, expected)
+    store.swap_pointer(version, expected, body)
+    signed.remember(store, body)
 
 
 def publish(
@@ -114,7 +136,7 @@ def publish(
     files = upload_version(store, version, folder, lambda name: log.info("uploaded %s/%s", version, name))
     manifest = {**fields, "version": version, "files": files}
     write_manifest(store, version, manifest)
-    store.swap_pointer(version, expected)
+    move_pointer(store, version, expected)
     log.info("published %s to %s", version, store.uri)
     return manifest
 
@@ -124,20 +146,30 @@ def resolve(store: Store, version: str) -> str:
     that is not a version id (:mod:`jobs.storage.names`), VersionNotFound for an empty store."""
     if version not in ("latest", "current"):
         return check_version(version, f"a request to {store.uri}")
-    pointer = store.read_pointer()
+    return _required_pointer(store).version
+
+
+def _required_pointer(store: Store) -> Pointer:
+    pointer = current(store)
     if pointer is None:
         raise VersionNotFound(f"the store {store.uri} has no current version yet")
-    return pointer.version
+    return pointer
 
 
-def read_manifest(store: Store, version: str) -> dict[str, Any]:
-    """The manifest of ``version`` (or ``latest``), at most ``MANIFEST_LIMIT`` bytes, every file and version it
-    names checked (:func:`jobs.storage.names.check_manifest`). Raises IntegrityError, VersionNotFound."""
-    version = resolve(store, version)
+def read_manifest(store: Store, version: str, pointer: Pointer | None = None) -> dict[str, Any]:
+    """The manifest of ``version`` (``latest``: the one the pointer names), at most ``MANIFEST_LIMIT`` bytes,
+    checked against the trusted keys when the store has some (and against ``pointer`` when it was reached
+    through one), then every file and version it names (:func:`jobs.storage.names.check_manifest`). Raises
+    IntegrityError (SignatureError), VersionNotFound."""
+    if version in ("latest", "current"):
+        pointer = _required_pointer(store)
+        version = pointer.version
+    version = check_version(version, f"a request to {store.uri}")
     try:
         data = store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
     except VersionNotFound:
         raise VersionNotFound(f"version {version} has no manifest in {store.uri}") from None
+    signed.check_manifest(store, version, data, pointer)
     try:
         manifest = json.loads(data)
     except ValueError as exc:

@@ -38,6 +38,7 @@ from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceede
 from jobs.errors import ConfigError, ConflictError, StoreError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
 from jobs.storage.names import POINTER_LIMIT
+from jobs.storage.signed import Signing
 from shards.s3settings import ENV_PREFIX, S3Settings
 
 log = logging.getLogger(__name__)
@@ -77,12 +78,15 @@ def transfer_config(settings: S3Settings) -> TransferConfig:
 class S3Store:
     """A :class:`~jobs.storage.Store` under ``s3://bucket/prefix``. Picklable; the boto3 client is made lazily."""
 
-    def __init__(self, bucket: str, prefix: str = "", settings: S3Settings | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", settings: S3Settings | None = None, signing: Signing = Signing()
+    ) -> None:
         if not bucket or "/" in bucket:
             raise ConfigError(f"invalid S3 bucket {bucket!r}; write the store as s3://bucket/prefix")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.settings = settings or S3Settings()
+        self.signing = signing
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._lock = threading.Lock()
         self._session: Any = None
@@ -90,15 +94,15 @@ class S3Store:
         self._probed = False
 
     @classmethod
-    def from_uri(cls, uri: str, settings: S3Settings | None = None) -> S3Store:
+    def from_uri(cls, uri: str, settings: S3Settings | None = None, signing: Signing = Signing()) -> S3Store:
         """The store for ``s3://bucket/prefix``, with settings read from the environment now."""
         if not uri.startswith("s3://"):
             raise ConfigError(f"{uri!r} is not an s3://bucket/prefix URI")
         bucket, _, prefix = uri[len("s3://") :].partition("/")
-        return cls(bucket, prefix, settings or S3Settings.from_env())
+        return cls(bucket, prefix, settings or S3Settings.from_env(), signing)
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, S3Settings]]:
-        return (type(self), (self.bucket, self.prefix, self.settings))
+    def __reduce__(self) -> tuple[type, tuple[str, str, S3Settings, Signing]]:
+        return (type(self), (self.bucket, self.prefix, self.settings, self.signing))
 
     def __repr__(self) -> str:
         return f"S3Store({self.uri!r})"
@@ -125,7 +129,7 @@ class S3Store:
             if _is_missing(exc) or (_is_denied(exc) and not self._listed(key)):
                 return None
             raise self._error("read the pointer", key, exc) from exc
-        return Pointer(parse_pointer(data, self._uri(key)), token=response["ETag"])
+        return Pointer(parse_pointer(data, self._uri(key)), token=response["ETag"], data=data)
 
     def _bounded(self, response: dict[str, Any], full_key: str, limit: int | None) -> bytes:
         """The body of a GetObject ``response``, refused unread when its length exceeds ``limit``, and never
@@ -157,21 +161,23 @@ class S3Store:
             return True  # cannot tell: report the original error
         return any(item["Key"] == key for item in listing.get("Contents", []))
 
-    def swap_pointer(self, version: str, expected: Pointer | None) -> None:
+    def swap_pointer(self, version: str, expected: Pointer | None, body: bytes | None = None) -> None:
         """Point at ``version`` with one conditional PutObject; raise ConflictError if another writer moved it.
 
         Whether a failed write happened is settled by re-reading the pointer: a write whose response was lost
         is retried and then fails its own condition, and a write can succeed just before a timeout. If the
-        pointer names ``version`` (versions are unique per run), the write was ours and it succeeded.
+        pointer holds exactly the object written (it names a version unique per run, and a generation), the
+        write was ours and it succeeded.
         """
         self.probe()
         key = self._key(POINTER)
         condition = {"IfNoneMatch": "*"} if expected is None else {"IfMatch": expected.token}
+        payload = pointer_body(version) if body is None else body
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=key,
-                Body=pointer_body(version),
+                Body=payload,
                 ContentType="application/json",
                 **condition,
                 **self._checksum(),
@@ -187,7 +193,7 @@ class S3Store:
             if conflict:
                 raise
             raise self._error("move the pointer", key, failure) from failure
-        if current is not None and current.version == version:
+        if current is not None and current.data == payload:
             log.info(
                 "the pointer at %s names %s: the write succeeded though its answer was lost", self._uri(key), version
             )
