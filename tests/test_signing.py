@@ -314,7 +314,7 @@ def test_import_signs_and_load_vectors_export_and_the_parent_load_verify(
     path, expected = saved_model(tmp_path, *SMALL)
     uri, cache = str(tmp_path / "store"), tmp_path / "cache"
     flags = ["--signing-key", k1.private, "--trusted-key", k1.public, "--seen-dir", str(tmp_path / "seen")]
-    assert models.main(["import", str(path), "--store", uri, *flags]) == 0
+    assert models.main(["import", str(path), "--kind", "gensim", "--store", uri, *flags]) == 0
     version = json.loads((Path(uri) / "CURRENT").read_bytes())["version"]
     assert (
         json.loads((Path(uri) / MANIFEST_KEY.format(version)).with_suffix(".json.sig").read_bytes())["key_id"] == k1.id
@@ -354,7 +354,7 @@ def test_a_signing_refresh_builds_only_on_a_parent_signed_by_a_trusted_key_and_s
     seen = ["--seen-dir", str(tmp_path / "seen")]
     write_parquet(data / "dt=1" / "part-0.parquet", clustered(100, seed=1))
     path, _ = saved_model(tmp_path, *SMALL)
-    imported = ["import", str(path), "--store", str(store), "--mark-consumed", str(data), *seen]
+    imported = ["import", str(path), "--kind", "gensim", "--store", str(store), "--mark-consumed", str(data), *seen]
     assert models.main([*imported, "--signing-key", k1.private]) == 0  # signed, parent of the refresh
     parent_version = json.loads((store / "CURRENT").read_bytes())["version"]
     write_parquet(data / "dt=2" / "part-0.parquet", clustered(100, seed=2))

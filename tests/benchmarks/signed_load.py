@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         path = build(root, a.words, a.dims)
         store = str(root / "store")
         flags = ["--signing-key", str(root / "key.pem"), "--trusted-key", public, "--seen-dir", str(root / "seen")]
-        assert models_main(["import", str(path), "--store", store, *flags]) == 0
+        assert models_main(["import", str(path), "--kind", "gensim", "--store", store, *flags]) == 0
         logging.getLogger("jobs").setLevel(logging.WARNING)  # the import turned its progress on
         version = json.loads((Path(store) / "CURRENT").read_bytes())["version"]
         manifest = (Path(store) / "versions" / version / "manifest.json").read_bytes()
