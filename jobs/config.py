@@ -496,7 +496,11 @@ def parser() -> argparse.ArgumentParser:
         help="train on the readable partitions and record the bad ones instead of failing",
     )
     g.add_argument("--batch-rows", type=int, help="rows read and tokenized at once")
-    g.add_argument("--max-document-bytes", type=_size, help="reject larger documents")
+    g.add_argument(
+        "--max-document-bytes",
+        type=_size,
+        help="a partition holding a longer document (a longer line) is bad; refused while it is read",
+    )
     g.add_argument(
         "--piece-bytes",
         type=_size,
@@ -506,7 +510,21 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-partition-bytes",
         type=_size,
-        help="reject partition files larger than this (off by default; it no longer bounds memory)",
+        help="reject partition files larger than this, or that decompress to more (off by default; it no "
+        "longer bounds memory)",
+    )
+    g.add_argument(
+        "--max-decompression-ratio",
+        type=float,
+        metavar="RATIO",
+        help="a compressed partition decompressing to more than RATIO times the bytes read for it (checked past "
+        "its first 16 MiB) is bad: a decompression bomb; 0 turns it off",
+    )
+    g.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="read files and folders under a local --input that are symbolic links to places outside it "
+        "(without it they are left out, with a warning)",
     )
 
     t = p.add_argument_group("tokenizer")

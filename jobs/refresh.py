@@ -134,7 +134,9 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     input_root = input_uri(fs, root)
     with lease.reading(store, parent_version):
         seen = ledger.read(store, parent_version, input_root, parent)
-    listing = list_bounded(fs, root, discovery_bounds(config, seen))
+    listing = list_bounded(fs, root, discovery_bounds(config, seen), follow_symlinks=config.read.follow_symlinks)
+    for link, why in listing.left_out:
+        log.warning("left out %s: %s", link, why)
     log.info(
         "listed %s: %d listing(s), %d entries, %d folder(s) left out",
         listing.uri,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pyarrow.fs as pafs
 
 from shards.errors import ConfigError
+from shards.links import LeftOut, list_folder
 from shards.partitions import DATE_KEYS, MARKER, Listing, _ignored, _uri, list_input
 
 
@@ -55,11 +56,15 @@ class Bounds:
         return None
 
 
-def list_bounded(fs: pafs.FileSystem, root: str, bounds: Bounds = Bounds()) -> Listing:
+def list_bounded(
+    fs: pafs.FileSystem, root: str, bounds: Bounds = Bounds(), *, follow_symlinks: bool = False
+) -> Listing:
     """The files under ``root`` that ``bounds`` do not rule out (every file without bounds), with the folder
-    entries and markers readiness needs. Raises ConfigError when the root does not exist."""
+    entries and markers readiness needs; on a local filesystem, symbolic links leading out of ``root`` are
+    left out unless ``follow_symlinks`` (:mod:`shards.links`). Raises ConfigError when the root does not
+    exist."""
     if not bounds.prunes:
-        return list_input(fs, root)
+        return list_input(fs, root, follow_symlinks=follow_symlinks)
     root = root.rstrip("/")
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -68,10 +73,12 @@ def list_bounded(fs: pafs.FileSystem, root: str, bounds: Bounds = Bounds()) -> L
         return list_input(fs, root)
     infos: list[pafs.FileInfo] = []
     context: list[pafs.FileInfo] = []
+    left_out: list[LeftOut] = []
     calls, entries, pruned, pending = 0, 0, 0, [root]
     while pending:
         folder = pending.pop()
-        children = fs.get_file_info(pafs.FileSelector(folder, recursive=False))
+        children, links = list_folder(fs, folder, root=root, follow=follow_symlinks)
+        left_out += links
         calls, entries = calls + 1, entries + len(children)
         skipped_days: list[pafs.FileInfo] = []
         for child in children:
@@ -89,7 +96,9 @@ def list_bounded(fs: pafs.FileSystem, root: str, bounds: Bounds = Bounds()) -> L
                 skipped_days.append(child)
         if skipped_days:
             newest = max(skipped_days, key=lambda d: d.base_name)
-            below = fs.get_file_info(pafs.FileSelector(newest.path, recursive=True))
+            below, _ = list_folder(fs, newest.path, root=root, recursive=True, follow=follow_symlinks)
             calls, entries = calls + 1, entries + len(below)
             context.extend(i for i in below if i.type == pafs.FileType.File and i.base_name == MARKER)
-    return Listing(root, infos, _uri(fs, root), context=context, calls=calls, entries=entries, pruned=pruned)
+    return Listing(
+        root, infos, _uri(fs, root), context=context, calls=calls, entries=entries, pruned=pruned, left_out=left_out
+    )

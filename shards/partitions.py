@@ -24,6 +24,7 @@ from typing import Literal
 import pyarrow.fs as pafs
 
 from shards.errors import ConfigError
+from shards.links import LeftOut, list_folder
 from shards.s3settings import S3Settings
 
 Format = Literal["parquet", "jsonl", "text"]
@@ -145,7 +146,7 @@ class Listing:
     """The files (and folders) listed under an input root: every one (one recursive listing), or those a
     bounded walk (:mod:`shards.listing`) reached. ``context`` holds readiness markers found outside them,
     ``calls`` counts the listings made, ``entries`` what they returned, ``pruned`` the folders not descended
-    into."""
+    into, ``left_out`` the symbolic links not followed, with the reason (:mod:`shards.links`)."""
 
     base: str
     infos: list[pafs.FileInfo]
@@ -154,6 +155,7 @@ class Listing:
     calls: int = 1
     entries: int = 0
     pruned: int = 0
+    left_out: list[LeftOut] = field(default_factory=list)
 
 
 def input_uri(fs: pafs.FileSystem, root: str) -> str:
@@ -164,8 +166,10 @@ def input_uri(fs: pafs.FileSystem, root: str) -> str:
     return _uri(fs, root)
 
 
-def list_input(fs: pafs.FileSystem, root: str) -> Listing:
-    """List ``root`` recursively (a single file lists itself). Raises ConfigError when it does not exist."""
+def list_input(fs: pafs.FileSystem, root: str, *, follow_symlinks: bool = False) -> Listing:
+    """List ``root`` recursively (a single file lists itself); on a local filesystem symbolic links leading
+    out of it are left out unless ``follow_symlinks`` (:mod:`shards.links`). Raises ConfigError when it does
+    not exist."""
     root = root.rstrip("/")
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -173,8 +177,8 @@ def list_input(fs: pafs.FileSystem, root: str) -> Listing:
     if info.type == pafs.FileType.File:
         base = root.rsplit("/", 1)[0]
         return Listing(base, [info], _uri(fs, base), entries=1)
-    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    return Listing(root, infos, _uri(fs, root), entries=len(infos))
+    infos, left_out = list_folder(fs, root, root=root, recursive=True, follow=follow_symlinks)
+    return Listing(root, infos, _uri(fs, root), entries=len(infos), left_out=left_out)
 
 
 def partitions_of(

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 
 from shards.counts import RunningCounts
 from shards.errors import ConfigError, FieldMissing, PartitionError
+from shards.limits import MAX_DECOMPRESSION_RATIO, MAX_DOCUMENT_BYTES, Limits
 from shards.partitions import Partition
 from shards.pieces import DEFAULT_PIECE_BYTES, Piece, whole
 from shards.readers import TEXT_BLOCK, read_texts
@@ -38,25 +39,31 @@ class ReadOptions:
 
     ``piece_bytes`` is how much of a file one task reads (files are split by row groups or line-aligned byte
     ranges, see :mod:`shards.pieces`); a worker's memory follows it, not the file's size.
-    ``max_partition_bytes``, when set, rejects larger files outright (a guard against a misplaced dump, not
-    a memory bound).
+    ``max_partition_bytes``, when set, rejects larger files, and pieces that decompress to more, outright (a
+    guard against a misplaced dump, not a memory bound). ``max_document_bytes`` and
+    ``max_decompression_ratio`` bound what one hostile file can make a worker hold (:mod:`shards.limits`).
+    ``follow_symlinks`` lets a local input's symbolic links lead out of it (:mod:`shards.links`).
     """
 
     text_column: str = "text"
     batch_rows: int = 65_536
-    max_document_bytes: int = 64 << 20
+    max_document_bytes: int = MAX_DOCUMENT_BYTES
     piece_bytes: int = DEFAULT_PIECE_BYTES
     max_partition_bytes: int | None = None
+    max_decompression_ratio: float = MAX_DECOMPRESSION_RATIO
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_partition_bytes is not None and self.max_partition_bytes < 1:
-            raise ConfigError(f"max_partition_bytes must be positive, got {self.max_partition_bytes}")
+        _ = self.limits  # a limit out of range raises here, when the config is built
         if self.piece_bytes < 1:
             raise ConfigError(f"piece_bytes must be positive, got {self.piece_bytes}")
         if self.batch_rows < 1:
             raise ConfigError(f"batch_rows must be positive, got {self.batch_rows}")
-        if self.max_document_bytes < 1:
-            raise ConfigError(f"max_document_bytes must be positive, got {self.max_document_bytes}")
+
+    @property
+    def limits(self) -> Limits:
+        """What reading one piece may cost. Raises ConfigError for a limit out of range."""
+        return Limits(self.max_document_bytes, self.max_partition_bytes, self.max_decompression_ratio)
 
     @property
     def block_bytes(self) -> int:
@@ -109,7 +116,13 @@ def tokenize_piece(
     held: list[np.ndarray] = []
     size = documents = sentences = tokens = 0
     texts_of = read_texts(
-        fs, piece, text_column=read.text_column, batch_rows=read.batch_rows, block_bytes=read.block_bytes
+        fs,
+        piece,
+        text_column=read.text_column,
+        batch_rows=read.batch_rows,
+        block_bytes=read.block_bytes,
+        limits=read.limits,
+        follow_symlinks=read.follow_symlinks,
     )
     missing = None
     try:
