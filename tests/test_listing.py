@@ -3,14 +3,17 @@ full listing filtered afterwards, and readiness markers honoured where only toda
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import boto3
 import pytest
 
+from shards.errors import PartitionError
 from shards.listing import Bounds, list_bounded
 from shards.partitions import Readiness, hold_back, list_input, open_filesystem, partitions_of, select
+from shards.readers import read_texts
 from tests.conftest import write_parquet
 from tests.counting_fs import CountingFileSystem, counting
 from tests.s3server import DUMMY_ENV, MotoServer
@@ -144,3 +147,50 @@ def test_on_s3_each_kept_prefix_is_listed_with_a_delimiter(moto: MotoServer, mon
     assert [p.key for p in found] == ["dt=2026-11-04/p.parquet", "dt=2026-11-05/p.parquet"]
     ready, waiting = hold_back(listing, found, Readiness(), now=2e9)
     assert len(ready) == 2 and waiting == []
+
+
+@pytest.mark.unit
+def test_symbolic_links_out_of_a_local_input_are_left_out_unless_followed(tmp_path: Path) -> None:
+    data, home = tmp_path / "data", Path(os.path.realpath(tmp_path)) / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("secret\n")
+    (home / "notes").mkdir()
+    (home / "notes" / "n.txt").write_text("outside\n")
+    day = data / "dt=2026-11-02"
+    day.mkdir(parents=True)
+    (day / "words.txt").write_text("inside\n")
+    (day / "alias.txt").symlink_to("words.txt")  # inside the input: read
+    (day / "token.txt").symlink_to(home / ".ray" / "auth_token")
+    (data / "dt=2026-11-03").symlink_to(home / "notes", target_is_directory=True)
+    (day / "loop").symlink_to("..", target_is_directory=True)
+    (day / "gone.txt").symlink_to(tmp_path / "missing")
+    fs, root = open_filesystem(str(data))
+    real = os.path.realpath(root)
+    loops_and_broken = {
+        f"{root}/dt=2026-11-02/gone.txt": "a broken symbolic link",
+        f"{root}/dt=2026-11-02/loop": f"a symbolic link to {real}, a folder that holds it (a loop)",
+    }
+    outside = {
+        f"{root}/dt=2026-11-02/token.txt": f"a symbolic link to {home}/.ray/auth_token, outside the input (see "
+        "--follow-symlinks)",
+        f"{root}/dt=2026-11-03": f"a symbolic link to {home}/notes, outside the input (see --follow-symlinks)",
+    }
+    for listing in (list_input(fs, root), list_bounded(fs, root, Bounds(since="2026-11-02"))):
+        assert [p.key for p in partitions_of(fs, listing)] == ["dt=2026-11-02/alias.txt", "dt=2026-11-02/words.txt"]
+        assert dict(listing.left_out) == {**loops_and_broken, **outside}
+    followed = list_input(fs, root, follow_symlinks=True)
+    assert [p.key for p in partitions_of(fs, followed)] == [
+        "dt=2026-11-02/alias.txt",
+        "dt=2026-11-02/token.txt",
+        "dt=2026-11-02/words.txt",
+        "dt=2026-11-03/n.txt",
+    ]
+    assert dict(followed.left_out) == loops_and_broken
+
+    # a listed file that became a link out of the input by the time it is read is a bad partition
+    [words] = [p for p in partitions_of(fs, list_input(fs, root)) if p.key == "dt=2026-11-02/words.txt"]
+    (day / "words.txt").unlink()
+    (day / "words.txt").symlink_to(home / ".ray" / "auth_token")
+    with pytest.raises(PartitionError, match=f"a symbolic link to {home}/.ray/auth_token, outside the input: not read"):
+        list(read_texts(fs, words))
+    assert [t.to_pylist() for t in read_texts(fs, words, follow_symlinks=True)] == [["secret"]]

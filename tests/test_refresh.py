@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import re
 import tempfile
@@ -14,6 +15,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
 from jobs.errors import BadPartitionsError, TrainingError
+from jobs.lineage.counts import read_counts
 from jobs.refresh import Hooks, main, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
@@ -177,6 +179,49 @@ def test_bad_partitions_fail_the_run_or_are_skipped_and_recorded(tmp_path: Path)
     assert [p["uri"].rsplit("/", 1)[1] for p in manifest["partitions"]] == ["bad.jsonl"]
     assert [r["uri"].rsplit("/", 1)[1] for r in manifest["rejected"]] == ["broken.parquet"]
     assert repaired.tokens == 2
+
+
+def test_a_gzip_bomb_is_a_bad_partition_and_links_out_of_the_input_are_not_read(tmp_path: Path) -> None:
+    data, store, home = tmp_path / "data", tmp_path / "models", tmp_path / "home"
+    write_parquet(data / "dt=1" / "good.parquet", clustered(100, seed=7))
+    (data / "dt=1" / "one-line.txt.gz").write_bytes(gzip.compress(b"a" * (1 << 20)) * 4)  # 4 MiB, no newline
+    (home / "notes").mkdir(parents=True)
+    (home / "auth_token").write_text("zqsecret\n")
+    (home / "notes" / "n.txt").write_text("zqoutside\n")
+    (data / "dt=1" / "token.txt").symlink_to(home / "auth_token")
+    (data / "dt=2").symlink_to(home / "notes", target_is_directory=True)
+    (data / "dt=3").mkdir()
+    (data / "dt=3" / "words.txt").write_text("zqinside\n")
+    (data / "dt=3" / "alias.txt").symlink_to("words.txt")  # a link inside the input is read
+    hostile = [*args(data, store), "--max-document-bytes", "1MiB", "--min-count", "2"]
+
+    def trained() -> tuple[list[str], dict[str, int], set[str]]:
+        model, manifest = load_latest(store)
+        [pending] = (store / "versions" / manifest["version"]).rglob("pending.parquet")
+        keys = [p["uri"][len(str(data)) + 1 :] for p in manifest["partitions"]]
+        return keys, gmodel.counts_of(model), set(read_counts(pending))
+
+    assert main(hostile) == 3  # a bad partition, not an out-of-memory kill (75) of a worker
+    assert not store.exists() or snapshot(store) == {}
+
+    run(from_args([*hostile, "--skip-bad-partitions"]))
+    _, manifest = load_latest(store)
+    assert manifest["rejected"] == [
+        {
+            "uri": str(data / "dt=1" / "one-line.txt.gz"),
+            "cause": "a line of more than 1,048,576 bytes starting at byte 0 of the decompressed text exceeds the "
+            "limit of 1,048,576 (raise --max-document-bytes)",
+        }
+    ]
+    keys, counts, pending = trained()
+    assert keys == ["dt=1/good.parquet", "dt=3/alias.txt", "dt=3/words.txt"]
+    assert counts["zqinside"] == 2 and counts == {**dict(reference_counts(clustered(100, seed=7))), "zqinside": 2}
+    assert not {"zqsecret", "zqoutside"} & (set(counts) | pending)
+
+    run(from_args([*hostile, "--skip-bad-partitions", "--follow-symlinks"]))
+    keys, counts, pending = trained()
+    assert keys == ["dt=1/token.txt", "dt=2/n.txt"]
+    assert {"zqsecret", "zqoutside"} <= pending  # once each: below --min-count 2, remembered
 
 
 def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
