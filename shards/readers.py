@@ -182,7 +182,9 @@ def _parquet(
                 chunk = metadata.row_group(group).column(leaf)
                 rows = _rows_per_batch(chunk, group, column, batch_rows, block, meter)
                 if chunk.has_dictionary_page and chunk.physical_type == "BYTE_ARRAY":
-                    dictionaries = dictionaries or pq.ParquetFile(handle, metadata=metadata, read_dictionary=[column])
+                    dictionaries = dictionaries or pq.ParquetFile(
+                        handle, metadata=metadata, read_dictionary=[column], buffer_size=_PROBE_BUFFER, pre_buffer=False
+                    )
                     longest = _longest_in_dictionary(dictionaries, group, column)
                     if longest > meter.limits.max_document_bytes:
                         raise PartitionError(
@@ -238,6 +240,9 @@ def _rows_per_batch(
 
 
 _VALUE_OVERHEAD = 32  # bytes per value of a column chunk that need not be text
+#: bytes read at once while reading a dictionary and a first row, through a buffer and not pre-buffered: a MiB or
+#: two, where pyarrow's defaults read the whole column chunk (a second download of it from S3)
+_PROBE_BUFFER = 1 << 20
 _CHUNK_OVERHEAD = 1 << 20  # bytes per column chunk that need not be text
 
 
