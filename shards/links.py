@@ -6,11 +6,12 @@
     [('/data/events/dt=1/x.txt', 'a symbolic link to /home/etl/.ray/auth_token, outside the input ...')]
 
 pyarrow's local filesystem follows every symbolic link: a link in the input to a file elsewhere would be
-read, and its tokens would land in the model's vocabulary. On a local filesystem the input is therefore
-walked here, one folder at a time with :func:`os.scandir`, and an entry that is a symbolic link is kept only
-where its real path lies inside the input's real path (or with ``follow``, ``--follow-symlinks``). A link to
-a folder that holds it (a loop) is never descended, and a broken link is left out; every link left out is
-returned with the reason, for the job to log. Other filesystems (S3) have no links and are listed by pyarrow.
+read, and its tokens would land in the model's vocabulary. So a local input is first searched for links
+(:func:`os.scandir` over its folders, no file opened): without any, pyarrow lists it in one recursive call
+as before; with some, it is walked here one folder at a time, and a link is kept only where its real path
+lies inside the input's real path (or with ``follow``, ``--follow-symlinks``). A link to a folder that holds
+it (a loop) is never descended, and a broken link is left out; every link left out is returned with the
+reason, for the job to log. Other filesystems (S3) have no links and are listed by pyarrow.
 
 :func:`check_inside` repeats the check when a partition is opened, so a file replaced by a link after the
 listing is not read either (a link swapped in between that check and the open itself is not caught).
@@ -19,7 +20,6 @@ listing is not read either (a link swapped in between that check and the open it
 from __future__ import annotations
 
 import os
-import stat
 
 import pyarrow.fs as pafs
 
@@ -48,7 +48,7 @@ def list_folder(
     """The entries of ``folder`` (and below, if ``recursive``) as pyarrow lists them, except, on a local
     filesystem, symbolic links leading out of ``root`` (unless ``follow``), loops and broken links, which are
     returned apart with the reason."""
-    if not local(fs):
+    if not local(fs) or (recursive and not _links_below(folder)):  # the common case: one recursive listing
         return fs.get_file_info(pafs.FileSelector(folder, recursive=recursive)), []
     base = os.path.realpath(root)
     infos: list[pafs.FileInfo] = []
@@ -56,27 +56,35 @@ def list_folder(
     pending = [folder]
     while pending:
         current = pending.pop()
+        # Which entries are links, from the folder itself (no stat); pyarrow lists the entries with their
+        # sizes and times, following links. An entry swapped in between is caught when it is read.
         with os.scandir(current) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                path = f"{current.rstrip('/')}/{entry.name}"
-                why = _why_not(path, base, follow) if entry.is_symlink() else None
+            links = {entry.name for entry in entries if entry.is_symlink()}
+        for info in fs.get_file_info(pafs.FileSelector(current, recursive=False)):
+            if info.base_name in links:
+                links.discard(info.base_name)
+                why = _why_not(info.path, base, follow)
                 if why is not None:
-                    left_out.append((path, why))
+                    left_out.append((info.path, why))
                     continue
-                try:
-                    info = os.stat(path)
-                except OSError:
-                    left_out.append((path, "a broken symbolic link"))
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    infos.append(pafs.FileInfo(path, pafs.FileType.Directory, mtime_ns=info.st_mtime_ns))
-                    if recursive:
-                        pending.append(path)
-                elif stat.S_ISREG(info.st_mode):
-                    infos.append(pafs.FileInfo(path, pafs.FileType.File, mtime_ns=info.st_mtime_ns, size=info.st_size))
-                else:  # a socket, a FIFO, a device: never data, and reading one could block
-                    infos.append(pafs.FileInfo(path, pafs.FileType.Unknown))
+            infos.append(info)
+            if recursive and info.type == pafs.FileType.Directory:
+                pending.append(info.path)
+        left_out += [(f"{current.rstrip('/')}/{name}", "a broken symbolic link") for name in sorted(links)]
     return infos, left_out
+
+
+def _links_below(folder: str) -> bool:
+    """Whether a symbolic link lies anywhere below ``folder`` (a walk that reads folders, not files)."""
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    return True
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+    return False
 
 
 def _why_not(link: str, base: str, follow: bool) -> str | None:
