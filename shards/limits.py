@@ -1,9 +1,10 @@
 """What reading one partition may cost, bounded while its bytes are read, whoever wrote them.
 
-    >>> from shards.limits import Limits, Meter, Lines
-    >>> meter = Meter(Limits(max_document_bytes=64 << 20), compressed=True)
-    >>> stream = Lines(decompressing_stream, meter, start=0)                  # doctest: +SKIP
-    >>> stream.read(16 << 20)           # raises PartitionError past a limit   # doctest: +SKIP
+    >>> from shards.limits import Counted, Limits, Lines, Meter
+    >>> meter = Meter(Limits(max_document_bytes=64 << 20), "data/dump.txt.gz", compressed=True)
+    >>> raw = Counted(fs.open_input_stream(path, compression=None), meter)   # doctest: +SKIP
+    >>> stream = Lines(pa.CompressedInputStream(raw, "gzip"), meter, raw=raw)  # doctest: +SKIP
+    >>> stream.read(16 << 20)           # raises PartitionError past a limit    # doctest: +SKIP
 
 A partition is data from outside: a gzip file of a quarter megabyte can hold gigabytes of one letter with no
 newline, and a Parquet file of a few hundred bytes can decode to gigabytes through its dictionary. So the
