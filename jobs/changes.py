@@ -30,6 +30,7 @@ Python. Only numpy and pyarrow are needed, as for every reader of the store.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,41 @@ def compute(
     )
 
 
+def between(store: Any, older: str, newer: str, output: Path, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """Write the diff from version ``older`` to version ``newer`` of ``store`` (B a descendant of A, through
+    the manifests' ``parent`` links) at ``output``; return its metadata. Each version's vocabulary and vectors
+    are fetched and verified against its manifest first. Raises ConfigError for versions of different
+    lineages (or in the wrong order), and the store's errors."""
+    from jobs.errors import ConfigError
+    from jobs.storage.publish import MODEL_DIR, fetch_verified, read_manifest
+
+    old, new = read_manifest(store, older), read_manifest(store, newer)
+    chain, seen = new, 0
+    while chain["version"] != old["version"]:
+        link = chain.get("parent") or chain.get("converted_from")
+        seen += 1
+        if not link or seen > 100_000:
+            raise ConfigError(
+                f"{new['version']} does not descend from {old['version']} in {store.uri}: a diff compares two "
+                f"versions of one lineage (give the older one first)"
+            )
+        chain = read_manifest(store, link)
+    names = [f"{MODEL_DIR}/vocab.parquet", f"{MODEL_DIR}/vectors.npy"]
+    with tempfile.TemporaryDirectory(prefix="embedding-diff-") as tmp:
+        a = fetch_verified(store, old["version"], Path(tmp) / "a", names)
+        b = fetch_verified(store, new["version"], Path(tmp) / "b", names)
+        vocab_b = pq.read_table(b / names[0], columns=["word", "count"])
+        table = compute(
+            pq.read_table(a / names[0], columns=["word"]).column("word").combine_chunks(),
+            np.load(a / names[1], mmap_mode="r", allow_pickle=False),
+            vocab_b.column("word").combine_chunks(),
+            np.load(b / names[1], mmap_mode="r", allow_pickle=False),
+            vocab_b.column("count").to_numpy(),
+            threshold,
+        )
+        return write(table, output, {"from": old["version"], "to": new["version"], "threshold": threshold})
+
+
 def _distances(old: np.ndarray, old_rows: np.ndarray, new: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
     """Cosine distance between ``new[new_rows[i]]`` and ``old[old_rows[i]]``, in blocks of rows."""
     out = np.empty(len(new_rows), dtype=np.float32)
@@ -109,19 +145,32 @@ def _distances(old: np.ndarray, old_rows: np.ndarray, new: np.ndarray, new_rows:
     return out
 
 
+def empty(dim: int) -> pa.Table:
+    """The diff of a version whose model is its parent's (nothing trained)."""
+    none = np.zeros((0, dim), dtype=np.float32)
+    return compute([], none, [], none, np.zeros(0, dtype=np.int64))
+
+
 def summary(table: pa.Table) -> dict[str, int]:
     """How many words of each kind the diff holds."""
     kinds = table.column("change").to_numpy(zero_copy_only=False)
     return {kind: int(np.count_nonzero(kinds == kind)) for kind in KINDS}
 
 
-def write(table: pa.Table, path: Path, about: dict[str, Any]) -> dict[str, Any]:
-    """Write the diff as Parquet with ``about`` (the versions, the threshold) and the counts in its metadata;
-    return that metadata."""
+def write(table: pa.Table, where: Path | pa.NativeFile, about: dict[str, Any]) -> dict[str, Any]:
+    """Write the diff as Parquet (to a path or a buffer) with ``about`` (the versions, the threshold) and the
+    counts in its metadata; return that metadata."""
     meta = {**about, **summary(table)}
     schema = table.schema.with_metadata({b"embedding_refresh_diff": json.dumps(meta, sort_keys=True).encode()})
-    pq.write_table(table.cast(schema), path, compression="zstd")
+    pq.write_table(table.cast(schema), where, compression="zstd")
     return meta
+
+
+def encoded(table: pa.Table, about: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """:func:`write` into memory: the file's bytes and its metadata."""
+    sink = pa.BufferOutputStream()
+    meta = write(table, sink, about)
+    return sink.getvalue().to_pybytes(), meta
 
 
 def read_about(path: Path) -> dict[str, Any]:

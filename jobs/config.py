@@ -100,12 +100,20 @@ class LifecycleConfig:
     max_vocab: int | None = None  # words the model may hold after an update (0: no cap)
     count_half_life: float | None = None  # refreshes after which a count weighs half (0: never decays)
     freeze_known_words: bool | None = None  # the parent's words keep their vectors bit for bit
+    align: bool | None = None  # each version rotated onto its parent's coordinates (jobs.training.align)
 
     def __post_init__(self) -> None:
         if self.max_vocab is not None and self.max_vocab < 0:
             raise ConfigError(f"--max-vocab must not be negative (0: no cap), got {self.max_vocab}")
         if self.count_half_life is not None and self.count_half_life < 0:
             raise ConfigError(f"--count-half-life must not be negative (0: no decay), got {self.count_half_life}")
+        if self.freeze_known_words and self.align:
+            # the rotation would move the frozen vectors, which must stay bit for bit: neither can win silently
+            raise ConfigError(
+                "--align and --freeze-known-words cannot both be on: frozen known words already keep their "
+                "coordinates, and rotating the model would move them; turn one off (--no-align or "
+                "--no-freeze-known-words)"
+            )
 
     def inherit(self, recorded: dict[str, Any] | None) -> tuple[LifecycleConfig, list[str]]:
         """These settings completed from the parent's ``recorded`` ones (else :data:`NEW_LINEAGE`), and a line
@@ -132,7 +140,10 @@ class LifecycleConfig:
 
 # count_half_life: measured over a month of refreshes with churn (python -m tests.benchmarks.lifecycle, see the
 # README): 180 kept more of the rarely used core words than lifetime counts, 7 and 30 kept fewer.
-NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=180.0, freeze_known_words=False)
+# align: off for new lineages. Over 30 daily updates of the drift benchmark's stream (python -m
+# tests.benchmarks.align, docs/how-it-works.md) the rotation removed no drift: gensim's update keeps the output
+# layer, which anchors the coordinates, so what moves is the words themselves, and a day-0 index lost recall.
+NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=180.0, freeze_known_words=False, align=False)
 
 
 @dataclass(frozen=True)
@@ -595,6 +606,11 @@ def parser() -> argparse.ArgumentParser:
         "--freeze-known-words",
         action=argparse.BooleanOptionalAction,
         help="keep the vectors of words the parent has bit for bit; only new words learn",
+    )
+    life.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        help="rotate each new version onto its parent's coordinates (similarities unchanged; the lineage's; new: off)",
     )
 
     q = p.add_argument_group("quality gate")

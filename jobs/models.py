@@ -8,6 +8,7 @@
     python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
     python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
     python -m jobs.models runs --store models [--last 20] [--json]     # recent runs, failed ones too
+    python -m jobs.models diff OLDER latest --store models --output diff.parquet   # words added, moved, removed
     python -m jobs.models keygen --out signing.pem        # an Ed25519 key pair: signing.pem, signing.pem.pub
     python -m jobs.models sign latest --store models --signing-key signing.pem   # (re-)sign a version
 
@@ -37,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from jobs import importer, runs
+from jobs import changes, importer, runs
 from jobs.config import ImportConfig, add_import_arguments, add_signing_arguments, import_config, signing_config
 from jobs.errors import EXIT_REFUSED, ConfigError, RefreshError, SignatureError, VersionNotFound
 from jobs.report import as_json
@@ -247,6 +248,18 @@ def parser() -> argparse.ArgumentParser:
         "import only files you trust.",
     )
     add_import_arguments(i)
+    d = sub.add_parser(
+        "diff", parents=[common], help="the words added, removed and moved from one version to a later one"
+    )
+    d.add_argument("older", help="a version (or 'latest')")
+    d.add_argument("newer", help="a later version of the same lineage (or 'latest')")
+    d.add_argument("--output", required=True, type=Path, help="the Parquet file to write")
+    d.add_argument(
+        "--threshold",
+        type=float,
+        default=changes.DEFAULT_THRESHOLD,
+        help=f"cosine distance beyond which a word counts as moved (default {changes.DEFAULT_THRESHOLD})",
+    )
     pr = sub.add_parser("promote", parents=[common], help="make a version current (rollback)")
     pr.add_argument("version")
     pr.add_argument(
@@ -302,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             out = import_model(import_config(a))
         elif a.command == "convert":
             out = convert(store, a.version, a.allow_pickle)
+        elif a.command == "diff":
+            about = changes.between(store, a.older, a.newer, a.output, a.threshold)
+            out = (
+                f"{about['from']} -> {about['to']}: {about['added']:,} added, {about['moved']:,} moved "
+                f"(cosine distance > {about['threshold']:g}), {about['removed']:,} removed; written to {a.output}"
+            )
         elif a.command == "promote":
             out = promote(store, a.version)
         elif a.command == "sign":

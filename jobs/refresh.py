@@ -39,7 +39,7 @@ from typing import Any
 
 from pyarrow.fs import FileSystem, FileType
 
-from jobs import cluster, logs, metrics, report, runs
+from jobs import changes, cluster, logs, metrics, report, runs
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
@@ -264,9 +264,15 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
     """A version with the parent's model (every file its manifest lists, copied inside the store, whatever the
     model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
     started = time.perf_counter()
-    own = {*extra_files, *ledger.NAMES, "report.json", "report.md"}  # a delta's parent may hold a full ledger
+    # a delta's parent may hold a full ledger; its diff is against its own parent
+    own = {*extra_files, *ledger.NAMES, "report.json", "report.md", changes.DIFF}
     with lease.reading(store, parent["version"]):
         files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
+    diff, about = changes.encoded(
+        changes.empty(int(parent["training"]["vector_size"])),
+        {"from": parent["version"], "to": version, "threshold": changes.DEFAULT_THRESHOLD},
+    )
+    extra_files = {**extra_files, changes.DIFF: diff}  # nothing moved: an indexer still finds the file
     files |= {name: put_recorded(store, version, name, data) for name, data in extra_files.items()}
     log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent["version"])
     vocab = int(parent.get("vocab_size", 0))
@@ -282,6 +288,7 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
         spooled_bytes=0,
         learning_rate=parent.get("learning_rate", {}),
         timings={"copy": time.perf_counter() - started},
+        diff=about,
         carried=True,
     )
 

@@ -113,6 +113,7 @@ def manifest_fields(
         "new_words_sample": candidate.new_words[:100],
         "vocab_size": candidate.vocab_size,
         "lifecycle": lifecycle_fields(config, candidate),
+        "diff": candidate.diff,  # diff.parquet beside the manifest: the words added, moved and removed
         "trained": candidate.trained,
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},

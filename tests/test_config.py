@@ -45,7 +45,8 @@ def test_lifecycle_flags_follow_the_lineage_unless_given() -> None:
     assert config.lifecycle == LifecycleConfig(max_vocab=10, freeze_known_words=False)
     recorded = {"max_vocab": 20, "count_half_life": 7.0, "freeze_known_words": True, "removed": 3}
     resolved, changes = config.lifecycle.inherit(recorded)
-    assert resolved == LifecycleConfig(max_vocab=10, count_half_life=7.0, freeze_known_words=False)
+    # a parent recorded before --align existed: the new lineage's setting (off)
+    assert resolved == LifecycleConfig(max_vocab=10, count_half_life=7.0, freeze_known_words=False, align=False)
     assert changes == [
         "--max-vocab changes from 20 (the parent's) to 10",
         "--freeze-known-words changes from True (the parent's) to False",
@@ -55,6 +56,11 @@ def test_lifecycle_flags_follow_the_lineage_unless_given() -> None:
     assert LifecycleConfig(count_half_life=2).decay == pytest.approx(2**-0.5)
     with pytest.raises(ConfigError, match="--max-vocab must not be negative"):
         LifecycleConfig(max_vocab=-1)
+    both = "--align and --freeze-known-words cannot both be on"
+    with pytest.raises(ConfigError, match=both):
+        from_args(["--input", "in", "--store", "out", "--align", "--freeze-known-words"])
+    with pytest.raises(ConfigError, match=both):  # one given, the other the lineage's
+        from_args(["--input", "in", "--store", "out", "--align"]).lifecycle.inherit({"freeze_known_words": True})
 
 
 def test_operating_flags() -> None:

@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
 from jobs.errors import TrainingError
+from jobs.models import main as models_main
 from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, version_key
@@ -36,6 +39,28 @@ def latest(store: Path):  # type: ignore[no-untyped-def]
         return gmodel.load(folder / gmodel.MODEL_DIR), manifest, report
 
 
+def diff_sets(store: Path, version: str) -> dict[str, set[str]]:
+    """The words of each kind in the version's diff.parquet."""
+    table = pq.read_table(pa.BufferReader(open_store(str(store)).get_bytes(version_key(version, "diff.parquet"))))
+    return {
+        kind: {w for w, c in zip(table["word"].to_pylist(), table["change"].to_pylist(), strict=True) if c == kind}
+        for kind in ("added", "moved", "removed")
+    }
+
+
+def expected_diff(parent: Any, model: Any, threshold: float = 0.05) -> dict[str, set[str]]:
+    moved = set()
+    for w in set(parent.index_to_key) & set(model.wv.index_to_key):
+        a, b = parent[w].astype(np.float64), model.wv[w].astype(np.float64)
+        if not np.array_equal(a, b) and 1 - a @ b / np.linalg.norm(a) / np.linalg.norm(b) > threshold:
+            moved.add(w)
+    return {
+        "added": set(model.wv.index_to_key) - set(parent.index_to_key),
+        "moved": moved,
+        "removed": set(parent.index_to_key) - set(model.wv.index_to_key),
+    }
+
+
 def test_lifecycle_settings_are_recorded_inherited_and_changed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -53,6 +78,7 @@ def test_lifecycle_settings_are_recorded_inherited_and_changed(
         return found
 
     model, manifest, report = day(0, "--max-vocab", "50", "--count-half-life", "4", "--freeze-known-words")
+    first, first_words = manifest["version"], model.wv
     settings = {"max_vocab": 50, "count_half_life": 4.0, "freeze_known_words": True}
     assert {k: manifest["lifecycle"][k] for k in settings} == settings
     assert len(model.wv) == 50 and manifest["lifecycle"]["removed"] == 56 + 10 - 50
@@ -75,11 +101,37 @@ def test_lifecycle_settings_are_recorded_inherited_and_changed(
         "p99_distance": 0.0,
         "neighbours_kept": 1.0,
     }
+    diff = diff_sets(store, manifest["version"])  # frozen: words came and went, none moved
+    assert diff == expected_diff(parent, model) and diff["moved"] == set() and diff["added"] and diff["removed"]
+    assert manifest["diff"] == {
+        "from": manifest["parent"],
+        "to": manifest["version"],
+        "threshold": 0.05,
+        **{k: len(v) for k, v in diff.items()},
+    }
+    parent = model.wv
 
     with caplog.at_level(logging.WARNING, logger="jobs.refresh"):
-        model, manifest, report = day(2, "--no-freeze-known-words", "--max-vocab", "0")
+        model, manifest, report = day(2, "--no-freeze-known-words", "--max-vocab", "0", "--align")
     changes = [r.message for r in caplog.records if "lifecycle setting changed" in r.message]
-    assert len(changes) == 2 and any("--freeze-known-words changes from True" in c for c in changes)
+    assert len(changes) == 3 and any("--freeze-known-words changes from True" in c for c in changes)
+    alignment = manifest["lifecycle"]["alignment"]
+    assert manifest["lifecycle"]["align"] is True and alignment["words"] == manifest["lifecycle"]["known_words"]
+    assert alignment["residual_after"] <= alignment["residual_before"]
+    assert alignment["matrices"] == ["wv.vectors", "syn1neg"]
+    diff = diff_sets(store, manifest["version"])  # the stored (aligned) vectors against the parent's
+    assert diff == expected_diff(parent, model) and diff["added"]
+
+    out = tmp_path / "two-days.parquet"  # across two versions, on demand
+    assert models_main(["diff", first, "latest", "--store", str(store), "--output", str(out)]) == 0
+    table = pq.read_table(out)
+    kinds = table["change"].to_pylist()
+    assert {k: {w for w, c in zip(table["word"].to_pylist(), kinds, strict=True) if c == k} for k in diff} == (
+        expected_diff(first_words, model)
+    )
+    backwards = tmp_path / "backwards.parquet"
+    assert models_main(["diff", "latest", first, "--store", str(store), "--output", str(backwards)]) != 0
+    assert not backwards.exists()
     assert manifest["lifecycle"]["freeze_known_words"] is False and manifest["lifecycle"]["count_half_life"] == 4.0
     assert manifest["lifecycle"]["removed"] == 0 and len(model.wv) > 50
     assert report["lifecycle"]["drift"]["changed"] > 0 and report["lifecycle"]["drift"]["mean_distance"] > 0

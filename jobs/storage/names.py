@@ -52,6 +52,7 @@ VERSION_FILES = LEDGER_FILES | {
     "config.json",
     "report.json",
     "report.md",
+    "diff.parquet",  # the words added, moved and removed against the parent (jobs.changes)
     "vectors.bin",  # the word2vec copy that versions of the previous format carried
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -33,7 +33,7 @@ from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import Store
 from jobs.storage.publish import upload_version
-from jobs.training import drift, freeze, lifecycle, spool
+from jobs.training import coordinates, drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
 from jobs.training import model as gmodel
 from jobs.training.epochs import Split, split_evenly
@@ -82,6 +82,7 @@ class Candidate:
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: dict[str, float] = field(default_factory=dict)  # the actor's peak resident set per phase
     lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
+    diff: dict[str, Any] = field(default_factory=dict)  # the words added, moved and removed against the parent
     carried: bool = False  # nothing to train: the parent's model files, reused
 
 
@@ -267,6 +268,10 @@ class Trainer:
             gmodel.record(
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
             )
+            aligned: dict[str, Any] = {}
+            if request.lifecycle.align and parent is not None:
+                with phases.phase("align"):  # before the gate and drift, which then see the aligned vectors
+                    aligned = coordinates.align_to_parent(model, parent, step.parent_rows)
 
             with phases.phase("evaluate"):
                 evaluation = gate.evaluate(before, model.wv, request.gate, request.eval_files)
@@ -291,6 +296,11 @@ class Trainer:
             with phases.phase("save"):
                 out = self.dir / "version"
                 gmodel.save(model, out)
+                diff = (
+                    coordinates.write_diff(model, parent, out / coordinates.DIFF, request.parent or "", request.version)
+                    if parent is not None
+                    else {}
+                )
                 write_counts(out / PENDING, pending)
                 if request.lifecycle.keeps_standing:
                     standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
@@ -347,7 +357,9 @@ class Trainer:
                 "known_words": step.known,
                 "frozen": frozen,
                 "drift": moved,
+                **({"alignment": aligned} if aligned else {}),
             },
+            diff=diff,
         )
 
     def _merged_counts(self) -> dict[str, int]:
