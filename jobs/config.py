@@ -226,6 +226,7 @@ class RefreshConfig:
     gate: GateConfig = GateConfig()
     signing: SigningConfig = SigningConfig()
     skip_bad_partitions: bool = False
+    resume_expired_table: bool = False
     max_partitions: int | None = None
     max_in_flight: int | None = None
     max_in_flight_bytes: int | None = None
@@ -444,8 +445,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--format",
         dest="input_format",
-        choices=["auto", "parquet", "jsonl", "text"],
-        help="partition format (auto: by extension; .gz/.zst compression is always detected)",
+        choices=["auto", "parquet", "jsonl", "text", "delta", "iceberg"],
+        help="partition format (auto: by extension; .gz/.zst compression is always detected); delta: --input is a "
+        "Delta Lake table (auto when it holds _delta_log/); iceberg: iceberg://CATALOG/NAMESPACE.TABLE (auto)",
     )
     g.add_argument("--text-column", help="Parquet column / JSON field holding the text")
     g.add_argument("--glob", help="only partitions whose path below --input matches, e.g. 'dt=2026-11-*/*'")
@@ -500,7 +502,17 @@ def parser() -> argparse.ArgumentParser:
         help="train even though none of the partitions found is in the lineage's ledger (a new source, or "
         "the consumed partitions were deleted); without it such a run fails, as a wrong --input would",
     )
-    g.add_argument("--max-partitions", type=int, help="consume at most this many new partitions (oldest first)")
+    g.add_argument(
+        "--max-partitions",
+        type=int,
+        help="consume at most this many new partitions (oldest first); of a table, this many data-changing commits",
+    )
+    g.add_argument(
+        "--resume-expired-table",
+        action="store_true",
+        help="when a table's history the lineage needs was vacuumed or expired, continue from the oldest version "
+        "still there (the rows in between are not trained; the gap is reported)",
+    )
     g.add_argument(
         "--skip-bad-partitions",
         action="store_true",

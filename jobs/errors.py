@@ -5,6 +5,8 @@
     ├── PartitionError           one partition cannot be read or tokenized (names the shard and the cause)  3
     ├── PartitionReadError       reading a partition failed outside its bytes (store, network); retried 75
     ├── BadPartitionsError       several partitions are bad; lists every one (a PartitionError) with its cause  3
+    ├── TableError               a table uses a feature the reader cannot honour, or its history the lineage  3
+    │                            needs was vacuumed or expired (names the table and how to resume)
     ├── StoreError               the model store cannot be read or written (an outage)               75
     │   ├── IntegrityError       a file's size or SHA-256 differs from its manifest, a file is missing, or a  3
     │   │   │                    model file is not the plain data its format allows (refused, never unpickled)
@@ -29,13 +31,20 @@ failed and a rerun is safe (nothing was published, the ledger picks up the same 
 error; 143, stopped from outside (nothing was published, a rerun is safe); 1, an unexpected error (a bug: it
 comes with a traceback).
 
-The first five live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
+The first six live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
 callers import every error from this module.
 """
 
 from __future__ import annotations
 
-from shards.errors import BadPartitionsError, ConfigError, PartitionError, PartitionReadError, RefreshError
+from shards.errors import (
+    BadPartitionsError,
+    ConfigError,
+    PartitionError,
+    PartitionReadError,
+    RefreshError,
+    TableError,
+)
 
 __all__ = [
     "EXIT_REFUSED",
@@ -56,6 +65,7 @@ __all__ = [
     "SignatureError",
     "StoppedError",
     "StoreError",
+    "TableError",
     "TrainingError",
     "VersionNotFound",
     "VersionRemoved",

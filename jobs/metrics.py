@@ -14,6 +14,10 @@ already scrapes. The driver records, per run and tagged with the store:
     ray_embedding_refresh_gate_check{check=...}                            each gate check's measured value
     ray_embedding_refresh_last_publish_timestamp_seconds                   when the pointer last moved
     ray_embedding_refresh_runs_total{outcome="published"|"nothing new"|"failed", exit=...}
+    ray_embedding_refresh_table_rows_total{kind="deleted"|"rewritten"|"untrained"|"gap"}  a table's consumed rows
+                                                                           that commits deleted or rewrote, rows
+                                                                           not trained, rows of a skipped gap
+    ray_embedding_refresh_table_version{table=...}                         the table version the model consumed
 
 Ray exports a process's values every ``metrics_report_interval_ms`` (10 s) and drops a gauge about 20 s after
 its process ends, so a job's last values are seen by a scrape taken while it ran or just after; alert on
@@ -89,6 +93,27 @@ def trained(store: str, candidate: Candidate, words_trained: int) -> None:
     for check in gate.get("checks", []):
         if isinstance(check.get("candidate"), int | float):
             checks.set(float(check["candidate"]), tags={"store": store, "check": str(check["name"])})
+
+
+def table_changes(store: str, account: dict[str, Any]) -> None:
+    """A published version's account of a table input (:meth:`shards.tables.Changes.report`): the rows the model
+    could not follow (deleted, rewritten, not trained, lost to a gap) and the version it consumed."""
+    if not ray.is_initialized() or not account:
+        return
+    rows = _counter("table_rows", "a table's rows a model cannot follow (deleted, rewritten, untrained, gap)", "kind")
+    gap = int((account.get("gap") or {}).get("rows", 0))
+    for kind, count in (
+        ("deleted", account["deleted_rows"]),
+        ("rewritten", account["rewritten_rows"]),
+        ("untrained", account["untrained_rows"]),
+        ("gap", gap),
+    ):
+        if count:
+            rows.inc(count, tags={"store": store, "kind": kind})
+    _gauge("table_version", "the table version (Delta) or snapshot sequence (Iceberg) consumed", "table").set(
+        float(account["sequence"] if account.get("sequence") is not None else account["to"]),
+        tags={"store": store, "table": str(account["table"])},
+    )
 
 
 def published(store: str) -> None:

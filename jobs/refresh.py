@@ -49,7 +49,7 @@ from jobs.errors import (
     StoppedError,
     exit_status,
 )
-from jobs.lineage import ledger
+from jobs.lineage import ledger, tables
 from jobs.storage import Store, lease, open_store, signed
 from jobs.storage.publish import (
     copy_recorded,
@@ -68,6 +68,7 @@ from jobs.training.trainer import Candidate, TrainRequest
 from jobs.vectors import cache_root
 from shards.listing import Bounds, list_bounded
 from shards.partitions import Partition, hold_back, input_uri, open_filesystem, partitions_of, select
+from shards.tables import Changes
 
 log = logging.getLogger("jobs.refresh")
 
@@ -129,42 +130,23 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
     # this input fails here, before a wrong --input can count the whole history twice.
     # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run.
-    fs, root = open_filesystem(config.input)
-    fs = hooks.filesystem or fs
-    input_root = input_uri(fs, root)
+    # A table (Delta Lake, Iceberg) says itself what is new: the commits after the version the lineage consumed.
+    table: Changes | None = None
+    waiting: list[tuple[Partition, str]] = []  # files still being written (a table names committed files only)
+    if tables.reads_table(config):
+        fs, root, input_root = None, config.input, config.input
+    else:
+        fs, root = open_filesystem(config.input)
+        fs = hooks.filesystem or fs
+        input_root = input_uri(fs, root)
     with lease.reading(store, parent_version):
         seen = ledger.read(store, parent_version, input_root, parent)
-    listing = list_bounded(fs, root, discovery_bounds(config, seen), follow_symlinks=config.read.follow_symlinks)
-    for link, why in listing.left_out:
-        log.warning("left out %s: %s", link, why)
-    log.info(
-        "listed %s: %d listing(s), %d entries, %d folder(s) left out",
-        listing.uri,
-        listing.calls,
-        listing.entries,
-        listing.pruned,
-    )
-    listed = partitions_of(fs, listing, forced_format=config.input_format)
-    if not config.allow_new_input:
-        present = partial(exists, fs, listing.base) if listing.pruned else None
-        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version, present)
-    found = select(listed, since=config.since, where=config.where, glob=config.glob)
-    plan = ledger.select(found, seen)
-    ready, waiting = hold_back(listing, plan.new + plan.rewritten, config.readiness, time.time())
-    log_waiting(waiting)
-    keys = {p.key for p in ready}
-    plan = ledger.Plan(
-        [p for p in plan.new if p.key in keys], [p for p in plan.rewritten if p.key in keys], plan.already
-    )
-    todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
-    todo = todo[: config.max_partitions] if config.max_partitions else todo
-    for partition in plan.rewritten:
-        log.warning(
-            "partition rewritten since it was consumed (%s): %s",
-            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
-            partition.uri,
-        )
-    log.info("%d partitions found, %d already consumed, %d to train on", len(found), plan.already, len(todo))
+    if fs is None:
+        table = tables.discover(config, tables.positions(parent), seen.rows, parent_version)
+        fs, found, todo = table.fs, table.partitions, table.partitions
+        plan = ledger.Plan(todo, [], 0)
+    else:
+        found, plan, waiting, todo = discover_files(config, fs, root, input_root, seen, parent_version)
     if not todo:
         return report.Summary(
             version=None,
@@ -174,7 +156,10 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             seconds=time.perf_counter() - started,
             rewritten=[p.uri for p in plan.rewritten],
             waiting=report.waiting(waiting),
-            message=f"no new partitions under {config.input} ({len(found)} found: {plan.already} consumed, "
+            table=table.report() if table else {},
+            message=tables.nothing_new(table)
+            if table
+            else f"no new partitions under {config.input} ({len(found)} found: {plan.already} consumed, "
             f"{len(waiting)} still being written)",
         )
 
@@ -202,7 +187,9 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
             # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
             # past them with a version that reuses the parent's model files, so they do not fail every night.
-            written = ledger.write(seen, ingest.consumed, version, input_root, config.ledger_compact_every)
+            # a table's files are not the ledger's: its position (the manifest's ``tables``) says what was consumed
+            consumed = ingest.consumed if table is None else []
+            written = ledger.write(seen, consumed, version, input_root, config.ledger_compact_every)
             extra_files = {
                 written.name: written.data,
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
@@ -237,10 +224,12 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     logs.enter("publish")
     # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
     details = report.details(config, ingest, candidate, parent)
+    details["table"] = table.report() if table else {}
     files = {**candidate.files, **put_report(store, version, details)}
     fields = report.manifest_fields(config, ingest, candidate, parent, files)
     carried = {"carried_from": parent_version} if candidate.carried else {}
-    write_manifest(store, version, {**fields, "ledger": written.section, **carried})
+    positions = tables.manifest_section(parent, table, version)
+    write_manifest(store, version, {**fields, "ledger": written.section, **carried, **positions})
     gate = candidate.evaluation
     if not gate["passed"] and not config.gate.force:
         raise QualityGateError(
@@ -256,8 +245,49 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # 6. Report.
     summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
     summary.waiting = report.waiting(waiting)
+    summary.table = table.report() if table else {}
+    metrics.table_changes(store.uri, summary.table)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
+
+
+def discover_files(
+    config: RefreshConfig, fs: FileSystem, root: str, input_root: str, seen: ledger.Ledger, parent_version: str | None
+) -> tuple[list[Partition], ledger.Plan, list[tuple[Partition, str]], list[Partition]]:
+    """Step 2 for a folder of partitions: those found, split by the ledger, those still being written, and those
+    to train on."""
+    listing = list_bounded(fs, root, discovery_bounds(config, seen), follow_symlinks=config.read.follow_symlinks)
+    for link, why in listing.left_out:
+        log.warning("left out %s: %s", link, why)
+    log.info(
+        "listed %s: %d listing(s), %d entries, %d folder(s) left out",
+        listing.uri,
+        listing.calls,
+        listing.entries,
+        listing.pruned,
+    )
+    listed = partitions_of(fs, listing, forced_format=config.input_format)
+    if not config.allow_new_input:
+        present = partial(exists, fs, listing.base) if listing.pruned else None
+        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version, present)
+    found = select(listed, since=config.since, where=config.where, glob=config.glob)
+    plan = ledger.select(found, seen)
+    ready, waiting = hold_back(listing, plan.new + plan.rewritten, config.readiness, time.time())
+    log_waiting(waiting)
+    keys = {p.key for p in ready}
+    plan = ledger.Plan(
+        [p for p in plan.new if p.key in keys], [p for p in plan.rewritten if p.key in keys], plan.already
+    )
+    todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
+    todo = todo[: config.max_partitions] if config.max_partitions else todo
+    for partition in plan.rewritten:
+        log.warning(
+            "partition rewritten since it was consumed (%s): %s",
+            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
+            partition.uri,
+        )
+    log.info("%d partitions found, %d already consumed, %d to train on", len(found), plan.already, len(todo))
+    return found, plan, waiting, todo
 
 
 def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_files: dict[str, bytes]) -> Candidate:

@@ -57,6 +57,7 @@ class Summary:
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    table: dict[str, Any] = field(default_factory=dict)  # a table input's account (shards.tables.Changes.report)
 
 
 def details(
@@ -217,6 +218,7 @@ def markdown(d: dict[str, Any]) -> str:
         f"- **{c['word']}** (kept {c['overlap']:.0%}): {', '.join(c['before'])} → {', '.join(c['after'])}"
         for c in d["changed_words"]
     ] or ["- none (first model)"]
+    lines += _table_lines(d.get("table") or {})
     if d["rejected"]:
         lines += ["", "## Rejected partitions", ""]
         lines += [f"- `{r['uri']}`: {r['cause']}" for r in d["rejected"]]
@@ -249,6 +251,28 @@ def _lifecycle_lines(life: dict[str, Any]) -> list[str]:
             f"p99 {moved['p99_distance']:.4f}; {moved['changed']:,} vectors changed; "
             f"top-10 neighbours kept {moved['neighbours_kept']:.1%}"
         )
+    return lines
+
+
+def _table_lines(table: dict[str, Any]) -> list[str]:
+    """A table input's commits: what was read, and what the model could not follow (rows it cannot untrain)."""
+    if not table:
+        return []
+    lines = [
+        "",
+        f"## Table `{table['table']}` ({table['format']})",
+        "",
+        f"- versions after {table['from'] if table['from'] is not None else 'none (its first refresh)'} up to "
+        f"{table['to']}: {table['commits']} commit(s), {table['data_commits']} changing data, {table['rewrites']} "
+        f"rewrites that change none (not trained again)",
+        f"- {table['files']} file(s) of new rows read ({table['read_from_originals']} as appended, before a "
+        f"compaction merged them with consumed rows); {table['filtered_files']} left out by --where",
+        f"- rows already trained that later commits deleted: {table['deleted_rows']:,}; rewrote (updated, or carried "
+        f"through a copy-on-write rewrite): {table['rewritten_rows']:,}; rows written alongside them, not trained: "
+        f"{table['untrained_rows']:,} (a model cannot untrain rows)",
+    ]
+    if table.get("gap"):
+        lines.append(f"- history gone, skipped (--resume-expired-table): {table['gap']}")
     return lines
 
 
@@ -290,6 +314,15 @@ def human(summary: Summary) -> str:
         lines.append(f"  rejected {bad['uri']}: {bad['cause']}")
     for uri in summary.rewritten:
         lines.append(f"  rewritten since consumed (not retrained): {uri}")
+    if summary.table:
+        t = summary.table
+        lines.append(
+            f"  table {t['table']} ({t['format']}): version {t['from']} → {t['to']}, {t['commits']} commit(s), "
+            f"{t['files']} file(s) read; consumed rows deleted {t['deleted_rows']:,}, "
+            f"rewritten {t['rewritten_rows']:,}, "
+            f"rows not trained {t['untrained_rows']:,}"
+            + (f"; history gone, skipped: {t['gap']}" if t.get("gap") else "")
+        )
     for held in summary.waiting[:10]:
         lines.append(f"  still being written, left for a later run: {held['uri']} ({held['reason']})")
     if len(summary.waiting) > 10:

@@ -51,6 +51,12 @@ class FieldMissing(PartitionError):
     piece has it, which only the pieces together can tell."""
 
 
+class TableError(RefreshError):
+    """A table (Delta Lake, Apache Iceberg) cannot be read incrementally as it is: it uses a feature the reader
+    cannot honour, or the history the lineage needs was vacuumed or expired. The message names the table, what
+    happened, and what the user can do."""
+
+
 class BadPartitionsError(RefreshError):
     """Several partitions are bad. ``errors`` lists each with its cause, in partition order."""
 
