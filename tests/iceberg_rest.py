@@ -126,7 +126,10 @@ def serve(port: int, database: str, warehouse: str) -> None:
                     catalog.create_namespace(tuple(request["namespace"]), request.get("properties") or {})
                     self.answer(200, {"namespace": request["namespace"], "properties": request.get("properties") or {}})
                 elif len(parts) == 4 and parts[3] == "tables":
-                    create = CreateTableRequest.model_validate_json(data)
+                    payload = json.loads(data)  # the spec makes these optional; pyiceberg's model wants each key
+                    for optional in ("location", "partition-spec", "write-order"):
+                        payload.setdefault(optional, None)
+                    create = CreateTableRequest.model_validate(payload)
                     catalog.create_table(
                         (parts[2], create.name),
                         schema=create.table_schema,

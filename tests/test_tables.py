@@ -8,8 +8,6 @@ of the rows a table appended since the consumed version, nothing else.
 
 from __future__ import annotations
 
-import collections
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -70,7 +68,10 @@ def test_new_rows_follow_appends_rewrites_and_deletes() -> None:
     assert (window.commits, window.data_commits, window.rewrites) == (5, 4, 1)
     # a rewrite of new rows only replaces them; a merge that writes more than it rewrote leaves rows untrained
     compacted = DataFile("ab", rows=7, version=7)
-    assert [f.path for f in new_rows([Commit(5, "WRITE", True, (a, b)), Commit(7, "OPTIMIZE", False, (compacted,), (a, b))]).read] == ["ab"]
+    assert [
+        f.path
+        for f in new_rows([Commit(5, "WRITE", True, (a, b)), Commit(7, "OPTIMIZE", False, (compacted,), (a, b))]).read
+    ] == ["ab"]
     merge = new_rows([Commit(5, "MERGE", True, added=(DataFile("o2", rows=13),), removed=(old,))])
     assert (merge.read, merge.deleted, merge.rewritten, merge.untrained) == ([], 0, 10, 3)
 
@@ -78,7 +79,10 @@ def test_new_rows_follow_appends_rewrites_and_deletes() -> None:
 @pytest.fixture
 def bucket(moto: MotoServer) -> Iterator[str]:
     name = f"tables-{uuid.uuid4().hex[:12]}"
-    credentials = {"aws_access_key_id": DUMMY_ENV["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]}
+    credentials = {
+        "aws_access_key_id": DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+    }
     boto3.client("s3", endpoint_url=moto.endpoint, region_name="us-east-1", **credentials).create_bucket(Bucket=name)
     yield name
 
@@ -157,15 +161,24 @@ def iceberg_env(name: str, **properties: str) -> dict[str, str]:
 
 
 def compact(table: Any) -> None:
-    """What Spark's ``rewrite_data_files`` commits: every data file rewritten into one, as a ``replace`` snapshot."""
+    """What Spark's ``rewrite_data_files`` commits: every data file rewritten into one per partition, as a
+    ``replace`` snapshot (pyiceberg writes the files and the manifests; it only lacks the summary of a replace,
+    which is an overwrite's with the other operation)."""
     from pyiceberg.io.pyarrow import _dataframe_to_data_files
-    from pyiceberg.table.snapshots import Operation
+    from pyiceberg.table.snapshots import Operation, Summary
     from pyiceberg.table.update.snapshot import _OverwriteFiles
+
+    class Rewrite(_OverwriteFiles):
+        def _summary(self, snapshot_properties: Any = None) -> Summary:
+            self._operation = Operation.OVERWRITE
+            counted = super()._summary(snapshot_properties or {})
+            self._operation = Operation.REPLACE
+            return Summary(Operation.REPLACE, **counted.additional_properties)
 
     live = table.scan().to_arrow()
     tasks = list(table.scan().plan_files())
     with table.transaction() as tx:
-        producer = _OverwriteFiles(operation=Operation.REPLACE, transaction=tx, io=table.io)
+        producer = Rewrite(operation=Operation.REPLACE, transaction=tx, io=table.io)
         for task in tasks:
             producer.delete_data_file(task.file)
         for data_file in _dataframe_to_data_files(tx.table_metadata, live, table.io):
@@ -192,9 +205,10 @@ def new_table(catalog: Any, name: str) -> Any:
 def test_an_iceberg_table_is_refreshed_by_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pyiceberg.catalog import load_catalog
 
-    for key, value in iceberg_env("lake", type="sql", uri=f"sqlite:///{tmp_path}/catalog.db", warehouse=f"file://{tmp_path}/wh").items():
-        monkeypatch.setenv(key, value)
-    table = new_table(load_catalog("lake"), "docs")
+    properties = {"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": f"file://{tmp_path}/wh"}
+    for key, value in iceberg_env("lake", **properties).items():
+        monkeypatch.setenv(key, value)  # how the refresh finds the catalog
+    table = new_table(load_catalog("lake", **properties), "docs")
     store = str(tmp_path / "models")
     common = ["--input", "iceberg://lake/corpus.docs", "--store", store, *FAST, "--where", "dt=2026-11-0[12]"]
     first, second, elsewhere = rows(range(0, 30)), rows(range(30, 60), "2026-11-02"), rows(range(60, 90), "2026-12-01")
@@ -207,7 +221,8 @@ def test_an_iceberg_table_is_refreshed_by_snapshot(tmp_path: Path, monkeypatch: 
     compact(table)
     third = rows(range(90, 100), "2026-11-02")
     table.append(third)
-    (tmp_path / "wh" / "corpus.db" / "docs" / "data" / "stray-aborted.parquet").write_bytes(b"PAR1 never committed")
+    aborted = Path(table.location().removeprefix("file://")) / "data" / "dt=2026-11-02" / "aborted-write.parquet"
+    pq.write_table(rows(range(500, 600), "2026-11-02"), aborted)  # a writer that died before its commit
     summary = run(from_args(common))
     assert summary.tokens == tokens(third) and (summary.table["rewrites"], summary.table["data_commits"]) == (1, 1)
     consumed = manifest(store)["tables"][str(table.metadata.table_uuid)]
@@ -215,27 +230,36 @@ def test_an_iceberg_table_is_refreshed_by_snapshot(tmp_path: Path, monkeypatch: 
 
     # The consumed snapshot expires before the next run: a clear error, then a resume that reports the gap.
     table.append(rows(range(100, 110), "2026-11-02"))
-    table.expire_snapshots().by_id(consumed["version"]).commit()
+    table.maintenance.expire_snapshots().by_id(consumed["version"]).commit()
     last = rows(range(110, 120), "2026-11-02")
     table.append(last)
-    before = snapshot(Path(store))
-    with pytest.raises(TableError, match=r"the snapshot \d+ \(sequence 4\) the lineage consumed was expired.*--resume-expired-table"):
-        run(from_args(common))
-    assert snapshot(Path(store)) == before
-    summary = run(from_args([*common, "--resume-expired-table"]))
-    assert summary.tokens == tokens(last)
-    assert summary.table["gap"] == {"from": 4, "to": 5, "reason": "was expired (expire_snapshots)"}
+    position = {consumed["table_id"]: Position.from_dict(consumed)}
+    with pytest.raises(
+        TableError, match=r"snapshot \d+ \(sequence 4\) the lineage consumed was expired.*--resume-expired"
+    ):
+        read_changes("iceberg://lake/corpus.docs", position)
+    resumed = read_changes("iceberg://lake/corpus.docs", position, Options(resume_expired=True))
+    assert [f.rows for f in resumed.window.read] == [10] and resumed.end.sequence == 6
+    assert resumed.gap == {"from": 4, "to": 5, "reason": "was expired (expire_snapshots)"}
 
 
 @pytest.mark.component
-def test_table_discovery_on_s3_and_local_disk(moto: MotoServer, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_table_discovery_on_s3_and_local_disk(
+    moto: MotoServer, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No Ray: what discovery reads of an Iceberg warehouse on S3 and of a Delta table on disk, exactly."""
     from deltalake import DeltaTable, write_deltalake
     from pyiceberg.catalog import load_catalog
 
     for key, value in {**DUMMY_ENV, "AWS_ENDPOINT_URL": moto.endpoint}.items():
         monkeypatch.setenv(key, value)
-    properties = {"type": "sql", "uri": f"sqlite:///{tmp_path}/catalog.db", "warehouse": f"s3://{bucket}/wh", "s3.endpoint": moto.endpoint, "s3.region": "us-east-1"}
+    properties = {
+        "type": "sql",
+        "uri": f"sqlite:///{tmp_path}/catalog.db",
+        "warehouse": f"s3://{bucket}/wh",
+        "s3.endpoint": moto.endpoint,
+        "s3.region": "us-east-1",
+    }
     for key, value in iceberg_env("s3lake", **properties).items():
         monkeypatch.setenv(key, value)
     table = new_table(load_catalog("s3lake", **properties), "docs")
@@ -266,24 +290,24 @@ def test_table_discovery_on_s3_and_local_disk(moto: MotoServer, bucket: str, tmp
     assert read_changes(path, {consumed[c.table_id].table_id: Position("delta", c.table_id, 2)}).partitions == []
 
 
-@pytest.mark.integration
-@pytest.mark.usefixtures("ray_session")
+@pytest.mark.component
 def test_an_iceberg_table_behind_a_rest_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No Ray (the refresh's read path is read_changes): a table created, appended to and read over HTTP."""
     from pyiceberg.catalog import load_catalog
 
-    warehouse = f"file://{tmp_path}/wh"
-    with RestCatalogServer(tmp_path / "rest.db", warehouse, env={**os.environ}) as server:
+    with RestCatalogServer(tmp_path / "rest.db", f"file://{tmp_path}/wh", env={**os.environ}) as server:
         for key, value in iceberg_env("served", type="rest", uri=server.uri).items():
             monkeypatch.setenv(key, value)
-        table = new_table(load_catalog("served"), "docs")  # created, appended and read through the REST API
-        first, second = rows(range(0, 20)), rows(range(20, 30))
+        table = new_table(load_catalog("served", type="rest", uri=server.uri), "docs")
+        first, second = rows(range(0, 20)), rows(range(20, 30), "2026-11-02")
         table.append(first)
-        store = str(tmp_path / "models")
-        common = ["--input", "iceberg://served/corpus.docs", "--store", store, *FAST]
-        assert run(from_args(common)).tokens == tokens(first)
+        changes = read_changes("iceberg://served/corpus.docs", {})
+        assert [
+            (p.key.split("/")[:2], f.rows) for p, f in zip(changes.partitions, changes.window.read, strict=True)
+        ] == [(["data", "dt=2026-11-01"], 20)]
         table.append(second)
-        summary = run(from_args(common))
-        assert summary.tokens == tokens(second)
-        assert manifest(store)["tables"][str(table.metadata.table_uuid)]["sequence"] == 2
-        other = collections.Counter(p["key"].split("/")[0] for p in manifest(store)["partitions"])
-        assert other == {"data": 1}
+        table.delete("id < 5")  # consumed rows: deleted, reported
+        later = read_changes("iceberg://served/corpus.docs", {changes.table_id: changes.end})
+        assert [f.rows for f in later.window.read] == [10] and later.end.sequence == 3
+        assert (later.window.deleted, later.window.rewritten) == (5, 15)
+        assert later.table_id == str(table.metadata.table_uuid)
