@@ -60,7 +60,8 @@ def load_table(uri: str) -> Any:
         # read now, not when pyiceberg was first imported (it reads the environment once, at import)
         from pyiceberg.utils.config import Config
 
-        catalog = load_catalog(name, **(Config().get_catalog_config(name) or {}))
+        properties: Any = Config().get_catalog_config(name) or {}  # nested for keys like s3.endpoint
+        catalog = load_catalog(name, **properties)
     except (ValueError, ImportError) as exc:
         raise ConfigError(
             f"cannot load the Iceberg catalog {name!r} ({str(exc).splitlines()[0]}); configure it in .pyiceberg.yaml "
