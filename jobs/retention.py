@@ -44,7 +44,7 @@ from typing import Any
 
 from jobs.errors import ConfigError, ConflictError, IntegrityError, SignatureError, StoreError, VersionNotFound
 from jobs.lineage import ledger
-from jobs.storage import Pointer, Store, lease
+from jobs.storage import Pointer, Store, lease, signed
 from jobs.storage.names import MANIFEST_LIMIT, check_manifest, check_version
 from jobs.storage.publish import MANIFEST, current, move_pointer, read_manifest, version_key
 
@@ -81,7 +81,7 @@ class Kept:
 
     def look(self) -> Pointer | None:
         """Read the pointer; a version it names for the first time is kept with its parent."""
-        pointer = self.store.read_pointer()
+        pointer = current(self.store)  # with trusted keys, a forged pointer stops gc before it deletes anything
         if pointer is not None and pointer.version not in self.currents:
             self.currents.append(pointer.version)
             if self.manifest(pointer.version) is None:
@@ -100,6 +100,7 @@ class Kept:
                 data = self.store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
             except VersionNotFound:
                 return None
+            signed.check_manifest(self.store, version, data)  # a forged parent or chain link must not steer gc
             try:
                 manifest = json.loads(data)
             except ValueError:

@@ -22,7 +22,7 @@ from typing import Any
 import boto3
 import pytest
 
-from jobs import models
+from jobs import models, retention
 from jobs.config import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, GateConfig, SigningConfig, from_args, to_dict
 from jobs.errors import ConfigError, SignatureError, VersionNotFound, exit_status
 from jobs.refresh import run
@@ -173,6 +173,8 @@ def test_signed_versions_load_and_every_forgery_is_refused_naming_the_key(
     refused(lambda: read_manifest(reader, "latest"), place, f"{place.uri}/CURRENT (version v1", "is not signed")
     place.put("CURRENT", signed.new_pointer(forger, "v1", place.get(MANIFEST_KEY.format("v1")), None))
     refused(lambda: fetch_verified(reader, "latest", tmp_path / "x"), place, "(version v1", f"by key {k3.id}")
+    # gc steered by the forged pointer to v1 would remove v2, the real current version: it stops, deleting nothing
+    refused(lambda: retention.gc(reader, keep=1), place, "(version v1", f"by key {k3.id}")
     place.put("CURRENT", genuine.replace(b'"version": "v2"', b'"version": "v1"'))  # k1's signature, other version
     refused(lambda: current(reader), place, "(version v1", f"signature by key {k1.id} does not match")
     assert not (tmp_path / "x").exists()
