@@ -75,6 +75,9 @@ class Kept:
         manifest = self.manifest(version)
         if manifest is None:
             return
+        # what a kept version links to steers gc: with trusted keys, a forged parent or chain link stops it (a
+        # version to be removed is not checked, so unsigned versions from before signing can still be collected)
+        signed.check_manifest(self.store, version, self.manifests[version][0])
         self.chains |= ledger.chain_versions(manifest)
         if parent and manifest.get("parent"):
             self.keep(str(manifest["parent"]))
@@ -100,7 +103,6 @@ class Kept:
                 data = self.store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
             except VersionNotFound:
                 return None
-            signed.check_manifest(self.store, version, data)  # a forged parent or chain link must not steer gc
             try:
                 manifest = json.loads(data)
             except ValueError:
