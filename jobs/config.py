@@ -138,6 +138,16 @@ class LifecycleConfig:
         return 0.5 ** (1.0 / self.count_half_life) if self.count_half_life else 1.0
 
 
+#: What defines a lineage besides its lifecycle: recorded in every manifest (``lineage``) and inherited by
+#: every update (:mod:`jobs.lineage.settings`). A flag given with another value than the lineage's is refused
+#: unless ``--allow-setting-change NAME`` names it. The tokenizer's settings (a change splits the vocabulary:
+#: old and new spellings of a word are counted apart) and the architecture that gensim applies to a loaded model
+#: can change that way; the rest of the architecture is the model's matrices and needs a new lineage.
+TOKENIZER_SETTINGS = ("lowercase", "deaccent", "token_pattern", "min_token_len", "max_token_len")
+ADJUSTABLE_ARCHITECTURE = ("window", "sg", "negative", "sample", "min_count")
+FIXED_ARCHITECTURE = ("model", "vector_size", "min_n", "max_n", "bucket")
+
+
 # count_half_life: measured over a month of refreshes with churn (python -m tests.benchmarks.lifecycle, see the
 # README): 180 kept more of the rarely used core words than lifetime counts, 7 and 30 kept fewer.
 # align: off for new lineages. Over 30 daily updates of the drift benchmark's stream (python -m
@@ -213,6 +223,7 @@ class RefreshConfig:
     input_format: str = "auto"
     glob: str | None = None
     since: str | None = None
+    until: str | None = None
     where: tuple[tuple[str, str], ...] = ()
     relist_days: int | None = None
     reprocess_rewritten: bool = False
@@ -227,6 +238,7 @@ class RefreshConfig:
     signing: SigningConfig = SigningConfig()
     skip_bad_partitions: bool = False
     resume_expired_table: bool = False
+    retry_rejected: bool = False
     max_partitions: int | None = None
     max_in_flight: int | None = None
     max_in_flight_bytes: int | None = None
@@ -240,12 +252,33 @@ class RefreshConfig:
     parent_cache_versions: int = 2
     json: bool = False
     log_format: str = "text"
+    dry_run: bool = False
+    allow_setting_change: tuple[str, ...] = ()  # lineage settings this run may change (TOKENIZER_SETTINGS, ...)
+    # The lineage settings given on the command line (a flag not given is absent from argparse's namespace, as
+    # the lifecycle's None defaults rely on), so an update keeps the lineage's value of every other one.
+    explicit: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for flag, uri in (("--input", self.input), ("--store", self.store)):
             no_credentials(flag, uri)
-        if self.since is not None:
-            check_date("--since", self.since)
+        for flag, day in (("--since", self.since), ("--until", self.until)):
+            if day is not None:
+                check_date(flag, day)
+        if self.since is not None and self.until is not None and self.until[: len(self.since)] < self.since:
+            raise ConfigError(f"--until {self.until} is before --since {self.since}: no partition could match")
+        for name in self.allow_setting_change:
+            if name in FIXED_ARCHITECTURE:
+                raise ConfigError(
+                    f"--allow-setting-change {name.replace('_', '-')}: the {name.replace('_', ' ')} is fixed by the "
+                    "model's matrices and cannot change on an update; start a new lineage (another --store, or "
+                    "`jobs.models import --new-lineage`)"
+                )
+            if name not in TOKENIZER_SETTINGS + ADJUSTABLE_ARCHITECTURE:
+                raise ConfigError(
+                    f"--allow-setting-change takes one of "
+                    f"{', '.join(n.replace('_', '-') for n in TOKENIZER_SETTINGS + ADJUSTABLE_ARCHITECTURE)}, "
+                    f"got {name.replace('_', '-')!r}"
+                )
         if self.relist_days is not None and self.relist_days < 0:
             raise ConfigError(f"--relist-days must not be negative, got {self.relist_days}")
         if self.ledger_compact_every < 1:
@@ -457,6 +490,12 @@ def parser() -> argparse.ArgumentParser:
         help="only partitions whose dt/date/day folder (else modification time) is on or after DATE",
     )
     g.add_argument(
+        "--until",
+        metavar="DATE",
+        help="only partitions whose dt/date/day folder (else modification time) is on or before DATE; with "
+        "--since, a backfill's window, or a scheduler's logical date (--since D --until D: that day alone)",
+    )
+    g.add_argument(
         "--where",
         action="append",
         metavar="KEY=GLOB",
@@ -505,7 +544,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-partitions",
         type=int,
-        help="consume at most this many new partitions (oldest first); of a table, this many data-changing commits",
+        help="consume at most this many new partitions, the oldest first (by date folder, else modification "
+        "time; then path), the rest waiting for a later run; of a table, this many data-changing commits",
     )
     g.add_argument(
         "--resume-expired-table",
@@ -517,6 +557,16 @@ def parser() -> argparse.ArgumentParser:
         "--skip-bad-partitions",
         action="store_true",
         help="train on the readable partitions and record the bad ones instead of failing",
+    )
+    g.add_argument(
+        "--retry-rejected",
+        action="store_true",
+        help="read again the partitions the lineage recorded as bad (otherwise left alone until they change)",
+    )
+    g.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only say what a run would consume, skip, wait for and reject; start no Ray, write nothing",
     )
     g.add_argument("--batch-rows", type=int, help="rows read and tokenized at once")
     g.add_argument(
@@ -594,6 +644,15 @@ def parser() -> argparse.ArgumentParser:
         help="mix this many old sentences per new one into an update, from a stored reservoir",
     )
     m.add_argument("--replay-max-sentences", type=int, help="size of the replay reservoir")
+
+    m.add_argument(
+        "--allow-setting-change",
+        action="append",
+        type=_setting,
+        metavar="NAME",
+        help="let this run change a setting the lineage recorded (a tokenizer setting, or window, sg, negative, "
+        "sample, min-count), e.g. deaccent; recorded in the manifest; repeatable",
+    )
 
     life = p.add_argument_group(
         "lifecycle (kept from the parent version unless given; a new lineage: "
@@ -710,6 +769,12 @@ def _size(text: str) -> int:
     return parse_size(text, "size")
 
 
+def _setting(text: str) -> str:
+    """A lineage setting's name as its field is spelled: ``token-pattern`` or ``--no-lowercase`` alike."""
+    name = text.strip().lstrip("-").replace("-", "_")
+    return name.removeprefix("no_")
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -767,6 +832,8 @@ def from_args(argv: list[str] | None = None, environ: Mapping[str, str] = os.env
         RefreshConfig,
         a,
         where=tuple(_key_value(w) for w in getattr(a, "where", [])),
+        allow_setting_change=tuple(dict.fromkeys(getattr(a, "allow_setting_change", []))),
+        explicit=tuple(sorted(set(vars(a)) & {*TOKENIZER_SETTINGS, *ADJUSTABLE_ARCHITECTURE, *FIXED_ARCHITECTURE})),
         readiness=_pick(Readiness, a),
         read=_pick(ReadOptions, a),
         tokenizer=_pick(TokenizerConfig, a),

@@ -13,6 +13,7 @@ already scrapes. The driver records, per run and tagged with the store:
     ray_embedding_refresh_gate_passed                                      1 when the gate passed, else 0
     ray_embedding_refresh_gate_check{check=...}                            each gate check's measured value
     ray_embedding_refresh_last_publish_timestamp_seconds                   when the pointer last moved
+    ray_embedding_refresh_rejected_partitions                              partitions the lineage holds as bad
     ray_embedding_refresh_runs_total{outcome="published"|"nothing new"|"failed", exit=...}
     ray_embedding_refresh_table_rows_total{kind="deleted"|"rewritten"|"untrained"|"gap"}  a table's consumed rows
                                                                            that commits deleted or rewrote, rows
@@ -131,4 +132,14 @@ def finished(store: str, outcome: str, exit_status: int) -> None:
         return
     _counter("runs", "refresh runs by outcome and exit status", "outcome", "exit").inc(
         1, tags={"store": store, "outcome": outcome, "exit": str(exit_status)}
+    )
+
+
+def rejections(store: str, count: int) -> None:
+    """How many partitions the lineage holds as bad (left alone until they change; see
+    :mod:`jobs.lineage.rejections`)."""
+    if not ray.is_initialized():  # nowhere to export to
+        return
+    _gauge("rejected_partitions", "partitions the lineage found bad and leaves alone until they change").set(
+        float(count), tags={"store": store}
     )

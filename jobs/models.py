@@ -35,12 +35,14 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from jobs import changes, importer, runs
 from jobs.config import ImportConfig, add_import_arguments, add_signing_arguments, import_config, signing_config
 from jobs.errors import EXIT_REFUSED, ConfigError, RefreshError, SignatureError, VersionNotFound
+from jobs.lineage import rejections
 from jobs.report import as_json
 from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
 from jobs.storage import Store, open_store, signed, signing
@@ -108,6 +110,9 @@ def show(store: Store, version: str) -> str:
     pointer = current(store)
     manifest["current"] = pointer is not None and pointer.version == manifest["version"]
     manifest["signed_by"] = signed.signer(store, manifest["version"])  # a key id; checked when keys are trusted
+    found_since = rejections.pending(store, manifest["version"])
+    if found_since:  # found bad by runs building on this version that published nothing
+        manifest["rejections_pending"] = [asdict(r) for r in found_since]
     return as_json(manifest)
 
 

@@ -6,8 +6,11 @@
 The runbook, in order (each step is one small module):
 
 1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.storage`); read the pointer once;
-2. discover partitions (:mod:`shards.partitions`) and keep those the lineage has not consumed
-   (:mod:`jobs.lineage.ledger`);
+   complete the config from what defines the lineage (:mod:`jobs.lineage.settings`: tokenizer, architecture,
+   lifecycle), refusing a flag that would change it without ``--allow-setting-change``;
+2. discover partitions (:mod:`jobs.plan`) and keep those the lineage has not consumed (:mod:`jobs.lineage.ledger`)
+   nor found bad as they are (:mod:`jobs.lineage.rejections`); ``--dry-run`` stops here and says what a run
+   would do, having started no Ray and written nothing;
 3. name the parent in the new version's first file, so that gc keeps it while the run lasts
    (:mod:`jobs.storage.lease`); tokenize the partitions in parallel on Ray workers and stream them to the
    training actor (:mod:`jobs.cluster`), which meanwhile fetches, loads and measures the parent
@@ -26,6 +29,7 @@ the infrastructure failed and a rerun is safe, 2 for a usage error.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -33,13 +37,10 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from pyarrow.fs import FileSystem, FileType
-
-from jobs import changes, cluster, logs, metrics, report, runs
+from jobs import changes, cluster, logs, metrics, plan, report, runs
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
@@ -49,8 +50,10 @@ from jobs.errors import (
     StoppedError,
     exit_status,
 )
-from jobs.lineage import ledger, tables
+from jobs.lineage import ledger, rejections, tables
+from jobs.lineage import settings as lineage_settings
 from jobs.storage import Store, lease, open_store, signed
+from jobs.storage.base import Pointer
 from jobs.storage.publish import (
     copy_recorded,
     current,
@@ -66,9 +69,7 @@ from jobs.training.epochs import Split, split_evenly
 from jobs.training.parent import ParentRequest
 from jobs.training.trainer import Candidate, TrainRequest
 from jobs.vectors import cache_root
-from shards.listing import Bounds, list_bounded
-from shards.partitions import Partition, hold_back, input_uri, open_filesystem, partitions_of, select
-from shards.tables import Changes
+from shards.partitions import Partition
 
 log = logging.getLogger("jobs.refresh")
 
@@ -87,7 +88,10 @@ class Hooks:
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     """Run one refresh. Raises RefreshError (or a subclass) on failure. The pointer then never moved; the store
     is unchanged, except after a failed quality gate or a conflict, which leave the new version, complete and
-    unpromoted, for inspection, and the run's record (``runs/<run>.json``), written however the run ends."""
+    unpromoted, for inspection, the run's record (``runs/<run>.json``), written however the run ends, and the
+    partitions it found bad (:mod:`jobs.lineage.rejections`). With ``--dry-run``: :func:`dry_run`."""
+    if config.dry_run:
+        return dry_run(config, hooks)
     record = runs.RunRecord.begin(config.input)
     logs.run(record.run)
     logs.enter("store")
@@ -104,63 +108,136 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     else:
         record.end("published" if summary.published else "nothing new", 0)
     finally:
+        if not record.published:  # the next run builds on the same parent: it must know what this one found bad
+            rejections.record_pending(store, record.parent, record.rejected_partitions)
         runs.write(store, record)
         metrics.finished(store.uri, record.outcome, record.exit_status if record.exit_status is not None else 1)
     return summary
 
 
-def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: Hooks) -> report.Summary:
-    """The runbook's steps, in order; ``record`` is filled in as they go."""
+def dry_run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
+    """Steps 1 and 2 alone (``--dry-run``): the lineage's settings resolved (a flag that would be refused is
+    refused here too), the input listed, the ledger, readiness and the lineage's rejections applied, and the
+    rejections that can be told without reading the data predicted. Starts no Ray, connects to no trainer and
+    writes nothing to the store (no version, no ledger, no run record). The summary's ``plan`` holds the
+    classes (:func:`jobs.plan.preview`)."""
     started = time.perf_counter()
+    logs.enter("store")
+    store = open_store(config.store, signed.load(config.signing, cache_root()))
+    read_eval_files(config.gate)  # a run would fail on a missing one: so does its dry run
+    basis = begin(config, store, current(store))
+    logs.enter("discover")
+    found = plan.discover(basis.config, store, basis.version, basis.parent, hooks.filesystem, time.time())
+    preview = {
+        **plan.preview(found, basis.config),
+        "parent": basis.version,
+        "settings_changed": basis.settings.changed,
+        "notes": list(basis.settings.notes),
+    }
+    return report.Summary(
+        version=None,
+        parent=basis.version,
+        published=False,
+        store=store.uri,
+        seconds=time.perf_counter() - started,
+        message=f"dry run: would consume {len(preview['consume'])} partition(s) under {config.input}",
+        plan=preview,
+    )
 
-    # 1. Config and store. The pointer read here is the one the final conditional write must still find.
-    store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
-    eval_files = read_eval_files(config.gate)
-    pointer = current(store)  # with trusted keys: signed, and not older than one seen (jobs.storage.signed)
-    parent_version = record.parent = pointer.version if pointer else None
+
+@dataclass(frozen=True)
+class Basis:
+    """What a run builds on: the pointer it read (the one the final conditional write must still find), the
+    parent's manifest, and the config completed from the lineage (lifecycle, tokenizer, architecture)."""
+
+    config: RefreshConfig
+    pointer: Pointer | None
+    parent: dict[str, Any] | None
+    settings: lineage_settings.Resolved
+    architecture: dict[str, Any]  # the parent's model's, as its lineage records it (empty: a new lineage)
+
+    @property
+    def version(self) -> str | None:
+        return self.pointer.version if self.pointer else None
+
+
+def begin(config: RefreshConfig, store: Store, pointer: Pointer | None) -> Basis:
+    """Step 1 once the store is open and its ``pointer`` read: the parent's manifest, and this run's config with
+    the lineage's settings. Raises ConfigError for a flag that would change the lineage without the user's
+    word, PickledModelError for a parent in the pickled format, before any work."""
+    parent_version = pointer.version if pointer else None
     with lease.reading(store, parent_version):  # a parent rolled away from and collected just now: retryable
         parent = read_manifest(store, pointer.version, pointer) if pointer else None
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
     config = inherit_lifecycle(config, parent)
+    with lease.reading(store, parent_version):
+        recorded = lineage_settings.recorded(store, parent) if parent else None
+    resolved = lineage_settings.inherit(config, recorded)
+    for note in resolved.notes:
+        log.info("lineage settings: %s", note)
+    for change in resolved.changed:
+        log.warning(
+            "lineage setting changed (--allow-setting-change): %s from %r to %r, recorded in the manifest",
+            change["setting"],
+            change["from"],
+            change["to"],
+        )
+    architecture = dict(recorded.architecture or {}) if recorded else {}
+    return Basis(resolved.config, pointer, parent, resolved, architecture)
+
+
+def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: Hooks) -> report.Summary:
+    """The runbook's steps, in order; ``record`` is filled in as they go."""
+    started = time.perf_counter()
+
+    # 1. Config and store. The pointer read here is the one the final conditional write must still find; an
+    # update keeps what defines its lineage (tokenizer, architecture, lifecycle) unless the user says otherwise.
+    store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
+    eval_files = read_eval_files(config.gate)
+    pointer = current(store)  # with trusted keys: signed, and not older than one seen (jobs.storage.signed)
+    record.parent = pointer.version if pointer else None
+    basis = begin(config, store, pointer)
+    config, parent, parent_version = basis.config, basis.parent, basis.version
 
     logs.enter("discover")
     # 2. Discover partitions and keep the ones this lineage has not consumed.
     # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
     # this input fails here, before a wrong --input can count the whole history twice.
-    # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run.
+    # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run;
+    # partitions the lineage found bad are left alone until they change (or --retry-rejected).
     # A table (Delta Lake, Iceberg) says itself what is new: the commits after the version the lineage consumed.
-    table: Changes | None = None
-    waiting: list[tuple[Partition, str]] = []  # files still being written (a table names committed files only)
-    if tables.reads_table(config):
-        fs, root, input_root = None, config.input, config.input
-    else:
-        fs, root = open_filesystem(config.input)
-        fs = hooks.filesystem or fs
-        input_root = input_uri(fs, root)
-    with lease.reading(store, parent_version):
-        seen = ledger.read(store, parent_version, input_root, parent)
-    if fs is None:
-        table = tables.discover(config, tables.positions(parent), seen.rows, parent_version)
-        fs, found, todo = table.fs, table.partitions, table.partitions
-        plan = ledger.Plan(todo, [], 0)
-    else:
-        found, plan, waiting, todo = discover_files(config, fs, root, input_root, seen, parent_version)
+    found = plan.discover(config, store, parent_version, parent, hooks.filesystem, time.time())
+    table = found.table
+    log_waiting(found.waiting)
+    log_skipped(found.skipped)
+    for partition in found.rewritten:
+        log.warning(
+            "partition rewritten since it was consumed (%s): %s",
+            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
+            partition.uri,
+        )
+    if found.deferred:
+        log.info("%d partition(s) left for a later run by --max-partitions", len(found.deferred))
+    todo = found.todo
+    log.info("%d partitions found, %d already consumed, %d to train on", len(found.found), found.already, len(todo))
     if not todo:
+        metrics.rejections(store.uri, len(found.known))
         return report.Summary(
             version=None,
             parent=parent_version,
             published=False,
             store=store.uri,
             seconds=time.perf_counter() - started,
-            rewritten=[p.uri for p in plan.rewritten],
-            waiting=report.waiting(waiting),
+            rewritten=[p.uri for p in found.rewritten],
+            waiting=report.waiting(found.waiting),
+            rejected_before=report.skipped(found.skipped),
             table=table.report() if table else {},
             message=tables.nothing_new(table)
             if table
-            else f"no new partitions under {config.input} ({len(found)} found: {plan.already} consumed, "
-            f"{len(waiting)} still being written)",
+            else f"no new partitions under {config.input} ({len(found.found)} found: {found.already} consumed, "
+            f"{len(found.waiting)} still being written, {len(found.skipped)} rejected earlier)",
         )
 
     # 3. Tokenize on Ray workers, streaming into the training actor.
@@ -178,9 +255,15 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                         parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
                     ),
                 )
-            ingest = cluster.stream(config, fs, todo, trainer)
+            ingest = cluster.stream(config, found.fs, todo, trainer)
             record.ingested(ingest)
             metrics.ingested(store.uri, ingest)
+            # What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()).
+            bad = record.rejected_partitions = rejections.found(
+                ingest.rejected, todo, rejections.reading(config), record.run
+            )
+            standing = rejections.after(found.known, bad, ingest.consumed, found.listed)
+            metrics.rejections(store.uri, len(standing))
             if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
                 raise BadPartitionsError(ingest.rejected)
 
@@ -189,12 +272,13 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             # past them with a version that reuses the parent's model files, so they do not fail every night.
             # a table's files are not the ledger's: its position (the manifest's ``tables``) says what was consumed
             consumed = ingest.consumed if table is None else []
-            written = ledger.write(seen, consumed, version, input_root, config.ledger_compact_every)
+            written = ledger.write(found.seen, consumed, version, found.input_root, config.ledger_compact_every)
             extra_files = {
                 written.name: written.data,
                 "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
             }
             logs.enter("train")
+            changed = basis.settings.changed
             request = TrainRequest(
                 version=version,
                 parent=parent_version,
@@ -203,14 +287,19 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                 lifecycle=config.lifecycle,
                 eval_files=eval_files,
                 extra_files=extra_files,
-                event={"partitions": len(ingest.consumed), "tokens": ingest.tokens},
+                event={
+                    "partitions": len(ingest.consumed),
+                    "tokens": ingest.tokens,
+                    **({"settings_changed": changed} if changed else {}),
+                },
                 callbacks=hooks.training_callbacks,
                 parent_cache=config.parent_cache,
                 parent_cache_versions=config.parent_cache_versions,
                 split=hooks.training_split,
+                adjust=basis.settings.adjust,
             )
             if ingest.tokens == 0 and parent is not None:
-                candidate = carry_forward(store, parent, version, extra_files)
+                candidate = carry_forward(store, parent, version, extra_files, basis.architecture)
             else:
                 candidate = cluster.result(
                     trainer.actor.finish.remote(store, request), f"training {version}", actor=True
@@ -222,14 +311,19 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     metrics.trained(store.uri, candidate, ingest.tokens * config.training.epochs)
 
     logs.enter("publish")
-    # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
+    # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed. The
+    # manifest records what defines the lineage (from the trained model) and the partitions it found bad.
     details = report.details(config, ingest, candidate, parent)
     details["table"] = table.report() if table else {}
     files = {**candidate.files, **put_report(store, version, details)}
     fields = report.manifest_fields(config, ingest, candidate, parent, files)
     carried = {"carried_from": parent_version} if candidate.carried else {}
     positions = tables.manifest_section(parent, table, version)
-    write_manifest(store, version, {**fields, "ledger": written.section, **carried, **positions})
+    lineage = {
+        lineage_settings.SECTION: lineage_settings.section(config, candidate.architecture, changed),
+        rejections.SECTION: rejections.section(standing),
+    }
+    write_manifest(store, version, {**fields, "ledger": written.section, **carried, **positions, **lineage})
     gate = candidate.evaluation
     if not gate["passed"] and not config.gate.force:
         raise QualityGateError(
@@ -237,60 +331,24 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             f"NOT promoted; the current version stays {parent_version or 'none'}. "
             f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
         )
-    move_pointer(store, version, pointer)
+    move_pointer(store, version, basis.pointer)
     record.published = True
     metrics.published(store.uri)
 
     logs.enter("report")
     # 6. Report.
-    summary = report.summary(store.uri, ingest, candidate, parent, plan.rewritten, time.perf_counter() - started)
-    summary.waiting = report.waiting(waiting)
+    summary = report.summary(store.uri, ingest, candidate, parent, found.rewritten, time.perf_counter() - started)
+    summary.waiting = report.waiting(found.waiting)
+    summary.rejected_before = report.skipped(found.skipped)
     summary.table = table.report() if table else {}
     metrics.table_changes(store.uri, summary.table)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
 
 
-def discover_files(
-    config: RefreshConfig, fs: FileSystem, root: str, input_root: str, seen: ledger.Ledger, parent_version: str | None
-) -> tuple[list[Partition], ledger.Plan, list[tuple[Partition, str]], list[Partition]]:
-    """Step 2 for a folder of partitions: those found, split by the ledger, those still being written, and those
-    to train on."""
-    listing = list_bounded(fs, root, discovery_bounds(config, seen), follow_symlinks=config.read.follow_symlinks)
-    for link, why in listing.left_out:
-        log.warning("left out %s: %s", link, why)
-    log.info(
-        "listed %s: %d listing(s), %d entries, %d folder(s) left out",
-        listing.uri,
-        listing.calls,
-        listing.entries,
-        listing.pruned,
-    )
-    listed = partitions_of(fs, listing, forced_format=config.input_format)
-    if not config.allow_new_input:
-        present = partial(exists, fs, listing.base) if listing.pruned else None
-        ledger.ensure_related(ledger.select(listed, seen), seen, input_root, parent_version, present)
-    found = select(listed, since=config.since, where=config.where, glob=config.glob)
-    plan = ledger.select(found, seen)
-    ready, waiting = hold_back(listing, plan.new + plan.rewritten, config.readiness, time.time())
-    log_waiting(waiting)
-    keys = {p.key for p in ready}
-    plan = ledger.Plan(
-        [p for p in plan.new if p.key in keys], [p for p in plan.rewritten if p.key in keys], plan.already
-    )
-    todo = plan.new + (plan.rewritten if config.reprocess_rewritten else [])
-    todo = todo[: config.max_partitions] if config.max_partitions else todo
-    for partition in plan.rewritten:
-        log.warning(
-            "partition rewritten since it was consumed (%s): %s",
-            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
-            partition.uri,
-        )
-    log.info("%d partitions found, %d already consumed, %d to train on", len(found), plan.already, len(todo))
-    return found, plan, waiting, todo
-
-
-def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_files: dict[str, bytes]) -> Candidate:
+def carry_forward(
+    store: Store, parent: dict[str, Any], version: str, extra_files: dict[str, bytes], architecture: dict[str, Any]
+) -> Candidate:
     """A version with the parent's model (every file its manifest lists, copied inside the store, whatever the
     model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
     started = time.perf_counter()
@@ -299,7 +357,7 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
     with lease.reading(store, parent["version"]):
         files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
     diff, about = changes.encoded(
-        changes.empty(int(parent["training"]["vector_size"])),
+        changes.empty(int((architecture or parent["training"])["vector_size"])),  # the model's, not old flags
         {"from": parent["version"], "to": version, "threshold": changes.DEFAULT_THRESHOLD},
     )
     extra_files = {**extra_files, changes.DIFF: diff}  # nothing moved: an indexer still finds the file
@@ -320,19 +378,8 @@ def carry_forward(store: Store, parent: dict[str, Any], version: str, extra_file
         timings={"copy": time.perf_counter() - started},
         diff=about,
         carried=True,
+        architecture=architecture,
     )
-
-
-def discovery_bounds(config: RefreshConfig, seen: ledger.Ledger) -> Bounds:
-    """The folders discovery may leave out: date folders before ``--since`` or, with ``--relist-days``,
-    before that many days ahead of the newest the lineage consumed (the later of the two), and hive folders
-    ``--where`` rules out."""
-    since = max(filter(None, [config.since, ledger.relist_since(seen, config.relist_days)]), default=None)
-    return Bounds(since=since, where=config.where)
-
-
-def exists(fs: FileSystem, base: str, key: str) -> bool:
-    return bool(fs.get_file_info(f"{base}/{key}").type == FileType.File)
 
 
 def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:
@@ -341,6 +388,21 @@ def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> R
     for change in changes:
         log.warning("lifecycle setting changed: %s", change)
     return dataclasses.replace(config, lifecycle=lifecycle)
+
+
+def log_skipped(skipped: list[tuple[Partition, rejections.Rejection]]) -> None:
+    """One warning for the partitions the lineage found bad and this run leaves alone, with a few named."""
+    if not skipped:
+        return
+    named = "; ".join(f"{p.uri} ({entry.cause})" for p, entry in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    log.warning(
+        "%d partition(s) rejected by an earlier run are left alone until they change (rewrite them, or pass "
+        "--retry-rejected): %s%s",
+        len(skipped),
+        named,
+        more,
+    )
 
 
 def log_waiting(waiting: list[tuple[Partition, str]]) -> None:
@@ -384,8 +446,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = from_args(argv)
         logs.configure(config.log_format)
-        # Connected for the whole run (a no-op when already connected), so its metrics reach Ray's agent.
-        with cluster.connected(config.ray_address, config.log_format):
+        # Connected for the whole run (a no-op when already connected), so its metrics reach Ray's agent; a dry
+        # run starts no Ray at all.
+        with contextlib.nullcontext() if config.dry_run else cluster.connected(config.ray_address, config.log_format):
             signal.signal(signal.SIGTERM, _stop)  # after ray.init, which may install handlers of its own
             summary = run(config)
     except RefreshError as exc:

@@ -25,6 +25,7 @@ from jobs.config import RefreshConfig, to_dict
 
 if TYPE_CHECKING:
     from jobs.cluster import IngestResult
+    from jobs.lineage.rejections import Rejection
     from jobs.training.trainer import Candidate
     from shards.partitions import Partition
 
@@ -52,12 +53,14 @@ class Summary:
     store: str = ""
     message: str = ""
     rejected: list[dict[str, str]] = field(default_factory=list)
+    rejected_before: list[dict[str, str]] = field(default_factory=list)  # found bad earlier, left alone
     rewritten: list[str] = field(default_factory=list)
     waiting: list[dict[str, str]] = field(default_factory=list)
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     table: dict[str, Any] = field(default_factory=dict)  # a table input's account (shards.tables.Changes.report)
+    plan: dict[str, Any] = field(default_factory=dict)  # --dry-run: what a run would do (jobs.plan.preview)
 
 
 def details(
@@ -102,7 +105,7 @@ def manifest_fields(
         "parent": (parent["version"] if parent else None),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": candidate.model_kind,
-        "training": resolved["training"],
+        "training": {**resolved["training"], **candidate.architecture},  # the model's own, over the flags
         "learning_rate": candidate.learning_rate,
         "tokenizer": resolved["tokenizer"],
         **consumed_fields(ingest.consumed),
@@ -174,6 +177,11 @@ def summary(
         neighbours=dict(list(candidate.neighbours.items())[:10]),
         gate={k: candidate.evaluation[k] for k in ("passed", "reasons")},
     )
+
+
+def skipped(left: list[tuple[Partition, Rejection]]) -> list[dict[str, str]]:
+    """Partitions the lineage found bad earlier and a run left alone, with the cause recorded then."""
+    return [{"uri": p.uri, "cause": entry.cause} for p, entry in left]
 
 
 def waiting(held: list[tuple[Partition, str]]) -> list[dict[str, str]]:
@@ -287,6 +295,8 @@ def _training_lines(trained: dict[str, Any], rate: dict[str, Any]) -> list[str]:
 
 
 def json_line(summary: Summary) -> str:
+    if summary.plan:  # a dry run: its plan alone
+        return json.dumps({"dry_run": True, "store": summary.store, **summary.plan}, sort_keys=True)
     data = dataclasses.asdict(summary)
     data["seconds"] = round(summary.seconds, 3)
     data["timings"] = {k: round(v, 3) for k, v in summary.timings.items()}
@@ -294,6 +304,8 @@ def json_line(summary: Summary) -> str:
 
 
 def human(summary: Summary) -> str:
+    if summary.plan:
+        return plan_lines(summary.plan)
     if not summary.published:
         lines = [f"Nothing published: {summary.message}"]
     else:
@@ -312,6 +324,8 @@ def human(summary: Summary) -> str:
             lines.append(f"  new word {word!r}: " + ", ".join(w for w, _ in near))
     for bad in summary.rejected:
         lines.append(f"  rejected {bad['uri']}: {bad['cause']}")
+    for bad in summary.rejected_before:
+        lines.append(f"  rejected earlier, left alone until it changes: {bad['uri']} ({bad['cause']})")
     for uri in summary.rewritten:
         lines.append(f"  rewritten since consumed (not retrained): {uri}")
     if summary.table:
@@ -327,6 +341,30 @@ def human(summary: Summary) -> str:
         lines.append(f"  still being written, left for a later run: {held['uri']} ({held['reason']})")
     if len(summary.waiting) > 10:
         lines.append(f"  … and {len(summary.waiting) - 10} more still being written")
+    return "\n".join(lines)
+
+
+def plan_lines(plan: dict[str, Any]) -> str:
+    """A dry run's plan (:func:`jobs.plan.preview`) for a person."""
+    lines = [
+        f"Dry run over {plan['input']} (parent: {plan.get('parent') or 'none, first model'}): {plan['found']} "
+        f"partition(s) found, {plan['already_consumed']} already consumed; nothing was trained or written.",
+        f"  would consume {len(plan['consume'])}:",
+        *[f"    {uri}" for uri in plan["consume"]],
+    ]
+    for label, key in (("rewritten since consumed, not retrained", "rewritten"), ("deferred", "deferred")):
+        if plan[key]:
+            lines += [f"  {label} ({len(plan[key])}):", *[f"    {uri}" for uri in plan[key]]]
+    if plan["waiting"]:
+        lines += [f"  still being written ({len(plan['waiting'])}):"]
+        lines += [f"    {w['uri']} ({w['reason']})" for w in plan["waiting"]]
+    if plan["rejected"]:
+        lines += [f"  rejected ({len(plan['rejected'])}):"]
+        lines += [
+            f"    {r['uri']}: {r['cause']}" + (" (recorded earlier)" if r["recorded"] else "") for r in plan["rejected"]
+        ]
+    for change in plan.get("settings_changed", []):
+        lines.append(f"  would change {change['setting']} from {change['from']!r} to {change['to']!r}")
     return "\n".join(lines)
 
 

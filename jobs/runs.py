@@ -36,6 +36,7 @@ from jobs.errors import (
 
 if TYPE_CHECKING:
     from jobs.cluster import IngestResult
+    from jobs.lineage.rejections import Rejection
     from jobs.training.trainer import Candidate
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class RunRecord:
     finished: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what the run worked around (a tokenizing fallback)
+    rejected_partitions: list[Rejection] = field(default_factory=list)  # found bad (jobs.lineage.rejections)
     _clock: float = field(default=0.0, repr=False)
 
     @classmethod

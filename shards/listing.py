@@ -1,14 +1,15 @@
 """Listing an input only where the filters can match: date and hive folders outside them are never listed.
 
     >>> from shards.listing import Bounds, list_bounded
-    >>> listing = list_bounded(fs, root, Bounds(since="2026-11-29", where=(("region", "eu-*"),)))
+    >>> listing = list_bounded(fs, root, Bounds(since="2026-11-29", until="2026-11-30", where=(("region", "eu-*"),)))
     >>> listing.calls, listing.pruned                         # doctest: +SKIP
 
 Without bounds the root is listed recursively in one call (:func:`shards.partitions.list_input`; on S3 one
 paginated listing without a delimiter, the fewest requests). With bounds the root is walked one folder level
 at a time (on S3 one listing with a delimiter per folder), and a ``key=value`` folder whose value the bounds
-rule out is not descended into: a ``dt``/``date``/``day``/``ds`` folder before ``since`` (compared as
-:func:`shards.partitions.select` compares it, so a month folder ``dt=2026-10`` is before ``2026-11-05``), and a
+rule out is not descended into: a ``dt``/``date``/``day``/``ds`` folder before ``since`` or after ``until``
+(compared as :func:`shards.partitions.select` compares it, so a month folder ``dt=2026-10`` is before
+``2026-11-05``), and a
 ``key`` folder that ``where`` names with a value its pattern does not match. The walk keeps what readiness
 needs (:func:`shards.partitions.hold_back`): every file and folder entry of the folders it lists (``_SUCCESS``
 markers above a partition, ``_temporary/`` folders, which are not descended into), and, where it skips date
@@ -28,28 +29,29 @@ import pyarrow.fs as pafs
 
 from shards.errors import ConfigError
 from shards.links import LeftOut, list_folder
-from shards.partitions import DATE_KEYS, MARKER, Listing, _ignored, _uri, list_input
+from shards.partitions import DATE_KEYS, MARKER, Listing, _ignored, _uri, in_dates, list_input
 
 
 @dataclass(frozen=True)
 class Bounds:
-    """What the filters say about folders before their files are listed: ``since`` (an ISO date or its
-    prefix) rules out date folders before it; ``where`` (``(key, glob)`` pairs) rules out ``key=`` folders
-    whose value does not match."""
+    """What the filters say about folders before their files are listed: ``since`` and ``until`` (ISO dates
+    or their prefixes, both inclusive) rule out date folders before and after them; ``where`` (``(key, glob)``
+    pairs) rules out ``key=`` folders whose value does not match."""
 
     since: str | None = None
     where: tuple[tuple[str, str], ...] = ()
+    until: str | None = None
 
     @property
     def prunes(self) -> bool:
-        return self.since is not None or bool(self.where)
+        return self.since is not None or self.until is not None or bool(self.where)
 
     def rules_out(self, name: str) -> str | None:
         """Why the folder ``name`` holds nothing selected (``"date"`` or ``"where"``), or None."""
         key, sep, value = name.partition("=")
         if not sep:
             return None
-        if self.since is not None and key in DATE_KEYS and value[: len(self.since)] < self.since:
+        if key in DATE_KEYS and not in_dates(value, self.since, self.until):
             return "date"
         if any(key == k and not fnmatch.fnmatch(value, pattern) for k, pattern in self.where):
             return "where"

@@ -310,16 +310,47 @@ def hold_back(
 DATE_KEYS = ("dt", "date", "day", "ds")
 
 
+def day_of(partition: Partition) -> str:
+    """The partition's date: the value of its ``dt``/``date``/``day``/``ds`` folder, else its modification
+    time's UTC date (``YYYY-MM-DD``). What ``since`` and ``until`` compare."""
+    keys = dict(partition.hive)
+    day = next((keys[k] for k in DATE_KEYS if k in keys), None)
+    if day is None:
+        day = datetime.datetime.fromtimestamp(partition.mtime_ns / 1e9, datetime.timezone.utc).date().isoformat()
+    return day
+
+
+def in_dates(day: str, since: str | None, until: str | None) -> bool:
+    """Whether a date (or a date folder's value) is on or after ``since`` and on or before ``until``, both
+    inclusive, each compared on its own length: ``until="2026-11"`` keeps the whole of November."""
+    return (since is None or day[: len(since)] >= since) and (until is None or day[: len(until)] <= until)
+
+
+def oldest_first(partitions: list[Partition]) -> list[Partition]:
+    """The partitions by age: their date folder, else their modification time (to the nanosecond, so files
+    without date folders keep the order they were written in), the path breaking ties."""
+
+    def age(p: Partition) -> tuple[str, int, str]:
+        keys = dict(p.hive)
+        day = next((keys[k] for k in DATE_KEYS if k in keys), None)
+        if day is not None:
+            return day, 0, p.path
+        return day_of(p), p.mtime_ns, p.path
+
+    return sorted(partitions, key=age)
+
+
 def select(
     partitions: list[Partition],
     *,
     since: str | None = None,
+    until: str | None = None,
     where: tuple[tuple[str, str], ...] = (),
     glob: str | None = None,
 ) -> list[Partition]:
-    """Keep partitions on or after ``since`` (an ISO date, read from a dt/date/day/ds folder, else from the
-    modification time) whose hive keys match every ``(key, glob)`` of ``where`` and whose path below the root
-    matches ``glob``."""
+    """Keep partitions dated (:func:`day_of`) on or after ``since`` and on or before ``until`` (ISO dates or
+    their prefixes, both inclusive) whose hive keys match every ``(key, glob)`` of ``where`` and whose path
+    below the root matches ``glob``."""
     kept = []
     for p in partitions:
         if glob and not fnmatch.fnmatch(p.key, glob):
@@ -327,11 +358,7 @@ def select(
         keys = dict(p.hive)
         if any(key not in keys or not fnmatch.fnmatch(keys[key], pattern) for key, pattern in where):
             continue
-        if since is not None:
-            day = next((keys[k] for k in DATE_KEYS if k in keys), None)
-            if day is None:
-                day = datetime.datetime.fromtimestamp(p.mtime_ns / 1e9, datetime.timezone.utc).date().isoformat()
-            if day[: len(since)] < since:
-                continue
+        if (since is not None or until is not None) and not in_dates(day_of(p), since, until):
+            continue
         kept.append(p)
     return kept

@@ -32,6 +32,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from shards.checks import unreadable
 from shards.errors import FieldMissing, PartitionError, PartitionReadError
 from shards.limits import RATIO_FLOOR, Counted, Limits, Lines, Meter
 from shards.links import check_inside
@@ -64,12 +65,9 @@ def read_texts(
         check_inside(fs, partition.uri, partition.path, partition.key)
     meter = Meter(limits, partition.uri, compressed=partition.compression is not None or partition.format == "parquet")
     readers = {"parquet": _parquet, "jsonl": _jsonl, "text": _text}
-    if partition.format not in readers:
-        raise PartitionError(
-            partition.uri, "unrecognized file type (expected .parquet, .jsonl or .txt; or pass --format)"
-        )
-    if partition.size == 0:
-        raise PartitionError(partition.uri, "empty file (0 bytes)")
+    cause = unreadable(partition)
+    if cause is not None or partition.format not in readers:
+        raise PartitionError(partition.uri, cause or f"unknown format {partition.format!r}")
     try:
         yield from readers[partition.format](fs, piece, text_column, batch_rows, max(1, block_bytes), meter)
     except PartitionError as exc:

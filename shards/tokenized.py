@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from shards.checks import too_large
 from shards.counts import RunningCounts
 from shards.errors import ConfigError, FieldMissing, PartitionError
 from shards.limits import MAX_DECOMPRESSION_RATIO, MAX_DOCUMENT_BYTES, Limits
@@ -106,12 +107,9 @@ def tokenize_piece(
     """Read, tokenize and count one piece, yielding its sentences in order, about ``read.block_bytes`` at a
     time; the last batch carries the piece's counts. Raises PartitionError naming the partition and piece."""
     partition = piece.partition
-    if read.max_partition_bytes is not None and partition.size > read.max_partition_bytes:
-        raise PartitionError(
-            partition.uri,
-            f"{partition.size:,} bytes exceeds the partition limit of {read.max_partition_bytes:,} "
-            "(raise or drop --max-partition-bytes)",
-        )
+    oversize = too_large(partition, read.max_partition_bytes)
+    if oversize is not None:
+        raise PartitionError(partition.uri, oversize)
     counts = RunningCounts()
     held: list[np.ndarray] = []
     size = documents = sentences = tokens = 0

@@ -211,6 +211,19 @@ def fetch_files(store: Store, manifest: dict[str, Any], destination: Path, names
     return destination
 
 
+def read_recorded(store: Store, manifest: dict[str, Any], name: str) -> bytes:
+    """One small file of a version, in memory, verified against its manifest. Raises IntegrityError when it is
+    missing or differs from its recorded size or SHA-256."""
+    version, expected = manifest["version"], manifest["files"][name]
+    try:
+        data = store.get_bytes(version_key(version, name), limit=int(expected["size"]))
+    except VersionNotFound:
+        raise IntegrityError(f"version {version} is missing {name} (listed in its manifest)") from None
+    if len(data) != expected["size"] or hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        raise IntegrityError(f"{version}/{name} differs from its manifest's size or SHA-256; refusing to read it")
+    return data
+
+
 def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
     size = os.path.getsize(path)
     if size != expected["size"]:

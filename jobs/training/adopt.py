@@ -224,7 +224,7 @@ def read(
     origin["dropped"] = drop_leftovers(model)
     origin["defaults_filled"] = fill_defaults(model)
     origin.update(validate(path, model))
-    origin["architecture"] = architecture(model)
+    origin["architecture"] = gmodel.architecture(model)
     return Source(model=model, kind=gmodel.kind(model), imported_from=origin, notes=notes)
 
 
@@ -524,21 +524,3 @@ def _finite(path: Path, name: str, array: np.ndarray, wv: KeyedVectors) -> None:
             row = start + int(np.argmin(block))
             what = f"word {wv.index_to_key[row]!r}" if name != "vectors_ngrams" else f"n-gram bucket {row}"
             raise refuse(path, f"{name} holds NaN or inf values (first at row {row}, {what})")
-
-
-def architecture(model: Word2Vec) -> dict[str, Any]:
-    """The hyper-parameters a lineage keeps from its first model."""
-    arch: dict[str, Any] = {
-        "model": gmodel.kind(model),
-        "vector_size": model.vector_size,
-        "window": model.window,
-        "sg": int(model.sg),
-        "negative": model.negative,
-        "sample": model.sample,
-        "min_count": model.min_count,
-        "cbow_mean": int(model.cbow_mean),
-        "ns_exponent": float(getattr(model, "ns_exponent", 0.75)),
-    }
-    if isinstance(model, FastText):
-        arch.update(min_n=model.wv.min_n, max_n=model.wv.max_n, bucket=model.wv.bucket)
-    return arch

@@ -65,6 +65,43 @@ def kind(model: Word2Vec) -> str:
     return "fasttext" if isinstance(model, FastText) else "word2vec"
 
 
+def architecture(model: Word2Vec) -> dict[str, Any]:
+    """The hyper-parameters a lineage keeps from its first model, read from the model itself (what a
+    manifest's ``lineage`` section records; :func:`jobs.lineage.settings.architecture_of` reads the same
+    from a saved model's parameters)."""
+    arch: dict[str, Any] = {
+        "model": kind(model),
+        "vector_size": model.vector_size,
+        "window": model.window,
+        "sg": int(model.sg),
+        "negative": model.negative,
+        "sample": model.sample,
+        "min_count": model.min_count,
+        "cbow_mean": int(model.cbow_mean),
+        "ns_exponent": float(getattr(model, "ns_exponent", 0.75)),
+    }
+    if isinstance(model, FastText):
+        arch.update(min_n=model.wv.min_n, max_n=model.wv.max_n, bucket=model.wv.bucket)
+    return arch
+
+
+#: what :func:`adjust` may change on a loaded model: gensim reads them at each train() and vocabulary update
+ADJUSTABLE = ("window", "sg", "negative", "sample", "min_count")
+
+
+def adjust(model: Word2Vec, config: TrainingConfig, names: tuple[str, ...]) -> None:
+    """Give a loaded model ``config``'s value of each setting in ``names`` (a change the user allowed with
+    ``--allow-setting-change``); a new ``sample`` recomputes every word's down-sampling threshold."""
+    for name in names:
+        if name not in ADJUSTABLE:
+            raise TrainingError(f"{name} cannot change on a trained model")
+        value = getattr(config, name)
+        setattr(model, name, int(value) if name == "sg" else value)
+        log.info("%s is now %s (--allow-setting-change)", name, value)
+    if "sample" in names:
+        resample(model)
+
+
 def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
     """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`), with
     room to add up to ``spare_rows`` words without copying its matrices (None: as many as it holds)."""

@@ -84,6 +84,7 @@ class Candidate:
     lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
     diff: dict[str, Any] = field(default_factory=dict)  # the words added, moved and removed against the parent
     carried: bool = False  # nothing to train: the parent's model files, reused
+    architecture: dict[str, Any] = field(default_factory=dict)  # the trained model's own (gmodel.architecture)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class TrainRequest:
     parent_cache: str | None = None  # default: beside the spool
     parent_cache_versions: int = 0  # 0: no cache, the parent is downloaded into the spool and removed with it
     split: Split = split_evenly  # how the spool's batches are shared among the threads (a seam for tests)
+    adjust: tuple[str, ...] = ()  # architecture settings of ``training`` given to the loaded parent (allowed changes)
 
     def loading(self) -> ParentRequest:
         """What loading the parent needs, as :meth:`Trainer.prepare` is told it."""
@@ -237,6 +239,7 @@ class Trainer:
                 loaded = self._parent(store, request, phases)
                 parent, model, before = loaded.folder, loaded.model, loaded.baseline
                 pending, kept, reservoir = loaded.pending, loaded.standing, loaded.reservoir
+                gmodel.adjust(model, config, request.adjust)
             else:
                 parent, model, before = None, gmodel.create(config), None
                 pending, kept, reservoir = {}, None, replay.empty()
@@ -309,7 +312,7 @@ class Trainer:
                     replay.save(replay.update(reservoir, new_lines, config), out / replay.RESERVOIR)
                 for name, data in request.extra_files.items():
                     (out / name).write_bytes(data)
-                kind = gmodel.kind(model)
+                kind, arch = gmodel.kind(model), gmodel.architecture(model)
                 del model
 
             with phases.phase("upload"):
@@ -360,6 +363,7 @@ class Trainer:
                 **({"alignment": aligned} if aligned else {}),
             },
             diff=diff,
+            architecture=arch,
         )
 
     def _merged_counts(self) -> dict[str, int]:
