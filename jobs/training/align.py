@@ -76,22 +76,22 @@ def fit(
     if known == 0:
         return Rotation(np.eye(dim, dtype=np.float32), 0.0, 0.0, 0)
     m = np.zeros((dim, dim), dtype=np.float64)
-    parent_norm = candidate_norm = cross = 0.0
+    parent_norm = candidate_norm = 0.0
     for start, before in parent_blocks(parent, parent_rows):
-        p = _unit(before.astype(np.float64))
-        c = _unit(np.asarray(candidate[start : start + len(p)], dtype=np.float64))
+        p, p_len = _unit(np.asarray(before, dtype=np.float32))
+        c, c_len = _unit(np.asarray(candidate[start : start + len(p)], dtype=np.float32))
+        w = np.ones(len(p)) if weights is None else np.asarray(weights[start : start + len(p)], dtype=np.float64)
         if weights is not None:
-            w = np.asarray(weights[start : start + len(p)], dtype=np.float64)[:, None]
-            p, c = p * np.sqrt(w), c * np.sqrt(w)
-        m += c.T @ p
-        parent_norm += float(np.einsum("ij,ij->", p, p))
-        candidate_norm += float(np.einsum("ij,ij->", c, c))
-        cross += float(np.einsum("ij,ij->", c, p))
+            root = np.sqrt(w).astype(np.float32)[:, None]
+            p, c = p * root, c * root
+        m += (c.T @ p).astype(np.float64)  # one float32 matrix product per block (BLAS)
+        parent_norm += float(w[p_len > 0].sum())  # each unit row adds its weight to the squared norm
+        candidate_norm += float(w[c_len > 0].sum())
     u, s, vt = np.linalg.svd(m)
     rotation = u @ vt
-    # ||C R − P||² = ||C||² + ||P||² − 2 tr(Rᵀ Cᵀ P) and tr(Rᵀ M) = sum of the singular values
+    # ||C R − P||² = ||C||² + ||P||² − 2 tr(Rᵀ Cᵀ P): tr(Cᵀ P) = tr(M) before, the singular values' sum after
     scale = max(parent_norm, np.finfo(np.float64).tiny)
-    before_sq = max(candidate_norm + parent_norm - 2 * cross, 0.0)
+    before_sq = max(candidate_norm + parent_norm - 2 * float(np.trace(m)), 0.0)
     after_sq = max(candidate_norm + parent_norm - 2 * float(s.sum()), 0.0)
     return Rotation(
         rotation.astype(np.float32),
@@ -101,11 +101,11 @@ def fit(
     )
 
 
-def _unit(rows: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero): the fit matches directions, which is what cosine
-    similarity, and every consumer of it, sees; a word whose vector only grew longer has not moved."""
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
+def _unit(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows scaled to length 1 (zero rows stay zero), and their lengths: the fit matches directions, which is
+    what cosine similarity, and every consumer of it, sees; a word whose vector only grew longer has not moved."""
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    return np.divide(rows, norms[:, None], out=np.zeros_like(rows), where=norms[:, None] > 0), norms
 
 
 def rotate(model: Any, matrix: np.ndarray) -> list[str]:
