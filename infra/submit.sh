@@ -19,8 +19,16 @@
 #   REFRESH_WINDOW        daily (default) or hourly
 #   REFRESH_AT            a UTC time inside the window to run for (default: now), e.g. 2026-05-01T13:45:00Z
 #
-# Exit status: 0 when the job SUCCEEDED or the window's job already exists, the status of `ray job submit`
-# otherwise (non-zero when the job FAILED), 2 for a configuration error.
+# Exit status: the job's own (jobs/errors.py), so a scheduler can tell "retry" from "do not retry":
+#   0    the job SUCCEEDED (published, or nothing new), or the window's job already exists
+#   3    the data, the quality gate or the store's content said no: a rerun fails the same way until someone acts
+#   75   the infrastructure failed (a node, memory, the store, no room for the trainer, the job could not be
+#        submitted or its driver started): a rerun is safe
+#   143  the job was stopped (`ray job stop`, an eviction): a rerun is safe
+#   2    a usage error (a flag; this script's own configuration; a token Ray refuses)
+#   1    an unexpected error (a bug)
+# `ray job submit` itself exits 1 on any failure, so the status is read afterwards from Ray's record of the
+# job (`ray job status`: the driver's exit code, or STOPPED); docs/operating.md has the details.
 set -euo pipefail
 
 die() {
@@ -73,4 +81,65 @@ if ((status != 0)) && grep -qF "Job with submission_id $submission_id already ex
     "(its outcome: ray job status $submission_id)" >&2
   exit 0
 fi
-exit "$status"
+
+if ! grep -qF "Job '$submission_id' submitted successfully" "$log"; then
+  # Never submitted: a token Ray refuses is configuration; anything else (the dashboard unreachable or
+  # failing) is for a retry, which cannot run the window twice.
+  code=75
+  grep -qE "Unauthorized|Forbidden" "$log" && code=2
+  echo "submit.sh: $submission_id could not be submitted; exit $code" >&2
+  exit "$code"
+fi
+
+# The job's own status, as the Ray CLI reported it last in the text on stdin: "<STATE> [<driver exit code>]".
+# `ray job submit` ends with that report, after the job's logs; only the CLI's own lines count (they start with
+# its message or its "cli.py:<line> -- " prefix, colours aside), so a job's log line cannot pass for one. The
+# driver's exit code is on the first "Status message" line after a failure (the log tail it quotes follows).
+last_status() {
+  awk -v job="Job '$submission_id' " -v query="Status for job '$submission_id': " '
+    BEGIN { cli = "^([^ ]+ [^ ]+[ \t]+[A-Z]+ cli\\.py:[0-9]+ -- )?" }
+    { gsub(/\033\[[0-9;]*m/, "") }
+    $0 ~ (cli job "succeeded$") { state = "SUCCEEDED"; code = ""; fresh = 0 }
+    $0 ~ (cli job "was stopped$") { state = "STOPPED"; code = ""; fresh = 0 }
+    $0 ~ (cli job "failed$") { state = "FAILED"; code = ""; fresh = 1; next }
+    $0 ~ (cli query "[A-Z]+$") { state = $NF; code = ""; fresh = 0 }
+    fresh && $0 ~ (cli "Status message: ") {
+      if (match($0, /Status message: Job entrypoint command failed with exit code -?[0-9]+/)) {
+        code = substr($0, RSTART, RLENGTH); sub(/.* /, "", code)
+      }
+      fresh = 0
+    }
+    END { print state, code }
+  '
+}
+
+# `ray job submit` exits 0 for a STOPPED job and 1 for any FAILED one, so the status is read from its report.
+read -r state driver < <(last_status <"$log") || true
+tries=0
+while [[ "${state:-}" != @(SUCCEEDED|FAILED|STOPPED) ]]; do
+  # No final report: the client lost the dashboard while tailing the logs. Ask Ray until the job ends.
+  sleep "${REFRESH_STATUS_POLL:-15}"
+  if answer=$(ray job status --address "$RAY_ADDRESS" "$submission_id" 2>&1); then
+    tries=0
+    read -r state driver < <(last_status <<<"$answer") || true
+  elif ((++tries >= 20)); then
+    echo "submit.sh: cannot read the status of $submission_id from $RAY_ADDRESS; exit 75" >&2
+    exit 75
+  fi
+done
+
+case "$state" in
+  SUCCEEDED) code=0 ;;
+  STOPPED) code=143 ;;
+  *)
+    case "${driver:-}" in
+      1 | 2 | 3 | 75 | 143) code=$driver ;;
+      -15) code=143 ;;     # SIGTERM ended the driver before its own handler was installed
+      -* | 137) code=75 ;; # killed (the kernel's OOM killer, its node lost): nothing half-published, retry
+      "") code=75 ;;       # Ray could not start the driver (its runtime env, the job supervisor)
+      *) code=1 ;;
+    esac
+    ;;
+esac
+echo "submit.sh: $submission_id ended $state${driver:+ (driver exit code $driver)}: exit $code" >&2
+exit "$code"

@@ -199,12 +199,19 @@ def result(
 
 
 def _ready(ref: Any) -> bool:
+    return bool(_wait([ref], timeout=_POLL_SECONDS, fetch_local=False)[0])
+
+
+def _wait(refs: list[Any], **options: Any) -> tuple[list[Any], list[Any]]:
+    """``ray.wait``, every one the driver makes: SIGTERM's StoppedError, raised by its handler while Ray's C code
+    waits, comes out of it as a SystemError, and is turned back into itself (exit 143, not a bug's 1)."""
     try:
-        return bool(ray.wait([ref], timeout=_POLL_SECONDS, fetch_local=False)[0])
+        ready, rest = ray.wait(refs, **options)
     except SystemError:  # what an exception raised by a signal handler during the wait becomes
         if STOPPING.is_set():
             raise StoppedError() from None
         raise
+    return ready, rest
 
 
 _RERUN = "Nothing was published; a rerun is safe."
@@ -533,7 +540,8 @@ def stream(
     trainer in partition and piece order, so the spool is the same for the same input whatever the timing.
     A share of the tasks (the trainer's reserved CPUs over all CPUs) runs inside the trainer's reservation,
     which would otherwise sit idle until training starts.
-    Raises TrainingError if the actor dies. Bad partitions are collected in the result, not raised.
+    Raises ClusterError if the actor dies, or if no batch reaches it within ``--trainer-start-timeout`` (no
+    node can host it). Bad partitions are collected in the result, not raised.
     """
     return _Stream(config, fs, partitions, trainer).run()
 
@@ -675,20 +683,21 @@ class _Stream:
         probe = self.probe() if self.answered and not self.calls else None
         front = [self.calls[0][1]] if self.calls else [probe] if probe is not None else []
         if tasks or front:
-            ray.wait(tasks + front, num_returns=1, timeout=1.0, fetch_local=False)
+            _wait(tasks + front, num_returns=1, timeout=1.0, fetch_local=False)
         if (
             not self.answered
             and self.first_submit
             and time.monotonic() - self.first_submit > self.config.trainer_start_timeout
         ):
-            raise TrainingError(
+            # Capacity, not the data: the same run succeeds once a node can host the actor (exit 75).
+            raise ClusterError(
                 f"no partition reached the training actor within {self.config.trainer_start_timeout:g} s: no node "
                 f"may offer what it reserves ({self.trainer.cpus} CPUs, resource {self.config.trainer_resource!r} "
-                "if required); check the cluster's trainer node type, or raise --trainer-start-timeout"
+                f"if required); check the cluster's trainer node type, or raise --trainer-start-timeout. {_RERUN}"
             )
         if not tasks:
             return
-        ready, _ = ray.wait(tasks, num_returns=len(tasks), timeout=0, fetch_local=False)
+        ready, _ = _wait(tasks, num_returns=len(tasks), timeout=0, fetch_local=False)
         for key in ready:
             work = self.running[key]  # type: ignore[index]  # ray.wait returns the generators it was given
             try:
@@ -704,7 +713,7 @@ class _Stream:
         its lost reservation)."""
         if self.probing is None and time.monotonic() - self.probed > 1:
             self.probing = self.trainer.actor.__ray_ready__.remote()
-        if self.probing is not None and ray.wait([self.probing], timeout=0)[0]:
+        if self.probing is not None and _wait([self.probing], timeout=0)[0]:
             result(self.probing, "tokenizing", actor=True)  # raises ClusterError if the actor died
             self.probing, self.probed = None, time.monotonic()
         return self.probing
@@ -731,7 +740,7 @@ class _Stream:
         if not self.calls:
             return
         refs = [call[1] for call in self.calls]
-        ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        ready = set(_wait(refs, num_returns=len(refs), timeout=0)[0])
         while self.calls and self.calls[0][1] in ready:
             work, ref, final, end = self.calls.popleft()
             answer = result(ref, "tokenizing", work.piece.partition, actor=True)

@@ -17,10 +17,12 @@
     │   ├── VersionRemoved       the version the run builds on was removed mid-run (the pointer      75
     │   │                        had moved off it, then gc collected it); a rerun builds on the current one
     │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted  75
-    ├── TrainingError            the training actor failed: gensim raised, no node could host it      3
+    ├── TrainingError            training failed: gensim raised, the spool's disk failed, a count     3
+    │                            did not add up
     ├── ClusterError             Ray failed under the run: a worker crashed past its retries, memory  75
     │                            ran out, results were lost with their node, a node died, a runtime
-    │                            environment could not be set up, the training actor or its node died
+    │                            environment could not be set up, the training actor or its node died,
+    │                            no node could host the training actor within --trainer-start-timeout
     ├── QualityGateError         the candidate is worse than its parent; uploaded, not promoted       3
     ├── ImportRefused            a model file cannot be imported (names the file and the cause)       3
     └── StoppedError             the run was stopped (SIGTERM: ``ray job stop``, an eviction)      143
@@ -29,7 +31,8 @@ The exit status (:func:`exit_status`) tells a scheduler what to do: 3, the data,
 content said no and a rerun fails the same way until someone acts; 75 (``EX_TEMPFAIL``), the infrastructure
 failed and a rerun is safe (nothing was published, the ledger picks up the same partitions); 2, a usage
 error; 143, stopped from outside (nothing was published, a rerun is safe); 1, an unexpected error (a bug: it
-comes with a traceback).
+comes with a traceback). ``python -m jobs.models`` exits by the same table, and ``infra/submit.sh`` passes the
+job's own status on to the scheduler (``docs/operating.md``).
 
 The first six live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
 callers import every error from this module.
@@ -122,12 +125,13 @@ class ConflictError(StoreError):
 
 
 class TrainingError(RefreshError):
-    """The training actor failed: gensim raised, or no node could host it in time."""
+    """Training failed on the trainer's node: gensim raised, the spool's disk failed, a count did not add up."""
 
 
 class ClusterError(RefreshError):
     """Ray failed under the run (a worker, a node, memory, lost results, a runtime environment, the training
-    actor). The message names the stage and the partition; a rerun is safe."""
+    actor), or the cluster had no room for the training actor in time (a capacity problem, not the data's).
+    The message names the stage and the partition; a rerun is safe."""
 
 
 class StoppedError(RefreshError):

@@ -21,9 +21,10 @@ already scrapes. The driver records, per run and tagged with the store:
     ray_embedding_refresh_table_version{table=...}                         the table version the model consumed
 
 Ray exports a process's values every ``metrics_report_interval_ms`` (10 s) and drops a gauge about 20 s after
-its process ends, so a job's last values are seen by a scrape taken while it ran or just after; alert on
-``max_over_time(ray_embedding_refresh_last_publish_timestamp_seconds[26h])``, and read the run record in
-the store (``jobs.models runs``) for what each run did.
+its process ends, so a job's last values are seen by a scrape taken while it ran or just after. Alert on the
+store exporter's ``embedding_refresh_*`` instead (:mod:`jobs.exporter`: freshness and the last run's outcome,
+read from the store, so they outlive the run), and read the run records (``jobs.models runs``) for what each
+run did.
 """
 
 from __future__ import annotations

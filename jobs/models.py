@@ -6,11 +6,13 @@
     python -m jobs.models import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
     python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
     python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
+    python -m jobs.models gc --keep 5 --keep-runs 100 --store models   # and all but the 100 newest run records
     python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
     python -m jobs.models runs --store models [--last 20] [--json]     # recent runs, failed ones too
     python -m jobs.models diff OLDER latest --store models --output diff.parquet   # words added, moved, removed
     python -m jobs.models keygen --out signing.pem        # an Ed25519 key pair: signing.pem, signing.pem.pub
     python -m jobs.models sign latest --store models --signing-key signing.pem   # (re-)sign a version
+    python -m jobs.models exporter --store models [--store s3://…] --port 9108   # freshness for Prometheus
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
 verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.training.serialize`).
@@ -19,12 +21,17 @@ the user trusts every writer of the store; ``convert`` rewrites it once as a new
 format. ``import`` makes a model trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a
 gensim ``save()`` file is unpickled only when the user says so (``--kind gensim`` or ``--allow-pickle``), so
 import only files you trust. ``promote`` and ``gc`` live in :mod:`jobs.retention`, which makes them safe
-against each other. Options may come before or after the subcommand.
+against each other. ``exporter`` serves the stores' freshness and last outcomes to Prometheus
+(:mod:`jobs.exporter`). Options may come before or after the subcommand.
 
 With ``--signing-key`` (or ``$EMBEDDING_REFRESH_SIGNING_KEY``) what a command writes is signed; with
 ``--trusted-key`` (or ``$EMBEDDING_REFRESH_TRUSTED_KEYS``) what it reads must be (docs/signing.md). ``sign``
 signs versions written before, or again with a new key; ``promote --rollback`` replaces a pointer that was
 rolled back or forged.
+
+Exit status, as the refresh's (:mod:`jobs.errors`): 0 done; 2 a usage error; 3 refused (a missing version, a
+checksum mismatch or a bad signature, a pickled model, a file that cannot be imported); 75 the store could not
+be read or written (a rerun is safe); 1 an unexpected error.
 """
 
 from __future__ import annotations
@@ -39,9 +46,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jobs import changes, importer, runs
+from jobs import changes, exporter, importer, runs
 from jobs.config import ImportConfig, add_import_arguments, add_signing_arguments, import_config, signing_config
-from jobs.errors import EXIT_REFUSED, ConfigError, RefreshError, SignatureError, VersionNotFound
+from jobs.errors import ConfigError, RefreshError, SignatureError, exit_status
 from jobs.lineage import rejections
 from jobs.report import as_json
 from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
@@ -281,6 +288,12 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("gc", parents=[common], help="remove old versions (never the current one or its parent)")
     g.add_argument("--keep", type=int, default=5)
     g.add_argument(
+        "--keep-runs",
+        type=int,
+        metavar="N",
+        help="also remove all but the N newest run records (runs/); default: leave them",
+    )
+    g.add_argument(
         "--incomplete-grace",
         type=float,
         default=INCOMPLETE_GRACE_HOURS,
@@ -297,6 +310,13 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("runs", parents=[common], help="the recent refresh runs, failed ones included")
     r.add_argument("--last", type=int, default=20, help="how many, newest first")
     r.add_argument("--json", action="store_true", help="one JSON record per line")
+    exporter.add_arguments(
+        sub.add_parser(
+            "exporter",
+            help="serve the stores' freshness and last run outcomes to Prometheus",
+            description=exporter.__doc__.splitlines()[0] if exporter.__doc__ else None,
+        )
+    )
     return p
 
 
@@ -308,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.command == "keygen":
             print(keygen(a.out))
+            return 0
+        if a.command == "exporter":
+            exporter.serve_forever(exporter.options(a))
             return 0
         store = open_store(a.store, signed.load(signing_config(a, os.environ), cache_root()))
         if a.command == "list":
@@ -334,16 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             recent = runs.recent(store, a.last)
             out = "\n".join(json.dumps(r, sort_keys=True) for r in recent) if a.json else runs.table(recent)
         else:
+            # run records first, so they are pruned even where collecting versions fails
+            pruned = runs.prune(store, a.keep_runs) if a.keep_runs is not None else None
             out = gc(store, a.keep, a.incomplete_grace, allow_short_grace=a.allow_short_grace)
-    except VersionNotFound as exc:
-        log.error("%s", exc)
-        return 2
-    except SignatureError as exc:
-        log.error("%s", exc)
-        return EXIT_REFUSED
+            if pruned is not None:
+                out += f"; removed {len(pruned)} run record(s), kept the {a.keep_runs} newest"
     except RefreshError as exc:
         log.error("%s", exc)
-        return 1
+        return exit_status(exc)
     print(out)
     return 0
 

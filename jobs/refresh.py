@@ -88,7 +88,7 @@ class Hooks:
 def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     """Run one refresh. Raises RefreshError (or a subclass) on failure. The pointer then never moved; the store
     is unchanged, except after a failed quality gate or a conflict, which leave the new version, complete and
-    unpromoted, for inspection, the run's record (``runs/<run>.json``), written however the run ends, and the
+    unpromoted, for inspection, the run's record (:mod:`jobs.runs`), written however the run ends, and the
     partitions it found bad (:mod:`jobs.lineage.rejections`). With ``--dry-run``: :func:`dry_run`."""
     if config.dry_run:
         return dry_run(config, hooks)
@@ -103,6 +103,11 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
         record.failed(stopped)
         raise stopped from None
     except BaseException as exc:
+        if cluster.STOPPING.is_set() and not isinstance(exc, RefreshError):
+            # SIGTERM's StoppedError as a Ray call re-raised it (a SystemError): stopped, not a bug
+            stopped = StoppedError()
+            record.failed(stopped)
+            raise stopped from exc
         record.failed(exc)
         raise
     else:
@@ -210,6 +215,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # A table (Delta Lake, Iceberg) says itself what is new: the commits after the version the lineage consumed.
     found = plan.discover(config, store, parent_version, parent, hooks.filesystem, time.time())
     table = found.table
+    record.waiting = len(found.waiting)
     log_waiting(found.waiting)
     log_skipped(found.skipped)
     for partition in found.rewritten:

@@ -1,16 +1,23 @@
-"""A durable record of every refresh run, failed ones included: ``runs/<run id>.json`` in the model store.
+"""A durable record of every refresh attempt, failed ones included: ``runs/<newest first>-<run id>.json`` in the
+model store.
 
 A RayJob's cluster, logs and status go when its TTL deletes it, and a failed nightly run would be forgotten;
-the store keeps one small JSON file per run, written when the run ends however it ends (``finally``):
+the store keeps one small JSON file per attempt, written when the attempt ends however it ends (``finally``):
 
     {"run": "refresh-20261201T020000Z", "outcome": "failed", "exit_status": 75, "exit_class": "retryable",
      "error": "tokenizing s3://…/part-7.parquet: its node died. …", "started": "2026-12-01T02:00:04.512Z",
      "seconds": 311.2, "version": null, "parent": "20261130T020011Z-1a2b3c", "partitions": 0, ...}
 
 The run id is the Ray job's submission id when the refresh runs as a submitted job (``infra/submit.sh`` and
-KubeRay give each a stable one), else a fresh ``local-…`` id. ``python -m jobs.models runs --store …`` lists
-the recent ones. Writing the record is best effort: a store that cannot be written (the outage that failed the
-run, say) costs the record, never the run's own outcome or error.
+KubeRay give each a stable one), else a fresh ``local-…`` id. An attempt's key starts with its start time
+counted down from the year 2286 in milliseconds (:func:`record_key`), so a second attempt under the same
+submission id gets a record of its own, and the keys list newest first: ``python -m jobs.models runs --last N``
+lists N keys and reads N records however long the history (on S3, one request), and retention
+(``jobs.models gc --keep-runs N``, :func:`prune`) deletes everything after the first N keys. It is not the
+refresh's: a run's driver may write records but not delete them (``infra/aws/iam-head.json``), so a failure's
+record cannot be erased by the runs that follow it. Records written before this scheme (``runs/<run id>.json``)
+sort after every newer one, as the oldest. Writing a record is best effort: a store that cannot be written
+(the outage that failed the run, say) costs the record, never the run's own outcome or error.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from jobs.errors import (
     EXIT_RETRYABLE,
     EXIT_STOPPED,
     EXIT_USAGE,
+    ConfigError,
     RefreshError,
     StoppedError,
     StoreError,
@@ -42,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FOLDER = "runs"
+_LAST_MS = 10**13 - 1  # 2286-11-20 in milliseconds since 1970: keys count down from here, 13 digits wide
+RECORD_LIMIT = 1 << 20  # a record is a few KiB (its error is cut at 4,000 characters); a larger one is refused
 EXIT_CLASSES = {
     0: "ok",
     EXIT_USAGE: "usage",
@@ -65,6 +75,12 @@ def run_id() -> str:
     return "local-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def record_key(run: str, started: float) -> str:
+    """``runs/<milliseconds before 2286>-<run>.json`` for an attempt of ``run`` started at ``started`` (epoch
+    seconds): the later the start, the smaller the number, so a plain listing comes newest first."""
+    return f"{FOLDER}/{_LAST_MS - int(started * 1000):013d}-{run}.json"
+
+
 def _utc(seconds: float) -> str:
     """ISO 8601 in UTC with milliseconds, so records sort by time even when runs start within a second."""
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}Z"
@@ -86,6 +102,8 @@ class RunRecord:
     published: bool = False
     partitions: int = 0
     rejected: int = 0
+    waiting: int = 0  # partitions left for a later run: still being written
+    gate_passed: bool | None = None  # None: no candidate was evaluated
     tokens: int = 0
     vocab_size: int = 0
     seconds: float = 0.0
@@ -94,11 +112,22 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)  # what the run worked around (a tokenizing fallback)
     rejected_partitions: list[Rejection] = field(default_factory=list)  # found bad (jobs.lineage.rejections)
     _clock: float = field(default=0.0, repr=False)
+    _key: str = field(default="", repr=False)
 
     @classmethod
-    def begin(cls, input_uri: str) -> RunRecord:
-        now = time.time()
-        return cls(run=run_id(), input=input_uri, started=_utc(now), _clock=time.perf_counter())
+    def begin(cls, input_uri: str, run: str | None = None, now: float | None = None) -> RunRecord:
+        """A record for an attempt starting ``now`` (default: now) of ``run`` (default: :func:`run_id`)."""
+        now = time.time() if now is None else now
+        run = run or run_id()
+        return cls(run=run, input=input_uri, started=_utc(now), _clock=time.perf_counter(), _key=record_key(run, now))
+
+    def __post_init__(self) -> None:
+        self._key = self._key or record_key(self.run, time.time())
+
+    @property
+    def key(self) -> str:
+        """Where this attempt's record is stored."""
+        return self._key
 
     def end(self, outcome: str, status: int, error: BaseException | None = None) -> None:
         self.outcome, self.exit_status = outcome, status
@@ -118,6 +147,7 @@ class RunRecord:
 
     def trained(self, candidate: Candidate) -> None:
         self.vocab_size = candidate.vocab_size
+        self.gate_passed = bool(candidate.evaluation["passed"])
         self.timings.update({k: round(v, 3) for k, v in candidate.timings.items()})
 
     def failed(self, error: BaseException) -> None:
@@ -130,24 +160,37 @@ class RunRecord:
 
 
 def write(store: Any, record: RunRecord) -> None:
-    """Store ``record`` as ``runs/<run>.json``; a failure to do so is logged, never raised."""
+    """Store ``record`` under :attr:`RunRecord.key`; a failure to do so is logged, never raised."""
     try:
-        store.put_bytes(f"{FOLDER}/{record.run}.json", record.as_json())
+        store.put_bytes(record.key, record.as_json())
     except (StoreError, OSError) as exc:
-        log.warning("could not write the run record %s/%s.json: %s", FOLDER, record.run, exc)
+        log.warning("could not write the run record %s: %s", record.key, exc)
+
+
+def prune(store: Any, keep: int) -> list[str]:
+    """Delete every run record but the ``keep`` newest; the deleted keys, oldest last. Lists the keys (1,000 a
+    request on S3) and reads none."""
+    if keep < 1:
+        raise ConfigError(f"--keep-runs must be at least 1, got {keep}")
+    doomed = [key for key in store.list_keys(FOLDER) if key.endswith(".json")][keep:]
+    if doomed:
+        store.delete_keys(doomed)
+    return doomed
 
 
 def recent(store: Any, last: int) -> list[dict[str, Any]]:
-    """The ``last`` run records, newest first."""
+    """The ``last`` run records, newest first: ``last`` keys listed and ``last`` records read, however many the
+    store holds."""
+    if last < 1:
+        raise ConfigError(f"--last must be at least 1, got {last}")
     records = []
-    for key in store.list_keys(FOLDER):
+    for key in store.list_keys(FOLDER, limit=last):
         if key.endswith(".json"):
             try:
-                records.append(json.loads(store.get_bytes(key)))
+                records.append(json.loads(store.get_bytes(key, limit=RECORD_LIMIT)))
             except (StoreError, ValueError) as exc:
                 log.warning("skipping unreadable run record %s: %s", key, exc)
-    records.sort(key=lambda r: (str(r.get("started", "")), str(r.get("run", ""))), reverse=True)
-    return records[:last]
+    return records
 
 
 def table(records: list[dict[str, Any]]) -> str:

@@ -6,7 +6,10 @@ with the ``excludes`` of ``infra/runtime_env.yaml``; its ``pip`` section is left
 started from this venv, which already has every dependency (Ray would otherwise clone the whole venv to
 install into it). The S3 endpoint and dummy keys reach the job through the runtime env's ``env_vars``.
 ``infra/submit.sh`` runs for real against the same head, from a copy of the repository whose runtime env
-differs only in those two ways. The last test checks that stopping a head stops nothing but that cluster.
+differs only in those two ways; its refusals, failures and stop run side by side (the head counts 4 logical
+CPUs so that three training actors and their tokenizing tasks can all be placed at once), and the store
+exporter (``python -m jobs.models exporter``) reads what they left. The last test checks that stopping a head
+stops nothing but that cluster.
 
 Run with ``python -m pytest tests/test_e2e_submit.py -q`` (under two minutes on 2 cores).
 """
@@ -15,9 +18,13 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +34,9 @@ import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.clusters import REPO, RayHead, group_members, processes_naming, runtime_env, wait_until
+from tests.clusters import REPO, RayHead, free_ports, group_members, processes_naming, runtime_env, wait_until
 from tests.corpora import clustered
 from tests.s3server import DUMMY_ENV, MotoServer
 
@@ -53,7 +61,7 @@ def s3(moto: MotoServer) -> Any:
 @pytest.fixture(scope="module")
 def head() -> Iterator[RayHead]:
     # A stopped job's driver gets SIGTERM, then SIGKILL this many seconds later (Ray's default: 3), as in infra/.
-    with RayHead(num_cpus=2, extra_env={"RAY_JOB_STOP_WAIT_TIME_S": "60"}) as cluster:
+    with RayHead(num_cpus=4, extra_env={"RAY_JOB_STOP_WAIT_TIME_S": "60"}) as cluster:
         yield cluster
 
 
@@ -63,9 +71,10 @@ def job_env(moto: MotoServer) -> dict[str, Any]:
     return runtime_env(**DUMMY_AWS, AWS_ENDPOINT_URL=moto.endpoint)
 
 
-def put_partitions(s3: Any, bucket: str, prefix: str, days: int, parts: int, seed: int = 0) -> None:
-    """``days`` x ``parts`` small Parquet partitions under s3://bucket/prefix/dt=.../part-N.parquet."""
-    for day in range(days):
+def put_partitions(s3: Any, bucket: str, prefix: str, days: int, parts: int, seed: int = 0, first: int = 0) -> None:
+    """``days`` x ``parts`` small Parquet partitions under s3://bucket/prefix/dt=.../part-N.parquet, the days
+    from 2026-05-0``first + 1`` on."""
+    for day in range(first, first + days):
         for part in range(parts):
             buffer = io.BytesIO()
             table = pa.table({"text": pa.array(clustered(60, seed=seed + 10 * day + part), pa.string())})
@@ -211,7 +220,7 @@ def test_ray_job_stop_cleans_up_and_leaves_the_store_as_it_was(
     ours = [g for g in groups["data"]["result"]["result"] if g["name"].startswith("trainer ")]
     assert ours and all(g["state"] == "REMOVED" for g in ours)
     [record_key] = keys(s3, models)  # no version, no pointer: only the run's record
-    assert record_key == f"w2v/runs/{job}.json"
+    assert re.fullmatch(rf"w2v/runs/\d{{13}}-{job}\.json", record_key)
     record = read_json(s3, models, record_key)
     assert (record["outcome"], record["exit_status"], record["published"]) == ("stopped", 143, False)
 
@@ -250,39 +259,158 @@ def deployed(tmp_path: Path, job_env: dict[str, Any]) -> Path:
     return root
 
 
-def test_submit_sh_runs_once_per_window_and_reports_a_failure(head: RayHead, s3: Any, deployed: Path) -> None:
+def test_submit_sh_runs_once_per_window_and_exits_with_the_jobs_own_status(
+    head: RayHead, s3: Any, deployed: Path, moto: MotoServer
+) -> None:
     corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
     put_partitions(s3, corpus, "events", days=1, parts=2, seed=100)
 
-    def trigger(at: str, store: str) -> subprocess.CompletedProcess[str]:
-        env = head.env(
-            RAY_ADDRESS=head.dashboard, REFRESH_INPUT=f"s3://{corpus}/events/", REFRESH_STORE=store, REFRESH_AT=at
-        )
-        return subprocess.run(
-            ["bash", str(deployed / "infra" / "submit.sh"), *FAST, "--json"],
-            env=env,
-            capture_output=True,
+    def trigger(at: str, store: str, *extra: str, input: str = f"s3://{corpus}/events/") -> subprocess.Popen[str]:
+        env = head.env(RAY_ADDRESS=head.dashboard, REFRESH_INPUT=input, REFRESH_STORE=store, REFRESH_AT=at)
+        return subprocess.Popen(
+            ["bash", str(deployed / "infra" / "submit.sh"), *FAST, "--json", *extra],
+            env={**env, "REFRESH_STATUS_POLL": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=300,
             cwd="/",
         )
 
-    first = trigger("2026-05-01T01:00:00Z", f"s3://{models}/nightly/")
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    assert head.job("refresh-nightly-20260501T0000Z")["status"] == "SUCCEEDED"
-    published = set(keys(s3, models))
-    pointer = read_json(s3, models, "nightly/CURRENT")
+    def done(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+        out, err = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
-    second = trigger("2026-05-01T23:59:00Z", f"s3://{models}/nightly/")  # the same daily window
-    assert second.returncode == 0
-    assert "refresh-nightly-20260501T0000Z already ran in this window" in second.stderr
-    assert [j["submission_id"] for j in head.jobs()].count("refresh-nightly-20260501T0000Z") == 1
-    assert set(keys(s3, models)) == published and read_json(s3, models, "nightly/CURRENT") == pointer
+    # The exporter outlives the runs: it starts with the first and answers for every store below once their
+    # drivers have exited.
+    exporter = Exporter(moto, [f"s3://{models}/{name}" for name in ("nightly", "bad", "unplaced", "stopped")])
+    try:
+        first = done(trigger("2026-05-01T01:00:00Z", f"s3://{models}/nightly/"))
+        assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+        assert head.job("refresh-nightly-20260501T0000Z")["status"] == "SUCCEEDED"
+        published = set(keys(s3, models))
+        pointer = read_json(s3, models, "nightly/CURRENT")
 
-    missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
-    failed = trigger("2026-05-02T01:00:00Z", f"s3://{missing}/nightly/")
-    assert failed.returncode == 1
-    assert head.job("refresh-nightly-20260502T0000Z")["status"] == "FAILED"
+        scraped = time.time()
+        after_publish = exporter.scrape()
+        nightly = f"s3://{models}/nightly"
+        assert after_publish[("last_run_exit_code", nightly)] == 0
+        assert after_publish[("last_run_outcome", nightly, "published")] == 1
+        assert after_publish[("current_version_info", nightly, pointer["version"])] == 1
+        created = after_publish[("current_version_timestamp_seconds", nightly)]
+        manifest = read_json(s3, models, f"nightly/{pointer['manifest']}")
+        assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created)) == manifest["created_at"]
+        assert scraped - created <= after_publish[("current_version_age_seconds", nightly)] <= time.time() - created
+
+        second = done(trigger("2026-05-01T23:59:00Z", f"s3://{models}/nightly/"))  # the same daily window
+        assert second.returncode == 0
+        assert "refresh-nightly-20260501T0000Z already ran in this window" in second.stderr
+        assert [j["submission_id"] for j in head.jobs()].count("refresh-nightly-20260501T0000Z") == 1
+        assert set(keys(s3, models)) == published and read_json(s3, models, "nightly/CURRENT") == pointer
+
+        # Side by side: a store that does not exist, a gate that cannot pass, a bad partition, a trainer no node
+        # can host, a run stopped while it works.
+        put_partitions(s3, corpus, "events", days=1, parts=1, seed=200, first=1)
+        bad_corpus = new_bucket(s3, "corpus")
+        s3.put_object(Bucket=bad_corpus, Key="events/dt=2026-05-01/part-0.parquet", Body=b"not parquet")
+        missing = f"no-such-bucket-{uuid.uuid4().hex[:8]}"
+        runs = {
+            "missing": trigger("2026-05-02T01:00:00Z", f"s3://{missing}/nightly/"),
+            "gate": trigger("2026-05-03T01:00:00Z", f"s3://{models}/nightly/", "--gate-min-overlap", "1"),
+            "bad": trigger("2026-05-03T01:00:00Z", f"s3://{models}/bad/", input=f"s3://{bad_corpus}/events/"),
+            "unplaced": trigger(
+                "2026-05-03T01:00:00Z",
+                f"s3://{models}/unplaced/",
+                *("--require-trainer-resource", "--trainer-resource", "nowhere", "--trainer-start-timeout", "1"),
+            ),
+            "stopped": trigger("2026-05-03T01:00:00Z", f"s3://{models}/stopped/", "--epochs", "100000"),
+        }
+        stopped = "refresh-stopped-20260503T0000Z"
+
+        def working() -> bool:  # the driver is at work (SIGTERM is its to handle) and will leave its record
+            status, logs = head.api(f"/api/jobs/{stopped}/logs")
+            return status == 200 and "jobs.refresh: store s3://" in logs.get("logs", "")
+
+        wait_until(working, timeout=120, what="the run to be stopped to start working")
+        assert head.ray("job", "stop", "--address", head.dashboard, stopped).returncode == 0
+        finished = {name: done(process) for name, process in runs.items()}
+
+        exits = {name: run.returncode for name, run in finished.items()}
+        assert exits == {"missing": 75, "gate": 3, "bad": 3, "unplaced": 75, "stopped": 143}, {
+            name: run.stderr[-3000:] for name, run in finished.items()
+        }
+        assert head.job("refresh-nightly-20260502T0000Z")["status"] == "FAILED"  # the store: a rerun is safe
+        assert head.job("refresh-nightly-20260503T0000Z")["driver_exit_code"] == 3  # the gate: do not retry
+        assert head.job(stopped)["status"] == "STOPPED"
+        assert (
+            "refresh-unplaced-20260503T0000Z ended FAILED (driver exit code 75): exit 75" in finished["unplaced"].stderr
+        )
+        assert read_json(s3, models, "nightly/CURRENT") == pointer  # the gate kept the pointer
+
+        # What the exporter says now that every driver has exited, from the run records alone.
+        scraped = time.time()
+        after = exporter.scrape()
+        assert after[("current_version_info", nightly, pointer["version"])] == 1  # still the first version
+        assert after[("current_version_timestamp_seconds", nightly)] == created
+        assert scraped - created <= after[("current_version_age_seconds", nightly)] <= time.time() - created
+        assert after[("last_run_outcome", nightly, "failed")] == 1
+        assert after[("last_run_outcome", nightly, "published")] == 0
+        assert after[("last_run_gate_passed", nightly)] == 0
+        assert (
+            after[("last_success_timestamp_seconds", nightly)] == after_publish[("last_run_timestamp_seconds", nightly)]
+        )
+        stores = ("nightly", "bad", "unplaced", "stopped")
+        codes = {name: after[("last_run_exit_code", f"s3://{models}/{name}")] for name in stores}
+        assert codes == {"nightly": 3, "bad": 3, "unplaced": 75, "stopped": 143}  # as submit.sh said
+        bad = f"s3://{models}/bad"
+        assert after[("last_run_partitions", bad, "rejected")] == 1
+        assert not any(key[0].startswith("current_version") and key[1] == bad for key in after)  # none published
+        assert ("last_run_gate_passed", bad) not in after and after[("store_up", bad)] == 1
+    finally:
+        exporter.stop()
+
+
+class Exporter:
+    """``python -m jobs.models exporter`` over some stores on the moto server, scraped over HTTP."""
+
+    def __init__(self, moto: MotoServer, stores: list[str]) -> None:
+        [self.port] = free_ports(1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RAY_"))}
+        env |= {**DUMMY_AWS, "AWS_ENDPOINT_URL": moto.endpoint, "AWS_CONFIG_FILE": os.devnull}
+        env |= {"AWS_SHARED_CREDENTIALS_FILE": os.devnull, "PYTHONPATH": str(REPO)}
+        serve = ["--address", "127.0.0.1", "--port", str(self.port), "--cache-seconds", "0"]
+        watch = [arg for store in stores for arg in ("--store", store)]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "jobs.models", "exporter", *watch, *serve],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def scrape(self) -> dict[tuple[str, ...], float]:
+        """Every ``embedding_refresh_`` sample: (name without the prefix, store, other label values) -> value."""
+
+        def get() -> str | None:
+            assert self.process.poll() is None, self.process.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
+                    return str(response.read().decode())
+            except OSError:
+                return None
+
+        text = wait_until(get, timeout=60, poll=0.2, what="the exporter to answer")
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                assert sample.name.startswith("embedding_refresh_"), sample.name
+                labels = [sample.labels["store"]] + [v for k, v in sorted(sample.labels.items()) if k != "store"]
+                samples[(sample.name.removeprefix("embedding_refresh_"), *labels)] = sample.value
+        return samples
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
 
 
 def test_stopping_a_head_leaves_other_clusters_alone(head: RayHead) -> None:

@@ -129,7 +129,8 @@ def test_a_forged_version_is_refused_everywhere_and_its_pickle_never_runs(
     out = tmp_path / "vectors.txt"
 
     for flags in ([], ["--allow-pickle"]):  # the option cannot make a pickle-free version unpickle anything
-        assert models.main(["export", "latest", "--store", target.uri, "--output", str(out), *flags]) == 1
+        # IntegrityError: refused, exit 3 as in jobs/errors.py (this CLI exited 1 for every refusal before)
+        assert models.main(["export", "latest", "--store", target.uri, "--output", str(out), *flags]) == 3
         assert "refusing to load" in caplog.text and not out.exists()
     with pytest.raises(IntegrityError, match="refusing"):
         read_like_a_service(target.store)
@@ -141,13 +142,13 @@ def test_a_forged_version_is_refused_everywhere_and_its_pickle_never_runs(
 
     forge(target, first.version, canary, legacy=True)  # the forger makes it look like the previous format
     caplog.clear()
-    assert models.main(["export", "latest", "--store", target.uri, "--output", str(out)]) == 1
+    assert models.main(["export", "latest", "--store", target.uri, "--output", str(out)]) == 3
     assert "stores its model as a pickle" in caplog.text and "--allow-pickle" in caplog.text
     with pytest.raises(PickledModelError):
         read_like_a_service(target.store)
     with pytest.raises(PickledModelError, match="convert it once"):
         run(from_args(args))
-    assert models.main(["convert", "latest", "--store", target.uri]) == 1
+    assert models.main(["convert", "latest", "--store", target.uri]) == 2  # ConfigError: --allow-pickle is missing
     assert not canary.exists()
 
 
@@ -181,7 +182,7 @@ def test_a_version_in_the_previous_format_is_read_only_on_request_and_converted_
     original = gmodel.load(fetch_verified(store, first.version, tmp_path / "original") / MODEL_DIR)
 
     out = tmp_path / "vectors.txt"
-    assert models.main(["export", legacy, "--store", uri, "--output", str(out)]) == 1 and not out.exists()
+    assert models.main(["export", legacy, "--store", uri, "--output", str(out)]) == 3 and not out.exists()
     write_parquet(data / "dt=2" / "part-0.parquet", clustered(50, seed=2, extra={1: ["novelaa"]}))
     with pytest.raises(PickledModelError, match=f"jobs.models convert {legacy}"):
         run(from_args(args))

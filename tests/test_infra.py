@@ -107,12 +107,18 @@ def submitter_pod() -> dict[str, Any]:
     return pod
 
 
+def exporter_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = load("k8s/exporter.yaml")["spec"]["template"]["spec"]
+    return pod
+
+
 def all_pods() -> list[tuple[str, dict[str, Any]]]:
-    """Every pod template the manifests ship: the Ray pods of each manifest, and the CronJob's submitter."""
+    """Every pod template the manifests ship: the Ray pods of each manifest, the CronJob's submitter and the
+    store exporter."""
     pods = [
         (f"{name} {group}", pod) for name, spec in ray_cluster_specs().items() for group, pod in ray_pods(spec).items()
     ]
-    return [*pods, ("cronjob.yaml submit", submitter_pod())]
+    return [*pods, ("cronjob.yaml submit", submitter_pod()), ("exporter.yaml", exporter_pod())]
 
 
 def k8s_commands() -> dict[str, list[str]]:
@@ -490,7 +496,7 @@ CONTAINER_SECURITY = {
 @unit
 def test_every_pod_and_container_runs_unprivileged_on_a_read_only_root() -> None:
     pods = all_pods()
-    assert len(pods) == 10  # head and two worker groups in three manifests, and the submitter
+    assert len(pods) == 11  # head and two worker groups in three manifests, the submitter and the exporter
     for where, pod in pods:
         assert POD_SECURITY.items() <= pod["securityContext"].items(), where
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
@@ -513,7 +519,7 @@ def test_every_pod_and_container_runs_unprivileged_on_a_read_only_root() -> None
 @unit
 def test_each_role_has_its_own_identity_and_workers_mount_no_api_token() -> None:
     accounts = {a["metadata"]["name"]: a for a in load_all("k8s/serviceaccount.yaml")}
-    assert set(accounts) == {f"embedding-refresh-{r}" for r in ("head", "trainer", "tokenizer")}
+    assert set(accounts) == {f"embedding-refresh-{r}" for r in ("head", "trainer", "tokenizer", "exporter")}
     for name, account in accounts.items():
         # IRSA: each account its own IAM role, carrying the policy file of the same role.
         assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == (
@@ -522,6 +528,9 @@ def test_each_role_has_its_own_identity_and_workers_mount_no_api_token() -> None
         assert (INFRA / "aws" / f"iam-{name.removeprefix('embedding-refresh-')}.json").is_file()
     assert accounts["embedding-refresh-trainer"]["automountServiceAccountToken"] is False
     assert accounts["embedding-refresh-tokenizer"]["automountServiceAccountToken"] is False
+    assert accounts["embedding-refresh-exporter"]["automountServiceAccountToken"] is False
+    assert exporter_pod()["serviceAccountName"] == "embedding-refresh-exporter"
+    assert exporter_pod()["automountServiceAccountToken"] is False
     for where, spec in ray_cluster_specs().items():
         pods = ray_pods(spec)
         # The head's account is KubeRay's autoscaler's (its Role is bound to it): the one pod with an API token.
@@ -546,7 +555,7 @@ def test_every_image_is_pinned_by_digest(cluster: dict[str, Any]) -> None:
 
     found = {p.name: images(list(yaml.safe_load_all(p.read_text()))) for p in sorted((INFRA / "k8s").glob("*.yaml"))}
     k8s = [image for pinned in found.values() for image in pinned]
-    assert len(k8s) == 10 and all(IMAGE.fullmatch(image) for image in k8s), found
+    assert len(k8s) == 11 and all(IMAGE.fullmatch(image) for image in k8s), found
     # One image everywhere: every pod, every node, the submitter.
     assert set(k8s) == {cluster["docker"]["image"]}
     froms = re.findall(r"^FROM (\S+)", (INFRA / "Dockerfile").read_text(), re.MULTILINE)
@@ -570,7 +579,7 @@ def test_pin_images_writes_one_digest_everywhere(tmp_path: Path) -> None:
     assert f"\nFROM rayproject/ray:{RAY_VERSION}-py311@{digest}\n" in (infra / "Dockerfile").read_text()
     texts = [p.read_text() for p in [*sorted((infra / "k8s").glob("*.yaml")), infra / "aws" / "cluster.yaml"]]
     references = [ref for text in texts for ref in re.findall(rf"{re.escape(REPOSITORY)}\S*", text)]
-    assert len(references) == 11 and set(references) == {f"{pushed}@{digest}"}  # 10 in manifests, 1 on AWS
+    assert len(references) == 12 and set(references) == {f"{pushed}@{digest}"}  # 11 in manifests, 1 on AWS
     # Nothing is written without a digest; an image given by digest is not a tag to resolve.
     before = {p: p.read_bytes() for p in infra.rglob("*") if p.is_file()}
     assert pin("app", pushed, FAKE_DIGEST="MANIFEST_UNKNOWN").returncode == 1
@@ -710,8 +719,33 @@ def test_no_shipped_command_passes_architecture_flags() -> None:
         from_args(args if "--input" in args else ["--input", INPUT_URI, "--store", MODEL_URI, *args])
 
 
+@unit
+def test_the_store_exporter_serves_the_store_where_prometheus_scrapes_it() -> None:
+    from jobs.exporter import ExporterConfig, options
+    from jobs.models import parser
+
+    deployment = load("k8s/exporter.yaml")  # its pod's restrictions, image and identity: the tests above
+    assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
+    template = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"] == template["metadata"]["labels"]
+    (container,) = template["spec"]["containers"]
+    command = container["command"]
+    assert command[:3] == ["python", "-m", "jobs.models"]
+    config = options(parser().parse_args(command[3:]))
+    assert config == ExporterConfig(stores=(MODEL_URI,), port=9108)
+    [port] = container["ports"]
+    assert port["containerPort"] == config.port and container["readinessProbe"]["httpGet"]["port"] == port["name"]
+    assert {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"} in container["env"]  # a read-only root
+
+    monitor = load("monitoring/podmonitor.yaml")
+    assert monitor["spec"]["selector"]["matchLabels"] == template["metadata"]["labels"]
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == [port["name"]]
+    rule = load("monitoring/alerts.yaml")
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+
+
 # --- IAM --------------------------------------------------------------------------------------------------
-ROLES = ("head", "trainer", "tokenizer", "promote")
+ROLES = ("head", "trainer", "tokenizer", "promote", "exporter")
 INPUT_FILE = INPUT_ARN + "dt=2026-12-01/part-0.parquet"
 VERSION = MODEL_ARN + "versions/20261201T020000Z-ab12cd/"
 MODEL_FILE, MANIFEST_FILE = VERSION + "model/vectors.npy", VERSION + "manifest.json"
@@ -773,6 +807,7 @@ def test_iam_policies_reach_only_the_input_and_model_prefixes() -> None:
     assert granted["trainer"] == read_input | read_model | {("s3:PutObject", MODEL_ARN), (ABORT, MODEL_ARN)}
     assert granted["tokenizer"] == read_input
     assert granted["promote"] == read_model | write_model
+    assert granted["exporter"] == read_model  # and only the pointer, manifests and run records (below)
 
 
 @unit
@@ -786,7 +821,9 @@ def test_only_the_trainer_and_the_driver_write_versions_and_only_the_driver_and_
     assert roles_allowed(put, PROBE) == roles_allowed(delete, PROBE) == {"head", "promote"}  # before a pointer write
     # Deleting: the driver its own unfinished version, the operator old ones (gc); the pointer never.
     assert roles_allowed(delete, MODEL_FILE) == {"head", "promote"}
-    assert roles_allowed(delete, POINTER) == roles_allowed(delete, RUN_RECORD) == set()
+    # Run records: written by the driver, pruned only by the operator (jobs.models gc --keep-runs), so no run
+    # can erase the record of a failure before it.
+    assert roles_allowed(delete, POINTER) == set() and roles_allowed(delete, RUN_RECORD) == {"promote"}
     assert roles_allowed(ABORT, MODEL_FILE) == {"head", "trainer"}
     # Reading: the input by every node, the store by all but the tokenizers; the trainer loads the version it
     # is given and never resolves the pointer.
@@ -800,7 +837,9 @@ def test_only_the_trainer_and_the_driver_write_versions_and_only_the_driver_and_
         }
     )
     assert roles_allowed(get, MODEL_FILE) == {"head", "trainer", "promote"}
-    assert roles_allowed(get, POINTER) == roles_allowed(get, RUN_RECORD) == {"head", "promote"}
+    assert roles_allowed(get, POINTER) == roles_allowed(get, RUN_RECORD) == {"head", "promote", "exporter"}
+    assert roles_allowed(get, MANIFEST_FILE) == {"head", "trainer", "promote", "exporter"}
+    assert roles_allowed(list_, MODEL_ARN[:-10], "word2vec/runs/") == {"head", "promote", "exporter"}
     assert roles_allowed(list_, MODEL_ARN[:-10], "word2vec/versions/") == {"head", "trainer", "promote"}
     assert roles_allowed(list_, MODEL_ARN[:-10], "word2vec/") == {"head", "promote"}
     # Nobody writes the input; the tokenizers touch nothing of the model store.
@@ -853,17 +892,47 @@ def test_no_secrets_in_infra() -> None:
 # --- submit.sh --------------------------------------------------------------------------------------------
 
 SUBMIT = INFRA / "submit.sh"
-# Records every call; accepts a submission id once, then answers as Ray does for a duplicate id.
+# Records every call; accepts a submission id once, then answers as Ray does for a duplicate id. A submission
+# ends with the report `ray job submit` prints after the job's logs (log-prefixed and coloured as Ray's CLI
+# does): FAKE_RAY_STATUS is succeeded (default), stopped, failed:<driver exit code>, failed: (no driver: Ray
+# could not start it), or lost (no report: the client lost the dashboard; `ray job status` then answers
+# FAKE_RAY_LATER after one RUNNING).
 FAKE_RAY = r"""
 echo "$*" >> "$HOME/calls"
+cli() { printf '2026-05-01 02:00:00,000\t%s cli.py:75 -- \033[31m%s\033[39m\n' "$1" "$2"; }
+report() {
+  case "$1" in
+    succeeded) cli SUCC "Job '$id' succeeded" ;;
+    stopped) cli WARN "Job '$id' was stopped" ;;
+    failed:) cli ERR "Job '$id' failed"; cli INFO "Status message: runtime_env setup failed: no such package" ;;
+    failed:*) cli ERR "Job '$id' failed"
+      cli INFO "Status message: Job entrypoint command failed with exit code ${1#failed:}, last available logs:"
+      echo "Status message: Job entrypoint command failed with exit code 0, a log line" ;;
+    running) cli INFO "Status for job '$id': RUNNING"; cli INFO "Status message: Job is currently running." ;;
+  esac
+}
+if [[ "$1 $2" == "job status" ]]; then
+  id=${*: -1}
+  if [[ -e "$HOME/polled" ]]; then report "${FAKE_RAY_LATER:-succeeded}"; else touch "$HOME/polled"; report running; fi
+  exit 0
+fi
 id=$(sed -n 's/.*--submission-id \([^ ]*\).*/\1/p' <<< "$*")
+if [[ -n "${FAKE_RAY_REFUSE:-}" ]]; then
+  echo "$FAKE_RAY_REFUSE" >&2
+  exit 1
+fi
 if grep -qx "$id" "$HOME/accepted" 2>/dev/null; then
   echo "RuntimeError: Request failed with status code 500: Job with submission_id $id already exists." >&2
   exit 1
 fi
 echo "$id" >> "$HOME/accepted"
-echo "Job '$id' submitted successfully"
-exit "${FAKE_RAY_RC:-0}"
+cli SUCC "Job '$id' submitted successfully"
+echo "a log line of the job: Job '$id' succeeded"
+status=${FAKE_RAY_STATUS:-succeeded}
+[[ "$status" == lost ]] && exit 1
+report "$status"
+[[ "$status" == failed* ]] && exit 1
+exit 0
 """
 
 
@@ -875,7 +944,7 @@ def submit(tmp_path: Path) -> Run:
     """Runs infra/submit.sh for a UTC time `at` with the fake `ray` first on PATH, recording into tmp_path."""
     env = {"PATH": f"{fake_command(tmp_path, 'ray', FAKE_RAY)}:{os.environ['PATH']}", "HOME": str(tmp_path)}
     env |= dict(RAY_ADDRESS="http://127.0.0.1:8265", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="test-token")
-    env |= dict(REFRESH_INPUT=INPUT_URI, REFRESH_STORE=MODEL_URI)
+    env |= dict(REFRESH_INPUT=INPUT_URI, REFRESH_STORE=MODEL_URI, REFRESH_STATUS_POLL="0")
 
     def run(at: str, *args: str, **overrides: str | None) -> subprocess.CompletedProcess[str]:
         merged = {k: v for k, v in {**env, "REFRESH_AT": at, **overrides}.items() if v is not None}
@@ -900,7 +969,7 @@ def test_same_window_submits_once(submit: Run, tmp_path: Path) -> None:
     second = submit("2026-05-01T23:59:00Z", "--model", "fasttext", "--json")
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0 and "already ran in this window" in second.stderr
-    calls = recorded(tmp_path, "calls")
+    calls = recorded(tmp_path, "calls")  # the job's status comes from the submission's own report
     assert calls == [calls[0]] * 2 and recorded(tmp_path, "accepted") == ["refresh-word2vec-20260501T0000Z"]
     assert calls[0] == (
         "job submit --submission-id refresh-word2vec-20260501T0000Z --address http://127.0.0.1:8265 --working-dir . "
@@ -917,7 +986,39 @@ def test_other_windows_get_other_ids_and_a_failed_job_fails(submit: Run, tmp_pat
     assert submit("2026-05-02T14:05:00Z", REFRESH_WINDOW="hourly").returncode == 0
     days, hours = ["20260501T0000Z", "20260502T0000Z"], ["20260502T1300Z", "20260502T1400Z"]
     assert recorded(tmp_path, "accepted") == [f"refresh-word2vec-{window}" for window in days + hours]
-    assert submit("2026-05-03T01:00:00Z", FAKE_RAY_RC="1").returncode == 1  # `ray job submit` saw it FAIL
+    assert submit("2026-05-03T01:00:00Z", FAKE_RAY_STATUS="failed:1").returncode == 1  # the driver's own 1
+
+
+@component
+@pytest.mark.parametrize(
+    ("env", "status"),
+    [
+        ({"FAKE_RAY_STATUS": "failed:3"}, 3),  # the data or the gate: do not retry
+        ({"FAKE_RAY_STATUS": "failed:75"}, 75),  # the infrastructure: retry
+        ({"FAKE_RAY_STATUS": "failed:2"}, 2),
+        ({"FAKE_RAY_STATUS": "failed:143"}, 143),
+        ({"FAKE_RAY_STATUS": "failed:-15"}, 143),  # SIGTERM before the driver's handler
+        ({"FAKE_RAY_STATUS": "failed:-9"}, 75),  # the OOM killer
+        ({"FAKE_RAY_STATUS": "failed:"}, 75),  # the runtime env could not be set up
+        ({"FAKE_RAY_STATUS": "failed:42"}, 1),
+        ({"FAKE_RAY_STATUS": "stopped"}, 143),  # `ray job submit` itself exits 0 here
+        ({"FAKE_RAY_STATUS": "lost", "FAKE_RAY_LATER": "failed:3"}, 3),  # waits for the job, then its status
+        ({"FAKE_RAY_STATUS": "lost", "FAKE_RAY_LATER": "stopped"}, 143),
+        ({"FAKE_RAY_REFUSE": "AuthenticationError: Unauthorized: Missing authentication token"}, 2),
+        ({"FAKE_RAY_REFUSE": "ConnectionError: Failed to connect to Ray at address: http://127.0.0.1:8265"}, 75),
+    ],
+)
+def test_submit_sh_exits_with_the_jobs_own_status(
+    submit: Run, tmp_path: Path, env: dict[str, str], status: int
+) -> None:
+    done = submit("2026-05-01T01:00:00Z", **env)
+    assert done.returncode == status, done.stderr
+    polls = [c for c in recorded(tmp_path, "calls") if c.startswith("job status")]
+    assert polls == (
+        ["job status --address http://127.0.0.1:8265 refresh-word2vec-20260501T0000Z"] * 2
+        if "FAKE_RAY_LATER" in env
+        else []
+    )
 
 
 @component

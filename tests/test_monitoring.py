@@ -108,3 +108,10 @@ def test_every_run_leaves_a_record_in_the_store(tmp_path: Path, capsys: pytest.C
     assert models.main(["runs", "--store", str(store), "--last", "1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 and "failed" in table[1] and "1 bad partition(s)" in table[1]
+    assert (first["gate_passed"], nothing["gate_passed"], failed["gate_passed"]) == (True, None, None)
+
+    # Retention: gc keeps the N newest records, the failed run's here.
+    keys = open_store(str(store)).list_keys("runs")
+    assert models.main(["gc", "--keep", "5", "--keep-runs", "1", "--store", str(store)]) == 0
+    assert "removed 2 run record(s), kept the 1 newest" in capsys.readouterr().out
+    assert open_store(str(store)).list_keys("runs") == keys[:1] and len(keys) == 3

@@ -14,7 +14,7 @@ import pytest
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
-from jobs.errors import BadPartitionsError, TrainingError
+from jobs.errors import EXIT_RETRYABLE, BadPartitionsError, ClusterError, TrainingError, exit_status
 from jobs.lineage.counts import read_counts
 from jobs.refresh import Hooks, main, run
 from jobs.storage import open_store
@@ -241,7 +241,7 @@ def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.Cap
     assert models_main(["export", "latest", "--store", str(store), "--output", str(out)]) == 0
     header = out.read_text().splitlines()[0].split()
     assert header == [str(line["vocab_size"]), "24"]
-    assert models_main(["show", "nope", "--store", str(store)]) == 2
+    assert models_main(["show", "nope", "--store", str(store)]) == 3  # VersionNotFound: refused, as errors.py says
 
 
 def test_a_trainer_node_that_never_comes_fails_the_run_in_time(tmp_path: Path) -> None:
@@ -258,7 +258,9 @@ def test_a_trainer_node_that_never_comes_fails_the_run_in_time(tmp_path: Path) -
         "--trainer-start-timeout",
         "3",
     )
-    with pytest.raises(TrainingError, match=r"no partition reached the training actor within 3 s.*'nowhere'"):
+    # a capacity problem, not the data's: retryable (it was a TrainingError, exit 3, before)
+    with pytest.raises(ClusterError, match=r"no partition reached the training actor within 3 s.*'nowhere'") as info:
         run(from_args(argv))
+    assert exit_status(info.value) == EXIT_RETRYABLE
     assert snapshot(store) == {}
     assert run(from_args(args(data, store))).published  # the reservation was released

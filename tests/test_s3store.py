@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from jobs import runs
 from jobs.errors import ConfigError, ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.models import gc
 from jobs.storage import Pointer, open_store
@@ -607,3 +608,23 @@ def test_pyarrow_follows_the_store_s_retry_and_addressing_settings(
     virtual = open_filesystem(f"s3://{bucket}/data")[0]
     assert virtual.settings.pyarrow_options()["force_virtual_addressing"] is True  # what workers rebuild it from
     assert type(virtual).__reduce__(virtual)[1][0] == virtual.settings
+
+
+@component
+def test_the_newest_run_records_cost_one_listing_and_old_ones_are_pruned(bucket: str, proxy: FaultProxy) -> None:
+    store = store_at(bucket, proxy.endpoint)
+    for i in range(6):
+        record = runs.RunRecord.begin("s3://corpus/events", run=f"refresh-day{i}", now=1_800_000_000.0 + i * 86_400)
+        record.end("published", 0)
+        runs.write(store, record)
+    proxy.seen.clear()
+
+    assert [r["run"] for r in runs.recent(store, 2)] == ["refresh-day5", "refresh-day4"]
+    listings = [s.path for s in proxy.seen if "list-type=2" in s.path]
+    assert len(listings) == 1 and "max-keys=2" in listings[0]  # one request, whatever the history
+    assert len([s for s in proxy.seen if s.method == "GET"]) == 3  # that listing and two records
+
+    proxy.seen.clear()
+    assert len(runs.prune(store, 4)) == 2
+    assert [r["run"] for r in runs.recent(store, 10)] == [f"refresh-day{i}" for i in (5, 4, 3, 2)]
+    assert [s.method for s in proxy.seen][:2] == ["GET", "POST"]  # a listing, then one batch deletion

@@ -72,8 +72,13 @@ class Store(Protocol):
 
     def list_versions(self) -> list[str]: ...
 
-    def list_keys(self, folder: str) -> list[str]:
-        """Every key below ``folder`` (e.g. ``runs``), sorted."""
+    def list_keys(self, folder: str, limit: int | None = None) -> list[str]:
+        """Every key below ``folder`` (e.g. ``runs``), sorted; with ``limit``, only the first ``limit``, and
+        the listing stops there (on S3, a request per 1,000 keys returned, not per 1,000 stored)."""
+        ...
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete these objects (missing ones are no error). Raises StoreError when one could not be deleted."""
         ...
 
     def list_incomplete(self) -> dict[str, float]:

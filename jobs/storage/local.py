@@ -185,13 +185,25 @@ class LocalStore:
                 found[version.name] = max(times, default=version.stat().st_mtime)
         return found
 
-    def list_keys(self, folder: str) -> list[str]:
+    def list_keys(self, folder: str, limit: int | None = None) -> list[str]:
+        """A folder's names are listed whole (a directory has no order to stop early in); only ``limit`` are
+        returned, so the callers read only those."""
         base = self._path(folder)
         if not base.is_dir():
             return []
-        return sorted(
+        keys = sorted(
             p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
         )
+        return keys if limit is None else keys[:limit]
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for key in keys:
+            try:
+                os.unlink(self._path(key))
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot delete {self.uri}/{key}: {exc.strerror or exc}") from None
 
     def delete(self, key: str) -> None:
         path = self._path(key)

@@ -324,10 +324,14 @@ class S3Store:
             newest[version] = max(newest.get(version, 0.0), item["LastModified"].timestamp())
         return {v: t for v, t in newest.items() if v not in complete}
 
-    def list_keys(self, folder: str) -> list[str]:
+    def list_keys(self, folder: str, limit: int | None = None) -> list[str]:
+        """S3 lists keys in ascending UTF-8 order, so the first ``limit`` come from the first request(s) alone."""
         root = self._key(folder) + "/"
         start = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(key[start:] for key in self._keys(root, f"list {folder}"))
+        return sorted(key[start:] for key in self._keys(root, f"list {folder}", limit))
+
+    def delete_keys(self, keys: list[str]) -> None:
+        self._delete([self._key(key) for key in keys])
 
     def delete(self, key: str) -> None:
         full = self._key(key)
@@ -340,19 +344,25 @@ class S3Store:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"
         keys = sorted(self._keys(root, "delete a version"), key=lambda k: not k.endswith("/manifest.json"))
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = keys[start : start + DELETE_BATCH]
+        self._delete(keys, root)
+
+    def _delete(self, full_keys: list[str], root: str | None = None) -> None:
+        """DeleteObjects in batches, in the order given. Raises StoreError naming ``root`` (else the batch's
+        first key) on any failure."""
+        for start in range(0, len(full_keys), DELETE_BATCH):
+            batch = full_keys[start : start + DELETE_BATCH]
+            where = root or batch[0]
             try:
                 response = self.client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
                 )
             except _BOTO_ERRORS as exc:
-                raise self._error("delete", root, exc) from exc
+                raise self._error("delete", where, exc) from exc
             failed = response.get("Errors") or []
             if failed:
                 first = failed[0]
                 raise StoreError(
-                    f"cannot delete {len(failed)} object(s) of {self._uri(root)}, e.g. {first.get('Key')}: "
+                    f"cannot delete {len(failed)} object(s) of {self._uri(where)}, e.g. {first.get('Key')}: "
                     f"{first.get('Code')} {first.get('Message')}; rerun the deletion"
                 )
 
@@ -374,13 +384,17 @@ class S3Store:
     def _transfers(self) -> Any:
         return create_transfer_manager(self.client, transfer_config(self.settings))
 
-    def _keys(self, prefix: str, operation: str) -> Iterator[str]:
-        for item in self._objects(prefix, operation):
+    def _keys(self, prefix: str, operation: str, limit: int | None = None) -> Iterator[str]:
+        for item in self._objects(prefix, operation, limit):
             yield item["Key"]
 
-    def _objects(self, prefix: str, operation: str) -> Iterator[dict[str, Any]]:
+    def _objects(self, prefix: str, operation: str, limit: int | None = None) -> Iterator[dict[str, Any]]:
+        """The objects under ``prefix`` in S3's (ascending) order; with ``limit``, the first ``limit`` only, in
+        as many requests as those take (``MaxItems``: the paginator stops asking once it has them)."""
+        pages = {"PaginationConfig": {"MaxItems": limit, "PageSize": min(limit, 1000)}} if limit else {}
         try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **pages):
                 yield from page.get("Contents", [])
         except _BOTO_ERRORS as exc:
             raise self._error(operation, prefix, exc) from exc
