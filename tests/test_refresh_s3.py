@@ -141,7 +141,8 @@ def test_an_outage_during_publish_leaves_the_pointer(
     land(bucket, "corpus/dt=2/p.parquet", clustered(100, seed=2))
     before = keys(bucket)
     with FaultProxy(moto.endpoint) as proxy:
-        proxy.fail("503", float("inf"), method="PUT", path_contains="/models/versions/")
+        # the model's files (the run records its parent first, outside the outage, so the upload is what fails)
+        proxy.fail("503", float("inf"), method="PUT", path_contains="/model/")
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # the store's endpoint travels with it
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
         with pytest.raises(StoreError, match="cannot upload"):
