@@ -16,7 +16,8 @@
     │   ├── VersionNotFound      a version, or the pointer, does not exist                            3
     │   ├── VersionRemoved       the version the run builds on was removed mid-run (the pointer      75
     │   │                        had moved off it, then gc collected it); a rerun builds on the current one
-    │   └── ConflictError        another refresh moved the pointer first; this version stays unpromoted  75
+    │   ├── ConflictError        another refresh moved the pointer first; this version stays unpromoted  75
+    │   └── CacheError           the host's version cache cannot be used (its disk is full or unwritable)  75
     ├── TrainingError            training failed: gensim raised, the spool's disk failed, a count     3
     │                            did not add up
     ├── ClusterError             Ray failed under the run: a worker crashed past its retries, memory  75
@@ -55,6 +56,7 @@ __all__ = [
     "EXIT_STOPPED",
     "EXIT_USAGE",
     "BadPartitionsError",
+    "CacheError",
     "ClusterError",
     "ConfigError",
     "ConflictError",
@@ -122,6 +124,11 @@ class ConflictError(StoreError):
 
     def __reduce__(self) -> tuple[type, tuple[str, str | None, str | None]]:
         return (type(self), (self.ours, self.theirs, self.expected))
+
+
+class CacheError(StoreError):
+    """The host's version cache (:mod:`jobs.storage.cache`) cannot be used: its folder cannot be created or
+    written, or its disk is full. The store is fine; a trainer downloads without the cache."""
 
 
 class TrainingError(RefreshError):

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
+from jobs.storage.locks import locked
 from jobs.storage.names import POINTER_LIMIT
 from jobs.storage.signed import Signing
 
@@ -94,27 +93,9 @@ class LocalStore:
             raise too_large(f"{self.uri}/{key}", len(data), limit)
         return data
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        # O_NONBLOCK and O_NOFOLLOW: a FIFO or a link planted at .lock is refused, not waited on or followed
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(self.root / ".lock", flags, 0o666)
-        except OSError as exc:
-            if exc.errno not in (errno.ELOOP, errno.ENXIO):
-                raise
-            fd = -1
-        if fd < 0 or not stat.S_ISREG(os.fstat(fd).st_mode):
-            if fd >= 0:
-                os.close(fd)
-            raise IntegrityError(f"{self.uri}/.lock is not a regular file; refusing to use it")
-        with os.fdopen(fd, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[Any]:
+        # the one file lock (jobs.storage.locks): a FIFO or a link planted at .lock is refused, not waited on
+        return locked(self.root / ".lock", label=f"{self.uri}/.lock")
 
     def read_pointer(self) -> Pointer | None:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import GateConfig
-from jobs.errors import StoppedError
+from jobs.errors import CacheError, StoppedError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
 from jobs.storage import Store, lease
@@ -112,7 +112,7 @@ def fetch(store: Store, request: ParentRequest, into: Path) -> Path:
     if cache:
         try:
             return cache.fetch(store, manifest, names, into / "parent")
-        except OSError as exc:  # the cache's disk, not the store: download as without a cache
+        except CacheError as exc:  # the cache's disk, not the store: download as without a cache
             log.warning("the node's version cache is unusable (%s); downloading %s", exc, request.version)
     return fetch_verified(store, request.version, into / "parent", names)
 

@@ -17,7 +17,6 @@ It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -28,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
-from jobs.errors import RefreshError, TrainingError
+from jobs.errors import CacheError, IntegrityError, RefreshError, TrainingError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import Store
+from jobs.storage.locks import FileLock
 from jobs.storage.publish import upload_version
 from jobs.training import coordinates, drift, freeze, lifecycle, spool
 from jobs.training import evaluate as gate
@@ -320,7 +320,7 @@ class Trainer:
                 if cache:
                     try:
                         cache.adopt(store, request.version, out)  # most likely the next run's parent
-                    except OSError as exc:
+                    except CacheError as exc:
                         log.warning("could not keep %s in the node's cache: %s", request.version, exc)
         except RefreshError:
             raise  # the store's and the vocabulary's own errors already say what failed
@@ -403,12 +403,12 @@ SPOOL_PREFIX = "embedding-refresh-"
 _OWNER = ".owner.lock"  # held (flock) by the live trainer that owns the spool folder
 
 
-def claim(folder: Path) -> Any:
+def claim(folder: Path) -> FileLock:
     """Hold an exclusive lock on ``folder``'s owner file for the life of this process (the kernel releases it
     when the process dies, however it dies), so other trainers can tell a live spool from a stale one."""
-    handle = open(folder / _OWNER, "a")  # noqa: SIM115 - held until close() or the process's death
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
+    lock = FileLock(folder / _OWNER)
+    lock.acquire()
+    return lock
 
 
 def remove_stale_spools(parent: Path, keep: Path) -> list[Path]:
@@ -421,10 +421,11 @@ def remove_stale_spools(parent: Path, keep: Path) -> list[Path]:
         if folder == keep or not owner.is_file():
             continue
         try:
-            with open(owner, "a") as handle:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with FileLock(owner) as lock:
+                if not lock.acquire(wait=False):  # a live trainer owns it
+                    continue
                 shutil.rmtree(folder, ignore_errors=True)
-        except OSError:  # locked: a live trainer owns it (or it vanished meanwhile)
+        except (OSError, IntegrityError):  # it vanished meanwhile, or its owner file is not a file
             continue
         log.info("removed the stale spool %s (its training actor is gone)", folder)
         removed.append(folder)
