@@ -46,9 +46,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from jobs import changes, exporter, importer, runs
+from jobs import changes, exporter, runs
 from jobs.config import ImportConfig, add_import_arguments, add_signing_arguments, import_config, signing_config
 from jobs.errors import ConfigError, RefreshError, SignatureError, exit_status
+from jobs.format.export import EXPORT_FORMATS
+from jobs.format.export import export as export_vectors
+from jobs.keyed import needs_gensim
 from jobs.lineage import rejections
 from jobs.report import as_json
 from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
@@ -67,8 +70,6 @@ from jobs.storage.publish import (
     upload_version,
     write_manifest,
 )
-from jobs.training import model as gmodel
-from jobs.training import serialize
 from jobs.vectors import cache_root, load_vectors
 
 ALLOW_PICKLE_HELP = (
@@ -133,22 +134,26 @@ def export(
     name = manifest["version"]
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
         if fmt == "gensim" and not pickled(manifest):  # every file of the model, verified, then loaded trainable
+            gmodel = needs_gensim("export --format gensim", "model")
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest))
             model = gmodel.load(folder / MODEL_DIR)
             gmodel.export_model(model, output)
             return f"exported {name} ({len(model.wv):,} words) to {output} as a trainable gensim model (a pickle)"
         if pickled(manifest):
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest, allow_pickle))
+            serialize = needs_gensim(f"reading {name}, a gensim pickle")
             vectors = serialize.unpickle_legacy(folder / MODEL_DIR, manifest["model"]).wv
         else:
             vectors, _ = load_vectors(store.uri, name, mmap="r", cache_dir=cache_dir or tmp)
-        gmodel.export(vectors, output, fmt)
+        export_vectors(vectors, output, fmt)
         words = len(vectors)
         del vectors  # its arrays map files in the temporary cache
     return f"exported {name} ({words:,} words) to {output} as {fmt}"
 
 
 def import_model(config: ImportConfig) -> str:
+    from jobs import importer  # gensim: the rest of this command line works without it
+
     done = importer.run(config)
     lines = [
         f"imported {config.path} as {done.version} into {done.store} ({done.kind}, {done.words:,} words x "
@@ -172,6 +177,8 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
     source = manifest["version"]
     if not pickled(manifest):
         return f"{source} is already in the pickle-free format; nothing to do"
+    serialize, gmodel = needs_gensim("convert"), needs_gensim("convert", "model")
+
     pointer = current(store)
     target = new_version()
     with tempfile.TemporaryDirectory(prefix="embedding-convert-") as tmp:
@@ -238,7 +245,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--format",
         dest="fmt",
-        choices=gmodel.EXPORT_FORMATS,
+        choices=EXPORT_FORMATS,
         default="word2vec-text",
         help="word2vec-text, word2vec-binary, keyedvectors (gensim's KeyedVectors.load), parquet (word, count, "
         "vector), or gensim: the whole trainable model as gensim's save() file, which is a pickle (load it only "

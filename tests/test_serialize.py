@@ -15,6 +15,7 @@ from gensim.models import FastText, Word2Vec
 from gensim.models.fasttext import ft_ngram_hashes
 
 from jobs.errors import IntegrityError, TrainingError
+from jobs.format.ngrams import ngram_buckets
 from jobs.training import serialize
 from tests.corpora import clustered
 from tests.forgery import planted_pickle
@@ -110,9 +111,9 @@ def test_ngram_buckets_equal_gensims_hashes(min_n: int, max_n: int, bucket: int)
     rng = np.random.default_rng(0)
     alphabet = list("abcdefghijklmnopqrstuvwxyzäöüßéñ日本語😀ж")
     words = WORDS + ["".join(rng.choice(alphabet, rng.integers(1, 12))) for _ in range(500)]
-    got = serialize.ngram_buckets(words, min_n, max_n, bucket)
+    got = ngram_buckets(words, min_n, max_n, bucket)
     expected = [np.array(ft_ngram_hashes(w, min_n, max_n, bucket), dtype=np.uint32) for w in words]
-    in_blocks = serialize.ngram_buckets(words, min_n, max_n, bucket, block=37)  # blocks that end mid-list
+    in_blocks = ngram_buckets(words, min_n, max_n, bucket, block=37)  # blocks that end mid-list
     assert [b.tolist() for b in in_blocks] == [b.tolist() for b in got]
     assert len(got) == len(expected)
     for word, ours, theirs in zip(words, got, expected, strict=True):

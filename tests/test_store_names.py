@@ -31,9 +31,10 @@ import pyarrow.parquet as pq
 import pytest
 from gensim.models import Word2Vec
 
-from jobs import models, vectors
+from jobs import models
 from jobs.config import GateConfig
 from jobs.errors import IntegrityError
+from jobs.keyed import WordVectors
 from jobs.lineage import counts, ledger, replay, standing
 from jobs.storage import LocalStore, Store, open_store
 from jobs.storage import names as store_names
@@ -136,7 +137,8 @@ def test_names_that_climb_out_are_refused_by_every_reader_and_nothing_is_written
     refused(lambda: model_files(forged), f"names the file {TRAVERSAL!r}")
     cache = VersionCache(tmp_path / "run" / "cache", keep=2)
     refused(lambda: cache.fetch(store, forged, [TRAVERSAL], spool), climbing)
-    refused(lambda: vectors.cached(store, forged, [TRAVERSAL], tmp_path / "run" / "vectors"), climbing)
+    reader = VersionCache(tmp_path / "run" / "vectors", keep=2)  # the readers' use of the same cache
+    refused(lambda: reader.use(store, forged, [TRAVERSAL]).__enter__(), climbing)
     request = parent.ParentRequest("v2", GateConfig(), cache=str(tmp_path / "run" / "cache"), cache_versions=2)
     refused(lambda: parent.fetch(store, request, tmp_path / "run"), climbing)
     refused(lambda: parent.fetch(store, parent.ParentRequest("v3", GateConfig()), tmp_path / "run"), "'/tmp/x/")
@@ -167,7 +169,7 @@ def test_a_cached_version_whose_manifest_is_edited_deletes_nothing_outside_the_c
     message = f"the manifest of v1 in {store.uri} names the file {name!r}, which is not a file a version may hold"
     refused(lambda: read_manifest(store, "v1"), message)
     refused(lambda: cache.fetch(store, edited, [*model_files(good), name], tmp_path / "run-2"), message)
-    refused(lambda: vectors.cached(store, edited, [name], tmp_path / "cache-2"), message)
+    refused(lambda: VersionCache(tmp_path / "cache-2", keep=2).use(store, edited, [name]).__enter__(), message)
     assert victim.read_bytes() == b"precious" and tree(tmp_path) == before
 
 
@@ -317,7 +319,7 @@ TIB4 = 1 << 42
     [
         (
             lambda f: npy_claiming(f / "vectors.npy", "<f4", (TIB4 // 32, 8)),
-            serialize.load_keyed_vectors,
+            WordVectors.read,
             r"vectors\.npy is truncated: its header claims float32\[137438953472, 8\], 4,398,046,511,104 bytes, and 64",
         ),
         (
@@ -327,7 +329,7 @@ TIB4 = 1 << 42
         ),
         (
             lambda f: npy_claiming(f / "sample_int.npy", "<u4", (TIB4 // 4,)),
-            serialize.load_keyed_vectors,
+            WordVectors.read,
             r"sample_int\.npy is truncated: its header claims uint32\[1099511627776\], 4,398,046,511,104 bytes",
         ),
         (
@@ -337,7 +339,7 @@ TIB4 = 1 << 42
         ),
         (
             lambda f: forged_vocabulary(f / "vocab.parquet", 300_000),
-            serialize.load_keyed_vectors,
+            WordVectors.read,
             r"vectors\.npy: float32\[5, 8\] where float32\[300000, 8\] was expected for the 300,000 words of "
             r".*vocab\.parquet; refusing",
         ),
@@ -353,7 +355,7 @@ TIB4 = 1 << 42
                 use_dictionary=False,
                 column_encoding={"word": "DELTA_BYTE_ARRAY"},
             ),
-            serialize.load_keyed_vectors,
+            WordVectors.read,
             r"vocab\.parquet: the words are encoded as DELTA_BYTE_ARRAY",
         ),
     ],

@@ -12,8 +12,9 @@ import pytest
 from gensim.models import FastText, KeyedVectors, Word2Vec
 from gensim.models.keyedvectors import prep_vectors
 
+from jobs.format import word2vec as word2vec_format
 from jobs.training import model as gmodel
-from jobs.training import serialize, vocabulary, word2vec_format
+from jobs.training import serialize, vocabulary
 
 pytestmark = pytest.mark.component
 

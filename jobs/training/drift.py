@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from jobs.errors import IntegrityError
-from jobs.training.serialize import npy_header
+from jobs.format.files import npy_header
 
 _BLOCK = 8_192  # rows compared at once: a few float64 temporaries of this many rows
 

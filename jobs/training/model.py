@@ -24,16 +24,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from gensim.models import FastText, KeyedVectors, Word2Vec
+from gensim.models import FastText, Word2Vec
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
 from jobs.storage.publish import MODEL_DIR
-from jobs.training import epochs, serialize, vocabulary, word2vec_format
+from jobs.training import epochs, serialize, vocabulary
 from jobs.training.spool import Layout
 from jobs.training.vocabulary import VocabularyChange
 
@@ -113,11 +110,6 @@ def vectors_file(folder: Path) -> Path:
     return folder / "vectors.npy"
 
 
-def load_vectors(folder: Path, mmap: str | None = "r") -> Any:
-    """Only the KeyedVectors of a saved model, large arrays memory-mapped by default (for comparisons)."""
-    return serialize.load_keyed_vectors(folder, mmap=mmap)
-
-
 def update_vocabulary(
     model: Word2Vec, counts: dict[str, int], sentences: int, pending: dict[str, int] | None = None
 ) -> VocabularyChange:
@@ -195,46 +187,6 @@ def imported(model: Word2Vec, **event: Any) -> None:
 def save(model: Word2Vec, folder: Path) -> None:
     """Save the model into ``folder / MODEL_DIR`` in the store's pickle-free format (:mod:`.serialize`)."""
     serialize.save(model, folder / MODEL_DIR)
-
-
-EXPORT_FORMATS = ("word2vec-text", "word2vec-binary", "keyedvectors", "parquet", "gensim")
-_PARQUET_ROWS = 65_536  # rows per row group of a Parquet export: one block of vectors in memory at a time
-
-
-def export(vectors: KeyedVectors, output: Path, fmt: str) -> None:
-    """Write ``vectors`` as word2vec text or binary (vectorized: gensim's bytes), as gensim's own
-    KeyedVectors file (``KeyedVectors.load``; large arrays beside it as ``.npy``), or as Parquet (word, count,
-    vector) for Spark, DuckDB and pandas. (The trainable ``gensim`` format needs the whole model: see
-    :func:`export_model`.)"""
-    if fmt == "parquet":
-        export_parquet(vectors.index_to_key, vectors.expandos["count"], vectors.vectors, output)
-    elif fmt == "keyedvectors":
-        vectors.save(str(output))
-    elif fmt == "word2vec-binary":
-        word2vec_format.write_binary(vectors, output)
-    else:
-        vectors.save_word2vec_format(str(output), binary=False)
-
-
-def export_parquet(words: list[str], counts: Any, vectors: Any, output: Path) -> None:
-    """One row per word, in the model's index order: ``word`` (string), ``count`` (int64) and ``vector`` (a
-    fixed-size list of float32), written a row group at a time, so memory holds one block of rows."""
-    dim = vectors.shape[1]
-    schema = pa.schema([("word", pa.string()), ("count", pa.int64()), ("vector", pa.list_(pa.float32(), dim))])
-    with pq.ParquetWriter(output, schema, compression="zstd") as writer:
-        for start in range(0, len(words), _PARQUET_ROWS):
-            stop = min(start + _PARQUET_ROWS, len(words))
-            block = np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
-            writer.write_table(
-                pa.table(
-                    {
-                        "word": pa.array(words[start:stop], pa.string()),
-                        "count": pa.array(np.asarray(counts[start:stop], dtype=np.int64)),
-                        "vector": pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), dim),
-                    },
-                    schema=schema,
-                )
-            )
 
 
 def export_model(model: Word2Vec, output: Path) -> None:

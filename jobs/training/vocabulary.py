@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from gensim.models.fasttext import FastText
 
-from jobs.training.serialize import ngram_buckets
+from jobs.format.ngrams import ngram_buckets
 
 REAL = np.float32
 _DOMAIN = 2**31 - 1  # gensim's cum_table domain
