@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[job,test]'
 	touch $(BIN)/activate
 
 ## Build sample partitions, train a first model, land new data, update it, show the result.
