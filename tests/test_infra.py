@@ -62,10 +62,24 @@ def load(relative: str) -> Any:
 
 
 def project_dependencies() -> list[str]:
-    """``[project] dependencies`` of pyproject.toml (read without tomllib, which Python 3.10 lacks)."""
-    block = re.search(r"^dependencies = \[(.*?)^\]", (ROOT / "pyproject.toml").read_text(), re.MULTILINE | re.DOTALL)
+    """What installing the job (``.[job]``, as infra/Dockerfile does) requires: ``[project] dependencies`` and
+    the extras ``[job]`` names, itself included (read without tomllib, which Python 3.10 lacks)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    block = re.search(r"^dependencies = \[(.*?)^\]", text, re.MULTILINE | re.DOTALL)
     assert block is not None
-    return re.findall(r'"([^"]+)"', block.group(1))
+    requirements = re.findall(r'"([^"]+)"', block.group(1))
+    wanted, seen = ["job"], set()
+    while wanted:
+        extra = wanted.pop()
+        seen.add(extra)
+        found = re.search(rf"^{extra} = \[(.*?)\]$", text, re.MULTILINE | re.DOTALL)
+        assert found is not None, extra
+        for requirement in re.findall(r'"([^"]+)"', found.group(1)):
+            if requirement.startswith("embedding-refresh["):  # the project's own extras
+                wanted += [e for e in requirement[18:-1].split(",") if e not in seen]
+            else:
+                requirements.append(requirement)
+    return requirements
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -204,7 +218,7 @@ def test_every_node_runs_the_pinned_image_and_installs_nothing(cluster: dict[str
     assert not [c for c in commands if "pip " in c or "conda " in c]
     dockerfile = (INFRA / "Dockerfile").read_text()
     assert re.search(rf"^FROM rayproject/ray:{RAY_VERSION}-py311{DIGEST}\n", dockerfile, re.MULTILINE)
-    assert "pip install --no-cache-dir --constraint infra/constraints.txt ." in dockerfile
+    assert "pip install --no-cache-dir --constraint infra/constraints.txt '.[job]'" in dockerfile
     assert f"assert ray.__version__ == '{RAY_VERSION}'" in dockerfile
 
 

@@ -28,7 +28,6 @@ SignatureError naming the store, the version and the key id. Without trusted key
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from jobs.errors import ConfigError, IntegrityError, SignatureError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, pointer_body
+from jobs.storage.locks import FileLock
 from jobs.storage.names import MANIFEST, MANIFEST_LIMIT
 from jobs.storage.signing import Signature, SigningKey, TrustedKeys, load_signing_key, load_trusted_keys
 
@@ -334,20 +334,16 @@ class _Seen:
 @contextlib.contextmanager
 def _seen(signing: Signing, uri: str) -> Iterator[_Seen]:
     """The remembered pointer of the store ``uri``, under a lock shared by the host's processes."""
-    folder = signing.seen
+    folder, lock = signing.seen, None
     if folder is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / ".lock").touch()
+            lock = FileLock(folder / ".lock")  # the host's one file lock (jobs.storage.locks)
         except OSError as exc:
             log.warning("cannot remember pointers in %s (%s): old pointers are not detected", folder, exc)
-            folder = None
-    if folder is None:
+    if folder is None or lock is None:
         yield _Seen(None, uri)
         return
-    with open(folder / ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield _Seen(folder / f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json", uri)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with lock:
+        lock.acquire()
+        yield _Seen(folder / f"{hashlib.sha256(uri.encode()).hexdigest()[:32]}.json", uri)

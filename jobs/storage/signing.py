@@ -18,7 +18,8 @@ reader that trusts several keys (during a rotation) checks it with the right one
 
 Ed25519 through ``cryptography`` (PyCA: maintained by the Python Cryptographic Authority, wheels for every
 platform the project runs on, already installed beside moto and google-auth); PyNaCl would add libsodium and a
-second native dependency for the same two calls.
+second native dependency for the same two calls. It is imported on first use, and installed by the
+``[signing]`` extra (``[job]`` includes it): a reader that trusts no key runs without it.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from jobs.errors import ConfigError, SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,28 @@ SIGNATURE_BYTES = 64
 MAX_KEY_FILE = 64 << 10  # a key file is a few hundred bytes; anything larger is not one
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def _crypto() -> Any:
+    """cryptography's Ed25519 and key serialization, imported on first use: only signing, and reading with
+    trusted keys, need it, so a reader that trusts no key runs without it. Raises ConfigError naming the
+    extra that installs it."""
+    try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+    except ImportError as exc:
+        raise ConfigError(
+            f"signed versions need the cryptography package, which this installation lacks ({exc}): "
+            "pip install 'embedding-refresh[signing]' (the refresh job's [job] extra includes it)"
+        ) from exc
+    return SimpleNamespace(
+        InvalidSignature=exceptions.InvalidSignature,
+        UnsupportedAlgorithm=exceptions.UnsupportedAlgorithm,
+        serialization=serialization,
+        Ed25519PrivateKey=ed25519.Ed25519PrivateKey,
+        Ed25519PublicKey=ed25519.Ed25519PublicKey,
+    )
 
 
 def key_id(public: bytes) -> str:
@@ -91,6 +114,7 @@ class SigningKey:
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
+        serialization = _crypto().serialization
         self.public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         self.key_id = key_id(self.public)
 
@@ -98,6 +122,7 @@ class SigningKey:
         return Signature(self.key_id, self._private.sign(message))
 
     def public_pem(self) -> bytes:
+        serialization = _crypto().serialization
         return self._private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -129,9 +154,10 @@ class TrustedKeys:
                 f"{what} is signed by key {signature.key_id}, which is not trusted here (trusted: "
                 f"{', '.join(self.ids)}); refusing it. If that key is yours, add its public key with --trusted-key"
             )
+        crypto = _crypto()
         try:
-            Ed25519PublicKey.from_public_bytes(public).verify(signature.value, message)
-        except InvalidSignature:
+            crypto.Ed25519PublicKey.from_public_bytes(public).verify(signature.value, message)
+        except crypto.InvalidSignature:
             raise SignatureError(
                 f"{what}: the signature by key {signature.key_id} does not match: it was changed after it was "
                 "signed, or the signature is forged; refusing it"
@@ -142,18 +168,19 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     """The Ed25519 private key in the file ``path`` (PEM PKCS#8, unencrypted, or 32 raw bytes). Raises
     ConfigError naming the file, never its content."""
     data = _read_key_file(path, "signing key")
+    crypto = _crypto()
     if os.name == "posix" and os.stat(path).st_mode & 0o077:
         log.warning("the signing key %s can be read by other users; restrict it (chmod 600)", path)
     if len(data) == RAW_KEY_BYTES:
-        return SigningKey(Ed25519PrivateKey.from_private_bytes(data))
+        return SigningKey(crypto.Ed25519PrivateKey.from_private_bytes(data))
     try:
-        private = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
+        private = crypto.serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, crypto.UnsupportedAlgorithm):
         raise ConfigError(
             f"the signing key {path} is not an unencrypted PEM Ed25519 private key or 32 raw bytes "
             "(make one with `python -m jobs.models keygen --out FILE`)"
         ) from None
-    if not isinstance(private, Ed25519PrivateKey):
+    if not isinstance(private, crypto.Ed25519PrivateKey):
         raise ConfigError(f"the signing key {path} is a {type(private).__name__}, not an Ed25519 key")
     return SigningKey(private)
 
@@ -172,6 +199,7 @@ def load_trusted_keys(paths: Iterable[str | os.PathLike[str]]) -> TrustedKeys:
 
 def _public_keys(path: str | os.PathLike[str]) -> list[bytes]:
     data = _read_key_file(path, "trusted key")
+    crypto = _crypto()  # even for raw keys: a reader that trusts keys checks signatures with it
     if len(data) == RAW_KEY_BYTES and not data.startswith(b"-----"):
         return [data]
     blocks = [m.group(0) for m in _PEM_BLOCK.finditer(data)]
@@ -180,12 +208,13 @@ def _public_keys(path: str | os.PathLike[str]) -> list[bytes]:
     found = []
     for block in blocks:
         try:
-            public = serialization.load_pem_public_key(block)
-        except (ValueError, UnsupportedAlgorithm):
+            public = crypto.serialization.load_pem_public_key(block)
+        except (ValueError, crypto.UnsupportedAlgorithm):
             raise ConfigError(f"the trusted key file {path} holds a PEM block that is not a public key") from None
-        if not isinstance(public, Ed25519PublicKey):
+        if not isinstance(public, crypto.Ed25519PublicKey):
             raise ConfigError(f"the trusted key file {path} holds a {type(public).__name__}, not an Ed25519 key")
-        found.append(public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+        raw = crypto.serialization.Encoding.Raw
+        found.append(public.public_bytes(raw, crypto.serialization.PublicFormat.Raw))
     if not found:
         raise ConfigError(f"the trusted key file {path} holds no PEM public key and is not 32 raw bytes")
     return found
@@ -213,7 +242,9 @@ def generate(out: Path) -> SigningKey:
     for path in (out, public_path):
         if path.exists():
             raise ConfigError(f"{path} exists; refusing to overwrite a key")
-    key = SigningKey(Ed25519PrivateKey.generate())
+    crypto = _crypto()
+    key = SigningKey(crypto.Ed25519PrivateKey.generate())
+    serialization = crypto.serialization
     private_pem = key._private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# make compat: the job against the oldest and newest gensim and Ray it supports (and, to show where the ranges
-# end, the release just below each), by hand, not in CI. Each combination gets its own virtual environment
-# under .compat/, runs the demo (two real refreshes on a local Ray, the second an update, then a verified
-# load) and the tests that pin gensim's per-thread loops and the model format, and prints one line:
+# make compat: the job (the project's [job] extra) against the oldest and newest gensim and Ray it supports
+# (and, to show where the ranges end, the release just below each), by hand, not in CI. Each combination gets
+# its own virtual environment under .compat/, runs the demo (two real refreshes on a local Ray, the second an update, then a verified
+# load) and the tests that pin gensim's per-thread loops, the model format and the reader's answers against
+# gensim's, and prints one line:
 #
 #   gensim 4.4.0  ray 2.60.0  supported  passed  (demo 48 s, tests 31 s)
 #
@@ -28,8 +29,8 @@ for entry in "${matrix[@]}"; do
   fi
   if ! "$venv/bin/pip" install --quiet -e '.[job,test]' "gensim==$gensim" "ray[default]==$ray" >>"$log" 2>&1; then
     # outside the ranges pip refuses the project's own pins: install the project without them
-    "$venv/bin/pip" install --quiet "gensim==$gensim" "ray[default]==$ray" numpy pyarrow boto3 pytest \
-      pytest-timeout moto[server] pyyaml jsonschema psutil zstandard >>"$log" 2>&1 &&
+    "$venv/bin/pip" install --quiet "gensim==$gensim" "ray[default]==$ray" numpy pyarrow boto3 cryptography \
+      pytest pytest-timeout moto[server] pyyaml jsonschema psutil zstandard >>"$log" 2>&1 &&
       "$venv/bin/pip" install --quiet --no-deps -e . >>"$log" 2>&1
   fi
   work=$(mktemp -d)
@@ -38,7 +39,7 @@ for entry in "${matrix[@]}"; do
   demo=$?
   mid=$(date +%s)
   HOME="$work" timeout 900 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_epochs.py \
-    tests/test_serialize.py tests/test_vocabulary_update.py >>"$log" 2>&1
+    tests/test_serialize.py tests/test_vocabulary_update.py tests/test_keyed.py >>"$log" 2>&1
   tests=$?
   end=$(date +%s)
   rm -rf "$work"
