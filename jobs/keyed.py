@@ -191,9 +191,8 @@ class WordVectors:
             else:
                 raise KeyError(f"Key '{key}' not present in vocabulary")
             total += abs(weight)
-        if total > 0:
-            mean = mean / np.float64(total)  # in float64, as gensim's weights are
-        mean = _unit(mean).astype(FLOAT)
+        averaged: np.ndarray = mean / np.float64(total) if total > 0 else mean  # in float64, as gensim's weights are
+        mean = _unit(averaged).astype(FLOAT)
         exclude = {self.get_index(k) for k in keys if isinstance(k, _KEY) and self.has_index_for(k)}
         cosines = self._cosines(mean)
         if not topn:

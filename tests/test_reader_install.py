@@ -75,7 +75,21 @@ def reader_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (wheel,) = root.glob("embedding_refresh-*.whl")
     run([sys.executable, "-m", "venv", "--without-pip", root / "venv"])
     python = root / "venv" / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-compile", "--only-binary", ":all:", wheel])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "-q",
+            "--no-compile",
+            "--only-binary",
+            ":all:",
+            wheel,
+        ]
+    )
     return python
 
 

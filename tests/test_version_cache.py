@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from jobs.errors import IntegrityError
 from jobs.storage import LocalStore, Pointer
 from jobs.storage.cache import VersionCache
+from jobs.storage.locks import FileLock
 from jobs.storage.publish import publish, read_manifest
 
 pytestmark = pytest.mark.unit
@@ -127,3 +131,50 @@ def test_a_folder_in_use_survives_the_eviction_of_its_entry(tmp_path: Path) -> N
     assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
     assert (in_use / "model" / "weights.npy").read_bytes() == b"one" * 100
     assert (in_use / "pending.parquet").read_bytes() == b"one"
+
+
+class SlowStore(CountingStore):
+    """A store whose downloads take a while, so that loaders starting together overlap."""
+
+    def get_file(self, key: str, destination: Path) -> None:
+        time.sleep(0.2)
+        super().get_file(key, destination)
+
+
+def test_loaders_starting_together_download_once_and_eviction_spares_what_is_not_an_entry(tmp_path: Path) -> None:
+    store = SlowStore(tmp_path / "store")
+    version(tmp_path, store, "v1", b"one")
+    manifest = read_manifest(store, "v1")
+    root = tmp_path / "cache"
+    (root / "seen").mkdir(parents=True)  # another user of the folder (signing's remembered pointers)
+    (root / ("ab" * 32)).mkdir()  # an entry of the readers' previous cache layout: the first to go
+    results: list[bytes] = []
+
+    def load() -> None:
+        with VersionCache(root, keep=1).use(store, manifest, NAMES) as folder:
+            results.append((folder / "model" / "weights.npy").read_bytes())
+
+    threads = [threading.Thread(target=load) for _ in range(4)]  # flock: each use opens the lock anew
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert results == [b"one" * 100] * 4
+    assert sorted(store.downloads) == ["pending.parquet", "weights.npy"]  # once, for the four
+    entry = VersionCache(root, 1)._entry(store.uri, "v1").name
+    assert sorted(p.name for p in root.iterdir()) == sorted([".lock", "seen", entry])
+
+
+def test_the_lock_is_a_regular_file_and_a_held_lock_is_reported_busy(tmp_path: Path) -> None:
+    held = FileLock(tmp_path / "owner.lock")
+    assert held.acquire(wait=False)
+    other = FileLock(tmp_path / "owner.lock")
+    assert not other.acquire(wait=False) and not other.acquire(shared=True, wait=False)
+    held.close()
+    assert other.acquire(wait=False)
+    other.close()
+    (tmp_path / "cache").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "cache" / ".lock")
+    with pytest.raises(IntegrityError, match=r"cache/\.lock is not a regular file; refusing to use it"):
+        VersionCache(tmp_path / "cache", keep=1).adopt(CountingStore(tmp_path / "store"), "v1", tmp_path)
+    assert not (tmp_path / "elsewhere").exists()  # the link was not followed
