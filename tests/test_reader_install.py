@@ -2,7 +2,8 @@
 makes, reads a version from a local store and from S3 exactly as the full install does, without gensim, Ray
 or cryptography, and still refuses a tampered file.
 
-The project's wheel is built here (no isolated build environment: the test extra brings setuptools), then
+The project's wheel is built here from a copy of its sources (no isolated build environment: the test extra
+brings setuptools), then
 installed into a new ``venv`` by this interpreter's pip (``--python``), its dependencies from pip's cache.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -71,7 +73,13 @@ print(json.dumps(out))
 def reader_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtual environment holding ``pip install embedding-refresh`` and nothing else."""
     root = tmp_path_factory.mktemp("reader")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root, REPO])
+    source = root / "source"  # a copy of what the wheel holds: the build writes beside its sources
+    for part in ("jobs", "shards"):
+        shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (REPO / name).exists():
+            shutil.copy(REPO / name, source / name)
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", root, source])
     (wheel,) = root.glob("embedding_refresh-*.whl")
     run([sys.executable, "-m", "venv", "--without-pip", root / "venv"])
     python = root / "venv" / "bin" / "python"

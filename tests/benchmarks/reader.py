@@ -74,7 +74,13 @@ def environment(name: str, requirement: str) -> Path:
         wheels = WORK / "wheel"
         shutil.rmtree(wheels, ignore_errors=True)
         pip = [sys.executable, "-m", "pip"]
-        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, REPO], check=True)
+        source = WORK / "source"  # a copy: the build writes beside its sources
+        shutil.rmtree(source, ignore_errors=True)
+        for part in ("jobs", "shards"):
+            shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(REPO / name, source / name)
+        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", wheels, source], check=True)
         (wheel,) = wheels.glob("*.whl")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         target = f"embedding-refresh{requirement} @ {wheel.as_uri()}"
