@@ -226,11 +226,11 @@ class WordVectors:
         return needs_gensim("to_gensim()").keyed_vectors(self)
 
 
-def needs_gensim(what: str, module: str = "serialize") -> Any:
-    """The module ``jobs.training.<module>`` (which imports gensim) for ``what`` the user asked for, or
-    ConfigError saying how to install gensim where it is missing."""
+def needs_gensim(what: str, module: str = "jobs.training.serialize") -> Any:
+    """``module`` (one that imports gensim) for ``what`` the user asked for, or ConfigError saying how to
+    install gensim where it is missing."""
     try:
-        return importlib.import_module(f"jobs.training.{module}")
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ConfigError(
             f"{what} needs gensim, which this installation lacks ({exc}): {GENSIM_EXTRA} (or "

@@ -15,14 +15,16 @@
     python -m jobs.models exporter --store models [--store s3://…] --port 9108   # freshness for Prometheus
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
-verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.training.serialize`).
-A version in the previous format (gensim's ``save()``, a pickle) is refused unless ``--allow-pickle`` says that
-the user trusts every writer of the store; ``convert`` rewrites it once as a new version in the pickle-free
-format. ``import`` makes a model trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a
-gensim ``save()`` file is unpickled only when the user says so (``--kind gensim`` or ``--allow-pickle``), so
-import only files you trust. ``promote`` and ``gc`` live in :mod:`jobs.retention`, which makes them safe
-against each other. ``exporter`` serves the stores' freshness and last outcomes to Prometheus
-(:mod:`jobs.exporter`). Options may come before or after the subcommand.
+verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.format.files`):
+``list``, ``show`` and ``export`` to word2vec or Parquet need neither gensim nor Ray (the reader's install;
+``keyedvectors``, ``gensim``, ``convert`` and ``import`` need gensim, and say so). A version in the previous
+format (gensim's ``save()``, a pickle) is refused unless ``--allow-pickle`` says that the user trusts every writer
+of the store; ``convert`` rewrites it once as a new version in the pickle-free format. ``import`` makes a model
+trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a gensim ``save()`` file is unpickled
+only when the user says so (``--kind gensim`` or ``--allow-pickle``), so import only files you trust. ``promote``
+and ``gc`` live in :mod:`jobs.retention`, which makes them safe against each other. ``exporter`` serves the
+stores' freshness and last outcomes to Prometheus (:mod:`jobs.exporter`; the ``[exporter]`` extra). Options may
+come before or after the subcommand.
 
 With ``--signing-key`` (or ``$EMBEDDING_REFRESH_SIGNING_KEY``) what a command writes is signed; with
 ``--trusted-key`` (or ``$EMBEDDING_REFRESH_TRUSTED_KEYS``) what it reads must be (docs/signing.md). ``sign``
@@ -134,7 +136,7 @@ def export(
     name = manifest["version"]
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
         if fmt == "gensim" and not pickled(manifest):  # every file of the model, verified, then loaded trainable
-            gmodel = needs_gensim("export --format gensim", "model")
+            gmodel = needs_gensim("export --format gensim", "jobs.training.model")
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest))
             model = gmodel.load(folder / MODEL_DIR)
             gmodel.export_model(model, output)
@@ -152,8 +154,7 @@ def export(
 
 
 def import_model(config: ImportConfig) -> str:
-    from jobs import importer  # gensim: the rest of this command line works without it
-
+    importer = needs_gensim("import", "jobs.importer")  # the rest of this command line works without gensim
     done = importer.run(config)
     lines = [
         f"imported {config.path} as {done.version} into {done.store} ({done.kind}, {done.words:,} words x "
@@ -177,7 +178,7 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
     source = manifest["version"]
     if not pickled(manifest):
         return f"{source} is already in the pickle-free format; nothing to do"
-    serialize, gmodel = needs_gensim("convert"), needs_gensim("convert", "model")
+    serialize, gmodel = needs_gensim("convert"), needs_gensim("convert", "jobs.training.model")
 
     pointer = current(store)
     target = new_version()
