@@ -27,9 +27,11 @@ for entry in "${matrix[@]}"; do
     "$PYTHON" -m venv "$venv" >"$log" 2>&1
     "$venv/bin/pip" install --quiet --upgrade pip >>"$log" 2>&1
   fi
+  older=()  # gensim before 4.4 needs numpy 1.x, which pyarrow 21 and later refuse at import
+  [[ "$gensim" == 4.[0-3].* ]] && older=("numpy<2" "pyarrow>=17,<21")
   if ! "$venv/bin/pip" install --quiet -e '.[job,test]' "gensim==$gensim" "ray[default]==$ray" >>"$log" 2>&1; then
     # outside the ranges pip refuses the project's own pins: install the project without them
-    "$venv/bin/pip" install --quiet "gensim==$gensim" "ray[default]==$ray" numpy pyarrow boto3 cryptography \
+    "$venv/bin/pip" install --quiet "gensim==$gensim" "ray[default]==$ray" "${older[@]}" numpy pyarrow boto3 cryptography \
       pytest pytest-timeout moto[server] pyyaml jsonschema psutil zstandard >>"$log" 2>&1 &&
       "$venv/bin/pip" install --quiet --no-deps -e . >>"$log" 2>&1
   fi
