@@ -42,16 +42,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
-
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import start_http_server
-from prometheus_client.registry import CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from jobs import runs
 from jobs.errors import ConfigError, IntegrityError, RefreshError, VersionNotFound
 from jobs.storage import Store, open_store
 from jobs.storage.publish import read_manifest
+
+if TYPE_CHECKING:  # prometheus_client is imported when serving (the [exporter] extra): other commands run without it
+    from prometheus_client.core import GaugeMetricFamily, Metric
 
 log = logging.getLogger("jobs.exporter")
 
@@ -194,6 +193,7 @@ def _version_time(version: str) -> float | None:
 
 def families(snapshots: list[Snapshot], now: float) -> list[Metric]:
     """The metric families for these stores' snapshots at time ``now`` (see the module docstring)."""
+    from prometheus_client.core import GaugeMetricFamily
 
     def gauge(name: str, help_text: str, *labels: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(PREFIX + name, help_text, labels=["store", *labels])
@@ -269,7 +269,14 @@ class StoreCollector:
 
 def serve(config: ExporterConfig) -> tuple[Any, threading.Thread]:
     """Serve ``/metrics`` for ``config.stores`` from a daemon thread; (the HTTP server, its thread). Raises
-    ConfigError when the address cannot be listened on (a port in use)."""
+    ConfigError when the address cannot be listened on (a port in use), or without prometheus-client."""
+    try:
+        from prometheus_client.exposition import start_http_server
+        from prometheus_client.registry import CollectorRegistry
+    except ImportError as exc:
+        raise ConfigError(
+            f"the exporter needs prometheus-client ({exc}): pip install 'embedding-refresh[exporter]'"
+        ) from exc
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector([open_store(uri) for uri in config.stores], config.cache_seconds))
     try:

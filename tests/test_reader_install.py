@@ -32,26 +32,30 @@ from tests.s3server import DUMMY_ENV, MotoServer
 pytestmark = pytest.mark.e2e
 
 READ = """
-import hashlib, importlib, json, sys
+import contextlib, hashlib, importlib, io, json, sys
 import numpy as np
 from jobs.errors import ConfigError, IntegrityError
+from jobs.models import main
 from jobs.vectors import load_vectors
 
 def digest(vectors):
     return hashlib.sha256(np.ascontiguousarray(vectors.vectors).tobytes()).hexdigest()
 
 found = {}
-for name in ("ray", "gensim", "cryptography"):
+for name in ("ray", "gensim", "cryptography", "prometheus_client"):
     try:
         importlib.import_module(name)
         found[name] = True
     except ImportError:
         found[name] = False
 store, s3, cache, keys = sys.argv[1:5]
+with contextlib.redirect_stdout(io.StringIO()) as listed:
+    code = main(["list", "--store", store])
 local, version = load_vectors(store, cache_dir=cache + "/local", mmap="r")
 remote, _ = load_vectors(s3, cache_dir=cache + "/s3")
 out = {"jobs": __import__("jobs").__file__, "found": found, "version": version, "local": digest(local),
-       "s3": digest(remote), "oov": local["unseenword"].tolist(), "neighbours": local.most_similar("wab", topn=5)}
+       "s3": digest(remote), "list": [code, listed.getvalue()], "oov": local["unseenword"].tolist(),
+       "neighbours": local.most_similar("wab", topn=5)}
 try:
     load_vectors(store, cache_dir=cache + "/signed", trusted_keys=[keys])
 except ConfigError as exc:
@@ -148,7 +152,8 @@ def test_the_reader_install_loads_what_the_full_install_loads(
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.splitlines()[-1])
     assert Path(got["jobs"]).is_relative_to(reader_python.parents[1])
-    assert got["found"] == {"ray": False, "gensim": False, "cryptography": False}
+    assert got["found"] == {"ray": False, "gensim": False, "cryptography": False, "prometheus_client": False}
+    assert got["list"][0] == 0 and f"* {version}" in got["list"][1]  # jobs.models runs on the reader's install
     assert (got["version"], got["local"], got["s3"]) == (version, expected, expected)
     assert np.allclose(got["oov"], model.wv["unseenword"], atol=1e-6)
     assert [w for w, _ in got["neighbours"]] == [w for w, _ in model.wv.most_similar("wab", topn=5)]
