@@ -268,7 +268,7 @@ def test_key_files_flags_and_what_never_leaves_the_process(
     assert models.main(["keygen", "--out", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(Path(f"{out}.pub").stat().st_mode) == 0o644
     private = out.read_bytes()
-    assert models.main(["keygen", "--out", str(out)]) == 1 and out.read_bytes() == private  # never overwritten
+    assert models.main(["keygen", "--out", str(out)]) == 2 and out.read_bytes() == private  # never overwritten
 
     key = signing.load_signing_key(keys["k1"].private)
     assert key.key_id == keys["k1"].id and keys["k1"].id not in private.decode()
