@@ -168,7 +168,7 @@ def test_gc_keeps_what_a_refresh_in_progress_needs_and_refuses_a_grace_a_run_out
     listed, incomplete = store.list_versions(), set(store.list_incomplete())
 
     for grace in ("0", "5.9"):
-        assert models_main(["gc", "--store", store.uri, "--keep", "1", "--incomplete-grace", grace]) == 1
+        assert models_main(["gc", "--store", store.uri, "--keep", "1", "--incomplete-grace", grace]) == 2
     with pytest.raises(ConfigError, match=r"--incomplete-grace 0 is shorter than the longest run \(6 h"):
         gc(store, keep=1, grace_hours=0)
     assert (store.list_versions(), set(store.list_incomplete())) == (listed, incomplete)
