@@ -39,6 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from jobs.errors import ConfigError
+from jobs.format import files
+from jobs.storage.publish import MODEL_DIR, fetch_verified, read_manifest
+
 DIFF = "diff.parquet"  # beside each version that has a parent
 DEFAULT_THRESHOLD = 0.05  # cosine distance beyond which a known word counts as moved
 KINDS = ("added", "moved", "removed")
@@ -101,8 +105,6 @@ def between(store: Any, older: str, newer: str, output: Path, threshold: float =
     the manifests' ``parent`` links) at ``output``; return its metadata. Each version's vocabulary and vectors
     are fetched and verified against its manifest first. Raises ConfigError for versions of different
     lineages (or in the wrong order), and the store's errors."""
-    from jobs.errors import ConfigError
-    from jobs.storage.publish import MODEL_DIR, fetch_verified, read_manifest
 
     old, new = read_manifest(store, older), read_manifest(store, newer)
     chain, seen = new, 0
@@ -115,20 +117,21 @@ def between(store: Any, older: str, newer: str, output: Path, threshold: float =
                 f"versions of one lineage (give the older one first)"
             )
         chain = read_manifest(store, link)
-    names = [f"{MODEL_DIR}/vocab.parquet", f"{MODEL_DIR}/vectors.npy"]
+    names = [f"{MODEL_DIR}/{files.PARAMS}", f"{MODEL_DIR}/{files.VOCAB}", f"{MODEL_DIR}/vectors.npy"]
     with tempfile.TemporaryDirectory(prefix="embedding-diff-") as tmp:
-        a = fetch_verified(store, old["version"], Path(tmp) / "a", names)
-        b = fetch_verified(store, new["version"], Path(tmp) / "b", names)
-        vocab_b = pq.read_table(b / names[0], columns=["word", "count"])
-        table = compute(
-            pq.read_table(a / names[0], columns=["word"]).column("word").combine_chunks(),
-            np.load(a / names[1], mmap_mode="r", allow_pickle=False),
-            vocab_b.column("word").combine_chunks(),
-            np.load(b / names[1], mmap_mode="r", allow_pickle=False),
-            vocab_b.column("count").to_numpy(),
-            threshold,
-        )
+        a = _words_and_vectors(fetch_verified(store, old["version"], Path(tmp) / "a", names) / MODEL_DIR)
+        b = _words_and_vectors(fetch_verified(store, new["version"], Path(tmp) / "b", names) / MODEL_DIR)
+        table = compute(a[0], a[1], b[0], b[1], b[2], threshold)
         return write(table, output, {"from": old["version"], "to": new["version"], "threshold": threshold})
+
+
+def _words_and_vectors(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A verified model folder's words, vectors (memory-mapped) and counts, every file checked and bounded
+    (:mod:`jobs.format.files`) before anything is allocated for it."""
+
+    dim = files.read_params(folder)["keyed_vectors"]["vector_size"]
+    words, counts = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+    return words, files.read_array(folder, "vectors", np.dtype(np.float32), (len(words), dim), "r"), counts
 
 
 def _distances(old: np.ndarray, old_rows: np.ndarray, new: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
