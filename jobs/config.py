@@ -158,21 +158,47 @@ NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=180.0, freeze_known_w
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Thresholds of the quality gate. ``files`` maps a file name to its kind (``similarity``/``analogy``)."""
+    """Thresholds of the quality gate (:mod:`jobs.training.gate`). ``files`` maps a file name to its kind
+    (``similarity``/``analogy``).
 
-    min_overlap: float = 0.1
+    The neighbourhood check is judged against the lineage's own history: the overlaps of its last ``history``
+    versions (a band ``sigmas`` robust standard deviations wide, never above ``keep`` times their median), and
+    against what chance alone reaches in this run. ``min_overlap`` is an absolute floor on top of that, off
+    unless given. The other checks need no history: non-finite values, the frequent words' norms against the
+    parent's (``max_norm_ratio``), their spread of directions against the parent's (``min_spread``), and the
+    evaluation files' scores (``max_drop``).
+    """
+
+    min_overlap: float | None = None  # an absolute floor; None: the lineage's band and chance decide
     max_drop: float = 0.05
     probe_words: int = 200
     topn: int = 10
+    history: int = 10  # versions of the lineage's overlap history judged; fewer: a young lineage, a looser floor
+    keep: float = 0.5  # the overlap floor is at most this share of the lineage's median overlap
+    sigmas: float = 4.0  # robust standard deviations (of the history, of this run's noise and of chance)
+    max_norm_ratio: float = 4.0  # the frequent words' median norm may grow or shrink at most this many times
+    min_spread: float = 0.1  # the frequent words' spread of directions keeps at least this share of the parent's
     force: bool = False
     similarity_files: tuple[str, ...] = ()
     analogy_files: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_overlap <= 1:
+        if self.min_overlap is not None and not 0 <= self.min_overlap <= 1:
             raise ConfigError(f"--gate-min-overlap must be between 0 and 1, got {self.min_overlap}")
         if self.max_drop < 0:
             raise ConfigError(f"--gate-max-drop must not be negative, got {self.max_drop}")
+        if self.history < 1:
+            raise ConfigError(f"--gate-history must be at least 1, got {self.history}")
+        if not 0 < self.keep <= 1:
+            raise ConfigError(f"--gate-keep must be in (0, 1], got {self.keep}")
+        if self.sigmas <= 0:
+            raise ConfigError(f"--gate-sigmas must be positive, got {self.sigmas}")
+        if self.max_norm_ratio <= 1:
+            raise ConfigError(f"--gate-max-norm-ratio must be above 1, got {self.max_norm_ratio}")
+        if not 0 <= self.min_spread < 1:
+            raise ConfigError(f"--gate-min-spread must be in [0, 1), got {self.min_spread}")
+        if self.probe_words < 1 or self.topn < 1:
+            raise ConfigError(f"the gate needs probe_words and topn of at least 1, got {self.probe_words}, {self.topn}")
 
 
 SIGNING_KEY_ENV = "EMBEDDING_REFRESH_SIGNING_KEY"  # the FILE holding the private key, never the key
@@ -703,7 +729,41 @@ def parser() -> argparse.ArgumentParser:
         "--gate-min-overlap",
         dest="min_overlap",
         type=float,
-        help="least mean share of nearest neighbours of frequent old words the candidate keeps, beyond chance",
+        help="an absolute floor on the share of nearest neighbours of frequent old words the candidate keeps, "
+        "beyond chance, on top of the lineage's own band (default: none; before the band existed it was 0.1)",
+    )
+    q.add_argument(
+        "--gate-history",
+        dest="history",
+        type=int,
+        metavar="K",
+        help="versions of the lineage's overlap history the band is drawn from; a lineage with fewer is young "
+        "and its floor looser",
+    )
+    q.add_argument(
+        "--gate-keep",
+        dest="keep",
+        type=float,
+        help="the neighbourhood overlap may fall to this share of the lineage's median before the gate fails",
+    )
+    q.add_argument(
+        "--gate-sigmas",
+        dest="sigmas",
+        type=float,
+        help="width of the lineage's band and of the chance floor, in robust standard deviations",
+    )
+    q.add_argument(
+        "--gate-max-norm-ratio",
+        dest="max_norm_ratio",
+        type=float,
+        help="the frequent words' median vector norm may grow or shrink at most this many times against the parent",
+    )
+    q.add_argument(
+        "--gate-min-spread",
+        dest="min_spread",
+        type=float,
+        help="fail as collapsed when the frequent words' spread of directions (1 - mean pairwise cosine) falls "
+        "under this share of the parent's",
     )
     q.add_argument(
         "--gate-max-drop",

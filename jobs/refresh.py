@@ -17,7 +17,7 @@ The runbook, in order (each step is one small module):
    (:mod:`jobs.training.parent`);
 4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.training.trainer`,
    :mod:`jobs.training.model`);
-5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.evaluate`), one conditional
+5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.gate`), one conditional
    write of the pointer (:mod:`jobs.storage.publish`);
 6. report (:mod:`jobs.report`).
 
@@ -65,6 +65,7 @@ from jobs.storage.publish import (
     read_manifest,
     write_manifest,
 )
+from jobs.training import gate
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.parent import ParentRequest
 from jobs.training.trainer import Candidate, TrainRequest
@@ -378,7 +379,7 @@ def carry_forward(
         vocab_size=vocab,
         new_words=[],
         neighbours={},
-        evaluation={"passed": True, "reasons": [], "checks": [], "changed": []},
+        evaluation=gate.carried(parent),  # nothing to judge; the lineage's gate history goes on
         spooled_bytes=0,
         learning_rate=parent.get("learning_rate", {}),
         timings={"copy": time.perf_counter() - started},

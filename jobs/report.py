@@ -209,13 +209,13 @@ def markdown(d: dict[str, Any]) -> str:
         f"- {c['name']}: candidate {c.get('candidate')}"
         + (f", parent {c['parent']}" if c.get("parent") is not None else "")
         + f" ({'ok' if c['passed'] else 'fail'})"
+        + (f": {c['why']}" if c.get("why") else "")
         for c in d["evaluation"]["checks"]
     ] or [
         "- no checks: the new partitions held no tokens; the parent's model files are reused unchanged"
         if d.get("carried")
         else "- no checks (first model)"
     ]
-    lines += [f"- {r}" for r in d["evaluation"]["reasons"]]
     lines += _lifecycle_lines(d.get("lifecycle", {}))
     lines += ["", "## New words and their nearest neighbours", ""]
     lines += [

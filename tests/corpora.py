@@ -21,16 +21,26 @@ def cluster_words(cluster: int, n: int = 8) -> list[str]:
     return [word(f"c{LETTERS[cluster]}x", i) for i in range(n)]
 
 
-def clustered(sentences: int, clusters: int = 4, seed: int = 0, extra: dict[int, list[str]] | None = None) -> list[str]:
-    """Documents where cluster k's words (plus ``extra[k]``) co-occur with k's own context words."""
+def clustered(
+    sentences: int,
+    clusters: int = 4,
+    seed: int = 0,
+    extra: dict[int, list[str]] | None = None,
+    active: list[int] | None = None,
+    members: int = 8,
+) -> list[str]:
+    """Documents where cluster k's ``members`` words (plus ``extra[k]``) co-occur with k's own context words;
+    with ``active``, only those clusters speak (a topic that comes and goes keeps its words). Many members
+    make many equally near neighbours, whose order each update reshuffles, as in a large vocabulary."""
     rng = random.Random(seed)
     contexts = [[word(f"k{LETTERS[c]}q", i) for i in range(6)] for c in range(clusters)]
-    members = [cluster_words(c) + (extra or {}).get(c, []) for c in range(clusters)]
+    words = [cluster_words(c, members) + (extra or {}).get(c, []) for c in range(clusters)]
+    speaking = list(range(clusters)) if active is None else active
     docs = []
     for _ in range(sentences):
-        c = rng.randrange(clusters)
+        c = rng.choice(speaking)
         tokens = []
         for _ in range(12):
-            tokens.append(rng.choice(members[c]) if rng.random() < 0.5 else rng.choice(contexts[c]))
+            tokens.append(rng.choice(words[c]) if rng.random() < 0.5 else rng.choice(contexts[c]))
         docs.append(" ".join(tokens))
     return docs

@@ -27,7 +27,7 @@ import numpy as np
 from jobs.errors import IntegrityError
 from jobs.format.files import npy_header
 
-_BLOCK = 8_192  # rows compared at once: a few float64 temporaries of this many rows
+_BLOCK = 8_192  # rows compared at once: a few float32 temporaries of this many rows
 
 
 def measure(
@@ -42,15 +42,11 @@ def measure(
         return {**figures, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
     distance = np.empty(shared, dtype=np.float64)
     changed = 0
-    for start, rows in parent_blocks(parent, parent_rows):
-        before = rows.astype(np.float64)
-        after = np.asarray(candidate.vectors[start : start + len(rows)], dtype=np.float64)
+    for start, before in parent_blocks(parent, parent_rows):
+        after = np.asarray(candidate.vectors[start : start + len(before)])
         same = (before == after).all(axis=1)
         changed += int(len(same) - np.count_nonzero(same))
-        norms = np.linalg.norm(before, axis=1) * np.linalg.norm(after, axis=1)
-        cosine = np.divide(np.einsum("ij,ij->i", before, after), norms, out=np.ones(len(before)), where=norms > 0)
-        # identical vectors are at distance 0 exactly, not at a rounding error of it
-        distance[start : start + len(rows)] = np.where(same, 0.0, np.clip(1.0 - cosine, 0.0, 2.0))
+        distance[start : start + len(before)] = _distances(before, after, same)
     return {
         **figures,
         "changed": changed,
@@ -58,6 +54,18 @@ def measure(
         "p99_distance": round(float(np.percentile(distance, 99)), 6),
         "neighbours_kept": round(float(neighbours_kept), 4),
     }
+
+
+def _distances(before: np.ndarray, after: np.ndarray, same: np.ndarray) -> np.ndarray:
+    """The cosine distance of each row pair, as half the squared distance of the unit vectors: in the
+    vectors' float32 without the cancellation of ``1 - cos`` (within about 1e-9 of float64's ``1 - cos``,
+    where float32's would be off by 1e-7), 0 exactly for identical rows (``same``), and 0 for a zero or
+    non-finite vector, which has no direction."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        unit = before / np.sqrt(np.einsum("ij,ij->i", before, before))[:, None]
+        unit -= after / np.sqrt(np.einsum("ij,ij->i", after, after))[:, None]
+    half = 0.5 * np.einsum("ij,ij->i", unit, unit).astype(np.float64)
+    return np.where(same | ~np.isfinite(half), 0.0, np.clip(half, 0.0, 2.0))
 
 
 def parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

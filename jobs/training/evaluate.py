@@ -1,34 +1,37 @@
-"""The quality gate: is the candidate at least as good as its parent?
+"""The quality gate's measurements: the candidate against its parent, on the trainer's node, before anything
+is committed. :mod:`jobs.training.gate` turns them into checks that pass or fail.
 
-Three checks, each against the parent, on the trainer's node before anything is committed:
-
-- **neighbourhood overlap** (built in, needs no file): for the parent's most frequent words (by cumulative
-  count), the share of their nearest neighbours among the parent's words that the candidate keeps, beyond
-  what chance keeps. A refresh should refine neighbourhoods, not scramble them.
+- **finite values** of every vector, and for an update, over the parent's most frequent words (by cumulative
+  count): the **median norm ratio** (candidate over parent) and the **spread of directions**
+  (``1 - mean pairwise cosine``) of both versions;
+- **neighbourhood overlap**: for the parent's ``probe_words`` most frequent words, the share of their nearest
+  neighbours among the parent's words that the candidate keeps, beyond what chance keeps, with this run's
+  noise (the standard error over the probes) and the spread chance alone gives; judged against the
+  lineage's history (:attr:`Baseline.history`, read from the parent's manifest);
 - **word-pair similarity** on user files in the WordSim-353 TSV format (``word1<TAB>word2<TAB>score``):
-  Spearman correlation, which may not drop by more than ``max_drop``.
-- **analogies** on user files in the ``questions-words.txt`` format: accuracy, same rule.
+  Spearman correlation, and **analogies** on user files in the ``questions-words.txt`` format: accuracy.
 
 The parent's side is measured once, from the loaded parent before its vocabulary grows (:func:`baseline`),
 and the candidate's after training, so the parent is loaded once, for training:
 
-    >>> before = baseline(model.wv, GateConfig(min_overlap=0.2), files={})     # the parent, as loaded
-    >>> ...                                                                      # grow the vocabulary, train
-    >>> result = evaluate(before, model.wv, GateConfig(min_overlap=0.2), files={})
-    >>> result["passed"], result["reasons"]
+    >>> before = baseline(model.wv, GateConfig(), files={}, history=[0.21, 0.18])   # the parent, as loaded
+    >>> ...                                                                          # grow the vocabulary, train
+    >>> result = evaluate(before, model.wv, GateConfig(), files={})
+    >>> result["passed"], result["reasons"], result["checks"]
 
 (``evaluate(parent_wv, candidate_wv, ...)`` on two loaded models does both steps.) Neighbours come from blocked
-matrix products of the raw vectors, divided by their norms as ``most_similar`` divides them, so no
-normalized copy of a whole matrix is made. The same pass also finds the words whose neighbourhoods changed
-most, for the refresh report. Works on gensim ``KeyedVectors`` objects; gensim itself is imported only by
-:mod:`jobs.training.model` and :mod:`jobs.training.vocabulary`.
+float32 matrix products of the raw vectors with the probes', divided by their norms as ``most_similar``
+divides them, so no normalized copy of a whole matrix is made; after the first block only the similarities
+above each probe's k-th best so far are looked at. The same pass also finds the words whose neighbourhoods
+changed most, for the refresh report. Works on gensim ``KeyedVectors`` objects; gensim itself is imported only
+by :mod:`jobs.training.model` and :mod:`jobs.training.vocabulary`.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +42,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.config import GateConfig
+from jobs.training import gate
 
 Scorer = Callable[[Any, Path], "float | None"]
 _BLOCK_BYTES = 64 * 2**20  # similarities computed at once by nearest_scored
 _MIN_CHUNK = 32_768  # rows of the matrix per product at least (top_k needs 1,024 per neighbour)
 _DEPTH = 2  # the parent's neighbour lists hold this many times topn: words the candidate lacks are skipped
+FREQUENT = 2_000  # the parent's most frequent words whose norms and directions are compared
 
 
 @dataclass(frozen=True)
@@ -54,15 +59,29 @@ class Baseline:
     probes: list[str]
     neighbours: list[list[str]]  # each probe's nearest among the parent's words, _DEPTH x topn deep
     scores: dict[str, float | None] = field(default_factory=dict)  # evaluation file -> the parent's score
+    frequent: list[str] = field(default_factory=list)  # the FREQUENT most frequent words
+    frequent_vectors: np.ndarray | None = None  # their vectors (a copy: training moves the model's)
+    history: tuple[float, ...] = ()  # the lineage's overlaps, oldest first (gate.history_of)
 
 
-def baseline(parent: Any, config: GateConfig, files: dict[str, bytes]) -> Baseline:
-    """Measure the parent (its ``KeyedVectors``, before the vocabulary update) for :func:`evaluate`."""
-    probes = probe_words(parent, config.probe_words)
+def baseline(parent: Any, config: GateConfig, files: dict[str, bytes], history: Sequence[float] = ()) -> Baseline:
+    """Measure the parent (its ``KeyedVectors``, before the vocabulary update) for :func:`evaluate`;
+    ``history`` is the lineage's, from the parent's manifest (:func:`jobs.training.gate.history_of`)."""
+    frequent = probe_words(parent, max(FREQUENT, config.probe_words))
+    probes = frequent[: config.probe_words]
     depth = min(_DEPTH * config.topn, len(parent.index_to_key) - 1)
     with _files(config, files) as scored:
         scores = {name: score(parent, path) for name, score, path in scored}
-    return Baseline(list(parent.index_to_key), probes, nearest(parent, probes, depth) if depth > 0 else [], scores)
+    rows = np.array([parent.key_to_index[w] for w in frequent], dtype=np.int64)
+    return Baseline(
+        list(parent.index_to_key),
+        probes,
+        nearest(parent, probes, depth) if depth > 0 else [],
+        scores,
+        frequent,
+        np.array(parent.vectors[rows], dtype=np.float32),
+        tuple(history),
+    )
 
 
 def probe_words(vectors: Any, n: int) -> list[str]:
@@ -115,9 +134,22 @@ def neighbourhoods(parent: Baseline | Any, candidate: Any, config: GateConfig) -
 
 @dataclass(frozen=True)
 class _Overlap:
-    corrected: float  # beyond chance: what the gate compares with --min-overlap
+    corrected: float  # beyond chance: what the gate judges
     kept: float  # the plain share of neighbours kept, for the drift figures
     changed: list[dict[str, Any]]  # the words whose neighbourhoods changed most
+    noise: float = 0.0  # the standard error of ``corrected`` over the probes: what another probe set would move
+    chance_sd: float = 0.0  # the standard deviation of ``corrected`` for random vectors, around 0
+    chance: float = 1.0  # the plain share a random vector keeps, topn / (shared words - 1)
+    probes: int = 0
+
+    def evidence(self) -> dict[str, Any]:
+        return {
+            "kept": self.kept,
+            "chance": round(self.chance, 6),
+            "chance_sd": round(self.chance_sd, 6),
+            "noise": round(self.noise, 6),
+            "probes": self.probes,
+        }
 
 
 def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Overlap:
@@ -132,6 +164,7 @@ def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Ove
     if not probes:
         return _Overlap(1.0, 1.0, [])
     rows: list[dict[str, Any]] = []
+    lengths: list[int] = []
     found = nearest(candidate, [w for w, _ in probes], k, among=candidate_rows)
     for (word, deep), after in zip(probes, found, strict=True):
         kept = [w for w in deep if w in held][:k]  # the parent's nearest among the words both hold
@@ -141,13 +174,20 @@ def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Ove
         # are then the head of the parent's top k among the shared words, and are compared as such
         share = len(set(kept) & set(after)) / len(kept)
         rows.append({"word": word, "overlap": share, "before": kept[:5], "after": after[:5]})
+        lengths.append(len(kept))
     if not rows:
         return _Overlap(1.0, 1.0, [])
     chance = k / (shared - 1)
-    mean = sum(r["overlap"] for r in rows) / len(rows)
-    corrected = max(0.0, (mean - chance) / (1 - chance)) if chance < 1 else 1.0
+    shares = np.array([r["overlap"] for r in rows])
+    mean = float(shares.mean())
     changed = sorted(rows, key=lambda r: (r["overlap"], r["word"]))[:10]
-    return _Overlap(round(corrected, 4), round(mean, 4), changed)
+    if chance >= 1:  # every shared word is in every list: nothing to tell apart
+        return _Overlap(1.0, round(mean, 4), changed, chance=1.0, probes=len(rows))
+    corrected = max(0.0, (mean - chance) / (1 - chance))
+    # a probe keeps a list of L words by chance as a hypergeometric draw: variance about c(1 - c)/L
+    chance_sd = math.sqrt(chance * (1 - chance) / float(np.mean(lengths)) / len(rows)) / (1 - chance)
+    noise = float(shares.std(ddof=1)) / math.sqrt(len(rows)) / (1 - chance) if len(rows) > 1 else chance_sd
+    return _Overlap(round(corrected, 4), round(mean, 4), changed, noise, chance_sd, chance, len(rows))
 
 
 def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None) -> list[list[str]]:
@@ -162,10 +202,12 @@ def nearest_scored(
     """:func:`nearest`, with each neighbour's cosine similarity.
 
     One pass over the matrix for all the words at once: ``chunk`` rows of it at a time (by default as many as
-    keep the similarities within 64 MiB) are multiplied with every word's vector, and each word's best
-    ``topn`` so far are merged with the chunk's. The raw vectors are multiplied and the products divided by
-    the norms, as ``most_similar`` computes them, so no normalized copy of the matrix is made, and ties go to
-    the lower row, as a stable sort would have them.
+    keep the similarities within 64 MiB) are multiplied with every word's vector in one float32 BLAS product,
+    and each word's best ``topn`` so far are merged with the chunk's. Once a word has ``topn``, a chunk's
+    similarities matter only where they beat its ``topn``-th best, and only those few are gathered and sorted
+    (:func:`_merge_above`), so after the first chunk the pass costs about the product alone. The raw vectors
+    are multiplied and the products divided by the norms, as ``most_similar`` computes them, so no normalized
+    copy of the matrix is made, and ties go to the lower row, as a stable sort would have them.
     """
     matrix = vectors.vectors
     norms = fill_norms(vectors)
@@ -195,6 +237,9 @@ def nearest_scored(
             sims[:, outside[start:stop]] = -np.inf
         mine = (rows >= start) & (rows < stop)
         sims[everyone[mine], rows[mine] - start] = -np.inf  # a word is not its own neighbour
+        if best.shape[1] == k and np.isfinite(best[:, -1]).all():
+            _merge_above(best, columns, sims, start)
+            continue
         top = top_k(sims, min(k, stop - start))
         values = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
         found = np.concatenate([columns, top + start], axis=1)
@@ -206,10 +251,29 @@ def nearest_scored(
     ]
 
 
-def fill_norms(vectors: Any, block: int = 65_536) -> np.ndarray:
+def _merge_above(best: np.ndarray, columns: np.ndarray, sims: np.ndarray, start: int) -> None:
+    """Merge into each row's ``k`` best (``best``, ``columns``, in place) the similarities of a later chunk
+    that beat its ``k``-th best. Strictly beat: an equal value comes from a higher row, which ranks after
+    (NaN beats nothing)."""
+    k = best.shape[1]
+    row, column = np.nonzero(sims > best[:, -1:])
+    if not len(row):
+        return
+    hit = np.unique(row)  # the rows that change; each keeps k old values and gains at least one
+    all_rows = np.concatenate([np.repeat(hit, k), row])
+    all_values = np.concatenate([best[hit].ravel(), sims[row, column]])
+    all_columns = np.concatenate([columns[hit].ravel(), column + start])
+    order = np.lexsort((all_columns, -all_values, all_rows))  # by row, value descending, then the lower row
+    first = np.searchsorted(all_rows[order], hit)
+    take = order[first[:, None] + np.arange(k)[None, :]]
+    best[hit], columns[hit] = all_values[take], all_columns[take]
+
+
+def fill_norms(vectors: Any, block: int = 65_536, force: bool = False) -> np.ndarray:
     """gensim's ``fill_norms()``, the same values, computed a block of rows at a time: gensim's
-    ``np.linalg.norm(vectors, axis=1)`` squares the whole matrix into a temporary as large as the matrix."""
-    if vectors.norms is None or len(vectors.norms) != len(vectors.vectors):
+    ``np.linalg.norm(vectors, axis=1)`` squares the whole matrix into a temporary as large as the matrix.
+    ``force`` recomputes norms that are present (vectors changed in place keep gensim's stale ones)."""
+    if force or vectors.norms is None or len(vectors.norms) != len(vectors.vectors):
         matrix = vectors.vectors
         norms = np.empty(len(matrix), dtype=matrix.dtype)
         for start in range(0, len(matrix), block):
@@ -295,37 +359,89 @@ def _files(config: GateConfig, files: dict[str, bytes]) -> Iterator[list[tuple[s
 def evaluate(
     parent: Baseline | Any | None, candidate: Any, config: GateConfig, files: dict[str, bytes]
 ) -> dict[str, Any]:
-    """Score the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
-    and decide whether the gate passes. Pure: decides nothing else."""
-    result: dict[str, Any] = {"checks": [], "changed": [], "passed": True, "reasons": [], "neighbours_kept": 1.0}
+    """Measure the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
+    and decide whether the gate passes (:mod:`jobs.training.gate`). Decides nothing else.
+
+    Returns ``passed``, ``reasons`` (one per failed check), ``checks`` (each with its value, threshold or
+    band, and why), ``changed`` (the probe words whose neighbourhoods changed most) and ``neighbours_kept``
+    (the plain share, for the drift figures). Vectors that are not finite fail at once and skip the
+    neighbour search, whose ranks they would make meaningless."""
     before = parent if parent is None or isinstance(parent, Baseline) else baseline(parent, config, files)
+    bad, example = non_finite(candidate)
+    result: dict[str, Any] = {"changed": [], "neighbours_kept": 1.0}
+    checks = []
     if before is not None:
-        measured = _overlap(before, candidate, config)
-        overlap, result["changed"], result["neighbours_kept"] = measured.corrected, measured.changed, measured.kept
-        ok = overlap >= config.min_overlap
-        result["checks"].append(
-            {"name": "neighbourhood overlap", "candidate": overlap, "threshold": config.min_overlap, "passed": ok}
-        )
-        if not ok:
-            result["reasons"].append(f"neighbourhood overlap {overlap:.3f} < {config.min_overlap}")
+        if bad:
+            checks.append(gate.skipped_overlap(before.history, "the candidate holds non-finite vectors"))
+        else:
+            measured = _overlap(before, candidate, config)
+            result["changed"], result["neighbours_kept"] = measured.changed, measured.kept
+            checks.append(gate.overlap_check(measured.corrected, measured.evidence(), before.history, config))
+        frequent = compare_frequent(before, candidate)
+        checks.append(gate.norm_check(frequent.norm_ratio, frequent.words, config))
+        checks.append(gate.collapse_check(frequent.parent_cosine, frequent.cosine, frequent.words, config))
+    checks.append(gate.finite_check(bad, len(candidate.vectors), example))
     with _files(config, files) as scored:
         for name, score, path in scored:
             kind = "similarity" if score is _similarity else "analogy"
-            after = score(candidate, path)
             was = before.scores.get(name) if before is not None else None
-            ok = was is None or after is None or after >= was - config.max_drop
-            result["checks"].append(
-                {
-                    "name": f"{kind} {Path(name).name}",
-                    "parent": was,
-                    "candidate": after,
-                    "threshold": config.max_drop,
-                    "passed": ok,
-                }
-            )
-            if not ok:
-                result["reasons"].append(
-                    f"{kind} on {Path(name).name} fell from {was} to {after} (allowed drop {config.max_drop})"
-                )
-    result["passed"] = not result["reasons"]
+            checks.append(gate.score_check(kind, Path(name).name, was, score(candidate, path), config))
+    result["passed"], result["reasons"] = gate.verdict(checks)
+    result["checks"] = checks
     return result
+
+
+def non_finite(vectors: Any) -> tuple[int, str | None]:
+    """How many of the vectors hold NaN or ±inf, and the first such word; the norms are computed afresh
+    (and kept for the neighbour search), a NaN or an infinity making a row's norm one too."""
+    norms = fill_norms(vectors, force=True)
+    bad = ~np.isfinite(norms)
+    count = int(np.count_nonzero(bad))
+    return count, (vectors.index_to_key[int(np.argmax(bad))] if count else None)
+
+
+@dataclass(frozen=True)
+class Frequent:
+    """The parent's most frequent words that the update moved, compared in both versions (those the candidate
+    holds, with finite, non-zero norms in both, and a vector that changed: a word the update did not touch
+    says nothing about it, and in a lineage whose topics come and go that is most of them)."""
+
+    words: int
+    norm_ratio: float | None  # the median of each word's norm in the candidate over its norm in the parent
+    parent_cosine: float | None  # mean pairwise cosine among them, in the parent
+    cosine: float | None  # and in the candidate
+
+
+def compare_frequent(before: Baseline, candidate: Any) -> Frequent:
+    """Norms and directions of the parent's :data:`FREQUENT` most frequent words that the update moved, in
+    both versions: the words updates train most, so what a broken update does shows there first."""
+    held = candidate.key_to_index
+    present = [i for i, w in enumerate(before.frequent) if w in held]
+    if before.frequent_vectors is None or not present:
+        return Frequent(0, None, None, None)
+    old = before.frequent_vectors[present]
+    new = np.asarray(candidate.vectors[[held[before.frequent[i]] for i in present]])
+    moved = ~(old == new).all(axis=1)
+    old, new = old[moved].astype(np.float64), new[moved].astype(np.float64)
+    old_norms, new_norms = np.linalg.norm(old, axis=1), np.linalg.norm(new, axis=1)
+    usable = np.isfinite(old_norms) & np.isfinite(new_norms) & (old_norms > 0) & (new_norms > 0)
+    words = int(np.count_nonzero(usable))
+    if not words:
+        return Frequent(0, None, None, None)
+    ratio = float(np.median(new_norms[usable] / old_norms[usable]))
+    return Frequent(
+        words,
+        ratio,
+        mean_cosine(old[usable] / old_norms[usable, None]),
+        mean_cosine(new[usable] / new_norms[usable, None]),
+    )
+
+
+def mean_cosine(unit: np.ndarray) -> float | None:
+    """The mean cosine over all pairs of distinct rows of ``unit`` (unit vectors): from their sum, since
+    ``|sum|^2`` is the sum of every pair's cosine, each row's with itself included."""
+    n = len(unit)
+    if n < 2:
+        return None
+    total = unit.sum(axis=0)
+    return float((total @ total - n) / (n * (n - 1)))

@@ -3,9 +3,9 @@
 Nothing about the parent depends on the new data, so the training actor starts on it as soon as it exists
 (:meth:`jobs.training.trainer.Trainer.prepare`), in a thread beside the ingest calls: the files come from the
 node's verified cache or the store, the model is read with room for new words, the remembered state is read,
-and the gate measures the parent's side (:func:`jobs.training.evaluate.baseline`) before anything changes
-it. :meth:`Trainer.finish` then waits for what is left of it, so on a cluster the parent's cost hides behind
-tokenizing instead of following it.
+and the gate measures the parent's side (:func:`jobs.training.evaluate.baseline`, with the lineage's history
+of overlaps from the parent's manifest) before anything changes it. :meth:`Trainer.finish` then waits for
+what is left of it, so on a cluster the parent's cost hides behind tokenizing instead of following it.
 
     >>> loading = ParentLoad.start(store, ParentRequest("v1", GateConfig()), spool)   # doctest: +SKIP
     >>> parent = loading.result()                                                       # waits, re-raises
@@ -33,7 +33,7 @@ from jobs.lineage.counts import PENDING, read_counts
 from jobs.storage import Store, lease
 from jobs.storage.cache import VersionCache
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
-from jobs.training import evaluate as gate
+from jobs.training import evaluate, gate
 from jobs.training import model as gmodel
 from jobs.training.memory import PhasePeaks
 
@@ -68,7 +68,7 @@ class Parent:
     pending: dict[str, float]
     standing: np.ndarray | None
     reservoir: Any
-    baseline: gate.Baseline
+    baseline: evaluate.Baseline
 
 
 def load(
@@ -82,7 +82,8 @@ def load(
             raise StoppedError(f"loading the parent {request.version} was stopped")
 
     with phases.phase("load"), lease.reading(store, request.version):  # removed under the run: retryable
-        folder = fetch(store, request, into)
+        manifest = read_manifest(store, request.version)
+        folder = fetch(store, request, into, manifest)
         check()
         model_dir = folder / gmodel.MODEL_DIR
         model = gmodel.load(model_dir, spare_rows=None)  # room for as many new words as it has words
@@ -98,14 +99,15 @@ def load(
     with phases.phase("evaluate"):
         # The parent's side of the gate, from the loaded model before it changes: an update only appends
         # rows, and this spares loading the parent a second time.
-        before = gate.baseline(model.wv, request.gate, request.eval_files)
+        history = gate.history_of(manifest, request.gate.history)
+        before = evaluate.baseline(model.wv, request.gate, request.eval_files, history)
     return Parent(folder, model, pending, kept, reservoir, before)
 
 
-def fetch(store: Store, request: ParentRequest, into: Path) -> Path:
+def fetch(store: Store, request: ParentRequest, into: Path, manifest: dict[str, Any] | None = None) -> Path:
     """The parent's model files (and its remembered state, when it has one), verified: from the node's cache
-    where they are intact, else downloaded."""
-    manifest = read_manifest(store, request.version)
+    where they are intact, else downloaded. ``manifest``: the parent's, when the caller has read it."""
+    manifest = manifest or read_manifest(store, request.version)
     lineage = (PENDING, standing.STANDING, replay.RESERVOIR)
     names = model_files(manifest) + [n for n in lineage if n in manifest["files"]]
     cache = request.version_cache(into)

@@ -33,8 +33,7 @@ from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import Store
 from jobs.storage.locks import FileLock
 from jobs.storage.publish import upload_version
-from jobs.training import coordinates, drift, freeze, lifecycle, spool
-from jobs.training import evaluate as gate
+from jobs.training import coordinates, drift, evaluate, freeze, lifecycle, spool
 from jobs.training import model as gmodel
 from jobs.training.epochs import Split, split_evenly
 from jobs.training.memory import PhasePeaks
@@ -277,7 +276,7 @@ class Trainer:
                     aligned = coordinates.align_to_parent(model, parent, step.parent_rows)
 
             with phases.phase("evaluate"):
-                evaluation = gate.evaluate(before, model.wv, request.gate, request.eval_files)
+                evaluation = evaluate.evaluate(before, model.wv, request.gate, request.eval_files)
                 moved = (
                     drift.measure(
                         gmodel.vectors_file(parent / gmodel.MODEL_DIR),  # read in blocks from the parent's file
@@ -294,7 +293,7 @@ class Trainer:
                         f"vectors changed in training; nothing was published"
                     )
                 ranked = sorted(change.new_words, key=lambda w: -freq[w])
-                neighbours = gate.neighbours(model.wv, ranked[:20])
+                neighbours = evaluate.neighbours(model.wv, ranked[:20])
 
             with phases.phase("save"):
                 out = self.dir / "version"
