@@ -166,7 +166,8 @@ class GateConfig:
     against what chance alone reaches in this run. ``min_overlap`` is an absolute floor on top of that, off
     unless given. The other checks need no history: non-finite values, the frequent words' norms against the
     parent's (``max_norm_ratio``), their spread of directions against the parent's (``min_spread``), and the
-    evaluation files' scores (``max_drop``).
+    evaluation files' scores (``max_drop``). A parent that has barely left its initial values (``trained_norm``)
+    is no reference for the checks against it.
     """
 
     min_overlap: float | None = None  # an absolute floor; None: the lineage's band and chance decide
@@ -178,6 +179,8 @@ class GateConfig:
     sigmas: float = 4.0  # robust standard deviations (of the history, of this run's noise and of chance)
     max_norm_ratio: float = 4.0  # the frequent words' median norm may grow or shrink at most this many times
     min_spread: float = 0.1  # the frequent words' spread of directions keeps at least this share of the parent's
+    trained_norm: float = 4.0  # a parent whose frequent words' median norm is under this many times gensim's
+    # initial norm (1/sqrt(3 dims)) has barely trained: its neighbourhoods, norms and directions are no reference
     force: bool = False
     similarity_files: tuple[str, ...] = ()
     analogy_files: tuple[str, ...] = ()
@@ -197,6 +200,8 @@ class GateConfig:
             raise ConfigError(f"--gate-max-norm-ratio must be above 1, got {self.max_norm_ratio}")
         if not 0 <= self.min_spread < 1:
             raise ConfigError(f"--gate-min-spread must be in [0, 1), got {self.min_spread}")
+        if self.trained_norm < 0:
+            raise ConfigError(f"the gate's trained_norm must not be negative, got {self.trained_norm}")
         if self.probe_words < 1 or self.topn < 1:
             raise ConfigError(f"the gate needs probe_words and topn of at least 1, got {self.probe_words}, {self.topn}")
 

@@ -164,3 +164,26 @@ def test_broken_updates_fail_naming_the_check_that_caught_them(tmp_path: Path) -
     [norms] = [c for c in result["checks"] if c["name"] == gate.NORMS]
     assert norms["candidate"] > 10 * config.max_norm_ratio and norms["band"] == [0.25, 4.0]
     assert "learning rate far too high" in norms["why"]
+
+
+def test_a_parent_that_barely_trained_is_no_reference_but_non_finite_vectors_still_fail(tmp_path: Path) -> None:
+    # A first model of 3,600 tokens is still near gensim's initial vectors; its first real update multiplies
+    # the norms by about 7 and turns the mean cosine from 0.58 to 0.99: ordinary, not a blow-up or a collapse.
+    training = TrainingConfig(min_count=1, vector_size=24, epochs=3, workers=1, seed=1)
+    model = gmodel.create(training)
+    corpus, counts = spool(tmp_path / "day0.txt", clustered(300, seed=1))
+    lifecycle.update_vocabulary(model, counts, 300, {}, None, training, LifecycleConfig(max_vocab=0))
+    gmodel.train(model, corpus, training, 1)
+    before = evaluate.baseline(model.wv, GateConfig(), {}, [])
+    corpus, counts = spool(tmp_path / "day1.txt", clustered(300, seed=2))
+    lifecycle.update_vocabulary(model, counts, 300, {}, None, training, LifecycleConfig(max_vocab=0))
+    gmodel.train(model, corpus, training, 1, update=True)
+    result = evaluate.evaluate(before, model.wv, GateConfig(), {})
+    checks = {c["name"]: c for c in result["checks"]}
+    assert result["passed"] and checks[gate.NORMS]["candidate"] > GateConfig().max_norm_ratio
+    assert checks[gate.COLLAPSE]["candidate"] > 0.98 and checks[gate.COLLAPSE]["parent"] < 0.7
+    for name in (gate.OVERLAP, gate.NORMS, gate.COLLAPSE):
+        assert checks[name]["why"].startswith("not judged: the parent has barely trained"), name
+    model.wv.vectors[3] = np.inf
+    result = evaluate.evaluate(before, model.wv, GateConfig(), {})
+    assert [c["name"] for c in result["checks"] if not c["passed"]] == [gate.FINITE]

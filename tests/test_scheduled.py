@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gensim.models.callbacks import CallbackAny2Vec
 
-from jobs.config import GateConfig, from_args
+from jobs.config import from_args
 from jobs.errors import ConfigError, QualityGateError
 from jobs.lineage import ledger
 from jobs.refresh import Hooks, run
@@ -195,7 +195,9 @@ def test_an_update_passes_the_gate_at_default_thresholds_and_learns_new_words(tm
     manifest = read_manifest(s, update.version)
     assert manifest["evaluation"]["passed"] is True
     [overlap] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "neighbourhood overlap"]
-    assert overlap["candidate"] >= GateConfig().min_overlap
+    # the first update of a lineage: no history yet, so the floor is what random vectors reach by chance
+    assert overlap["candidate"] >= overlap["threshold"] == overlap["floor"]["chance"] > 0
+    assert (overlap["floor"]["bound"], overlap["history"]) == ("chance", [])
     [similarity] = [c for c in manifest["evaluation"]["checks"] if c["name"] == "similarity pairs.tsv"]
     assert similarity["candidate"] > 0.5 and isinstance(similarity["parent"], float)  # clusters are learnt
     report = s.get_bytes(version_key(update.version, "report.md")).decode()
@@ -205,25 +207,46 @@ def test_an_update_passes_the_gate_at_default_thresholds_and_learns_new_words(tm
 
 def test_gate_failure_keeps_the_pointer_and_force_promotes(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
-    write_parquet(data / "dt=1" / "p.parquet", clustered(300, seed=1))
+    # enough tokens that the first model trains (one that barely did is no reference: see test_gate_lineage)
+    write_parquet(data / "dt=1" / "p.parquet", clustered(1200, seed=1))
     first = run(from_args(args(data, store, "--min-count", "1")))
-    write_parquet(data / "dt=2" / "p.parquet", clustered(300, seed=2))
+    write_parquet(data / "dt=2" / "p.parquet", clustered(1200, seed=2))
     scrambled = Hooks(training_callbacks=(Scramble(),))
 
-    with pytest.raises(QualityGateError, match="NOT promoted"):
+    with pytest.raises(QualityGateError, match=r"NOT promoted") as failure:
         run(from_args(args(data, store, "--min-count", "1")), scrambled)  # default thresholds
+    assert "(neighbourhood overlap: 0." in str(failure.value)  # the message names the check that caught it
     s = open_store(str(store))
     assert s.read_pointer().version == first.version
     [failed] = [v for v in s.list_versions() if v != first.version]
     manifest = read_manifest(s, failed)
     assert manifest["evaluation"]["passed"] is False
-    assert "neighbourhood overlap" in manifest["evaluation"]["reasons"][0]
-    [overlap] = manifest["evaluation"]["checks"]
-    assert overlap["candidate"] < GateConfig().min_overlap
+    assert manifest["evaluation"]["reasons"][0].startswith("neighbourhood overlap: ")
+    checks = {c["name"]: c for c in manifest["evaluation"]["checks"]}
+    assert {"neighbourhood overlap", "vector norms", "collapse", "finite values"} <= set(checks)
+    overlap = checks["neighbourhood overlap"]
+    assert overlap["passed"] is False and overlap["candidate"] < overlap["threshold"]
+    assert overlap["floor"]["bound"] == "chance" and "<" in overlap["why"]
+    assert checks["finite values"]["passed"] and checks["collapse"]["passed"], (
+        checks["collapse"],
+        checks["vector norms"],
+    )
 
     forced = run(from_args(args(data, store, "--min-count", "1", "--force")), scrambled)
     assert s.read_pointer().version == forced.version
-    assert "Quality gate: FAILED" in s.get_bytes(version_key(forced.version, "report.md")).decode()
+    report = s.get_bytes(version_key(forced.version, "report.md")).decode()
+    assert "Quality gate: FAILED" in report and "- neighbourhood overlap: candidate" in report
+    kept = [c for c in read_manifest(s, forced.version)["evaluation"]["checks"] if c["name"] == "neighbourhood overlap"]
+
+    # the lineage's history travels in the manifests: the next update is judged against the forced version's
+    # overlap (promoted, so part of the lineage), and passes
+    write_parquet(data / "dt=3" / "p.parquet", clustered(1200, seed=3))
+    later = run(from_args(args(data, store, "--min-count", "1")))
+    assert s.read_pointer().version == later.version
+    [overlap] = [
+        c for c in read_manifest(s, later.version)["evaluation"]["checks"] if c["name"] == "neighbourhood overlap"
+    ]
+    assert overlap["history"] == [kept[0]["candidate"]] and overlap["passed"]
 
 
 def test_nightly_runs_through_compaction_and_a_relist_window_consume_every_partition_once(tmp_path: Path) -> None:

@@ -371,15 +371,18 @@ def evaluate(
     result: dict[str, Any] = {"changed": [], "neighbours_kept": 1.0}
     checks = []
     if before is not None:
+        untrained = gate.untrained(parent_norm(before), candidate.vector_size, config)
         if bad:
             checks.append(gate.skipped_overlap(before.history, "the candidate holds non-finite vectors"))
         else:
             measured = _overlap(before, candidate, config)
             result["changed"], result["neighbours_kept"] = measured.changed, measured.kept
-            checks.append(gate.overlap_check(measured.corrected, measured.evidence(), before.history, config))
+            evidence = measured.evidence()
+            checks.append(gate.overlap_check(measured.corrected, evidence, before.history, config, untrained))
         frequent = compare_frequent(before, candidate)
-        checks.append(gate.norm_check(frequent.norm_ratio, frequent.words, config))
-        checks.append(gate.collapse_check(frequent.parent_cosine, frequent.cosine, frequent.words, config))
+        checks.append(gate.norm_check(frequent.norm_ratio, frequent.words, config, untrained))
+        cosines = (frequent.parent_cosine, frequent.cosine)
+        checks.append(gate.collapse_check(*cosines, frequent.words, config, untrained))
     checks.append(gate.finite_check(bad, len(candidate.vectors), example))
     with _files(config, files) as scored:
         for name, score, path in scored:
@@ -389,6 +392,15 @@ def evaluate(
     result["passed"], result["reasons"] = gate.verdict(checks)
     result["checks"] = checks
     return result
+
+
+def parent_norm(before: Baseline) -> float | None:
+    """The median norm of the parent's most frequent words (None: it has none), to tell whether it trained."""
+    if before.frequent_vectors is None or not len(before.frequent_vectors):
+        return None
+    norms = np.linalg.norm(before.frequent_vectors.astype(np.float64), axis=1)
+    finite = norms[np.isfinite(norms)]
+    return float(np.median(finite)) if len(finite) else None
 
 
 def non_finite(vectors: Any) -> tuple[int, str | None]:

@@ -54,6 +54,21 @@ def verdict(checks: list[dict[str, Any]]) -> tuple[bool, list[str]]:
     return not reasons, reasons
 
 
+def untrained(parent_norm: float | None, dims: int, config: GateConfig) -> str | None:
+    """Why the parent is no reference for the checks against it (None: it is one). gensim starts a vector at
+    about ``1/sqrt(3 dims)`` (uniform in ``±1/dims``); a parent whose frequent words are still within
+    ``trained_norm`` times that has learnt little, and its first real training moves every norm, direction and
+    neighbourhood (a first model of a few thousand tokens: norms x7, mean cosine 0.58 -> 0.99)."""
+    initial = 1 / math.sqrt(3 * dims)
+    if parent_norm is None or parent_norm >= config.trained_norm * initial:
+        return None
+    return (
+        f"the parent has barely trained (its frequent words' median norm {parent_norm:.3g} is "
+        f"{parent_norm / initial:.1f} times gensim's initial {initial:.3g}, under {config.trained_norm}): "
+        "it has no neighbourhoods, norms or directions to keep"
+    )
+
+
 # -- the lineage's history --------------------------------------------------------------------------------------
 
 
@@ -151,14 +166,17 @@ def _rounded(value: float | None) -> float | None:
 
 
 def overlap_check(
-    value: float, measured: dict[str, Any], history: Sequence[float], config: GateConfig
+    value: float, measured: dict[str, Any], history: Sequence[float], config: GateConfig, untrained: str | None = None
 ) -> dict[str, Any]:
     """The neighbourhood check: ``value`` (the overlap beyond chance) against :func:`overlap_floor`.
-    ``measured`` holds the run's ``noise`` and ``chance_sd`` and is recorded with the check."""
+    ``measured`` holds the run's ``noise`` and ``chance_sd`` and is recorded with the check; with ``untrained``
+    (why the parent is no reference) it is recorded, and passes."""
     floor = overlap_floor(history, measured["noise"], measured["chance_sd"], config)
-    passed = value >= floor.value
-    why = f"{value:.4f} {'>=' if passed else '<'} floor {floor.describe()}"
-    if not passed and floor.bound != "chance":
+    passed = value >= floor.value or untrained is not None
+    why = f"{value:.4f} {'>=' if value >= floor.value else '<'} floor {floor.describe()}"
+    if untrained is not None:
+        why = f"not judged: {untrained} ({why})"
+    elif not passed and floor.bound != "chance":
         why += "; a lineage whose updates really changed character can be promoted once with --force"
     return check(
         OVERLAP,
@@ -196,11 +214,14 @@ def finite_check(bad: int, rows: int, example: str | None) -> dict[str, Any]:
     return check(FINITE, bad, False, why, threshold=0)
 
 
-def norm_check(ratio: float | None, words: int, config: GateConfig) -> dict[str, Any]:
-    """The frequent words' median norm ratio (candidate over parent) within ``[1/r, r]``."""
+def norm_check(ratio: float | None, words: int, config: GateConfig, untrained: str | None = None) -> dict[str, Any]:
+    """The frequent words' median norm ratio (candidate over parent) within ``[1/r, r]``; not judged with
+    ``untrained`` (why the parent is no reference)."""
     band = [round(1 / config.max_norm_ratio, 4), config.max_norm_ratio]
     if ratio is None:
         return check(NORMS, None, True, "no frequent word moved (or none with a norm in both versions)", band=band)
+    if untrained is not None:
+        return check(NORMS, round(ratio, 4), True, f"not judged: {untrained}", band=band)
     passed = band[0] <= ratio <= band[1]
     if passed:
         why = f"the median norm of the {words:,} frequent words moved changed {ratio:.3f} times, within {band}"
@@ -217,11 +238,17 @@ def norm_check(ratio: float | None, words: int, config: GateConfig) -> dict[str,
     return check(NORMS, round(ratio, 4), passed, why, band=band)
 
 
-def collapse_check(parent: float | None, candidate: float | None, words: int, config: GateConfig) -> dict[str, Any]:
+def collapse_check(
+    parent: float | None, candidate: float | None, words: int, config: GateConfig, untrained: str | None = None
+) -> dict[str, Any]:
     """The frequent words' spread of directions, ``1 - mean pairwise cosine``, keeps at least ``min_spread``
-    of the parent's. A parent already pointing one way (spread <= 0) has nothing to lose."""
+    of the parent's. A parent already pointing one way (spread <= 0) has nothing to lose; not judged with
+    ``untrained`` (why the parent is no reference)."""
     if parent is None or candidate is None:
         return check(COLLAPSE, candidate, True, "fewer than two frequent words moved", parent=parent)
+    if untrained is not None:
+        why = f"not judged: {untrained}"
+        return check(COLLAPSE, round(candidate, 4), True, why, parent=round(parent, 4))
     before, after = 1 - parent, 1 - candidate
     least = config.min_spread * before
     passed = before <= 0 or after >= least
