@@ -177,7 +177,7 @@ class GateConfig:
     history: int = 10  # versions of the lineage's overlap history judged; fewer: a young lineage, a looser floor
     keep: float = 0.5  # the overlap floor is at most this share of the lineage's median overlap
     sigmas: float = 4.0  # robust standard deviations (of the history, of this run's noise and of chance)
-    max_norm_ratio: float = 4.0  # the frequent words' median norm may grow or shrink at most this many times
+    max_norm_ratio: float = 10.0  # the moved frequent words' median norm may grow or shrink at most this many times
     min_spread: float = 0.1  # the frequent words' spread of directions keeps at least this share of the parent's
     trained_norm: float = 4.0  # a parent whose frequent words' median norm is under this many times gensim's
     # initial norm (1/sqrt(3 dims)) has barely trained: its neighbourhoods, norms and directions are no reference

@@ -191,7 +191,7 @@ def test_the_history_travels_in_the_manifests() -> None:
 
 def test_norm_and_collapse_checks_hold_the_band() -> None:
     config = GateConfig()
-    assert [norm_check(r, 100, config)["passed"] for r in (0.2, 0.25, 1.9, 4.0, 4.1)] == [0, 1, 1, 1, 0]
+    assert [norm_check(r, 100, config)["passed"] for r in (0.0, 0.09, 0.1, 1.9, 10.0, 10.1)] == [0, 0, 1, 1, 1, 0]
     assert "learning rate far too high" in norm_check(120.0, 100, config)["why"]
     assert "reset or zeroed" in norm_check(0.01, 100, config)["why"]
     assert norm_check(None, 0, config)["passed"]

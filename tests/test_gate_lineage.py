@@ -162,7 +162,7 @@ def test_broken_updates_fail_naming_the_check_that_caught_them(tmp_path: Path) -
     result = evaluate.evaluate(before, blown, config, {})
     assert gate.NORMS in failing(result)
     [norms] = [c for c in result["checks"] if c["name"] == gate.NORMS]
-    assert norms["candidate"] > 10 * config.max_norm_ratio and norms["band"] == [0.25, 4.0]
+    assert norms["candidate"] > 2 * config.max_norm_ratio and norms["band"] == [0.1, 10.0]
     assert "learning rate far too high" in norms["why"]
 
 
@@ -180,7 +180,7 @@ def test_a_parent_that_barely_trained_is_no_reference_but_non_finite_vectors_sti
     gmodel.train(model, corpus, training, 1, update=True)
     result = evaluate.evaluate(before, model.wv, GateConfig(), {})
     checks = {c["name"]: c for c in result["checks"]}
-    assert result["passed"] and checks[gate.NORMS]["candidate"] > GateConfig().max_norm_ratio
+    assert result["passed"] and checks[gate.NORMS]["candidate"] > 5
     assert checks[gate.COLLAPSE]["candidate"] > 0.98 and checks[gate.COLLAPSE]["parent"] < 0.7
     for name in (gate.OVERLAP, gate.NORMS, gate.COLLAPSE):
         assert checks[name]["why"].startswith("not judged: the parent has barely trained"), name

@@ -436,16 +436,17 @@ def compare_frequent(before: Baseline, candidate: Any) -> Frequent:
     moved = ~(old == new).all(axis=1)
     old, new = old[moved].astype(np.float64), new[moved].astype(np.float64)
     old_norms, new_norms = np.linalg.norm(old, axis=1), np.linalg.norm(new, axis=1)
-    usable = np.isfinite(old_norms) & np.isfinite(new_norms) & (old_norms > 0) & (new_norms > 0)
+    usable = np.isfinite(old_norms) & np.isfinite(new_norms) & (old_norms > 0)  # a zeroed vector: ratio 0
     words = int(np.count_nonzero(usable))
     if not words:
         return Frequent(0, None, None, None)
     ratio = float(np.median(new_norms[usable] / old_norms[usable]))
+    directed = usable & (new_norms > 0)  # a zero vector has no direction
     return Frequent(
         words,
         ratio,
-        mean_cosine(old[usable] / old_norms[usable, None]),
-        mean_cosine(new[usable] / new_norms[usable, None]),
+        mean_cosine(old[directed] / old_norms[directed, None]),
+        mean_cosine(new[directed] / new_norms[directed, None]),
     )
 
 
