@@ -7,7 +7,8 @@
 - ``trainer``: the training actor: spool the token stream, update the vocabulary, train, save, upload
 - ``parent``: the parent version fetched, loaded and measured on the trainer's node while the corpus streams in
 - ``memory``: the actor's peak memory phase by phase
-- ``evaluate``: the quality gate that compares a candidate with its parent
+- ``evaluate``: the quality gate's measurements of a candidate against its parent
+- ``gate``: the quality gate's decisions: each check's band, the lineage's overlap history
 - ``lifecycle``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
 - ``prune``: removing words from a trainable model
 - ``freeze``: lock factors that keep the parent's words' vectors fixed while new words learn
