@@ -6,9 +6,9 @@ the manifest and the report record as it is: its ``name``, its value (``candidat
 it was held to, ``passed``, and ``why`` in words.
 
 - **finite values**: no vector may hold NaN or ±inf. Needs no parent.
-- **vector norms**: the median, over the parent's most frequent words, of each word's norm in the candidate
-  over its norm in the parent must stay within ``[1/max_norm_ratio, max_norm_ratio]``. A learning rate far
-  too high multiplies norms by tens to thousands; a reset shrinks them to the initial scale.
+- **vector norms**: the median, over the parent's most frequent words that the update moved, of each word's
+  norm in the candidate over its norm in the parent must stay within ``[1/max_norm_ratio, max_norm_ratio]``.
+  A learning rate far too high multiplies norms by tens to hundreds; a reset shrinks them to the initial scale.
 - **collapse**: the spread of directions of the same words, ``1 - mean pairwise cosine``, must keep at least
   ``min_spread`` of the parent's. Vectors that all point one way have a spread near 0.
 - **neighbourhood overlap**: the share of the probe words' nearest neighbours the candidate keeps, beyond
@@ -17,9 +17,10 @@ it was held to, ``passed``, and ``why`` in words.
   0.3 is common), so no fixed number fits every lineage; what a lineage's own updates keep does.
 - **similarity / analogy** files: the score may not drop by more than ``max_drop`` against the parent's.
 
-The lineage's history travels with its versions: the overlap check records the overlaps it was judged
-against (``history``), and a child reads its parent's history plus the parent's own overlap
-(:func:`history_of`), the last ``history`` of them.
+Norms, collapse and overlap are judged only against a parent that has trained (:func:`untrained`): one still
+near gensim's initial vectors has nothing to keep. The lineage's history travels with its versions: the
+overlap check records the overlaps it was judged against (``history``), and a child reads its parent's history
+plus the parent's own overlap (:func:`history_of`), the last ``history`` of them.
 
     >>> floor = overlap_floor([0.21, 0.18, 0.2], noise=0.01, chance_sd=0.002, config=GateConfig())
     >>> round(floor.value, 3), floor.bound
@@ -113,6 +114,7 @@ class Floor:
     median: float | None
     spread: float | None  # the robust standard deviation used for the band (established lineages)
     versions: int
+    full: int  # the versions of history an established lineage has (--gate-history)
 
     def describe(self) -> str:
         if self.bound == "chance":
@@ -122,7 +124,7 @@ class Floor:
         if self.bound == "young lineage":
             return (
                 f"{self.value:.4f}, a young lineage's: median {self.median:.4f} of its {self.versions} "
-                f"versions of history, scaled by {self.versions}/history"
+                f"versions of history x {self.versions}/{self.full}"
             )
         return f"{self.value:.4f}, the lineage's band: median {self.median:.4f} of its last {self.versions} versions"
 
@@ -158,7 +160,8 @@ def overlap_floor(history: Sequence[float], noise: float, chance_sd: float, conf
     if config.min_overlap is not None:
         candidates.append((config.min_overlap, "--gate-min-overlap"))
     value, bound = max(candidates, key=lambda c: c[0])
-    return Floor(round(value, 4), bound, round(chance, 4), _rounded(lineage), _rounded(median), _rounded(spread), n)
+    rounded = (_rounded(lineage), _rounded(median), _rounded(spread))
+    return Floor(round(value, 4), bound, round(chance, 4), *rounded, n, config.history)
 
 
 def _rounded(value: float | None) -> float | None:
