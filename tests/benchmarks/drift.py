@@ -32,7 +32,8 @@ nearest members that belong to its true group at the end) for old words that nev
 made it into the vocabulary (how many did is reported), and for moved words (true group: the new one). Time
 is the total of the three update runs (the job: wall-clock around ``run()``, and the trainer's ``train()``
 alone); for the full retrain, the final retrain, and the sum over days 1-3 if it were retrained every day.
-The table is printed and written, with the per-day details, as JSON to ``--out``.
+The table is printed and written, with the per-day details (each job run's quality-gate checks among them),
+as JSON to ``--out``.
 
 Reading the numbers:
 
@@ -419,6 +420,7 @@ def run_job(variant: JobVariant, data: Path, work: Path, params: Params, world: 
                 "new_words": summary.new_words,
                 "vocab": summary.vocab_size,
                 "gate": summary.gate,
+                "checks": gate_checks(open_store(str(store)), summary.version),
             }
         )
         if day:
@@ -441,6 +443,16 @@ def run_job(variant: JobVariant, data: Path, work: Path, params: Params, world: 
     return finished(
         variant.name, model.wv, world, k, seconds, train, days, " ".join([*variant.flags, *variant.update_flags])
     )
+
+
+def gate_checks(store: Any, version: str | None) -> list[dict[str, Any]]:
+    """The gate's checks as the version's manifest recorded them, each as name, value, threshold and verdict."""
+    from jobs.storage.publish import read_manifest
+
+    if version is None:
+        return []
+    fields = ("name", "candidate", "threshold", "band", "passed")
+    return [{k: c[k] for k in fields if k in c} for c in read_manifest(store, version)["evaluation"]["checks"]]
 
 
 def finished(
