@@ -54,7 +54,10 @@ def first_version(tmp_path: Path, store: LocalStore) -> list[str]:
     trainer = Trainer(spool(tmp_path / "spool"))
     feed(trainer, partition(tmp_path, "day0.txt", seed=1))
     candidate = trainer.finish(store, request("v1", None))
-    write_manifest(store, "v1", {"version": "v1", "files": candidate.files, "model": candidate.model_kind})
+    # the lineage's gate history, as v1's own gate would have recorded it: judged against 0.4 and 0.6, kept 0.5
+    history = {"checks": [{"name": "neighbourhood overlap", "candidate": 0.5, "history": [0.4, 0.6]}]}
+    fields = {"version": "v1", "files": candidate.files, "model": candidate.model_kind, "evaluation": history}
+    write_manifest(store, "v1", fields)
     return sorted(n.rsplit("/", 1)[-1] for n in candidate.files if n.startswith("model/") or n == "pending.parquet")
 
 
@@ -80,6 +83,9 @@ def test_a_prepared_parent_gives_the_version_a_parent_loaded_at_the_end_gives(tm
         if name.endswith(".npy"):
             assert prepared.files[name]["sha256"] == at_end.files[name]["sha256"], name
     assert prepared.evaluation["checks"] == at_end.evaluation["checks"]
+    # the parent's manifest carried the lineage's history to the candidate's gate, either way it was loaded
+    [overlap] = [c for c in at_end.evaluation["checks"] if c["name"] == "neighbourhood overlap"]
+    assert overlap["history"] == [0.4, 0.6, 0.5] and overlap["floor"]["versions"] == 3
 
 
 def test_a_parent_prepared_for_other_settings_is_loaded_again(tmp_path: Path) -> None:
