@@ -287,7 +287,7 @@ class RolledBackWhileRead(LocalStore):
 
 
 def test_a_refresh_whose_parent_is_removed_while_it_reads_the_ledger_exits_75(tmp_path: Path) -> None:
-    from jobs.config import from_args
+    from jobs.config import TOKENIZER_SETTINGS, from_args, to_dict
     from jobs.errors import EXIT_RETRYABLE, VersionRemoved, exit_status
     from jobs.refresh import Hooks, refresh
     from jobs.runs import RunRecord
@@ -298,10 +298,12 @@ def test_a_refresh_whose_parent_is_removed_while_it_reads_the_ledger_exits_75(tm
         refresh_ledger(store, root, f"v{day}", compact_every=4)
     parent = read_manifest(store, "v3")
     parent["files"]["model/params.json"] = {"size": 2, "sha256": "0" * 64}  # the pickle-free format, as listed
+    config = from_args(["--input", str(root), "--store", str(store.root)])
+    recorded = to_dict(config)["tokenizer"]  # the lineage's record, so its settings need no model file
+    parent["lineage"] = {"tokenizer": {name: recorded[name] for name in TOKENIZER_SETTINGS}, "architecture": None}
     write_manifest(store, "v3", {k: v for k, v in parent.items() if k != "format"})
     land(root, 4)
 
-    config = from_args(["--input", str(root), "--store", str(store.root)])
     with pytest.raises(VersionRemoved, match=r"v3, the version this run builds on, was removed .* \(to v2\)") as info:
         refresh(config, store, RunRecord.begin(str(root)), Hooks())
     assert exit_status(info.value) == EXIT_RETRYABLE
