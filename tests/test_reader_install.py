@@ -106,7 +106,10 @@ def reader_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(command: list[Any]) -> None:
-    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600, check=False)
+    # Not the session's PYTHONPATH (the repository, for Ray's workers): through it pip would find the editable
+    # install's metadata and take the project as already installed in the new environment.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600, check=False, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
