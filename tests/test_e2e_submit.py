@@ -71,13 +71,15 @@ def job_env(moto: MotoServer) -> dict[str, Any]:
     return runtime_env(**DUMMY_AWS, AWS_ENDPOINT_URL=moto.endpoint)
 
 
-def put_partitions(s3: Any, bucket: str, prefix: str, days: int, parts: int, seed: int = 0, first: int = 0) -> None:
-    """``days`` x ``parts`` small Parquet partitions under s3://bucket/prefix/dt=.../part-N.parquet, the days
-    from 2026-05-0``first + 1`` on."""
+def put_partitions(
+    s3: Any, bucket: str, prefix: str, days: int, parts: int, seed: int = 0, first: int = 0, sentences: int = 60
+) -> None:
+    """``days`` x ``parts`` small Parquet partitions of ``sentences`` each under
+    s3://bucket/prefix/dt=.../part-N.parquet, the days from 2026-05-0``first + 1`` on."""
     for day in range(first, first + days):
         for part in range(parts):
             buffer = io.BytesIO()
-            table = pa.table({"text": pa.array(clustered(60, seed=seed + 10 * day + part), pa.string())})
+            table = pa.table({"text": pa.array(clustered(sentences, seed=seed + 10 * day + part), pa.string())})
             pq.write_table(table, buffer)
             s3.put_object(
                 Bucket=bucket, Key=f"{prefix}/dt=2026-05-0{day + 1}/part-{part}.parquet", Body=buffer.getvalue()
@@ -263,7 +265,8 @@ def test_submit_sh_runs_once_per_window_and_exits_with_the_jobs_own_status(
     head: RayHead, s3: Any, deployed: Path, moto: MotoServer
 ) -> None:
     corpus, models = new_bucket(s3, "corpus"), new_bucket(s3, "models")
-    put_partitions(s3, corpus, "events", days=1, parts=2, seed=100)
+    # enough text that the first version trains: the gate judges nothing against a parent that barely did
+    put_partitions(s3, corpus, "events", days=1, parts=2, seed=100, sentences=600)
 
     def trigger(at: str, store: str, *extra: str, input: str = f"s3://{corpus}/events/") -> subprocess.Popen[str]:
         env = head.env(RAY_ADDRESS=head.dashboard, REFRESH_INPUT=input, REFRESH_STORE=store, REFRESH_AT=at)
