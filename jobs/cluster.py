@@ -67,6 +67,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 from jobs import logs
 from jobs.config import RefreshConfig
 from jobs.errors import ClusterError, PartitionError, PartitionReadError, RefreshError, StoppedError, TrainingError
+from jobs.ingest import IngestResult
 from jobs.training.trainer import Trainer, spool_path
 from shards.partitions import Partition
 from shards.pieces import Piece, plan
@@ -424,22 +425,6 @@ class Share:
         work.in_bundle = in_bundle
         if in_bundle:
             self.running.append(work)
-
-
-@dataclass
-class IngestResult:
-    """What streaming the partitions through the trainer produced."""
-
-    consumed: list[Partition] = field(default_factory=list)
-    rejected: list[PartitionError] = field(default_factory=list)
-    documents: int = 0
-    sentences: int = 0
-    tokens: int = 0
-    pieces: int = 0
-    bytes: int = 0
-    rejected_bytes: int = 0
-    seconds: float = 0.0
-    fallback: str | None = None  # why tokenizing moved into the trainer's reservation, if it did
 
 
 def in_flight_limit(config: RefreshConfig) -> int:

@@ -37,7 +37,7 @@ import ray
 from ray.util import metrics
 
 if TYPE_CHECKING:
-    from jobs.cluster import IngestResult
+    from jobs.ingest import IngestResult
     from jobs.training.trainer import Candidate
 
 PREFIX = "embedding_refresh_"

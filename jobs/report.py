@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.config import RefreshConfig, to_dict
 
 if TYPE_CHECKING:
-    from jobs.cluster import IngestResult
+    from jobs.ingest import IngestResult
     from jobs.lineage.rejections import Rejection
     from jobs.training.trainer import Candidate
     from shards.partitions import Partition

@@ -43,7 +43,7 @@ from jobs.errors import (
 )
 
 if TYPE_CHECKING:
-    from jobs.cluster import IngestResult
+    from jobs.ingest import IngestResult
     from jobs.lineage.rejections import Rejection
     from jobs.training.trainer import Candidate
 

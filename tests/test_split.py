@@ -20,6 +20,7 @@ import pytest
 from jobs import cluster
 from jobs.config import RefreshConfig, TrainingConfig, from_args
 from jobs.errors import BadPartitionsError
+from jobs.ingest import IngestResult
 from jobs.refresh import run
 from jobs.training import model as gmodel
 from jobs.training.trainer import Trainer
@@ -233,7 +234,7 @@ def mixed_input(root: Path) -> collections.Counter[str]:
     return reference(a) + reference(b) + reference(c)
 
 
-def spooled(config: RefreshConfig, spool: Path) -> tuple[bytes, cluster.IngestResult]:
+def spooled(config: RefreshConfig, spool: Path) -> tuple[bytes, IngestResult]:
     """What the trainer spooled for ``config`` (read before the trainer removes it), and the stream's result."""
     fs, root = open_filesystem(config.input)
     spool.mkdir()
