@@ -66,12 +66,21 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, Place
 
 from jobs import logs
 from jobs.config import RefreshConfig
-from jobs.errors import ClusterError, PartitionError, PartitionReadError, RefreshError, StoppedError, TrainingError
+from jobs.errors import (
+    RERUN,
+    ClusterError,
+    PartitionError,
+    PartitionReadError,
+    RefreshError,
+    StoppedError,
+    TrainingError,
+)
 from jobs.ingest import IngestResult
+from jobs.scheduling import memory_hint, output_estimate
 from jobs.training.trainer import Trainer, spool_path
 from shards.partitions import Partition
 from shards.pieces import Piece, plan
-from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
+from shards.tokenized import TokenizedBatch, tokenize_piece
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +224,6 @@ def _wait(refs: list[Any], **options: Any) -> tuple[list[Any], list[Any]]:
     return ready, rest
 
 
-_RERUN = "Nothing was published; a rerun is safe."
-
-
 def explain(exc: RayError, stage: str, partition: Partition | None = None, actor: bool = False) -> RefreshError:
     """One clear line for a failure Ray reports: what failed, where, and what to do; never a traceback.
 
@@ -287,7 +293,7 @@ def explain(exc: RayError, stage: str, partition: Partition | None = None, actor
         )
     else:
         what = f"{type(exc).__name__}: {_first_line(exc)}"
-    return ClusterError(f"{where}: {what.rstrip('.')}. {_RERUN}")
+    return ClusterError(f"{where}: {what.rstrip('.')}. {RERUN}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -437,34 +443,6 @@ def in_flight_bytes(config: RefreshConfig) -> int:
     """Tokenized bytes held between the workers and the trainer at once: --max-in-flight-bytes, else half of
     the cluster's object store (what a slow piece at the head of the order lets pile up behind it)."""
     return config.max_in_flight_bytes or max(64 << 20, int(ray.cluster_resources().get("object_store_memory", 0) / 2))
-
-
-# Tokenized text over input bytes, roughly: Parquet and compressed files expand, plain text shrinks a little.
-_EXPANSION = {"parquet": 3, "compressed": 4, "text": 1}
-_WORKER_BASE = 128 << 20  # a worker's own footprint (Python, pyarrow), beyond the piece it reads
-
-
-def output_estimate(piece: Piece) -> int:
-    """About how many bytes of tokenized text ``piece`` yields: what in-flight work is budgeted in."""
-    partition = piece.partition
-    kind = "compressed" if partition.compression else "parquet" if partition.format == "parquet" else "text"
-    return piece.size * _EXPANSION[kind]
-
-
-_SMALL_TASK = 32 << 20  # needs below this fit in any worker's ordinary headroom: no reservation is asked for
-
-
-def memory_hint(piece: Piece, read: ReadOptions) -> int | None:
-    """The ``memory=`` a tokenizing task asks for: text is decoded a block at a time, Parquet a batch of rows
-    at a time (at most the piece's text); the decoded text, its tokens and their lines take a few times that.
-    None for a small piece: a memory request is a logical reservation that every node type must declare for
-    the autoscaler to place it, which buys nothing for a task that needs a few megabytes."""
-    partition = piece.partition
-    unit = min(output_estimate(piece), read.piece_bytes)
-    if partition.format != "parquet":
-        unit = min(unit, read.block_bytes)
-    need = 6 * unit
-    return _WORKER_BASE + need if need >= _SMALL_TASK else None
 
 
 def _fetch(ref: Any) -> TokenizedBatch:
@@ -642,7 +620,7 @@ class _Stream:
             raise ClusterError(
                 f"tokenizing: no CPU for {len(waiting)} tokenizing task(s) within --tokenizer-wait "
                 f"{self.config.tokenizer_wait:g} s, and the training actor reserves none; check the cluster's "
-                f"tokenizer node type and its limits (max_workers, quotas). {_RERUN}"
+                f"tokenizer node type and its limits (max_workers, quotas). {RERUN}"
             )
         share.gave_up = True
         self.outcome.fallback = (
@@ -678,7 +656,7 @@ class _Stream:
             raise ClusterError(
                 f"no partition reached the training actor within {self.config.trainer_start_timeout:g} s: no node "
                 f"may offer what it reserves ({self.trainer.cpus} CPUs, resource {self.config.trainer_resource!r} "
-                f"if required); check the cluster's trainer node type, or raise --trainer-start-timeout. {_RERUN}"
+                f"if required); check the cluster's trainer node type, or raise --trainer-start-timeout. {RERUN}"
             )
         if not tasks:
             return

@@ -55,6 +55,7 @@ __all__ = [
     "EXIT_RETRYABLE",
     "EXIT_STOPPED",
     "EXIT_USAGE",
+    "RERUN",
     "BadPartitionsError",
     "CacheError",
     "ClusterError",
@@ -139,6 +140,10 @@ class ClusterError(RefreshError):
     """Ray failed under the run (a worker, a node, memory, lost results, a runtime environment, the training
     actor), or the cluster had no room for the training actor in time (a capacity problem, not the data's).
     The message names the stage and the partition; a rerun is safe."""
+
+
+#: how every ClusterError's message ends: the infrastructure failed, not the data
+RERUN = "Nothing was published; a rerun is safe."
 
 
 class StoppedError(RefreshError):
