@@ -25,6 +25,7 @@ import pyarrow.fs as pafs
 
 from shards.errors import ConfigError
 from shards.links import LeftOut, list_folder
+from shards.options import option
 from shards.s3settings import S3Settings
 
 Format = Literal["parquet", "jsonl", "text"]
@@ -251,8 +252,17 @@ class Readiness:
     ``min_file_age``: files modified fewer seconds ago wait (for writers that leave no marker).
     """
 
-    success_marker: str = "auto"
-    min_file_age: float = 0.0
+    success_marker: str = option(
+        "auto",
+        "read a folder only once its _SUCCESS marker (or one above it) exists: auto (wherever the input has any "
+        "marker), always (alone: always) or never; folders holding _temporary/ wait unless never",
+        flag="--require-success-marker",
+        choices=MARKER_MODES,
+        const="always",
+    )
+    min_file_age: float = option(
+        0.0, "leave files modified fewer seconds ago for a later run (writers that leave no marker)", metavar="SECONDS"
+    )
 
     def __post_init__(self) -> None:
         if self.success_marker not in MARKER_MODES:

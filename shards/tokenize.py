@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from shards.errors import ConfigError
+from shards.options import derived, option
 
 #: Letters, with the combining marks that belong to them. Digits and underscores separate tokens.
 DEFAULT_TOKEN_PATTERN = r"[\p{L}\p{M}]+"
@@ -42,12 +43,14 @@ _WHITESPACE = r"[\t\n\v\f\r \x{85}\p{Z}]+"
 class TokenizerConfig:
     """How text becomes tokens. Frozen and recorded with every model version."""
 
-    lowercase: bool = True
-    deaccent: bool = False
-    token_pattern: str = DEFAULT_TOKEN_PATTERN
-    min_token_len: int = 2
-    max_token_len: int = 40
-    max_sentence_tokens: int = MAX_SENTENCE_TOKENS
+    lowercase: bool = option(True, "keep case", flag="--no-lowercase")
+    deaccent: bool = option(False, "fold accents (NFKD, drop combining marks)")
+    token_pattern: str = option(DEFAULT_TOKEN_PATTERN, "RE2 regex of one token")
+    min_token_len: int = option(2, "shortest token kept, in characters")
+    max_token_len: int = option(40, "longest token kept, in characters")
+    max_sentence_tokens: int = derived(
+        MAX_SENTENCE_TOKENS, "gensim's limit on a sentence it trains whole; only tests lower it, to cut sentences"
+    )
 
     def __post_init__(self) -> None:
         if self.min_token_len < 1:

@@ -26,12 +26,19 @@ from shards.checks import too_large
 from shards.counts import RunningCounts
 from shards.errors import ConfigError, FieldMissing, PartitionError
 from shards.limits import MAX_DECOMPRESSION_RATIO, MAX_DOCUMENT_BYTES, Limits
+from shards.options import option
 from shards.partitions import Partition
 from shards.pieces import DEFAULT_PIECE_BYTES, Piece, whole
 from shards.readers import TEXT_BLOCK, read_texts
+from shards.s3settings import parse_size
 from shards.tokenize import TokenizerConfig, count_words, line_view, tokenize
 
 _MIN_BLOCK = 64 << 10
+
+
+def _size(text: str) -> int:
+    """A size flag's (or config file string's) bytes: ``256MiB`` or ``1048576``. Raises ConfigError."""
+    return parse_size(text, "size")
 
 
 @dataclass(frozen=True)
@@ -46,13 +53,36 @@ class ReadOptions:
     ``follow_symlinks`` lets a local input's symbolic links lead out of it (:mod:`shards.links`).
     """
 
-    text_column: str = "text"
-    batch_rows: int = 65_536
-    max_document_bytes: int = MAX_DOCUMENT_BYTES
-    piece_bytes: int = DEFAULT_PIECE_BYTES
-    max_partition_bytes: int | None = None
-    max_decompression_ratio: float = MAX_DECOMPRESSION_RATIO
-    follow_symlinks: bool = False
+    text_column: str = option("text", "Parquet column / JSON field holding the text")
+    batch_rows: int = option(65_536, "rows read and tokenized at once")
+    max_document_bytes: int = option(
+        MAX_DOCUMENT_BYTES,
+        "a partition holding a longer document (a longer line) is bad; refused while it is read",
+        parse=_size,
+    )
+    piece_bytes: int = option(
+        DEFAULT_PIECE_BYTES,
+        "split larger files into pieces of about this size (Parquet by row groups, uncompressed text and JSON "
+        "Lines by lines), each tokenized by its own task; a worker's memory follows it, e.g. 256MiB",
+        parse=_size,
+    )
+    max_partition_bytes: int | None = option(
+        None,
+        "reject partition files larger than this, or that decompress to more (off by default; it no longer "
+        "bounds memory)",
+        parse=_size,
+    )
+    max_decompression_ratio: float = option(
+        MAX_DECOMPRESSION_RATIO,
+        "a compressed partition decompressing to more than RATIO times the bytes read for it (checked past its "
+        "first 16 MiB) is bad: a decompression bomb; 0 turns it off",
+        metavar="RATIO",
+    )
+    follow_symlinks: bool = option(
+        False,
+        "read files and folders under a local --input that are symbolic links to places outside it (without it "
+        "they are left out, with a warning)",
+    )
 
     def __post_init__(self) -> None:
         _ = self.limits  # a limit out of range raises here, when the config is built
