@@ -167,6 +167,19 @@ def flag(args: list[str], name: str) -> str:
     return args[args.index(name) + 1]
 
 
+def resolved(argv: list[str]) -> Any:
+    """The RefreshConfig a shipped command runs with: its flags over the config file it names, read from this
+    checkout (the image holds it under /home/ray/app; submit.sh's upload under the job's working directory).
+    --input and --store come from submit.sh's environment when the command does not give them."""
+    from jobs.config import from_args
+
+    args = refresh_args(argv)
+    if "--config" in args:
+        at = args.index("--config") + 1
+        args = [*args[:at], str(ROOT / args[at].removeprefix("/home/ray/app/")), *args[at + 1 :]]
+    return from_args(args if "--input" in args else ["--input", INPUT_URI, "--store", MODEL_URI, *args], environ={})
+
+
 # --- AWS cluster launcher ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def cluster() -> dict[str, Any]:
@@ -378,7 +391,7 @@ def test_kuberay_cluster_and_jobs_are_shaped_for_the_refresh() -> None:
     assert job["backoffLimit"] == 0 and 0 < job["preRunningDeadlineSeconds"] < job["activeDeadlineSeconds"]
     args = refresh_args(shlex.split(job["entrypoint"]))
     assert flag(args, "--input") == INPUT_URI and flag(args, "--store") == MODEL_URI
-    assert "--require-trainer-resource" in args
+    assert resolved(shlex.split(job["entrypoint"])).require_trainer_resource
     assert spec["rayVersion"] == RAY_VERSION and spec["enableInTreeAutoscaling"] is True
     assert spec["authOptions"]["mode"] == "token"
     head = spec["headGroupSpec"]
@@ -422,16 +435,16 @@ def test_the_trainer_spools_and_caches_on_volumes_of_its_own() -> None:
     claim = load("k8s/parent-cache.yaml")
     assert (claim["kind"], claim["spec"]["accessModes"]) == ("PersistentVolumeClaim", ["ReadWriteOnce"])
     for where, argv in k8s_commands().items():  # the same trainer pod in every manifest (identical specs)
-        args = refresh_args(argv)
+        config = resolved(argv)  # the flags over infra/k8s/refresh.toml
         # The spool: a volume claimed with the pod, gone with it.
-        spool = volumes[mounts[flag(args, "--spool-dir")]]["ephemeral"]["volumeClaimTemplate"]["spec"]
+        spool = volumes[mounts[config.spool_dir]]["ephemeral"]["volumeClaimTemplate"]["spec"]
         assert int(spool["resources"]["requests"]["storage"].removesuffix("Gi")) >= 100, where
         # The parent cache: a claim that outlives the pod, so the next run (the next night's cluster) finds it.
-        cache = volumes[mounts[flag(args, "--parent-cache")]]["persistentVolumeClaim"]
+        cache = volumes[mounts[config.parent_cache]]["persistentVolumeClaim"]
         assert cache["claimName"] == claim["metadata"]["name"], where
         # The trainer's CPUs, reserved before its pod exists.
-        assert flag(args, "--workers") == container["resources"]["limits"]["cpu"], where
-        assert "--require-trainer-resource" in args, where
+        assert str(config.training.workers) == container["resources"]["limits"]["cpu"], where
+        assert config.require_trainer_resource and config.json, where
 
 
 @unit
@@ -658,6 +671,7 @@ def test_rayjobs_retry_only_what_a_rerun_fixes() -> None:
         assert spec["backoffLimit"] == 0, where
         argv = shlex.split(spec["entrypoint"])
         assert argv[:5] == [f"{workdir}/infra/retry.sh", "3", "python", "-m", "jobs.refresh"], where
+        assert flag(argv, "--config") == f"{workdir}/infra/k8s/refresh.toml", where  # the image's copy
 
 
 @component
@@ -723,7 +737,7 @@ LINEAGE_FLAGS |= {"--min-token-len", "--max-token-len"}
 
 @unit
 def test_no_shipped_command_passes_architecture_flags() -> None:
-    from jobs.config import from_args, parser
+    from jobs.config import parser
 
     assert set(parser()._option_string_actions) >= LINEAGE_FLAGS  # each a real flag, so none goes unnoticed
     commands = k8s_commands() | documented_commands()
@@ -731,8 +745,9 @@ def test_no_shipped_command_passes_architecture_flags() -> None:
     for where, argv in commands.items():
         args = refresh_args(argv)
         assert not LINEAGE_FLAGS & {a.split("=")[0] for a in args}, where
-        # Every shipped command is one the refresh accepts (--input/--store come from submit.sh's environment).
-        from_args(args if "--input" in args else ["--input", INPUT_URI, "--store", MODEL_URI, *args])
+        # Every shipped command is one the refresh accepts, its config file included, which gives no lineage
+        # setting either (--input/--store come from submit.sh's environment).
+        assert resolved(argv).explicit == (), where
 
 
 @unit
