@@ -2,10 +2,12 @@
 
 Settings come from a TOML config file (``--config``, :mod:`jobs.config.file`) and from command-line flags,
 a flag overriding the file, resolved in exactly one place (:func:`from_args`). Each setting is described once,
-beside its dataclass field (:mod:`jobs.config.sections`), and the flags and the file's keys are generated from
-those descriptions (:mod:`jobs.config.flags`). Nothing is read from the environment or the disk at import
-time; ``RAY_ADDRESS`` is consulted only when Ray is started, and the signing keys' environment variables
-(:data:`SIGNING_KEY_ENV`, :data:`TRUSTED_KEYS_ENV`) when the config is resolved, for the keys not given.
+beside its dataclass field (:mod:`jobs.config.run` and the sections it holds: :mod:`jobs.config.training`,
+:mod:`jobs.config.gate`, :mod:`jobs.config.signing`, and ``shards``' reading and tokenizing settings), and the
+flags (:mod:`jobs.config.flags`) and the file's keys are generated from those descriptions. Nothing is read
+from the environment or the disk at import time; ``RAY_ADDRESS`` is consulted only when Ray is started, and
+the signing keys' environment variables (:data:`SIGNING_KEY_ENV`, :data:`TRUSTED_KEYS_ENV`) when the config
+is resolved, for the keys not given.
 
     >>> config = from_args(["--input", "data/sample", "--store", "models", "--model", "fasttext"])
     >>> config.training.model, config.tokenizer.lowercase
@@ -31,26 +33,17 @@ from jobs.config.flags import (
     settings,
     signing_config,
 )
-from jobs.config.sections import (
+from jobs.config.gate import GateConfig
+from jobs.config.run import IMPORT_KINDS, LOG_FORMATS, ImportConfig, RefreshConfig, check_date, no_credentials, to_dict
+from jobs.config.signing import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, SigningConfig, trusted_keys_from
+from jobs.config.training import (
     ADJUSTABLE_ARCHITECTURE,
     FIXED_ARCHITECTURE,
-    IMPORT_KINDS,
-    LOG_FORMATS,
     NEW_LINEAGE,
-    SIGNING_KEY_ENV,
     TOKENIZER_SETTINGS,
-    TRUSTED_KEYS_ENV,
-    GateConfig,
-    ImportConfig,
     LifecycleConfig,
     ModelKind,
-    RefreshConfig,
-    SigningConfig,
     TrainingConfig,
-    check_date,
-    no_credentials,
-    to_dict,
-    trusted_keys_from,
 )
 
 __all__ = [

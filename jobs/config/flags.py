@@ -20,24 +20,21 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, Union
 
-from jobs.config.sections import (
+from jobs.config.run import ImportConfig, RefreshConfig
+from jobs.config.signing import SIGNING_KEY_ENV, SigningConfig, trusted_keys_from
+from jobs.config.training import (
     ADJUSTABLE_ARCHITECTURE,
     FIXED_ARCHITECTURE,
     NEW_LINEAGE,
-    SIGNING_KEY_ENV,
     TOKENIZER_SETTINGS,
-    ImportConfig,
-    RefreshConfig,
-    SigningConfig,
     TrainingConfig,
-    trusted_keys_from,
 )
 from shards.options import Derived, Option, described
 
 T = TypeVar("T")
 
-#: The ``--help`` group each nested section's flags are listed in unless a field names another; the top level
-#: (``""``) is argparse's own "options". The order is the order of ``--help``.
+#: The ``--help`` group each section's flags are listed in unless a field names another (``ray``: a group that
+#: only fields name); the top level (``""``) is argparse's own "options". The order is the order of ``--help``.
 GROUPS: dict[str, str | None] = {
     "": None,
     "readiness": "partitions",
@@ -51,6 +48,10 @@ GROUPS: dict[str, str | None] = {
     "ray": "ray",
     "signing": "signed versions (docs/signing.md)",
 }
+
+
+#: Where the parsed ``--config`` goes: no field can be called that.
+CONFIG_DEST = "--config"
 
 
 @dataclass(frozen=True)
@@ -127,14 +128,10 @@ def parser() -> argparse.ArgumentParser:
         help="read settings from this TOML file (docs/configuration.md); a flag given too overrides it",
     )
     for title in GROUPS.values():  # the groups' order in --help, whichever field comes first
-        if title and title != GROUPS["signing"]:
+        if title:
             p.add_argument_group(title)
     add_settings(p, settings(RefreshConfig))
     return p
-
-
-#: Where the parsed ``--config`` goes: no field can be called that.
-CONFIG_DEST = "--config"
 
 
 def add_settings(p: argparse.ArgumentParser, found: Iterable[Setting], group: str | None = None) -> None:
