@@ -270,3 +270,20 @@ def test_the_config_file_refuses_unknown_keys_and_wrong_types_naming_them(
     with pytest.raises(SystemExit):
         from_args(["--input", "in", "--store", "out", "--gate-probe-word", "3"])
     assert "unrecognized arguments: --gate-probe-word 3" in capsys.readouterr().err
+
+
+def test_the_documented_config_file_is_one_the_refresh_accepts(tmp_path: Path) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    (example,) = re.findall(r"```toml\n(.*?)```", doc, re.DOTALL)
+    config = from_args(["--config", _write(tmp_path, example), "--store", "flagged"], environ={})
+    assert (config.input, config.store, config.where) == (
+        "s3://corpus-bucket/events/",
+        "flagged",
+        (("region", "eu-*"),),
+    )
+    assert (config.read.piece_bytes, config.readiness.success_marker, config.training.workers) == (
+        256 << 20,
+        "always",
+        16,
+    )
+    assert config.gate.similarity_files == ("eval/wordsim353.tsv",) and config.explicit == ("deaccent",)
