@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test check lint bench compat clean
+.PHONY: demo test check lint types fast slow bench compat clean
 
 $(BIN)/activate: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +15,25 @@ $(BIN)/activate: pyproject.toml
 demo: $(BIN)/activate
 	$(BIN)/python -m jobs.demo --workdir demo
 
-## The whole test suite (unit, component, integration, end-to-end).
-test: $(BIN)/activate
-	$(BIN)/python -m pytest
+## Everything CI runs: the checks below, then the integration and end-to-end tiers (a real Ray cluster, ray job
+## submit, several nodes).
+test: check slow
 
-## Lint and type checks.
+## Lint, types, the docstrings' examples and the fast tiers (unit, component): what to run before a commit.
+check: lint types fast
+
 lint: $(BIN)/activate
 	$(BIN)/ruff check jobs shards tests
+	$(BIN)/ruff format --check jobs shards tests
+
+types: $(BIN)/activate
 	$(BIN)/mypy
 
-check: lint test
+fast: $(BIN)/activate
+	$(BIN)/python -m pytest --doctest-modules jobs shards tests/support tests/unit tests/component
+
+slow: $(BIN)/activate
+	$(BIN)/python -m pytest tests/integration tests/e2e
 
 ## Benchmarks, by hand (not in CI): the refresh against gensim, then metadata over 100,000 partitions.
 bench: $(BIN)/activate

@@ -1,8 +1,8 @@
 """Which partitions a run reads, and why it leaves the others: decided once, for a run and for a dry run alike.
 
-    >>> found = discover(config, store, parent_version, parent_manifest, now=time.time())
-    >>> found.todo                                   # what the run reads, in path order
-    >>> print(json.dumps(preview(found, config)))    # --dry-run: every class, with the rejections it can tell
+    found = discover(config, store, parent_version, parent_manifest, now=time.time())
+    found.todo                                   # what the run reads, in path order
+    print(json.dumps(preview(found, config)))    # --dry-run: every class, with the rejections it can tell
 
 Discovery lists the input where the filters can match (:mod:`shards.listing`: ``--since``, ``--until``,
 ``--where``, ``--relist-days``), keeps the partitions the filters select, splits them by the lineage's ledger

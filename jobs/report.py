@@ -8,9 +8,9 @@ the parent (mean and 99th percentile cosine distance, share of top-10 neighbours
 gate's results against the parent. The summary is printed at the end of a run for a human and, with
 ``--json``, as one JSON line.
 
-    >>> details = details(config, ingest, candidate, parent_manifest)
-    >>> print(markdown(details))                               # doctest: +SKIP
-    >>> print(json_line(summary))                              # doctest: +SKIP
+    details = details(config, ingest, candidate, parent_manifest)
+    print(markdown(details))                               # doctest: +SKIP
+    print(json_line(summary))                              # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What can be told about a partition before its data is read: the checks a reader makes first, and a dry run's.
 
-    >>> from shards.checks import at_sight, footer
-    >>> at_sight(partition, read)          # None, or why the partition will be rejected: no I/O at all
-    >>> footer(fs, partition)              # None, or why a Parquet file's footer is unreadable: one small read
+    from shards.checks import at_sight, footer
+    at_sight(partition, read)          # None, or why the partition will be rejected: no I/O at all
+    footer(fs, partition)              # None, or why a Parquet file's footer is unreadable: one small read
 
 :func:`at_sight` is what :func:`shards.readers.read_texts` and :func:`shards.tokenized.tokenize_piece` check
 before they read a byte (an unknown file type, an empty file, a file over ``--max-partition-bytes``), so a dry

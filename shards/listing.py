@@ -1,8 +1,8 @@
 """Listing an input only where the filters can match: date and hive folders outside them are never listed.
 
-    >>> from shards.listing import Bounds, list_bounded
-    >>> listing = list_bounded(fs, root, Bounds(since="2026-11-29", until="2026-11-30", where=(("region", "eu-*"),)))
-    >>> listing.calls, listing.pruned                         # doctest: +SKIP
+    from shards.listing import Bounds, list_bounded
+    listing = list_bounded(fs, root, Bounds(since="2026-11-29", until="2026-11-30", where=(("region", "eu-*"),)))
+    listing.calls, listing.pruned                         # doctest: +SKIP
 
 Without bounds the root is listed recursively in one call (:func:`shards.partitions.list_input`; on S3 one
 paginated listing without a delimiter, the fewest requests). With bounds the root is walked one folder level

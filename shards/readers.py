@@ -1,8 +1,8 @@
 """Reading one partition, or one piece of it, as batches of text, whatever its format.
 
-    >>> from shards.readers import read_texts
-    >>> for texts in read_texts(fs, piece, text_column="text", batch_rows=65_536, limits=Limits()):
-    ...     ...                                               # each batch is a pyarrow StringArray
+    from shards.readers import read_texts
+    for texts in read_texts(fs, piece, text_column="text", batch_rows=65_536, limits=Limits()):
+            ...                                               # each batch is a pyarrow StringArray
 
 Parquet is read row group by row group (only the text column, only the piece's row groups); JSON Lines
 through Arrow's streaming JSON reader; plain text one document per line, in blocks. A piece of a text or

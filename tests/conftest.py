@@ -1,4 +1,8 @@
-"""Shared fixtures: one moto S3 server and one small local Ray cluster per test session, tiny corpora.
+"""Shared fixtures: one moto S3 server and one small local Ray cluster per test session; the tiers.
+
+A test's tier is the folder it lives in (``unit/``, ``component/``, ``integration/``, ``e2e/``), and its marker is
+set from that folder, so ``-m unit`` and ``pytest tests/unit`` select the same tests. A test module outside a tier
+folder is refused. What the tests share (clusters, the S3 server, corpora, flags) lives in ``tests/support/``.
 
 Ray is started in-process with pinned CPUs and a small object store, in its own temp dir, and stopped at the
 end of the session; tests never depend on task order. Its workers inherit dummy AWS credentials and the moto
@@ -13,13 +17,30 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from _pytest.doctest import DoctestItem
 
-from tests.s3server import DUMMY_ENV, MotoServer
+from tests.support import REPO
+from tests.support.s3server import DUMMY_ENV, MotoServer
 
-REPO = Path(__file__).resolve().parents[1]
+# Fixtures shared by the tiers' modules of one concern (a module's unit and component halves).
+pytest_plugins = ("tests.support.infra", "tests.support.s3store", "tests.support.signing", "tests.support.tables")
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "component", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier; a test outside the tier folders is a usage error. The ``>>>``
+    examples in docstrings (``--doctest-modules``) are unit tests."""
+    for item in items:
+        if isinstance(item, DoctestItem):
+            item.add_marker(pytest.mark.unit)
+            continue
+        parts = item.path.resolve().relative_to(TESTS).parts
+        if len(parts) < 2 or parts[0] not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test module belongs in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, parts[0]))
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +79,3 @@ def ray_session(moto: MotoServer) -> Iterator[None]:
     )
     yield
     ray.shutdown()
-
-
-def write_parquet(path: Path, texts: list[str | None], column: str = "text") -> Path:
-    """Write one Parquet partition holding ``texts``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({column: pa.array(texts, pa.string())}), path)
-    return path
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` with its bytes, to prove a store was left exactly as it was: its versions
-    and its pointer. The run records under ``runs/`` are left out: every run adds one, whatever its outcome."""
-    if not folder.exists():
-        return {}
-    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
-    return {
-        p.relative_to(folder).as_posix(): p.read_bytes() for p in files if not p.relative_to(folder).match("runs/*")
-    }

@@ -14,11 +14,11 @@ on every K-th version. Later rows win: a rewritten partition consumed again repl
 ``jobs.models gc`` keeps every version a kept version's chain reads from. Versions written before deltas
 existed hold a full ``ledger.parquet`` and are read as such.
 
-    >>> seen = read(store, parent_version, input_root="s3://corpus/events", manifest=parent_manifest)
-    >>> plan = select(discovered, seen)
-    >>> ensure_related(plan, seen, "s3://corpus/events", parent_version)  # a wrong --input fails here
-    >>> written = write(seen, consumed, version, "s3://corpus/events", compact_every=10)
-    >>> written.name, written.section                        # the file to store, the manifest's section
+    seen = read(store, parent_version, input_root="s3://corpus/events", manifest=parent_manifest)
+    plan = select(discovered, seen)
+    ensure_related(plan, seen, "s3://corpus/events", parent_version)  # a wrong --input fails here
+    written = write(seen, consumed, version, "s3://corpus/events", compact_every=10)
+    written.name, written.section                        # the file to store, the manifest's section
 
 Ledgers written before keys were relative (a ``uri`` column of absolute paths or URIs) are migrated on read:
 rows under the current input root, or under the input the parent version recorded in its ``config.json``,

@@ -24,10 +24,10 @@ A recorded partition read again and consumed leaves the list; one rejected again
 complete listing (no ``--since``, ``--until``, ``--where`` or ``--relist-days`` pruning) no longer finds leaves
 the list too.
 
-    >>> known = read(store, parent_version, parent_manifest)
-    >>> fresh, skipped = split(candidates, known, reading(config), retry=config.retry_rejected)
-    >>> entries = after(known, found_bad, consumed, listed_keys, reading(config), run_id)
-    >>> manifest["rejections"] = section(entries)
+    known = read(store, parent_version, parent_manifest)
+    fresh, skipped = split(candidates, known, reading(config), retry=config.retry_rejected)
+    entries = after(known, found_bad, consumed, listed_keys, reading(config), run_id)
+    manifest["rejections"] = section(entries)
 """
 
 from __future__ import annotations

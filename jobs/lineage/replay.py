@@ -6,9 +6,9 @@ drawn from this reservoir to the spooled corpus before training, and then folds 
 reservoir (reservoir sampling, Algorithm R, so it stays a uniform sample of all history, at most
 ``--replay-max-sentences`` long). The reservoir is stored with each version as ``replay.parquet``.
 
-    >>> reservoir = load(parent_folder / RESERVOIR)
-    >>> spool.write(sample(reservoir, k=1000, seed=1), "the replay reservoir")
-    >>> save(update(reservoir, this_runs_sentences, config), out / RESERVOIR)
+    reservoir = load(parent_folder / RESERVOIR)
+    spool.write(sample(reservoir, k=1000, seed=1), "the replay reservoir")
+    save(update(reservoir, this_runs_sentences, config), out / RESERVOIR)
 """
 
 from __future__ import annotations

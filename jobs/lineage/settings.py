@@ -18,9 +18,9 @@ gensim applies to a loaded model (``window``, ``sg``, ``negative``, ``sample``, 
 is recorded in the version's ``changed`` list; the model kind, vector size and FastText n-grams are the model's
 matrices and need a new lineage.
 
-    >>> record = recorded(store, parent_manifest)           # what the parent says, or infers for older ones
-    >>> resolved = inherit(config, record)                  # raises ConfigError on an unallowed change
-    >>> resolved.config.training.model, resolved.changed    # ('fasttext', [])
+    record = recorded(store, parent_manifest)           # what the parent says, or infers for older ones
+    resolved = inherit(config, record)                  # raises ConfigError on an unallowed change
+    resolved.config.training.model, resolved.changed    # ('fasttext', [])
 
 Versions written before the record: the architecture is read from the model's ``params.json`` (verified
 against the manifest); the tokenizer from the manifest's ``tokenizer`` section (what that run tokenized

@@ -7,8 +7,8 @@ word popular years ago loses to today's; the values are stored as ``standing.par
 in the model's index order) and read back aligned with the parent's vocabulary. Only a capped lineage keeps
 them (nothing else reads them); a cap turned on later starts from the lifetime counts.
 
-    >>> write(path, model.wv.index_to_key, standing)              # doctest: +SKIP
-    >>> standing = read(path, parent.wv.index_to_key)              # None if it does not match
+    write(path, model.wv.index_to_key, standing)              # doctest: +SKIP
+    standing = read(path, parent.wv.index_to_key)              # None if it does not match
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ every version's manifest (``tables``), next to the version's account of the tabl
 together: a failed run advances nothing, and of two refreshes racing on one store only the one whose pointer
 write wins has consumed the commits.
 
-    >>> consumed = positions(parent_manifest)                     # {table id: Position}
-    >>> changes = discover(config, consumed, ledger_rows=seen.rows, parent_version="2026…")
-    >>> manifest |= manifest_section(parent_manifest, changes)   # the positions, advanced, and the account
+    consumed = positions(parent_manifest)                     # {table id: Position}
+    changes = discover(config, consumed, ledger_rows=seen.rows, parent_version="2026…")
+    manifest |= manifest_section(parent_manifest, changes)   # the positions, advanced, and the account
 """
 
 from __future__ import annotations

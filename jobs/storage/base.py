@@ -4,9 +4,9 @@ A store holds immutable files under ``versions/<version>/`` and one small pointe
 naming the current version. It offers only primitives; the publish protocol (files, then manifest, then one
 conditional pointer write) and verified loading live once, in :mod:`jobs.storage.publish`, for every store.
 
-    >>> store = open_store("./models")                  # or "s3://bucket/prefix" (jobs.storage.s3)
-    >>> pointer = store.read_pointer()                   # None for an empty store
-    >>> store.swap_pointer("20261124T020000Z-ab12cd", expected=pointer)
+    store = open_store("./models")                  # or "s3://bucket/prefix" (jobs.storage.s3)
+    pointer = store.read_pointer()                   # None for an empty store
+    store.swap_pointer("20261124T020000Z-ab12cd", expected=pointer)
 """
 
 from __future__ import annotations

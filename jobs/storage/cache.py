@@ -1,11 +1,11 @@
 """The verified cache of versions on a host: readers (:mod:`jobs.vectors`) and the trainer's node
 (:mod:`jobs.training.parent`) download a version once, and never load a file that differs from its manifest.
 
-    >>> cache = VersionCache(Path("~/.cache/embedding-refresh"), keep=2)
-    >>> with cache.use(store, manifest, names) as folder:     # readers: read (or memory-map) inside the block
-    ...     vectors = np.load(folder / "model/vectors.npy", mmap_mode="r")
-    >>> cache.fetch(store, manifest, names, Path("run/parent"))   # trainers: links that outlive an eviction
-    >>> cache.adopt(store, version, Path("out/"))                # a version just uploaded: the next run's parent
+    cache = VersionCache(Path("~/.cache/embedding-refresh"), keep=2)
+    with cache.use(store, manifest, names) as folder:     # readers: read (or memory-map) inside the block
+            vectors = np.load(folder / "model/vectors.npy", mmap_mode="r")
+    cache.fetch(store, manifest, names, Path("run/parent"))   # trainers: links that outlive an eviction
+    cache.adopt(store, version, Path("out/"))                # a version just uploaded: the next run's parent
 
 The rules, the same for every caller:
 

@@ -1,12 +1,12 @@
 """The one file lock of this project: ``flock`` on a lock file, for processes of one host.
 
-    >>> with locked(root / ".lock"):                    # exclusive: one process at a time   # doctest: +SKIP
-    ...     write_something()
-    >>> with locked(root / ".lock", shared=True):       # many readers, no writer            # doctest: +SKIP
-    ...     read_something()
-    >>> owner = FileLock(spool / ".owner.lock")         # held for the life of the process   # doctest: +SKIP
-    >>> owner.acquire()                                 # (the kernel releases it however the process dies)
-    >>> FileLock(other / ".owner.lock").acquire(wait=False)   # False: a live process holds it   # doctest: +SKIP
+    with locked(root / ".lock"):                    # exclusive: one process at a time   # doctest: +SKIP
+            write_something()
+    with locked(root / ".lock", shared=True):       # many readers, no writer            # doctest: +SKIP
+            read_something()
+    owner = FileLock(spool / ".owner.lock")         # held for the life of the process   # doctest: +SKIP
+    owner.acquire()                                 # (the kernel releases it however the process dies)
+    FileLock(other / ".owner.lock").acquire(wait=False)   # False: a live process holds it   # doctest: +SKIP
 
 Everything that serializes processes on one host uses it: the local store's pointer swap
 (:mod:`jobs.storage.local`), the version cache of readers and trainers (:mod:`jobs.storage.cache`) and the

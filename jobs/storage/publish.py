@@ -15,8 +15,8 @@ every size and SHA-256 before anything is read. Model files are plain data (:mod
 :func:`model_files` refuses a version whose model is a pickle (the previous format) unless the caller passes
 ``allow_pickle``, which only commands the user runs with ``--allow-pickle`` do.
 
-    >>> manifest = publish(store, version, Path("out/"), fields, expected=pointer)
-    >>> path = fetch_verified(store, "latest", Path("cache/"), model_files(manifest))   # verified
+    manifest = publish(store, version, Path("out/"), fields, expected=pointer)
+    path = fetch_verified(store, "latest", Path("cache/"), model_files(manifest))   # verified
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The model store on S3 or an S3-compatible object store (MinIO, Ceph, moto). The only module that imports boto3.
 
-    >>> store = S3Store.from_uri("s3://models-bucket/word2vec")      # doctest: +SKIP
-    >>> pointer = store.read_pointer()                                 # Pointer(version, token=<ETag>) or None
-    >>> store.put_file("versions/v1/model/vectors.npy", Path("out/model/vectors.npy"))
-    >>> store.swap_pointer("v1", expected=pointer)                     # one conditional PutObject
+    store = S3Store.from_uri("s3://models-bucket/word2vec")      # doctest: +SKIP
+    pointer = store.read_pointer()                                 # Pointer(version, token=<ETag>) or None
+    store.put_file("versions/v1/model/vectors.npy", Path("out/model/vectors.npy"))
+    store.swap_pointer("v1", expected=pointer)                     # one conditional PutObject
 
 Layout under ``s3://bucket/prefix``: immutable files under ``versions/<version>/`` and the pointer object
 ``CURRENT``. Moving the pointer is a single ``PutObject`` with ``If-None-Match: *`` (empty store) or

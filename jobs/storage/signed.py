@@ -22,7 +22,7 @@ highest this host has seen for the store (``<seen>/<SHA-256 of the store URI>.js
 the same version), and a manifest SHA-256 that matches the manifest it names. Anything else raises
 SignatureError naming the store, the version and the key id. Without trusted keys nothing is checked.
 
-    >>> store = open_store("models", Signing(key=load_signing_key("k.pem"), trusted=load_trusted_keys(["k.pem.pub"])))
+    store = open_store("models", Signing(key=load_signing_key("k.pem"), trusted=load_trusted_keys(["k.pem.pub"])))
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ with the flag that would read it.
 Every check runs before anything is written, and every refusal (:class:`~jobs.errors.ImportRefused`) names
 the file and the cause:
 
-    >>> source = read(Path("cc.en.300.bin.gz"))                           # doctest: +SKIP
-    >>> source = read(Path("pretrained.model"), "gensim")                 # unpickles: a file you trust
-    >>> source.model, source.kind, source.imported_from["sha256"]         # doctest: +SKIP
+    source = read(Path("cc.en.300.bin.gz"))                           # doctest: +SKIP
+    source = read(Path("pretrained.model"), "gensim")                 # unpickles: a file you trust
+    source.model, source.kind, source.imported_from["sha256"]         # doctest: +SKIP
 """
 
 from __future__ import annotations

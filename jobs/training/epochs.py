@@ -17,15 +17,15 @@ same per-thread C loops (``train_epoch_cbow``/``train_epoch_sg`` of ``word2vec_c
   slice of that line, so progress can be logged between them;
 - the vocabulary is converted for the C loops (``CythonVocab``) once per run, not once per epoch.
 
-    >>> outcome = train(model, layout, threads=8, epochs=5, start_alpha=0.025, end_alpha=0.0001)
-    >>> outcome.trained == [layout.tokens] * 5
+    outcome = train(model, layout, threads=8, epochs=5, start_alpha=0.025, end_alpha=0.0001)
+    outcome.trained == [layout.tokens] * 5
     True
 
 Each call reports the raw words it read; the padding a range holds is known, so the words trained per epoch
 are counted, not assumed, and :func:`train` raises :class:`~jobs.errors.TrainingError` (the run then fails
 before publishing) when an epoch trained more or fewer words than the spool holds.
 
-What is relied on in gensim (checked by :func:`check_gensim`, and by ``tests/test_epochs.py`` against the
+What is relied on in gensim (checked by :func:`check_gensim`, and by ``tests/component/test_epochs.py`` against the
 installed version): the functions' signatures; that they read ``alpha``, ``min_alpha``, ``epochs`` and
 ``workers`` from the model object passed in, start at ``offset`` and stop once they read more than
 ``expected_words / workers`` raw words; and ``next_batch``'s and ``prepare_c_structures_for_batch``'s

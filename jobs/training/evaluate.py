@@ -14,10 +14,10 @@ is committed. :mod:`jobs.training.gate` turns them into checks that pass or fail
 The parent's side is measured once, from the loaded parent before its vocabulary grows (:func:`baseline`),
 and the candidate's after training, so the parent is loaded once, for training:
 
-    >>> before = baseline(model.wv, GateConfig(), files={}, history=[0.21, 0.18])   # the parent, as loaded
-    >>> ...                                                                          # grow the vocabulary, train
-    >>> result = evaluate(before, model.wv, GateConfig(), files={})
-    >>> result["passed"], result["reasons"], result["checks"]
+    before = baseline(model.wv, GateConfig(), files={}, history=[0.21, 0.18])   # the parent, as loaded
+                                                                                 # grow the vocabulary, train
+    result = evaluate(before, model.wv, GateConfig(), files={})
+    result["passed"], result["reasons"], result["checks"]
 
 (``evaluate(parent_wv, candidate_wv, ...)`` on two loaded models does both steps.) Neighbours come from blocked
 float32 matrix products of the raw vectors with the probes', divided by their norms as ``most_similar``

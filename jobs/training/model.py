@@ -3,10 +3,10 @@
 With :mod:`jobs.training.vocabulary` and :mod:`jobs.training.epochs`, the modules that import gensim. The
 refresh updates a model in three calls:
 
-    >>> model = create(TrainingConfig(min_count=1))           # or load(folder / MODEL_DIR)
-    >>> change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
-    >>> outcome = train(model, spool.close(), TrainingConfig(), threads=8)
-    >>> outcome.summary()
+    model = create(TrainingConfig(min_count=1))           # or load(folder / MODEL_DIR)
+    change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
+    outcome = train(model, spool.close(), TrainingConfig(), threads=8)
+    outcome.summary()
     'trained 5 of 5 tokens per epoch'
 
 The vocabulary grows from word counts merged by the Ray workers, so the corpus is read once, by training; an

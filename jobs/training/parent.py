@@ -7,8 +7,8 @@ and the gate measures the parent's side (:func:`jobs.training.evaluate.baseline`
 of overlaps from the parent's manifest) before anything changes it. :meth:`Trainer.finish` then waits for
 what is left of it, so on a cluster the parent's cost hides behind tokenizing instead of following it.
 
-    >>> loading = ParentLoad.start(store, ParentRequest("v1", GateConfig()), spool)   # doctest: +SKIP
-    >>> parent = loading.result()                                                       # waits, re-raises
+    loading = ParentLoad.start(store, ParentRequest("v1", GateConfig()), spool)   # doctest: +SKIP
+    parent = loading.result()                                                       # waits, re-raises
 
 The model's matrices are read with room for as many new words as the parent has words (address space that
 costs memory only once rows are written; where the system refuses the reservation they are read at their

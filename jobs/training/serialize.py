@@ -15,9 +15,9 @@ A folder holds::
     vectors_lockf.npy  gensim's per-word learning-rate factors (usually one 1.0)
     FastText only:     vectors_vocab.npy, vectors_ngrams.npy, vectors_vocab_lockf.npy, vectors_ngrams_lockf.npy
 
-    >>> save(model, Path("out/model"))                       # the trainer
-    >>> model = load(Path("out/model"))                       # trainable, equal to gensim's save()/load()
-    >>> wv = load_keyed_vectors(Path("out/model"))            # gensim's KeyedVectors, memory-mapped
+    save(model, Path("out/model"))                       # the trainer
+    model = load(Path("out/model"))                       # trainable, equal to gensim's save()/load()
+    wv = load_keyed_vectors(Path("out/model"))            # gensim's KeyedVectors, memory-mapped
 
 Loading validates before gensim sees anything (:mod:`jobs.format.files`, which readers without gensim share):
 exact dtypes, C order, shapes consistent with the vocabulary and the parameters, every ``.npy`` header and the

@@ -9,11 +9,11 @@ word can be (gensim stores words as UTF-8), so it never trains and never counts 
 batch reaches 10,000 effective words. A reader started at a batch's first byte therefore reads whole batches
 of 10,001 raw words each, and training a range of batches trains every sentence in it exactly once.
 
-    >>> spool = Spool(folder / "corpus.txt")
-    >>> spool.write(b"first sentence\\nsecond one\\n", source="part-0.parquet")
+    spool = Spool(folder / "corpus.txt")
+    spool.write(b"first sentence\\nsecond one\\n", source="part-0.parquet")
     (2, 4)
-    >>> layout = spool.close()
-    >>> layout.tokens, len(layout.words)
+    layout = spool.close()
+    layout.tokens, len(layout.words)
     (4, 1)
 
 Tokens are counted here as gensim's C++ reader splits them (runs of bytes other than ASCII whitespace), so

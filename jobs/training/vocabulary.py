@@ -6,8 +6,8 @@ overwrites the old rows) and, for FastText, in ``recalc_char_ngram_buckets`` and
 million words that is tens of seconds before a token is trained. :func:`grow` makes the same update with
 Python work only for the words of the batch, and whole-array numpy for the rest:
 
-    >>> change = grow(model, {"known": 3, "fresh": 7}, sentences=2)        # doctest: +SKIP
-    >>> change.new_words
+    change = grow(model, {"known": 3, "fresh": 7}, sentences=2)        # doctest: +SKIP
+    change.new_words
     ['fresh']
 
 It leaves the model exactly as gensim's update would (tested against it): the same words in the same order,

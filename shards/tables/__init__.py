@@ -1,9 +1,9 @@
 """Tables as input: Delta Lake and Apache Iceberg, read incrementally by commit rather than by listing files.
 
-    >>> from shards.tables import Position, is_table, read_changes
-    >>> is_table("s3://lake/events")                                   # a Delta table: it has _delta_log/
-    >>> changes = read_changes("iceberg://prod/corpus.docs", {"…uuid…": Position("iceberg", "…uuid…", 8123456789, 41)})
-    >>> changes.partitions, changes.end.version, changes.window.deleted  # doctest: +SKIP
+    from shards.tables import Position, is_table, read_changes
+    is_table("s3://lake/events")                                   # a Delta table: it has _delta_log/
+    changes = read_changes("iceberg://prod/corpus.docs", {"…uuid…": Position("iceberg", "…uuid…", 8123456789, 41)})
+    changes.partitions, changes.end.version, changes.window.deleted  # doctest: +SKIP
 
 A table already says exactly what is new: the commits since the version a model consumed. The model's
 lineage records one :class:`Position` per table (its id, the version or snapshot consumed); a run reads the

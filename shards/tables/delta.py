@@ -1,8 +1,8 @@
 """Delta Lake tables read by commit, through delta-rs's Python package ``deltalake`` (``pip install .[delta]``).
 
-    >>> from shards.tables.delta import read_changes
-    >>> changes = read_changes("s3://lake/events", consumed={})       # every row of the current version
-    >>> changes.end.version, [p.key for p in changes.partitions]        # doctest: +SKIP
+    from shards.tables.delta import read_changes
+    changes = read_changes("s3://lake/events", consumed={})       # every row of the current version
+    changes.end.version, [p.key for p in changes.partitions]        # doctest: +SKIP
 
 The table's transaction log is read by ``deltalake``, never by hand: a snapshot (``DeltaTable(uri, version=v)``)
 lists the files live at version ``v`` with their row counts and partition values, and ``history()`` names each

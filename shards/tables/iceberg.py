@@ -1,8 +1,8 @@
 """Apache Iceberg tables read by snapshot, through ``pyiceberg`` (``pip install .[iceberg]``).
 
-    >>> from shards.tables.iceberg import read_changes
-    >>> changes = read_changes("iceberg://prod/corpus.docs", consumed={})  # every row of the current snapshot
-    >>> changes.end.version, changes.end.sequence                            # doctest: +SKIP
+    from shards.tables.iceberg import read_changes
+    changes = read_changes("iceberg://prod/corpus.docs", consumed={})  # every row of the current snapshot
+    changes.end.version, changes.end.sequence                            # doctest: +SKIP
 
 ``--input iceberg://CATALOG/NAMESPACE.TABLE`` names a table in a catalog configured as pyiceberg users already
 configure it (``~/.pyiceberg.yaml``, ``$PYICEBERG_HOME/.pyiceberg.yaml``, or ``PYICEBERG_CATALOG__<NAME>__<KEY>``

@@ -7,7 +7,7 @@
 Two clusters, one after the other, each submitted the same refresh (``--partitions`` Parquet partitions of
 ``--documents`` documents on a local moto S3, a new model on S3, the fast training flags of the tests):
 
-* **static**: ``ray start --head`` with ``--cpus`` CPUs (``tests/clusters.py``: token auth, private temp dir);
+* **static**: ``ray start --head`` with ``--cpus`` CPUs (``tests/support/clusters.py``: token auth, private temp dir);
 * **autoscaled**: the head of ``infra/local/autoscaling.yaml`` (no CPUs, Ray's fake multi-node provider), which
   has to add workers before the first partition can be tokenized.
 
@@ -45,9 +45,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from tests.clusters import REPO, RayHead, runtime_env
-from tests.corpora import clustered
-from tests.s3server import MotoServer
+from tests.support.clusters import REPO, RayHead, runtime_env
+from tests.support.corpora import clustered
+from tests.support.s3server import MotoServer
 
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "AKIABENCHDUMMYKEY001",

@@ -28,7 +28,7 @@ import numpy as np
 from jobs.storage import open_store
 from jobs.storage.cache import VersionCache
 from jobs.storage.publish import publish, read_manifest
-from tests.s3server import DUMMY_ENV, MotoServer
+from tests.support.s3server import DUMMY_ENV, MotoServer
 
 
 def model_files(folder: Path, words: int, dims: int) -> int:

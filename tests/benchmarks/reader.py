@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 WORK = REPO / ".bench" / "reader"
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from jobs.storage.publish import fetch_verified, local_files, publish, sha256_file
 from jobs.storage.s3 import S3Store
-from tests.s3server import MotoServer
+from tests.support.s3server import MotoServer
 
 MiB = 1 << 20
 

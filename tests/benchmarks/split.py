@@ -27,7 +27,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 import psutil
 
-from tests.corpora import clustered
+from tests.support.corpora import clustered
 
 MiB = 1 << 20
 

@@ -40,8 +40,8 @@ for entry in "${matrix[@]}"; do
   HOME="$work" RAY_AUTH_MODE=disabled timeout 900 "$venv/bin/python" -m jobs.demo --workdir "$work/demo" >>"$log" 2>&1
   demo=$?
   mid=$(date +%s)
-  HOME="$work" timeout 900 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/test_epochs.py \
-    tests/test_serialize.py tests/test_vocabulary_update.py tests/test_keyed.py >>"$log" 2>&1
+  HOME="$work" timeout 900 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/component/test_epochs.py \
+    tests/component/test_serialize.py tests/component/test_vocabulary_update.py tests/component/test_keyed.py >>"$log" 2>&1
   tests=$?
   end=$(date +%s)
   rm -rf "$work"

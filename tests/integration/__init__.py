@@ -1,0 +1,1 @@
+"""Integration tests: a real local Ray cluster, shared by the session."""

@@ -1,0 +1,1 @@
+"""Unit tests: no Ray, no services; milliseconds each."""
