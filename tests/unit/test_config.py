@@ -29,6 +29,7 @@ from jobs.config.flags import Setting, add_settings, settings
 from jobs.errors import ConfigError
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
+from tests.support import REPO
 
 
 def test_flags_not_given_take_the_dataclass_defaults() -> None:
@@ -271,7 +272,7 @@ def test_the_config_file_refuses_unknown_keys_and_wrong_types_naming_them(
 
 
 def test_the_documented_config_file_is_one_the_refresh_accepts(tmp_path: Path) -> None:
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    doc = (REPO / "docs" / "configuration.md").read_text()
     (example,) = re.findall(r"```toml\n(.*?)```", doc, re.DOTALL)
     config = from_args(["--config", _write(tmp_path, example), "--store", "flagged"], environ={})
     assert (config.input, config.store, config.where) == (
