@@ -76,7 +76,7 @@ from jobs.errors import (
     TrainingError,
 )
 from jobs.ingest import IngestResult
-from jobs.scheduling import memory_hint, output_estimate
+from jobs.scheduling import memory_hint, output_estimate, text_estimate
 from jobs.training.trainer import Trainer, spool_path
 from shards.partitions import Partition
 from shards.pieces import Piece, plan
@@ -505,8 +505,97 @@ def stream(
     which would otherwise sit idle until training starts.
     Raises ClusterError if the actor dies, or if no batch reaches it within ``--trainer-start-timeout`` (no
     node can host it). Bad partitions are collected in the result, not raised.
+
+    A small increment (:func:`in_trainer`) is instead read and tokenized by the training actor itself, a
+    partition per call, in order (:class:`_InTrainer`): the same spool, counts and answers, with no task.
     """
+    if in_trainer(config, partitions):
+        return _InTrainer(config, fs, partitions, trainer).run()
     return _Stream(config, fs, partitions, trainer).run()
+
+
+def in_trainer(config: RefreshConfig, partitions: list[Partition]) -> bool:
+    """Whether the increment is small enough to tokenize inside the training actor: its text, estimated from
+    the files' sizes (:func:`text_estimate`), is below ``--tokenize-in-trainer-below``. Below that, one core
+    that is there already does the work in about a second, while tasks cost the cluster worker processes to
+    start (a new job's workers import pyarrow and the tokenizer) and a round trip through the object store
+    for every batch."""
+    return sum(text_estimate(p) for p in partitions) < config.tokenize_in_trainer_below
+
+
+_CALLS_AHEAD = 16  # partitions queued at the actor ahead of the one being answered
+
+
+class _InTrainer:
+    """The training actor reads the partitions itself: one call per partition, queued in partition order
+    (the actor runs its calls in submission order), each answering as :meth:`Trainer.ingest` does at a
+    partition's end. The driver waits for the answers in order, with the same start timeout and progress."""
+
+    def __init__(
+        self, config: RefreshConfig, fs: pafs.FileSystem, partitions: list[Partition], trainer: TrainerHandle
+    ) -> None:
+        self.config, self.partitions, self.trainer = config, partitions, trainer
+        self.fs_ref = ray.put(fs)
+        self.outcome = IngestResult(in_trainer=True)
+        self.rejected: list[PartitionError] = []
+        self.total_bytes = sum(p.size for p in partitions)
+        self.answered = False
+        self.start = self.last_log = time.perf_counter()
+
+    def run(self) -> IngestResult:
+        config, actor = self.config, self.trainer.actor
+        log.info(
+            "tokenizing %d partition(s) (%s) in the training actor: below --tokenize-in-trainer-below %s",
+            len(self.partitions),
+            _size(self.total_bytes),
+            _size(config.tokenize_in_trainer_below),
+        )
+        waiting: deque[tuple[Partition, Any]] = deque()  # calls made, answers not yet taken, in order
+        upcoming = iter(self.partitions)
+        while True:
+            while len(waiting) < _CALLS_AHEAD and (partition := next(upcoming, None)) is not None:
+                ref = actor.tokenize.remote(self.fs_ref, partition, config.read, config.tokenizer, TOKENIZE_RETRIES)
+                waiting.append((partition, ref))
+            if not waiting:
+                break
+            partition, ref = waiting.popleft()
+            try:
+                # the first answer also says that the actor was placed and started, as the first batch does
+                timeout = None if self.answered else config.trainer_start_timeout
+                answer, pieces, size = result(ref, "tokenizing", partition, timeout=timeout, actor=True)
+            except GetTimeoutError:  # capacity, not the data: the same run succeeds once a node can host it
+                raise ClusterError(_no_trainer(config, self.trainer)) from None
+            self.answered = True
+            self.outcome.pieces += pieces
+            self.outcome.bytes += size
+            if isinstance(answer, PartitionError):
+                log.warning("bad partition %s", answer)
+                self.rejected.append(answer)
+                self.outcome.rejected_bytes += partition.size
+            else:
+                documents, sentences, tokens = answer
+                self.outcome.consumed.append(partition)
+                self.outcome.documents += documents
+                self.outcome.sentences += sentences
+                self.outcome.tokens += tokens
+            self.log_progress(force=not waiting)
+        self.outcome.rejected = self.rejected
+        self.outcome.seconds = time.perf_counter() - self.start
+        return self.outcome
+
+    def log_progress(self, force: bool) -> None:
+        now = time.perf_counter()
+        if force or now - self.last_log >= 5:
+            self.last_log = now
+            _log_progress(self.outcome, len(self.rejected), len(self.partitions), self.total_bytes, now - self.start)
+
+
+def _no_trainer(config: RefreshConfig, trainer: TrainerHandle) -> str:
+    return (
+        f"no partition reached the training actor within {config.trainer_start_timeout:g} s: no node "
+        f"may offer what it reserves ({trainer.cpus} CPUs, resource {config.trainer_resource!r} "
+        f"if required); check the cluster's trainer node type, or raise --trainer-start-timeout. {RERUN}"
+    )
 
 
 class _Stream:
@@ -653,11 +742,7 @@ class _Stream:
             and time.monotonic() - self.first_submit > self.config.trainer_start_timeout
         ):
             # Capacity, not the data: the same run succeeds once a node can host the actor (exit 75).
-            raise ClusterError(
-                f"no partition reached the training actor within {self.config.trainer_start_timeout:g} s: no node "
-                f"may offer what it reserves ({self.trainer.cpus} CPUs, resource {self.config.trainer_resource!r} "
-                f"if required); check the cluster's trainer node type, or raise --trainer-start-timeout. {RERUN}"
-            )
+            raise ClusterError(_no_trainer(self.config, self.trainer))
         if not tasks:
             return
         ready, _ = _wait(tasks, num_returns=len(tasks), timeout=0, fetch_local=False)
@@ -733,17 +818,20 @@ class _Stream:
         if not force and now - self.last_log < 5:
             return
         self.last_log = now
-        outcome = self.outcome
-        log.info(
-            "tokenized %d/%d partitions (%d pieces), %s of %s, %s tokens (%s tokens/s)",
-            len(outcome.consumed) + len(self.rejected),
-            len(self.partitions),
-            outcome.pieces,
-            _size(outcome.bytes),
-            _size(self.total_bytes),
-            f"{outcome.tokens:,}",
-            f"{outcome.tokens / max(now - self.start, 1e-9):,.0f}",
-        )
+        _log_progress(self.outcome, len(self.rejected), len(self.partitions), self.total_bytes, now - self.start)
+
+
+def _log_progress(outcome: IngestResult, rejected: int, partitions: int, total_bytes: int, seconds: float) -> None:
+    log.info(
+        "tokenized %d/%d partitions (%d pieces), %s of %s, %s tokens (%s tokens/s)",
+        len(outcome.consumed) + rejected,
+        partitions,
+        outcome.pieces,
+        _size(outcome.bytes),
+        _size(total_bytes),
+        f"{outcome.tokens:,}",
+        f"{outcome.tokens / max(seconds, 1e-9):,.0f}",
+    )
 
 
 def _size(n: float) -> str:

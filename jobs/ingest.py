@@ -32,3 +32,4 @@ class IngestResult:
     rejected_bytes: int = 0
     seconds: float = 0.0
     fallback: str | None = None  # why tokenizing moved into the trainer's reservation, if it did
+    in_trainer: bool = False  # a small increment: the training actor tokenized it, with no task

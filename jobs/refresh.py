@@ -231,12 +231,14 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     log.info("%d partitions found, %d already consumed, %d to train on", len(found.found), found.already, len(todo))
     if not todo:
         metrics.rejections(store.uri, len(found.known))
+        seconds = time.perf_counter() - started
         return report.Summary(
             version=None,
             parent=parent_version,
             published=False,
             store=store.uri,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
+            outside_training=seconds,
             rewritten=[p.uri for p in found.rewritten],
             waiting=report.waiting(found.waiting),
             rejected_before=report.skipped(found.skipped),
@@ -320,10 +322,11 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     logs.enter("publish")
     # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed. The
     # manifest records what defines the lineage (from the trained model) and the partitions it found bad.
-    details = report.details(config, ingest, candidate, parent)
+    elapsed = time.perf_counter() - started  # what is left (a few small writes) takes milliseconds
+    details = report.details(config, ingest, candidate, parent, elapsed)
     details["table"] = table.report() if table else {}
     files = {**candidate.files, **put_report(store, version, details)}
-    fields = report.manifest_fields(config, ingest, candidate, parent, files)
+    fields = report.manifest_fields(config, ingest, candidate, parent, files, elapsed)
     carried = {"carried_from": parent_version} if candidate.carried else {}
     positions = tables.manifest_section(parent, table, version)
     lineage = {

@@ -5,10 +5,11 @@ Markdown and the manifest the first :data:`MANIFEST_PARTITIONS`, with a count of
 counts, the new words with their nearest neighbours, the old words whose neighbourhoods changed most, the
 words pruned by ``--max-vocab`` (how many, the most frequent of them), how far the known words drifted from
 the parent (mean and 99th percentile cosine distance, share of top-10 neighbours kept), and the quality
-gate's results against the parent. The summary is printed at the end of a run for a human and, with
-``--json``, as one JSON line.
+gate's results against the parent, and where the run's time went: each phase, the total, and
+``outside_training``, the total less the training phase (what the job costs beyond gensim's ``train()``).
+The summary is printed at the end of a run for a human and, with ``--json``, as one JSON line.
 
-    details = details(config, ingest, candidate, parent_manifest)
+    details = details(config, ingest, candidate, parent_manifest, seconds=28.0)
     print(markdown(details))                               # doctest: +SKIP
     print(json_line(summary))                              # doctest: +SKIP
 """
@@ -58,15 +59,28 @@ class Summary:
     waiting: list[dict[str, str]] = field(default_factory=list)
     neighbours: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    outside_training: float = 0.0  # seconds less the training phase
     gate: dict[str, Any] = field(default_factory=dict)
     table: dict[str, Any] = field(default_factory=dict)  # a table input's account (shards.tables.Changes.report)
     plan: dict[str, Any] = field(default_factory=dict)  # --dry-run: what a run would do (jobs.plan.preview)
 
 
+def outside_training(seconds: float, timings: dict[str, float]) -> float:
+    """The run's seconds less its training phase: what the job costs beyond gensim's ``train()``."""
+    return max(0.0, seconds - timings.get("train", 0.0))
+
+
+def timings_of(ingest: IngestResult, candidate: Candidate) -> dict[str, float]:
+    """Each phase's seconds: tokenizing (the driver's), then the trainer's own."""
+    return {"tokenize": ingest.seconds, **candidate.timings}
+
+
 def details(
-    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None
+    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None, seconds: float
 ) -> dict[str, Any]:
-    """The refresh report's content (stored as report.json, rendered as report.md)."""
+    """The refresh report's content (stored as report.json, rendered as report.md); ``seconds``: the run's
+    time so far (training, evaluation and upload done)."""
+    timings = timings_of(ingest, candidate)
     return {
         "version": candidate.version,
         "parent": (parent["version"] if parent else None),
@@ -88,6 +102,9 @@ def details(
         "carried": candidate.carried,
         "trained": candidate.trained,
         "learning_rate": candidate.learning_rate,
+        "seconds": round(seconds, 3),
+        "outside_training": round(outside_training(seconds, timings), 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
 
 
@@ -97,9 +114,12 @@ def manifest_fields(
     candidate: Candidate,
     parent: dict[str, Any] | None,
     files: dict[str, dict[str, Any]],
+    seconds: float,
 ) -> dict[str, Any]:
-    """Everything the manifest records about a version (no credentials: config holds none)."""
+    """Everything the manifest records about a version (no credentials: config holds none); ``seconds``: the
+    run's time so far."""
     resolved = to_dict(config)
+    timings = timings_of(ingest, candidate)
     return {
         "version": candidate.version,
         "parent": (parent["version"] if parent else None),
@@ -120,9 +140,11 @@ def manifest_fields(
         "diff": candidate.diff,  # diff.parquet beside the manifest: the words added, moved and removed
         "trained": candidate.trained,
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
-        "timings": {"tokenize": round(ingest.seconds, 3), **{k: round(v, 3) for k, v in candidate.timings.items()}},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "outside_training": round(outside_training(seconds, timings), 3),
         "peak_memory_mb": candidate.peak_memory_mb,
         "tokenizing_fallback": ingest.fallback,  # why tokenizing ran in the trainer's reservation only, if it did
+        "tokenized_in_trainer": ingest.in_trainer,  # a small increment, tokenized by the training actor itself
         "files": files,
     }
 
@@ -171,7 +193,8 @@ def summary(
         removed_words=int(candidate.lifecycle.get("removed", 0)),
         trained=str(candidate.trained.get("summary", "")),
         seconds=seconds,
-        timings={"tokenize": ingest.seconds, **candidate.timings},
+        timings=timings_of(ingest, candidate),
+        outside_training=outside_training(seconds, candidate.timings),
         rejected=[{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
         rewritten=[p.uri for p in rewritten],
         neighbours=dict(list(candidate.neighbours.items())[:10]),
@@ -201,6 +224,7 @@ def markdown(d: dict[str, Any]) -> str:
         f"- documents {d['documents']:,}, sentences {d['sentences']:,}, tokens {d['tokens']:,}",
         f"- vocabulary {vocab['before']:,} → {vocab['after']:,} words ({vocab['new']:,} new)",
         *_training_lines(d.get("trained") or {}, d.get("learning_rate") or {}),
+        *_time_lines(d),
         "",
         "## Quality gate: " + ("passed" if d["evaluation"]["passed"] else "FAILED"),
         "",
@@ -294,11 +318,19 @@ def _training_lines(trained: dict[str, Any], rate: dict[str, Any]) -> list[str]:
     ]
 
 
+def _time_lines(d: dict[str, Any]) -> list[str]:
+    if "seconds" not in d:
+        return []
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in d.get("timings", {}).items())
+    return [f"- time {d['seconds']:.1f} s, of which {d['outside_training']:.1f} s outside training ({phases})"]
+
+
 def json_line(summary: Summary) -> str:
     if summary.plan:  # a dry run: its plan alone
         return json.dumps({"dry_run": True, "store": summary.store, **summary.plan}, sort_keys=True)
     data = dataclasses.asdict(summary)
     data["seconds"] = round(summary.seconds, 3)
+    data["outside_training"] = round(summary.outside_training, 3)
     data["timings"] = {k: round(v, 3) for k, v in summary.timings.items()}
     return json.dumps(data, sort_keys=True)
 
@@ -318,7 +350,7 @@ def human(summary: Summary) -> str:
             *([f"  {summary.trained}"] if summary.trained else []),
             "  time "
             + "  ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items())
-            + f"  total {summary.seconds:.1f}s",
+            + f"  total {summary.seconds:.1f}s (outside training {summary.outside_training:.1f}s)",
         ]
         for word, near in list(summary.neighbours.items())[:5] if summary.parent else []:
             lines.append(f"  new word {word!r}: " + ", ".join(w for w, _ in near))

@@ -36,6 +36,7 @@ from typing import Generic, TypeVar
 
 from jobs.config import RefreshConfig
 from jobs.errors import RERUN, ClusterError, PartitionError
+from shards.partitions import Partition
 from shards.pieces import Piece
 from shards.tokenized import ReadOptions
 
@@ -272,9 +273,17 @@ _SMALL_TASK = 32 << 20  # needs below this fit in any worker's ordinary headroom
 
 def output_estimate(piece: Piece) -> int:
     """About how many bytes of tokenized text ``piece`` yields: what in-flight work is budgeted in."""
-    partition = piece.partition
+    return piece.size * _expansion(piece.partition)
+
+
+def text_estimate(partition: Partition) -> int:
+    """About how many bytes of text ``partition`` holds (its size times :data:`_EXPANSION`)."""
+    return partition.size * _expansion(partition)
+
+
+def _expansion(partition: Partition) -> int:
     kind = "compressed" if partition.compression else "parquet" if partition.format == "parquet" else "text"
-    return piece.size * _EXPANSION[kind]
+    return _EXPANSION[kind]
 
 
 def memory_hint(piece: Piece, read: ReadOptions) -> int | None:

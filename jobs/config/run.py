@@ -168,6 +168,15 @@ class RefreshConfig:
         parse=_size,
         group="ray",
     )
+    # Below this, scattering pieces over Ray tasks costs more (worker start-up, object-store hops) than the work.
+    tokenize_in_trainer_below: int = option(
+        16 << 20,
+        "tokenize an increment whose text is estimated below SIZE (input bytes; Parquet x3, gzip/zstd x4) "
+        "inside the training actor, with no tokenizing tasks; 0 always uses tasks",
+        metavar="SIZE",
+        parse=_size,
+        group="ray",
+    )
     ray_address: str | None = option(None, "Ray cluster to join (default: $RAY_ADDRESS, else a local Ray)", group="ray")
     trainer_resource: str = option(
         "trainer",
@@ -241,6 +250,8 @@ class RefreshConfig:
             raise ConfigError(f"--parent-cache-versions must not be negative, got {self.parent_cache_versions}")
         if self.max_in_flight_bytes is not None and self.max_in_flight_bytes < 1:
             raise ConfigError(f"--max-in-flight-bytes must be positive, got {self.max_in_flight_bytes}")
+        if self.tokenize_in_trainer_below < 0:
+            raise ConfigError(f"--tokenize-in-trainer-below must not be negative, got {self.tokenize_in_trainer_below}")
         if self.max_partitions is not None and self.max_partitions < 1:
             raise ConfigError(f"--max-partitions must be at least 1, got {self.max_partitions}")
         if self.tokenizer_wait <= 0:

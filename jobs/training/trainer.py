@@ -40,8 +40,11 @@ from jobs.training.memory import PhasePeaks
 from jobs.training.parent import Parent, ParentLoad, ParentRequest
 from jobs.training.parent import load as load_parent
 from shards.counts import RunningCounts
-from shards.errors import PartitionError
-from shards.tokenized import TokenizedBatch
+from shards.errors import PartitionError, PartitionReadError
+from shards.partitions import Partition
+from shards.pieces import plan
+from shards.tokenize import TokenizerConfig
+from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
 
 log = logging.getLogger(__name__)
 
@@ -171,15 +174,62 @@ class Trainer:
         sentences, tokens), or the PartitionError that rejected it; otherwise None. The driver never fetches
         the data itself.
         """
+        return self._receive(uri, (self._fetch(item) for item in batches), end)
+
+    def tokenize(
+        self, fs: Any, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig, retries: int
+    ) -> tuple[tuple[int, int, int] | PartitionError, int, int]:
+        """Read, tokenize and spool one whole partition here, piece by piece as tokenizing tasks would, with no
+        task and no object store in between (a small increment; see :func:`jobs.cluster.stream`). The spool,
+        the counts and the answer are those of :meth:`ingest` given the same pieces' batches.
+
+        A piece whose read fails for a reason outside its bytes (PartitionReadError) is read again from its
+        start, up to ``retries`` more times, as Ray retries a task; then the error is raised. Returns the
+        partition's answer (as :meth:`ingest` at its end), and how many pieces and bytes it was planned in."""
+        try:
+            pieces = plan(fs, partition, read.piece_bytes)
+        except PartitionError as exc:
+            return exc, 0, 0
+        uri = partition.uri
+        for piece in pieces:
+            for attempt in range(retries + 1):
+                part = self._opened(uri)
+                if part.error is not None:
+                    break  # an earlier piece was bad: the partition is rejected, its other pieces are not read
+                mark = self.spool.mark(), self.spooled, self.lines, part.documents, part.sentences, part.tokens
+                try:
+                    self._receive(uri, tokenize_piece(fs, piece, read, tokenizer), end=False)
+                except PartitionReadError:
+                    if attempt == retries:
+                        raise
+                    log.warning(
+                        "reading %s of %s failed; reading it again (%d of %d)", piece.label, uri, attempt + 1, retries
+                    )
+                    self.spool.rewind(mark[0])  # the piece's batches spooled so far, taken back
+                    self.spooled, self.lines, part.documents, part.sentences, part.tokens = mark[1:]
+                    continue
+                break
+        answer = self._receive(uri, (), end=True)
+        assert answer is not None  # the end of a partition always answers
+        return answer, len(pieces), sum(piece.size for piece in pieces)
+
+    def _opened(self, uri: str) -> _Open:
+        """The open partition ``uri``, opened now if another (or none) is open."""
         part = self._open
         if part is None or part.uri != uri:
             if part is not None:
                 self._roll_back(part)  # the driver moved on without ending it: keep nothing of it
             part = self._open = _Open(uri, self.spool.mark(), self.spooled, self.lines)
+        return part
+
+    def _receive(
+        self, uri: str, batches: Iterable[TokenizedBatch], end: bool
+    ) -> tuple[int, int, int] | PartitionError | None:
+        part = self._opened(uri)
         if part.error is None:
             try:
-                for item in batches:
-                    self._append(uri, self._fetch(item), part)
+                for batch in batches:
+                    self._append(uri, batch, part)
             except PartitionError as exc:
                 part.error = exc
                 self._roll_back(part)

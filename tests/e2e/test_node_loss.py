@@ -49,7 +49,7 @@ MiB = 1 << 20
 # At most about four tokenized partitions wait for the trainer at once, so tokenizing goes on while the trainer
 # spools (with a larger budget these tiny partitions would all be tokenized before the trainer first answers).
 FAST = fast(workers=1, max_in_flight=4)
-FAST += ["--max-in-flight-bytes", "100KiB"]
+FAST += ["--max-in-flight-bytes", "100KiB", "--tokenize-in-trainer-below", "0"]  # tasks, to lose their node
 PARTITIONS_A, PARTITIONS_B, DOCUMENTS = 40, 20, 300
 
 

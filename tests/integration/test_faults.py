@@ -22,7 +22,7 @@ from tests.support.files import snapshot, write_parquet
 from tests.support.flags import fast
 from tests.support.refreshes import kill_first, load_latest, reference, run_while
 
-FAST = fast(max_in_flight=4)
+FAST = fast(max_in_flight=4, tokenize_in_trainer_below=0)  # tokenizing tasks: their faults are the point
 
 ODD_BUT_LEGAL = [
     None,

@@ -16,6 +16,8 @@ from jobs.config import from_args
 from jobs.errors import EXIT_RETRYABLE, BadPartitionsError, ClusterError, TrainingError, exit_status
 from jobs.lineage.counts import read_counts
 from jobs.refresh import Hooks, main, run
+from jobs.storage import open_store
+from jobs.storage.publish import read_manifest
 from jobs.training import model as gmodel
 from tests.support.corpora import cluster_words, clustered
 from tests.support.files import snapshot, write_parquet
@@ -213,9 +215,25 @@ def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.Cap
     data, store = tmp_path / "data", tmp_path / "models"
     write_parquet(data / "dt=1" / "part-0.parquet", clustered(100, seed=9))
     assert main([*args(data, store), "--json"]) == 0
-    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    out = capsys.readouterr().out.strip().splitlines()
+    line = json.loads(out[-1])
     assert {"version", "parent", "published", "partitions", "tokens", "new_words", "vocab_size", "seconds"} <= set(line)
     assert line["published"] is True and line["parent"] is None and line["partitions"] == 1
+    # the time beyond gensim's train(), for every user: the summary, the manifest and the report
+    assert line["outside_training"] == pytest.approx(line["seconds"] - line["timings"]["train"], abs=1e-3)
+    assert 0 < line["outside_training"] < line[
+        "seconds"
+    ] and f"(outside training {line['outside_training']:.1f}s)" in "\n".join(out)
+    s = open_store(str(store))
+    manifest = read_manifest(s, line["version"])
+    report = json.loads(s.get_bytes(f"versions/{line['version']}/report.json"))
+    assert manifest["tokenized_in_trainer"] is True  # a small increment: no tokenizing task
+    for recorded in (manifest, report):  # the run's time up to its commit: within the whole run's
+        assert 0 < recorded["outside_training"] <= line["outside_training"]
+        assert recorded["timings"]["train"] == round(line["timings"]["train"], 3)
+    assert report["seconds"] - report["outside_training"] == pytest.approx(report["timings"]["train"], abs=2e-3)
+    report_md = s.get_bytes(f"versions/{line['version']}/report.md").decode()
+    assert f"of which {report['outside_training']:.1f} s outside training" in report_md
 
     assert models_main(["list", "--store", str(store)]) == 0
     assert f"* {line['version']}" in capsys.readouterr().out

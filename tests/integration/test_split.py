@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from jobs import cluster
@@ -21,9 +20,9 @@ from tests.support.corpora import clustered
 from tests.support.files import snapshot
 from tests.support.flags import fast
 from tests.support.refreshes import kill_first, load_latest, reference, run_while
-from tests.support.split import KiB, documents, write_jsonl, write_row_groups, write_text
+from tests.support.split import KiB, corrupt_row_group, documents, write_jsonl, write_row_groups, write_text
 
-FAST = fast(workers=1, epochs=1, max_in_flight=4)
+FAST = fast(workers=1, epochs=1, max_in_flight=4, tokenize_in_trainer_below=0)  # pieces as tasks, however small
 
 
 def mixed_input(root: Path) -> collections.Counter[str]:
@@ -49,7 +48,13 @@ def spooled(config: RefreshConfig, spool: Path) -> tuple[bytes, IngestResult]:
 def test_a_split_run_spools_what_an_unsplit_run_spools_and_counts_exactly(tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "models"
     expected = mixed_input(data)
-    base = RefreshConfig(input=str(data), store=str(store), training=TrainingConfig(workers=1), max_in_flight=3)
+    base = RefreshConfig(
+        input=str(data),
+        store=str(store),
+        training=TrainingConfig(workers=1),
+        max_in_flight=3,
+        tokenize_in_trainer_below=0,
+    )
     unsplit = RefreshConfig(
         **{**base.__dict__, "read": ReadOptions(piece_bytes=1 << 30), "spool_dir": str(tmp_path / "u")}
     )
@@ -70,16 +75,6 @@ def test_a_split_run_spools_what_an_unsplit_run_spools_and_counts_exactly(tmp_pa
     assert gmodel.counts_of(model) == dict(expected)
     assert summary.tokens == manifest["tokens"] == sum(expected.values())
     assert sorted(p["uri"] for p in manifest["partitions"]) == sorted(str(p) for p in data.rglob("*.*"))
-
-
-def corrupt_row_group(path: Path, group: int) -> None:
-    """Overwrite the middle of one row group's compressed text with zeros (its pages no longer decompress)."""
-    column = pq.ParquetFile(path).metadata.row_group(group).column(0)
-    data = bytearray(path.read_bytes())
-    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
-    middle = start + column.total_compressed_size // 2
-    data[middle : middle + 256] = bytes(256)
-    path.write_bytes(bytes(data))
 
 
 @pytest.mark.usefixtures("ray_session")

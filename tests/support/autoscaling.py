@@ -20,7 +20,7 @@ from tests.support.flags import fast
 CONFIG = REPO / "infra" / "local" / "autoscaling.yaml"
 
 
-FAST = fast(workers=None)
+FAST = fast(workers=None, tokenize_in_trainer_below=0)  # tokenizing tasks, however small: they drive the autoscaler
 
 
 HEAD_ID = "f" * 51 + "00000"  # the fake provider's fixed id for the head

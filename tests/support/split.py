@@ -57,3 +57,13 @@ def batch(text: str, counts: dict[str, int] | None = None) -> TokenizedBatch:
         table = pa.table({"word": list(counts), "count": pa.array(list(counts.values()), pa.int64())})
     lines = [np.frombuffer(text.encode(), np.uint8)]
     return TokenizedBatch(lines, 1, text.count("\n"), len(text.split()), table)
+
+
+def corrupt_row_group(path: Path, group: int) -> None:
+    """Overwrite the middle of one row group's compressed text with zeros (its pages no longer decompress)."""
+    column = pq.ParquetFile(path).metadata.row_group(group).column(0)
+    data = bytearray(path.read_bytes())
+    start = column.dictionary_page_offset if column.has_dictionary_page else column.data_page_offset
+    middle = start + column.total_compressed_size // 2
+    data[middle : middle + 256] = bytes(256)
+    path.write_bytes(bytes(data))
