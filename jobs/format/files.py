@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.errors import IntegrityError
+from jobs.format.mapped import rows_of as mapped_rows
 
 log = logging.getLogger(__name__)
 
@@ -253,11 +254,12 @@ def npy_header(f: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
     return shape, fortran, dtype
 
 
-def read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray:
-    """A float32 matrix of exactly ``shape``, read into memory with room for ``spare_rows`` more rows: the
-    result is the first ``shape[0]`` rows of a larger buffer (see :func:`jobs.training.vocabulary.appended`).
-    Only the ``.npy`` header is parsed (a literal, never unpickled), then the rows are read straight into
-    the buffer, with no intermediate copy."""
+def read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int = 0, mapped: bool = False) -> np.ndarray:
+    """A float32 matrix of exactly ``shape``, with room for ``spare_rows`` more rows: the result is the first
+    ``shape[0]`` rows of a larger buffer (see :func:`jobs.training.vocabulary.appended`). Only the ``.npy``
+    header is parsed (a literal, never unpickled); then, ``mapped``, the file is mapped copy-on-write
+    (:mod:`jobs.format.mapped`: nothing is read until touched), else the rows are read straight into the
+    buffer, with no intermediate copy."""
     path = folder / f"{name}.npy"
     try:
         with path.open("rb") as f:
@@ -266,6 +268,8 @@ def read_rows(folder: Path, name: str, shape: tuple[int, int], spare_rows: int =
                 raise IntegrityError(
                     f"{path}: {dtype}{list(found)} where {FLOAT}{list(shape)} (C order) was expected; refusing"
                 )
+            if mapped and (array := mapped_rows(path, f.tell(), shape, spare_rows)) is not None:
+                return array
             try:
                 buffer = np.empty((shape[0] + spare_rows, shape[1]), dtype=FLOAT)
             except MemoryError:  # the system refuses to reserve the room: the update will copy instead

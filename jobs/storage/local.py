@@ -117,10 +117,13 @@ class LocalStore:
                 )
             self._atomic_write(self.root / POINTER, pointer_body(version) if body is None else body)
 
-    def put_file(self, key: str, source: Path) -> None:
+    def put_file(self, key: str, source: Path, final: bool = False) -> None:
+        """Copy ``source`` in (by the kernel), or with ``final`` (the caller never writes that file again) link
+        it in where it is on the same filesystem: its bytes are then written once, by whoever wrote them first,
+        and made durable here as a copy would be. Either way the store's file is read-only to others (0600)."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._atomic_write(target, source)
+        self._atomic_write(target, source, link=final)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self._path(key)
@@ -219,9 +222,10 @@ class LocalStore:
             os.close(dirfd)
 
     @staticmethod
-    def _atomic_write(target: Path, data: bytes | Path) -> None:
-        """Write ``data`` (bytes, or a file's contents, copied by the kernel where it can) to a temporary file
-        beside ``target``, make it durable, then rename it into place."""
+    def _atomic_write(target: Path, data: bytes | Path, link: bool = False) -> None:
+        """Write ``data`` (bytes, or a file's contents, copied by the kernel where it can, or with ``link`` a
+        hard link to the file where it is on the same filesystem) to a temporary name beside ``target``, make
+        it durable, then rename it into place."""
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
             if isinstance(data, bytes):
@@ -231,7 +235,8 @@ class LocalStore:
                     os.fsync(out.fileno())
             else:
                 os.close(fd)
-                shutil.copyfile(data, tmp)  # copy_file_range or sendfile: the bytes never cross into Python
+                if not (link and _linked(data, tmp)):
+                    shutil.copyfile(data, tmp)  # copy_file_range or sendfile: the bytes never cross into Python
                 synced = os.open(tmp, os.O_RDONLY)
                 try:
                     os.fsync(synced)
@@ -247,6 +252,31 @@ class LocalStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+
+
+def _linked(source: Path, tmp: str) -> bool:
+    """Replace the temporary file ``tmp`` by a hard link to the regular file ``source``, made 0600 as the
+    store's own files are; False where the filesystem cannot link it there (``tmp`` is then as it was, for
+    the caller to copy into). The link is made beside it first, so ``tmp`` is never a free name."""
+    staged = f"{tmp}.link"
+    try:
+        os.link(source, staged, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(f"{source} is not a regular file")
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        os.replace(staged, tmp)
+    except OSError:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        return False
+    return True
 
 
 def _copy(source: BinaryIO, target: BinaryIO) -> None:

@@ -24,10 +24,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -48,12 +49,58 @@ def new_version() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def sha256_file(path: Path) -> str:
+_CHUNK = 8 << 20  # bytes hashed (and written) at once
+
+
+def sha256_file(path: Path, mapped: bool = False) -> str:
+    """The SHA-256 of the file at ``path``. ``mapped``: read through a memory map, a window at a time, each
+    window's pages let go once hashed (no copy into Python, and no growth of the resident set), for files that
+    nothing truncates meanwhile (this process's own copies: one that shrinks under a map kills the process);
+    any other file, or one that cannot be mapped, is read."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(8 << 20), b""):
+        size = os.fstat(handle.fileno()).st_size
+        if mapped and size:
+            try:
+                view = mmap.mmap(handle.fileno(), size, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # not a regular file, or one that cannot be mapped
+                view = None
+            if view is not None:
+                with view, memoryview(view) as bytes_:
+                    for start in range(0, size, _WINDOW):
+                        digest.update(bytes_[start : start + _WINDOW])
+                        view.madvise(mmap.MADV_DONTNEED, start, min(_WINDOW, size - start))
+                return digest.hexdigest()
+        for block in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_WINDOW = 64 << 20  # bytes of a mapped file hashed before their pages are let go
+
+
+def write_recorded(path: Path, parts: Iterable[Any]) -> dict[str, Any]:
+    """Write ``parts`` (bytes-like objects, in order) as a new file at ``path``, hashing the bytes as they are
+    written, so they are passed over once; return the file's manifest entry (size and SHA-256), as
+    :func:`upload_version` would record it. The hash runs in a second thread, a chunk behind the writes
+    (hashlib and file writes both release the GIL)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+        hashed: Future[None] | None = None
+        for part in parts:
+            with memoryview(part) as whole, whole.cast("B") as data:
+                for start in range(0, len(data), _CHUNK):
+                    chunk = data[start : start + _CHUNK]
+                    if hashed is not None:
+                        hashed.result()
+                    hashed = hasher.submit(digest.update, chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                if hashed is not None:
+                    hashed.result()  # before the views of this part are released
+                    hashed = None
+    return {"size": size, "sha256": digest.hexdigest()}
 
 
 def version_key(version: str, name: str) -> str:
@@ -66,22 +113,33 @@ def local_files(folder: Path) -> list[str]:
 
 
 def upload_version(
-    store: Store, version: str, folder: Path, progress: Callable[[str], None] | None = None
+    store: Store,
+    version: str,
+    folder: Path,
+    progress: Callable[[str], None] | None = None,
+    recorded: dict[str, dict[str, Any]] | None = None,
+    final: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Upload every file of ``folder`` as ``version``; return the manifest's ``files`` section.
 
-    Each file is hashed while it is uploaded (hashlib releases the GIL), so a version costs the longer of
-    the two passes over its bytes rather than their sum.
+    Files whose entries the caller ``recorded`` as it wrote them (:func:`write_recorded`) are not read
+    again to hash them; every other file is hashed while it is uploaded (hashlib releases the GIL), so it
+    costs the longer of the two passes over its bytes rather than their sum. ``final``: the caller never
+    changes the files again, so a store may take them as they are rather than copy their bytes
+    (:meth:`Store.put_file`'s ``final``: on the local store, on the same filesystem, a hard link).
     """
+    recorded = recorded or {}
     files: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
         for name in local_files(folder):
             if name == MANIFEST:
                 continue
             path = folder / name
-            digest = hasher.submit(sha256_file, path)
-            store.put_file(version_key(version, name), path)
-            files[name] = {"size": path.stat().st_size, "sha256": digest.result()}
+            size = path.stat().st_size
+            known = recorded.get(name)
+            digest = None if known and known["size"] == size else hasher.submit(sha256_file, path, True)
+            store.put_file(version_key(version, name), path, final=final)
+            files[name] = {"size": size, "sha256": digest.result() if digest else known["sha256"]}  # type: ignore[index]
             if progress:
                 progress(name)
     return files
@@ -228,7 +286,7 @@ def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
     size = os.path.getsize(path)
     if size != expected["size"]:
         raise IntegrityError(f"{label}: size {size} differs from the manifest's {expected['size']}; refusing to load")
-    digest = sha256_file(path)
+    digest = sha256_file(path, mapped=True)  # this process's own copy: downloaded, or linked from its cache
     if digest != expected["sha256"]:
         raise IntegrityError(f"{label}: SHA-256 {digest[:12]}… differs from the manifest's; refusing to load")
 

@@ -99,10 +99,11 @@ def adjust(model: Word2Vec, config: TrainingConfig, names: tuple[str, ...]) -> N
         resample(model)
 
 
-def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
+def load(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Word2Vec:
     """Load a saved model (its ``MODEL_DIR`` folder), trainable, without unpickling (:mod:`.serialize`), with
-    room to add up to ``spare_rows`` words without copying its matrices (None: as many as it holds)."""
-    return serialize.load(folder, spare_rows=spare_rows)
+    room to add up to ``spare_rows`` words without copying its matrices (None: as many as it holds);
+    ``mapped``: its matrices mapped copy-on-write from the files, which must stay unchanged meanwhile."""
+    return serialize.load(folder, spare_rows=spare_rows, mapped=mapped)
 
 
 def vectors_file(folder: Path) -> Path:
@@ -184,9 +185,10 @@ def imported(model: Word2Vec, **event: Any) -> None:
     model.add_lifecycle_event("imported", **event)
 
 
-def save(model: Word2Vec, folder: Path) -> None:
-    """Save the model into ``folder / MODEL_DIR`` in the store's pickle-free format (:mod:`.serialize`)."""
-    serialize.save(model, folder / MODEL_DIR)
+def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
+    """Save the model into ``folder / MODEL_DIR`` in the store's pickle-free format (:mod:`.serialize`); return
+    each file's manifest entry by its name under ``folder``, hashed as it was written."""
+    return {f"{MODEL_DIR}/{name}": entry for name, entry in serialize.save(model, folder / MODEL_DIR).items()}
 
 
 def export_model(model: Word2Vec, output: Path) -> None:

@@ -86,7 +86,9 @@ def load(
         folder = fetch(store, request, into, manifest)
         check()
         model_dir = folder / gmodel.MODEL_DIR
-        model = gmodel.load(model_dir, spare_rows=None)  # room for as many new words as it has words
+        # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files
+        # are this run's verified copies (its spool, or links into the node's cache, replaced only by renames)
+        model = gmodel.load(model_dir, spare_rows=None, mapped=True)  # room for as many new words as it has
         check()
         pending = read_counts(folder / PENDING) if (folder / PENDING).exists() else {}
         kept = (

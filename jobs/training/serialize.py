@@ -37,6 +37,7 @@ user runs with an option naming the risk call it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections import defaultdict
@@ -70,6 +71,7 @@ from jobs.format.files import (
 )
 from jobs.format.ngrams import ngram_buckets
 from jobs.keyed import WordVectors
+from jobs.storage.publish import sha256_file, write_recorded
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,10 @@ def kind_of(model: Word2Vec) -> str:
 # --------------------------------------------------------------------------------------------------- saving
 
 
-def save(model: Word2Vec, folder: Path) -> None:
-    """Write ``model`` into ``folder`` in this format. Raises TrainingError for a model it cannot represent
-    (hierarchical softmax, attributes it does not know)."""
+def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
+    """Write ``model`` into ``folder`` in this format; return each file's manifest entry (size and SHA-256, by
+    name), hashed as it was written: the bytes are passed over once. Raises TrainingError for a model it
+    cannot represent (hierarchical softmax, attributes it does not know)."""
     kind = kind_of(model)
     fasttext = kind == "fasttext"
     wv = model.wv
@@ -109,11 +112,12 @@ def save(model: Word2Vec, folder: Path) -> None:
     }
     if fasttext:
         arrays |= {name: getattr(wv, name) for name in FASTTEXT_ARRAYS}
+    written: dict[str, dict[str, Any]] = {}
     for name, array in arrays.items():
         expected = np.dtype(np.uint32) if name in ("sample_int", "cum_table") else FLOAT
         if array.dtype != expected:  # what load() insists on; refused here rather than in the next run
             raise TrainingError(f"cannot save {name}: dtype {array.dtype}, the format stores {expected}")
-        np.save(folder / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        written[f"{name}.npy"] = _save_array(folder / f"{name}.npy", array)
     vocabulary = pa.table(
         {
             "word": pa.array(wv.index_to_key, pa.string()),
@@ -136,7 +140,18 @@ def save(model: Word2Vec, folder: Path) -> None:
         body = json.dumps(params, indent=1, sort_keys=True, allow_nan=False, default=_event_value)
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"cannot save the model's parameters as JSON: {exc}") from exc
-    (folder / PARAMS).write_text(body + "\n")
+    written[PARAMS] = write_recorded(folder / PARAMS, [(body + "\n").encode()])
+    written[VOCAB] = {"size": (folder / VOCAB).stat().st_size, "sha256": sha256_file(folder / VOCAB)}
+    return written
+
+
+def _save_array(path: Path, array: np.ndarray) -> dict[str, Any]:
+    """``array`` as ``np.save`` writes it (a version 1.0 header, then the C-ordered data), hashed as written;
+    a matrix mapped from the parent's file pages its untouched rows in here, as they are copied."""
+    array = np.ascontiguousarray(array)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    return write_recorded(path, [header.getvalue(), array.reshape(-1)])
 
 
 def _check_savable(model: Word2Vec, fasttext: bool) -> None:
@@ -198,15 +213,17 @@ def _random_state(random: Any) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- loading
 
 
-def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
+def load(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Word2Vec:
     """A trainable Word2Vec or FastText rebuilt from ``folder``, never unpickling anything.
 
     The per-word matrices (``vectors``, ``syn1neg``, FastText's ``vectors_vocab``) are read into buffers with
     room for ``spare_rows`` more words after their rows, so a vocabulary update that adds up to that many
     words appends in place rather than copying each matrix (which would hold it twice at once). Untouched,
     the spare rows cost address space, not memory; ``None`` leaves room for as many words as the model
-    holds. Raises IntegrityError when a file is missing, malformed
-    or inconsistent.
+    holds. ``mapped``: the matrices (FastText's n-gram buckets too) are mapped copy-on-write from their files
+    rather than read (:mod:`jobs.format.mapped`), for a caller whose files stay in place and unchanged while
+    the model lives (the trainer's verified copy of its parent). Raises IntegrityError when a file is missing,
+    malformed or inconsistent.
     """
     params = read_params(folder)
     fasttext = params["kind"] == "fasttext"
@@ -220,8 +237,8 @@ def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
     if not 1 <= mp["window"] <= MAX_WINDOW:  # gensim's sentences hold at most 10,000 words
         raise IntegrityError(f"{folder / PARAMS}: window must be between 1 and {MAX_WINDOW}")
     arrays = {
-        "vectors": files.read_rows(folder, "vectors", (size, dim), spare_rows),
-        "syn1neg": files.read_rows(folder, "syn1neg", (size, dim), spare_rows),
+        "vectors": files.read_rows(folder, "vectors", (size, dim), spare_rows, mapped),
+        "syn1neg": files.read_rows(folder, "syn1neg", (size, dim), spare_rows, mapped),
         "sample_int": files.read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None),
         "cum_table": files.read_array(folder, "cum_table", np.dtype(np.uint32), (size,), None),
         "vectors_lockf": files.read_lockf(folder, "vectors_lockf", size, None),
@@ -233,8 +250,8 @@ def load(folder: Path, spare_rows: int | None = 0) -> Word2Vec:
         if not (1 <= kp["min_n"] <= kp["max_n"] <= MAX_NGRAM) or kp["compatible_hash"] is not True:
             raise IntegrityError(f"{folder / PARAMS}: invalid FastText n-gram parameters")
         arrays |= {
-            "vectors_vocab": files.read_rows(folder, "vectors_vocab", (size, dim), spare_rows),
-            "vectors_ngrams": files.read_rows(folder, "vectors_ngrams", (bucket, dim)),
+            "vectors_vocab": files.read_rows(folder, "vectors_vocab", (size, dim), spare_rows, mapped),
+            "vectors_ngrams": files.read_rows(folder, "vectors_ngrams", (bucket, dim), 0, mapped),
             "vectors_vocab_lockf": files.read_lockf(folder, "vectors_vocab_lockf", size, None),
             "vectors_ngrams_lockf": files.read_lockf(folder, "vectors_ngrams_lockf", bucket, None),
         }

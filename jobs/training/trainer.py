@@ -347,7 +347,7 @@ class Trainer:
 
             with phases.phase("save"):
                 out = self.dir / "version"
-                gmodel.save(model, out)
+                recorded = gmodel.save(model, out)  # hashed as written: the upload does not read them again
                 diff = (
                     coordinates.write_diff(model, parent, out / coordinates.DIFF, request.parent or "", request.version)
                     if parent is not None
@@ -365,7 +365,9 @@ class Trainer:
                 del model
 
             with phases.phase("upload"):
-                files = upload_version(store, request.version, out)
+                # final: nothing writes these files again (the node's cache takes them as they are), so a local
+                # store links rather than copies them
+                files = upload_version(store, request.version, out, recorded=recorded, final=True)
                 if cache:
                     try:
                         cache.adopt(store, request.version, out)  # most likely the next run's parent
