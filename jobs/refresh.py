@@ -66,8 +66,8 @@ from jobs.storage.publish import (
     write_manifest,
 )
 from jobs.training import gate
-from jobs.training.epochs import Split, split_evenly
 from jobs.training.parent import ParentRequest
+from jobs.training.spool import Split, split_evenly
 from jobs.training.trainer import Candidate, TrainRequest
 from jobs.vectors import cache_root
 from shards.partitions import Partition

@@ -35,21 +35,19 @@ batch rules described in :mod:`jobs.training.spool`. pyproject allows the gensim
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import gensim
-import numpy as np
 from gensim.models import FastText, Word2Vec, fasttext_corpusfile, word2vec_corpusfile
 from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.errors import TrainingError
-from jobs.training.spool import BATCH_RAW_WORDS, Layout
+from jobs.training.spool import BATCH_RAW_WORDS, Layout, Split, split_evenly
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +115,6 @@ class Outcome:
         per_epoch = sorted(set(self.trained))
         trained = f"{per_epoch[0]:,}" if len(per_epoch) == 1 else "/".join(f"{n:,}" for n in self.trained)
         return f"trained {trained} of {self.expected:,} tokens per epoch"
-
-
-Split = Callable[[Layout, int], Sequence[range]]
-
-
-def split_evenly(layout: Layout, threads: int) -> list[range]:
-    """Contiguous runs of batches, one per thread, covering the spool once, their sizes within one batch."""
-    threads = max(1, min(threads, layout.batches))
-    bounds = np.linspace(0, layout.batches, threads + 1).round().astype(int)
-    return [range(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 class _Call:

@@ -32,9 +32,8 @@ from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
 from jobs.storage import Store, lease
 from jobs.storage.cache import VersionCache
-from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.storage.publish import MODEL_DIR, fetch_verified, model_files, read_manifest
 from jobs.training import evaluate, gate
-from jobs.training import model as gmodel
 from jobs.training.memory import PhasePeaks
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,11 @@ def load(
         manifest = read_manifest(store, request.version)
         folder = fetch(store, request, into, manifest)
         check()
-        model_dir = folder / gmodel.MODEL_DIR
+        model_dir = folder / MODEL_DIR
+        # gensim, here and not at the top: the training actor imports this module as it starts, and takes the
+        # corpus while gensim loads (jobs.training.trainer); the fetch above did not need it
+        from jobs.training import model as gmodel
+
         # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files
         # are this run's verified copies (its spool, or links into the node's cache, replaced only by renames)
         model = gmodel.load(model_dir, spare_rows=None, mapped=True)  # room for as many new words as it has

@@ -24,7 +24,8 @@ an old replay reservoir's, cut at 10,000) are cut into consecutive pieces.
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +75,17 @@ class Layout:
     @property
     def lines(self) -> int:
         return int(self.sentences.sum())
+
+
+#: How the spool's batches are shared among training threads: one run of batch indices per thread.
+Split = Callable[[Layout, int], Sequence[range]]
+
+
+def split_evenly(layout: Layout, threads: int) -> list[range]:
+    """Contiguous runs of batches, one per thread, covering the spool once, their sizes within one batch."""
+    threads = max(1, min(threads, layout.batches))
+    bounds = np.linspace(0, layout.batches, threads + 1).round().astype(int)
+    return [range(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
 
 
 def padding(real_words: int) -> bytes:

@@ -17,10 +17,12 @@ It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,12 +35,11 @@ from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import Store
 from jobs.storage.locks import FileLock
 from jobs.storage.publish import upload_version
-from jobs.training import coordinates, drift, evaluate, freeze, lifecycle, spool
-from jobs.training import model as gmodel
-from jobs.training.epochs import Split, split_evenly
+from jobs.training import evaluate, freeze, spool
 from jobs.training.memory import PhasePeaks
 from jobs.training.parent import Parent, ParentLoad, ParentRequest
 from jobs.training.parent import load as load_parent
+from jobs.training.spool import Split, split_evenly
 from shards.counts import RunningCounts
 from shards.errors import PartitionError, PartitionReadError
 from shards.partitions import Partition
@@ -127,6 +128,24 @@ def _show_progress() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+#: What the actor needs only to train, all of it built on gensim (a second or two of imports): this module
+#: leaves it out, so the actor is placed, started and taking the corpus (and fetching the parent) meanwhile.
+_TRAINING_MODULES = ("jobs.training.lifecycle", "jobs.training.drift", "jobs.training.coordinates")
+
+
+def _import_in_background() -> None:
+    """Import :data:`_TRAINING_MODULES` in a thread of their own; whoever uses one first waits for it there."""
+
+    def load() -> None:
+        for name in _TRAINING_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # raised again, with its traceback, where the module is used
+                return
+
+    threading.Thread(target=load, name="import gensim", daemon=True).start()
+
+
 def spool_path(spool_dir: str | None, run: str) -> Path:
     """Where the trainer of ``run`` spools on its node: a name the driver knows too, so that it can remove the
     spool of an actor it had to kill."""
@@ -149,6 +168,7 @@ class Trainer:
         default the batches are passed themselves. ``run`` names the spool folder (:func:`spool_path`), so that
         the driver can remove it should it have to kill the actor."""
         _show_progress()
+        _import_in_background()
         if run is None:
             self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
         else:
@@ -276,6 +296,10 @@ class Trainer:
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
+        # gensim and the modules built on it: loading since the actor started (_import_in_background)
+        from jobs.training import coordinates, drift, lifecycle
+        from jobs.training import model as gmodel
+
         phases = PhasePeaks()
         timings = phases.seconds
         config = request.training
