@@ -85,8 +85,8 @@ def load(
         folder = fetch(store, request, into, manifest)
         check()
         model_dir = folder / MODEL_DIR
-        # gensim, here and not at the top: the training actor imports this module as it starts, and takes the
-        # corpus while gensim loads (jobs.training.trainer); the fetch above did not need it
+        # gensim, here and not at the top: the training actor imports this module as it starts, without gensim,
+        # and imports gensim in its own thread while this one fetches (Trainer.prepare); here it waits for it
         from jobs.training import model as gmodel
 
         # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files

@@ -22,7 +22,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,21 +128,14 @@ def _show_progress() -> None:
 
 
 #: What the actor needs only to train, all of it built on gensim (a second or two of imports): this module
-#: leaves it out, so the actor is placed, started and taking the corpus (and fetching the parent) meanwhile.
+#: leaves it out, so that the actor is placed, started and taking the corpus sooner (see :meth:`Trainer.prepare`).
 _TRAINING_MODULES = ("jobs.training.lifecycle", "jobs.training.drift", "jobs.training.coordinates")
 
 
-def _import_in_background() -> None:
-    """Import :data:`_TRAINING_MODULES` in a thread of their own; whoever uses one first waits for it there."""
-
-    def load() -> None:
-        for name in _TRAINING_MODULES:
-            try:
-                importlib.import_module(name)
-            except Exception:  # raised again, with its traceback, where the module is used
-                return
-
-    threading.Thread(target=load, name="import gensim", daemon=True).start()
+def _import_training_modules() -> None:
+    """Import :data:`_TRAINING_MODULES` (a no-op once done)."""
+    for name in _TRAINING_MODULES:
+        importlib.import_module(name)
 
 
 def spool_path(spool_dir: str | None, run: str) -> Path:
@@ -168,7 +160,6 @@ class Trainer:
         default the batches are passed themselves. ``run`` names the spool folder (:func:`spool_path`), so that
         the driver can remove it should it have to kill the actor."""
         _show_progress()
-        _import_in_background()
         if run is None:
             self.dir = Path(tempfile.mkdtemp(prefix=SPOOL_PREFIX, dir=spool_dir))
         else:
@@ -296,7 +287,7 @@ class Trainer:
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
-        # gensim and the modules built on it: loading since the actor started (_import_in_background)
+        # gensim and the modules built on it: imported by prepare() already when there is a parent
         from jobs.training import coordinates, drift, lifecycle
         from jobs.training import model as gmodel
 
@@ -447,9 +438,13 @@ class Trainer:
         return dict(zip(counts.column("word").to_pylist(), counts.column("count").to_pylist(), strict=True))
 
     def prepare(self, store: Store, request: ParentRequest) -> None:
-        """Start on the parent now, while the corpus streams in (see :mod:`jobs.training.parent`)."""
+        """Start on the parent now, while the corpus streams in (see :mod:`jobs.training.parent`), and import
+        gensim meanwhile, here: its fetch and checks need none, and one thread importing it at a time is what
+        Python's imports are safe with (gensim's packages import each other: two threads importing it from two
+        ends can deadlock)."""
         if self._loading is None:
             self._loading = ParentLoad.start(store, request, self.dir)
+        _import_training_modules()
 
     def _parent(self, store: Store, request: TrainRequest, phases: PhasePeaks) -> Parent:
         """The parent :meth:`prepare` started on, once it is ready (the wait is timed as ``parent_wait``);
