@@ -3,13 +3,16 @@
     python -m tests.benchmarks                          # ~20M tokens; prints the table, writes .bench/bench-*.json
     python -m tests.benchmarks --tokens 2000000 --skip-memory                   # a quick look
     python -m tests.benchmarks --sections large-model --vocab 250000           # a big model, a small increment
+    python -m tests.benchmarks --sections refresh --tokens 12000000 --base-tokens 4000000 --skip-memory
+                                                                  # a small model, a big increment (8M new tokens)
 
 Steps, in order:
 
 1. make (or find cached) the synthetic corpus (:mod:`tests.benchmarks.corpus`), and the 1x corpus of the
    memory rows;
 2. tokenizer throughput on one core (row 1);
-3. the job on a local Ray: a first model from the first partition, then the timed update on the rest;
+3. the job on a local Ray: a first model from the first partition (or the oldest holding ``--base-tokens``),
+   then the timed update on the rest;
 4. gensim on the same data: ``build_vocab(update=True)`` + ``train()`` in ``corpus_file`` and iterable mode on
    the corpus tokenized as the actor spools it (row 2, and ``train()`` alone for row 3), then the one-process
    recipe straight from Parquet (row 3). Steps 3 and 4 repeat ``--rounds`` times, interleaved, and each row
@@ -81,6 +84,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=20,
         help="partitions the tokenizer row reads (default 20, ~10M words)",
+    )
+    p.add_argument(
+        "--base-tokens",
+        type=int,
+        default=0,
+        help="tokens of the parent model of the update rows: the oldest partitions holding them (default: one)",
     )
     p.add_argument("--epochs", type=int, default=bench.Params.epochs)
     p.add_argument("--vector-size", type=int, default=bench.Params.vector_size)
@@ -169,7 +178,8 @@ def refresh_section(
     log.info("row: %s", rows[-1])
 
     # 3-4. The job's update and gensim's on the same data, interleaved, best of --rounds.
-    update = bench.measure_update(root, params, work, a.rounds)
+    base = max(1, -(-a.base_tokens // partition_tokens))  # the partitions of the parent model
+    update = bench.measure_update(root, params, work, a.rounds, base)
     details["update"] = dataclasses.asdict(update)
     rows.append(bench.training_row(update, params))
     rows.extend(bench.end_to_end_rows(update))

@@ -273,9 +273,13 @@ def local_ray(num_cpus: int, object_store_mb: int = 512) -> Iterator[None]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def first_model(root: Path, store: Path, params: Params, work: Path, glob: str) -> str:
-    """Publish the first model from the slice ``glob`` selects, so the measured run is an update."""
-    summary = run(config(root, store, params, work, "--glob", glob))
+def first_model(root: Path, store: Path, params: Params, work: Path, glob: str, base: int = 1) -> str:
+    """Publish the first model from the slice ``glob`` selects (``base`` > 1: from the oldest ``base``
+    partitions instead), so the measured run is an update."""
+    select = ["--glob", glob] if base == 1 else ["--max-partitions", str(base)]
+    summary = run(config(root, store, params, work, *select))
+    if summary.partitions != base:
+        raise RuntimeError(f"the first model of {root} consumed {summary.partitions} partitions, not {base}")
     if not summary.version:
         raise RuntimeError(f"no first model from {root}/{glob}: {summary.message}")
     return summary.version
@@ -315,7 +319,7 @@ class JobRun:
     train_cpu: float  # CPU seconds of the actor's process during train()
 
 
-def run_job(root: Path, params: Params, work: Path) -> JobRun:
+def run_job(root: Path, params: Params, work: Path, base: int = 1) -> JobRun:
     """On a fresh local Ray, publish a first model from the first partition, then time the update on the rest.
 
     The first run also starts Ray's worker processes, so the timed one finds the cluster as ``ray job submit``
@@ -324,7 +328,7 @@ def run_job(root: Path, params: Params, work: Path) -> JobRun:
     work.mkdir(parents=True, exist_ok=True)
     store = work / "store"
     with local_ray(params.workers):
-        parent = first_model(root, store, params, work, slice_glob(root, partitions_of(root)))
+        parent = first_model(root, store, params, work, slice_glob(root, partitions_of(root)), base)
         probe = TrainingProbe(work / "training.json")
         start = time.perf_counter()
         summary = run(config(root, store, params, work), Hooks(training_callbacks=(probe,)))
@@ -410,19 +414,23 @@ class Update:
         return min(self.gensim, key=lambda m: min(t["vocabulary"] + t["train"] for t in self.gensim[m]))
 
 
-def measure_update(root: Path, params: Params, work: Path, rounds: int) -> Update:
+def measure_update(root: Path, params: Params, work: Path, rounds: int, base: int = 1) -> Update:
     """Time the job's update and each baseline ``rounds`` times, interleaved, so that a burst of load from
-    anything else on the machine hits one attempt of each rather than all attempts of one; rows take the best."""
+    anything else on the machine hits one attempt of each rather than all attempts of one; rows take the best.
+    The parent is a model of the oldest ``base`` partitions; the update consumes the rest."""
     partitions = partitions_of(root)
-    spool = tokenize_to_spool(partitions[1:], work / "rest.txt")
-    update = Update([], {"corpus_file": [], "iterable": []}, [], spool, len(partitions) - 1, [])
+    if not 1 <= base < len(partitions):
+        raise SystemExit(f"the parent needs 1 to {len(partitions) - 1} of the {len(partitions)} partitions, not {base}")
+    rest = partitions[base:]
+    spool = tokenize_to_spool(rest, work / "rest.txt")
+    update = Update([], {"corpus_file": [], "iterable": []}, [], spool, len(rest), [])
     for i in range(rounds):
-        update.jobs.append(run_job(root, params, work / f"job-{i}"))
+        update.jobs.append(run_job(root, params, work / f"job-{i}", base))
         parent = update.jobs[0].parent_model  # every round updates the same parent
         for mode, times in update.gensim.items():
             times.append(gensim_update(parent, spool, params, mode))
             log.info("gensim %s: vocabulary %.1fs, train %.1fs", mode, times[-1]["vocabulary"], times[-1]["train"])
-        update.recipe.append(one_process_recipe(parent, [p.path for p in partitions[1:]], params, work / "recipe"))
+        update.recipe.append(one_process_recipe(parent, [p.path for p in rest], params, work / "recipe"))
         log.info("one-process recipe: %.1fs", update.recipe[-1])
         update.load.append(os.getloadavg()[0])
     return update
@@ -477,8 +485,8 @@ def end_to_end_rows(update: Update) -> list[Row]:
     recipe = min(update.recipe)
     phases = ", ".join(f"{k} {v:.1f}s" for k, v in job.timings.items())
     common = (
-        f"{update.partitions} partitions, {job.tokens:,} tokens, updating a model of the first partition; "
-        f"best of {len(update.jobs)}"
+        f"{update.partitions} partitions, {job.tokens:,} tokens, updating a model of the partitions before them; "
+        f"best of {len(update.jobs)}; outside training {job.seconds - job.timings.get('train', 0.0):.1f}s"
     )
     return [
         _row(
