@@ -310,6 +310,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
             if ingest.tokens == 0 and parent is not None:
                 candidate = carry_forward(store, parent, version, extra_files, basis.architecture)
             else:
+                trainer.actor.ready_to_train.remote()  # before finish's request, which may hold gensim's classes
                 candidate = cluster.result(
                     trainer.actor.finish.remote(store, request), f"training {version}", actor=True
                 )

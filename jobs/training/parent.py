@@ -86,7 +86,8 @@ def load(
         check()
         model_dir = folder / MODEL_DIR
         # gensim, here and not at the top: the training actor imports this module as it starts, without gensim,
-        # and imports gensim in its own thread while this one fetches (Trainer.prepare); here it waits for it
+        # and imports gensim in a thread of its own while this one fetches (Trainer.prepare); here it waits for
+        # it (the same modules in the same order, so the two imports cannot deadlock)
         from jobs.training import model as gmodel
 
         # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,9 +134,12 @@ _TRAINING_MODULES = ("jobs.training.lifecycle", "jobs.training.drift", "jobs.tra
 
 
 def _import_training_modules() -> None:
-    """Import :data:`_TRAINING_MODULES` (a no-op once done)."""
+    """Import :data:`_TRAINING_MODULES` (a no-op once done); an error is raised again where one is used."""
     for name in _TRAINING_MODULES:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception:
+            return
 
 
 def spool_path(spool_dir: str | None, run: str) -> Path:
@@ -174,6 +178,7 @@ class Trainer:
         self._counts = RunningCounts()
         self._open: _Open | None = None
         self._loading: ParentLoad | None = None
+        self._importing: threading.Thread | None = None  # gensim, imported while the corpus streams in
         self.sentences = self.tokens = self.spooled = self.lines = 0
         log.info("training actor: spool in %s, %s BLAS/OpenMP threads", self.dir, os.environ.get("OMP_NUM_THREADS"))
 
@@ -287,7 +292,8 @@ class Trainer:
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
-        # gensim and the modules built on it: imported by prepare() already when there is a parent
+        # gensim and the modules built on it: imported since prepare() when there is a parent (ready_to_train)
+        self.ready_to_train()
         from jobs.training import coordinates, drift, lifecycle
         from jobs.training import model as gmodel
 
@@ -439,12 +445,21 @@ class Trainer:
 
     def prepare(self, store: Store, request: ParentRequest) -> None:
         """Start on the parent now, while the corpus streams in (see :mod:`jobs.training.parent`), and import
-        gensim meanwhile, here: its fetch and checks need none, and one thread importing it at a time is what
-        Python's imports are safe with (gensim's packages import each other: two threads importing it from two
-        ends can deadlock)."""
+        gensim meanwhile in a thread of its own: the parent's fetch and checks need none, and the corpus is
+        taken meanwhile. Whoever needs gensim before the import is done waits for it there; the driver calls
+        :meth:`ready_to_train` before :meth:`finish`, whose request may hold gensim's classes (callbacks)."""
         if self._loading is None:
             self._loading = ParentLoad.start(store, request, self.dir)
-        _import_training_modules()
+        if self._importing is None:
+            self._importing = threading.Thread(target=_import_training_modules, name="import gensim", daemon=True)
+            self._importing.start()
+
+    def ready_to_train(self) -> None:
+        """Return once gensim is imported (:meth:`prepare`). Called on its own before :meth:`finish`: Ray
+        unpickles a call's arguments before the call, and a callback's class imports gensim, which two threads
+        must not import at once (gensim's packages import each other: from two ends, the imports deadlock)."""
+        if self._importing is not None:
+            self._importing.join()
 
     def _parent(self, store: Store, request: TrainRequest, phases: PhasePeaks) -> Parent:
         """The parent :meth:`prepare` started on, once it is ready (the wait is timed as ``parent_wait``);

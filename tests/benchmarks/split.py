@@ -46,7 +46,7 @@ def make_file(path: Path, size: int) -> Path:
 
 
 class PeakWatcher(threading.Thread):
-    """Samples the memory of every process of this Ray titled ``ray::tokenize_piece``: the kernel's peak of
+    """Samples the memory of every process of this Ray titled ``ray::tokenize ...``: the kernel's peak of
     resident memory (VmHWM, which also counts the object store's shared pages a worker wrote its batches into)
     and, sampled every 50 ms, the peak of its private memory (RssAnon: what the worker itself holds)."""
 
@@ -61,7 +61,7 @@ class PeakWatcher(threading.Thread):
         while not self.stopped.is_set():
             for proc in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error, OSError, ValueError):
-                    if " ".join(proc.cmdline()).startswith("ray::tokenize_piece"):
+                    if " ".join(proc.cmdline()).startswith("ray::tokenize"):  # tasks are named "tokenize <file>"
                         hwm, anon = _status(proc.pid)
                         self.peaks[proc.pid] = max(self.peaks.get(proc.pid, 0), hwm)
                         self.private[proc.pid] = max(self.private.get(proc.pid, 0), anon)
