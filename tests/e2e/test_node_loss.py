@@ -13,7 +13,7 @@ its processes at once (SIGKILL, no graceful drain), as a spot reclaim or a kerne
 "Once the first partitions have reached the trainer" is observed, not guessed: the runs spool to a folder
 given with ``--spool-dir`` and a watcher kills the node when the spooled corpus first grows.
 
-The cluster and the driver live in a child process (``python -m tests.test_node_loss WORKDIR``, started by
+The cluster and the driver live in a child process (``python -m tests.e2e.test_node_loss WORKDIR``, started by
 :func:`tests.support.clusters.run_isolated`): a driver connection of their own, Ray's temp dir, token and HOME of
 their own, and nothing left behind for the session's in-process ``ray_session`` or other modules to trip
 on. The child writes what happened to ``WORKDIR/result.json``; the tests here read it and the store.
@@ -240,7 +240,7 @@ def outcome() -> Iterator[dict[str, Any]]:
         work = Path(tmp)
         expected_a = write_input(work / "data", PARTITIONS_A, first_seed=0, month=7)
         expected_b = write_input(work / "data", PARTITIONS_B, first_seed=1000, month=8)
-        status, output = run_isolated([sys.executable, "-m", "tests.test_node_loss", str(work)], timeout=480)
+        status, output = run_isolated([sys.executable, "-m", "tests.e2e.test_node_loss", str(work)], timeout=480)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
         result = json.loads((work / "result.json").read_text())
         yield {**result, "work": work, "output": output, "expected_a": expected_a, "expected_b": expected_b}

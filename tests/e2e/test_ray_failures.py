@@ -24,7 +24,7 @@ node is a raylet of its own on this machine. In order, on the one cluster:
   lost object (``ObjectFetchTimedOutError``, a plain ``ObjectLostError``) are explained on Ray's own exception
   objects (``test_lost_objects_are_explained``).
 
-The cluster and its drivers live in a child process (``python -m tests.test_ray_failures WORKDIR``, started by
+The cluster and its drivers live in a child process (``python -m tests.e2e.test_ray_failures WORKDIR``, started by
 :func:`tests.support.clusters.run_isolated`), which writes what happened to ``WORKDIR/result.json``.
 """
 
@@ -241,7 +241,7 @@ def main(argv: list[str]) -> int:
 def outcome(pytestconfig: pytest.Config) -> Iterator[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="ray-failures-") as tmp:
         work = Path(tmp)
-        status, output = run_isolated([sys.executable, "-m", "tests.test_ray_failures", str(work)], timeout=540)
+        status, output = run_isolated([sys.executable, "-m", "tests.e2e.test_ray_failures", str(work)], timeout=540)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
         result = json.loads((work / "result.json").read_text())
         seconds = {k: v["record"]["seconds"] for k, v in result.items() if isinstance(v, dict) and "record" in v}

@@ -3,8 +3,8 @@
 A real two-node ``ray.cluster_utils.Cluster`` whose nodes have different CPU counts (and neither has the
 driver machine's): a 1-CPU head and a 3-CPU node offering ``trainer: 1``. A refresh without ``--workers``
 must reserve and train with the trainer node's 3 CPUs. The cluster and the driver live in a child process
-(``python -m tests.test_workers WORKDIR``, started by :func:`tests.support.clusters.run_isolated`), which writes what
-happened to ``WORKDIR/result.json``.
+(``python -m tests.e2e.test_workers WORKDIR``, started by :func:`tests.support.clusters.run_isolated`), which
+writes what happened to ``WORKDIR/result.json``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_workers_default_to_the_cpus_of_the_trainers_node() -> None:
         work = Path(tmp)
         for i in range(3):
             write_parquet(work / "data" / f"part-{i}.parquet", clustered(900, seed=i))
-        status, output = run_isolated([sys.executable, "-m", "tests.test_workers", str(work)], timeout=300)
+        status, output = run_isolated([sys.executable, "-m", "tests.e2e.test_workers", str(work)], timeout=300)
         assert status == 0 and (work / "result.json").exists(), output[-6000:]
         result = json.loads((work / "result.json").read_text())
     assert result["workers"] is None  # not given: resolved on the trainer's node
