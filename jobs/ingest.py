@@ -1,10 +1,10 @@
 """What tokenizing the partitions produced: plain data, no Ray.
 
-:func:`jobs.cluster.stream` fills an :class:`IngestResult` as the training actor answers; the runbook
+:func:`jobs.tokenize.stream` fills an :class:`IngestResult` as the training actor answers; the runbook
 (:mod:`jobs.refresh`) reads it to decide what to train and publish, and the run's record (:mod:`jobs.runs`),
 its report (:mod:`jobs.report`) and its metrics (:mod:`jobs.metrics`) read it without importing Ray::
 
-    ingest = cluster.stream(config, fs, partitions, trainer)
+    ingest = tokenize.stream(config, fs, partitions, trainer)
     if ingest.rejected and not config.skip_bad_partitions:
         raise BadPartitionsError(ingest.rejected)
     log.info("%d partitions, %d tokens", len(ingest.consumed), ingest.tokens)

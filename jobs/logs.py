@@ -4,7 +4,7 @@
     logs.configure("json")                 # in main(), once the flags are read (--log-format json)
     logs.enter("tokenize")                 # in the runbook, as each step begins
     log.info("tokenized %d partitions", n)
-    # {"time": "2026-12-01T02:00:04.512Z", "level": "INFO", "logger": "jobs.cluster", "stage": "tokenize",
+    # {"time": "2026-12-01T02:00:04.512Z", "level": "INFO", "logger": "jobs.tokenize", "stage": "tokenize",
     #  "message": "tokenized 12 partitions", "run": "refresh-20261201T020000Z"}
 
 A JSON line always has ``time``, ``level``, ``logger``, ``stage`` (empty before the first step) and

@@ -13,8 +13,8 @@ The runbook, in order (each step is one small module):
    would do, having started no Ray and written nothing;
 3. name the parent in the new version's first file, so that gc keeps it while the run lasts
    (:mod:`jobs.storage.lease`); tokenize the partitions in parallel on Ray workers and stream them to the
-   training actor (:mod:`jobs.cluster`), which meanwhile fetches, loads and measures the parent
-   (:mod:`jobs.training.parent`);
+   training actor (:mod:`jobs.tokenize`, deciding by :mod:`jobs.scheduling`; the actor placed by
+   :mod:`jobs.cluster`), which meanwhile fetches, loads and measures the parent (:mod:`jobs.training.parent`);
 4. update the vocabulary, train, save and upload the version's files (:mod:`jobs.training.trainer`,
    :mod:`jobs.training.model`);
 5. commit: report and manifest, then, if the quality gate passed (:mod:`jobs.training.gate`), one conditional
@@ -29,7 +29,6 @@ the infrastructure failed and a rerun is safe, 2 for a usage error.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs import changes, cluster, logs, metrics, plan, report, runs
+from jobs import changes, cluster, logs, metrics, plan, report, runs, tokenize
 from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
@@ -93,6 +92,14 @@ def run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
     partitions it found bad (:mod:`jobs.lineage.rejections`). With ``--dry-run``: :func:`dry_run`."""
     if config.dry_run:
         return dry_run(config, hooks)
+    # Connected once, for the whole run (a no-op when the caller is connected already), so that the run's last
+    # metrics, recorded after the trainer is gone, still reach Ray's agent.
+    with cluster.connected(config.ray_address, config.log_format):
+        return _recorded(config, hooks)
+
+
+def _recorded(config: RefreshConfig, hooks: Hooks) -> report.Summary:
+    """The refresh, and its record (:mod:`jobs.runs`) written however it ends."""
     record = runs.RunRecord.begin(config.input)
     logs.run(record.run)
     logs.enter("store")
@@ -255,8 +262,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     try:
         if parent_version:  # first: from now on gc keeps the parent for this run (jobs.storage.lease)
             lease.claim(store, version, parent_version)
-        connection = cluster.connected(config.ray_address, config.log_format)
-        with connection, cluster.trainer_actor(config, version) as trainer:
+        with cluster.trainer_actor(config, version) as trainer:
             if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
                 trainer.actor.prepare.remote(
                     store,
@@ -264,7 +270,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                         parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
                     ),
                 )
-            ingest = cluster.stream(config, found.fs, todo, trainer)
+            ingest = tokenize.stream(config, found.fs, todo, trainer)
             record.ingested(ingest)
             metrics.ingested(store.uri, ingest)
             # What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()).
@@ -457,11 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = from_args(argv)
         logs.configure(config.log_format)
-        # Connected for the whole run (a no-op when already connected), so its metrics reach Ray's agent; a dry
-        # run starts no Ray at all.
-        with contextlib.nullcontext() if config.dry_run else cluster.connected(config.ray_address, config.log_format):
-            signal.signal(signal.SIGTERM, _stop)  # after ray.init, which may install handlers of its own
-            summary = run(config)
+        signal.signal(signal.SIGTERM, _stop)  # kept through ray.init (cluster.connected)
+        summary = run(config)
     except RefreshError as exc:
         log.error("refresh failed: %s", exc)
         return exit_status(exc)

@@ -25,6 +25,7 @@ The rules:
 * **Starvation** (:meth:`Scheduler.starved`): on an autoscaling cluster whose outside CPUs never come, the
   waiting tasks move into the reservation after ``--tokenizer-wait`` seconds.
 * **Memory** (:func:`memory_hint`): a task outside the reservation asks for the memory its piece needs.
+* **No tasks at all** (:func:`in_trainer`): a small increment is tokenized by the training actor itself.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from shards.partitions import Partition
 from shards.pieces import Piece
 from shards.tokenized import ReadOptions
 
+TOKENIZE_RETRIES = 3  # Ray's retries of a tokenizing task whose worker died or was killed for its memory
 B = TypeVar("B")  # what a task yields: an object reference on Ray, anything in a test
 
 
@@ -269,6 +271,15 @@ class Scheduler(Generic[B]):
 _EXPANSION = {"parquet": 3, "compressed": 4, "text": 1}
 _WORKER_BASE = 128 << 20  # a worker's own footprint (Python, pyarrow), beyond the piece it reads
 _SMALL_TASK = 32 << 20  # needs below this fit in any worker's ordinary headroom: no reservation is asked for
+
+
+def in_trainer(config: RefreshConfig, partitions: list[Partition]) -> bool:
+    """Whether the increment is small enough to tokenize inside the training actor: its text, estimated from
+    the files' sizes (:func:`text_estimate`), is below ``--tokenize-in-trainer-below``. Below that, one core
+    that is there already does the work in about a second, while tasks cost the cluster worker processes to
+    start (a new job's workers import pyarrow and the tokenizer) and a round trip through the object store
+    for every batch."""
+    return sum(text_estimate(p) for p in partitions) < config.tokenize_in_trainer_below
 
 
 def output_estimate(piece: Piece) -> int:

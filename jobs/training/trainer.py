@@ -196,7 +196,7 @@ class Trainer:
         self, fs: Any, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig, retries: int
     ) -> tuple[tuple[int, int, int] | PartitionError, int, int]:
         """Read, tokenize and spool one whole partition here, piece by piece as tokenizing tasks would, with no
-        task and no object store in between (a small increment; see :func:`jobs.cluster.stream`). The spool,
+        task and no object store in between (a small increment; see :func:`jobs.tokenize.stream`). The spool,
         the counts and the answer are those of :meth:`ingest` given the same pieces' batches.
 
         A piece whose read fails for a reason outside its bytes (PartitionReadError) is read again from its

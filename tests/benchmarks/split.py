@@ -3,7 +3,7 @@
     python -m tests.benchmarks.split                         # a 1 GiB file, on a local Ray with all cores
     python -m tests.benchmarks.split --gib 0.25 --cpus 2     # a quick look
 
-Each run streams the file through the real path (:func:`jobs.cluster.stream`: streaming tasks, the training
+Each run streams the file through the real path (:func:`jobs.tokenize.stream`: streaming tasks, the training
 actor spooling to disk) on a fresh local Ray, once with ``--piece-bytes`` above the file's size (one task)
 and once with the default piece size (the file split into pieces). It reports the wall time and the peak
 resident memory (the kernel's high-water mark, ``VmHWM``) of the busiest tokenizing worker, sampled from
@@ -81,7 +81,7 @@ def _status(pid: int) -> tuple[int, int]:
 def one_run(data: Path, piece_bytes: int, cpus: int, work: Path) -> dict[str, Any]:
     import ray
 
-    from jobs import cluster
+    from jobs import cluster, tokenize
     from jobs.config import RefreshConfig, TrainingConfig
     from shards.partitions import discover, open_filesystem
     from shards.tokenized import ReadOptions
@@ -110,7 +110,7 @@ def one_run(data: Path, piece_bytes: int, cpus: int, work: Path) -> dict[str, An
             watcher = PeakWatcher()
             watcher.start()
             start = time.perf_counter()
-            outcome = cluster.stream(config, fs, partitions, trainer)
+            outcome = tokenize.stream(config, fs, partitions, trainer)
             seconds = time.perf_counter() - start
             peak, private = watcher.stop()
             [corpus] = spool.glob("*/corpus.txt")

@@ -339,8 +339,8 @@ def test_lost_objects_are_explained() -> None:
     from ray.core.generated.common_pb2 import ErrorType
     from ray.exceptions import ObjectFetchTimedOutError, ObjectLostError, ObjectReconstructionFailedError
 
-    from jobs.cluster import explain
     from jobs.errors import ClusterError, exit_status
+    from jobs.failures import explain
     from shards.partitions import Partition
 
     uri = "s3://corpus/dt=1/part-7.parquet"

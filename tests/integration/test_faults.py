@@ -166,7 +166,7 @@ def test_a_full_spool_disk_fails_the_run_cleanly(tmp_path: Path, tiny_disk: Path
 def test_a_worker_that_crashes_on_every_try_fails_the_run_naming_the_stage_and_partition(tmp_path: Path) -> None:
     import pyarrow.fs as pafs
 
-    from jobs import cluster
+    from jobs import cluster, tokenize
     from jobs.errors import EXIT_RETRYABLE, exit_status
     from shards.partitions import discover
     from tests.support.crashing_fs import CrashingFileSystem
@@ -177,7 +177,7 @@ def test_a_worker_that_crashes_on_every_try_fails_the_run_naming_the_stage_and_p
     config = from_args(["--input", str(data), "--store", str(tmp_path / "models"), *FAST])
     fs = pafs.PyFileSystem(CrashingFileSystem())
     with cluster.trainer_actor(config, "crash-test") as trainer, pytest.raises(ClusterError) as info:
-        cluster.stream(config, fs, discover(fs, str(data)), trainer)
+        tokenize.stream(config, fs, discover(fs, str(data)), trainer)
     message = str(info.value)
     assert message.startswith(f"tokenizing {data}/dt=1/crash.parquet: its worker crashed 4 times")
     assert "a rerun is safe" in message and "Traceback" not in message

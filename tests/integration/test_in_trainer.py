@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
-from jobs import cluster
+from jobs import cluster, scheduling, tokenize
 from jobs.config import RefreshConfig, TrainingConfig, from_args
 from jobs.lineage import ledger
 from jobs.training.trainer import Trainer
@@ -117,7 +117,7 @@ def streamed(config: RefreshConfig, fs: pafs.FileSystem, partitions: list[Partit
     spool.mkdir()
     config = dataclasses.replace(config, spool_dir=str(spool))
     with cluster.trainer_actor(config) as trainer:
-        outcome = cluster.stream(config, fs, partitions, trainer)
+        outcome = tokenize.stream(config, fs, partitions, trainer)
         [corpus] = spool.glob("*/corpus.txt")
         counts = cluster.result(trainer.actor.__ray_call__.remote(lambda t: t._merged_counts()), "counts")
         pid = cluster.result(trainer.actor.__ray_call__.remote(lambda t: os.getpid()), "pid")
@@ -132,7 +132,7 @@ def test_a_small_increment_is_tokenized_in_the_trainer_exactly_as_tasks_tokenize
     config = RefreshConfig(input=str(data), store=str(tmp_path / "models"), read=read, max_in_flight=3)
     config = dataclasses.replace(config, training=TrainingConfig(workers=1))
     partitions = discover(pafs.LocalFileSystem(), str(data))
-    assert cluster.in_trainer(config, partitions)  # the default threshold: this increment is small
+    assert scheduling.in_trainer(config, partitions)  # the default threshold: this increment is small
     tasks_log, trainer_log = tmp_path / "tasks.log", tmp_path / "trainer.log"
     by_tasks = dataclasses.replace(config, tokenize_in_trainer_below=0)
 
@@ -196,10 +196,12 @@ def test_the_increment_goes_to_the_trainer_below_the_threshold_of_its_estimated_
         return Partition(uri=name, path=name, key=name, size=size, mtime_ns=0, format=fmt, compression=compression)
 
     config = RefreshConfig(input="in", store="out", tokenize_in_trainer_below=12 << 20)
-    assert cluster.in_trainer(config, [part("a.parquet", 3 << 20, "parquet"), part("b.txt", 2 << 20, "text")])
-    assert not cluster.in_trainer(config, [part("a.parquet", 4 << 20, "parquet")])  # 12 MiB of text: not below
-    assert not cluster.in_trainer(config, [part("a.txt.gz", 3 << 20, "text", "gzip")])
-    assert cluster.in_trainer(config, [part("a.txt", (12 << 20) - 1, "text")])
-    assert not cluster.in_trainer(dataclasses.replace(config, tokenize_in_trainer_below=0), [part("e.txt", 1, "text")])
+    assert scheduling.in_trainer(config, [part("a.parquet", 3 << 20, "parquet"), part("b.txt", 2 << 20, "text")])
+    assert not scheduling.in_trainer(config, [part("a.parquet", 4 << 20, "parquet")])  # 12 MiB of text: not below
+    assert not scheduling.in_trainer(config, [part("a.txt.gz", 3 << 20, "text", "gzip")])
+    assert scheduling.in_trainer(config, [part("a.txt", (12 << 20) - 1, "text")])
+    assert not scheduling.in_trainer(
+        dataclasses.replace(config, tokenize_in_trainer_below=0), [part("e.txt", 1, "text")]
+    )
     flag = ["--input", "i", "--store", "s", "--tokenize-in-trainer-below", "1MiB"]
     assert from_args(flag).tokenize_in_trainer_below == 1 << 20

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import cluster
+from jobs import cluster, tokenize
 from jobs.config import RefreshConfig, TrainingConfig, from_args
 from jobs.errors import BadPartitionsError
 from jobs.ingest import IngestResult
@@ -39,7 +39,7 @@ def spooled(config: RefreshConfig, spool: Path) -> tuple[bytes, IngestResult]:
     fs, root = open_filesystem(config.input)
     spool.mkdir()
     with cluster.trainer_actor(config) as trainer:
-        outcome = cluster.stream(config, fs, discover(fs, root), trainer)
+        outcome = tokenize.stream(config, fs, discover(fs, root), trainer)
         [corpus] = spool.glob("*/corpus.txt")
         return corpus.read_bytes(), outcome
 
