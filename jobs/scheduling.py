@@ -2,7 +2,7 @@
 
 No Ray here. :mod:`jobs.tokenize` carries the decisions out (it submits the tasks, takes their batches and
 hands them to the training actor); this module decides, so every rule is tested in milliseconds with made-up
-pieces (``tests/test_scheduling.py``)::
+pieces (``tests/unit/test_scheduling.py``)::
 
     scheduler = Scheduler(config, planned, Share(slots=trainer.cpus, autoscaling=False), Capacity(cpus, store))
     while (decision := scheduler.next()) is not None:    # Submit a task, or Reject a partition its plan found bad
