@@ -107,9 +107,9 @@ def test_retry_sh_reruns_75_and_143_only_and_never_after_a_stop(tmp_path: Path) 
     # `ray job stop` signals the whole process tree: the run exits 143 and is not run again.
     import psutil
 
-    stopping = tmp_path / "stopping.sh"
+    stopping = tmp_path / "stopping.sh"  # its trap is set before it marks its run: a stop never beats the trap
     stopping.write_text(
-        '#!/usr/bin/env bash\necho run >> "$RUNS"\ntrap "exit 143" TERM\nwhile :; do sleep 0.05; done\n'
+        '#!/usr/bin/env bash\ntrap "exit 143" TERM\necho run >> "$RUNS"\nwhile :; do sleep 0.05; done\n'
     )
     stopping.chmod(0o755)
     runs = tmp_path / "runs-stopped"
