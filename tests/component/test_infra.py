@@ -1,9 +1,7 @@
-"""Checks of ``infra/``, offline: the cluster launcher config against Ray's own schema, the Kubernetes manifests
-strictly against the KubeRay v1.7.0 CRDs, each role's IAM reach, the pods' restrictions and identities, digest
-pins, retry policies, and the shell wrappers run with fakes (``ray``, ``aws``, ``crane``) first on PATH (the real
-``ray job submit`` path is the e2e tests').
-
-Here: the tests that run a shell script or start the moto server; the parsing and evaluating is in unit/."""
+"""The shell wrappers of ``infra/`` run for real with fakes (``ray``, ``aws``, ``crane``) first on PATH, and the
+configs a moto server can check (the bucket's lifecycle rule). The offline checks of the files themselves are in
+``tests/unit/test_infra.py``; the real ``ray job submit`` path is the e2e tests'.
+"""
 
 from __future__ import annotations
 

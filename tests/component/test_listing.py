@@ -1,5 +1,6 @@
-"""Bounded discovery: only the folders the filters can match are listed, with the same partitions as a
-full listing filtered afterwards, and readiness markers honoured where only today's folder is listed."""
+"""Listing on S3 (a real moto server): each kept prefix listed with a delimiter. The listing's rules without a
+server are in ``tests/unit/test_listing.py``.
+"""
 
 from __future__ import annotations
 

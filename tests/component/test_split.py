@@ -1,5 +1,7 @@
-"""Partitions split into pieces: every document read once, the same spool as unsplit, exact counts, a bad piece
-rejecting its whole partition, a retried piece counted once, and a worker's memory that follows the piece."""
+"""Split partitions in the trainer and the tokenizer without a cluster: a bad partition rolled back out of the
+spool, a split JSON Lines file bad only when no piece has the text field, a worker's memory that follows the
+piece. The same through Ray, with retries and kills, is in ``tests/integration/test_split.py``.
+"""
 
 from __future__ import annotations
 

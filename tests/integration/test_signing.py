@@ -1,10 +1,5 @@
-"""Signed versions: what a holder of write access to the store can no longer make a reader accept.
-
-The attacker writes to the store directly (a local folder, or a bucket of a real moto server through its own
-boto3 client): edits a signed manifest, signs one with a key of its own, removes signatures, writes its own
-pointer, replays an old signed pointer, deletes the pointer. Readers with trusted keys refuse each, naming the
-store, the version and the key id, and leave the store as it was; readers without trusted keys read old,
-unsigned stores as before. Keys rotate without a version becoming unreadable.
+"""A signing refresh on the session's Ray cluster: it builds only on a parent signed by a trusted key, and signs
+what it publishes. What a forger can no longer make a reader accept is in ``tests/component/test_signing.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The S3 store against a real ``moto_server`` over HTTP, sometimes through a fault-injecting proxy.
-
-No patched clients: every test talks to a moto process through botocore's real HTTP stack, as the job would
-to S3. Each test gets its own bucket; the server is shared by the session. Run with
-``python -m pytest tests/component/test_s3store.py -q``.
+"""The S3 store's settings and names, without a server: the environment read when a store is opened, invalid
+settings refused naming the variable, sizes, URIs and keys. The store against a real moto server is in
+``tests/component/test_s3store.py``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Partitions split into pieces: every document read once, the same spool as unsplit, exact counts, a bad piece
-rejecting its whole partition, a retried piece counted once, and a worker's memory that follows the piece."""
+"""Pieces of a partition, without Ray: line-aligned text pieces read every document once, Parquet pieces are runs
+of whole row groups, small and compressed files are one piece, and running counts sum exactly.
+"""
 
 from __future__ import annotations
 

@@ -1,14 +1,6 @@
-"""A writer of the store plants names and sizes instead of models: nothing it writes becomes a path, a hang or
-an allocation.
-
-The attacker writes raw objects (a local folder, or a bucket on a real moto server, never through the tool):
-a manifest whose file names climb out of the version (``model/../../../x/sitecustomize.py``, an absolute
-name, a deep ``version`` field), a pointer naming ``../../etc``, a cached version's manifest edited to name a
-file outside the cache, a FIFO at ``CURRENT``, symbolic links inside a version, ``.npy`` headers claiming
-terabytes, a vocabulary of millions of rows in a few KiB, an oversized manifest and pointer. Every reader
-refuses with IntegrityError naming the store, the version and the offending name, and nothing is written,
-deleted or read outside the store, the spool and the cache: the whole temporary tree is listed before and
-after.
+"""The store's name and size rules on local disk: every name a version may hold accepted and every path refused,
+sizes checked before anything is allocated, a FIFO never waited on. The hostile-store scenarios on local disk and
+S3 are in ``tests/component/test_store_names.py``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,4 @@
-"""Delta Lake and Apache Iceberg tables as input: refreshed by commit, with real deltalake and pyiceberg tables.
-
-Tables are written by the real libraries (deltalake locally and on the moto S3 server; pyiceberg through its
-SQL catalog with a warehouse on local disk and on moto, and through a real REST catalog server process), and
-the refresh reads them on the session's Ray cluster. Every check counts exactly: the tokens trained are those
-of the rows a table appended since the consumed version, nothing else.
-"""
+"""The rows a table's commits add, rewrite and delete, computed from made-up changes without a table library."""
 
 from __future__ import annotations
 
