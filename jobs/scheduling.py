@@ -118,6 +118,15 @@ class Task(Generic[B]):
 
 
 @dataclass(frozen=True)
+class Planned:
+    """One step of the run's plan, in order: a piece of partition ``index``, or the error that makes that
+    partition unreadable before any task reads it."""
+
+    index: int  # the partition's position in the run's list
+    item: Piece | PartitionError
+
+
+@dataclass(frozen=True)
 class Submit(Generic[B]):
     """Submit ``task``: in the trainer's bundle, or outside it asking for ``memory`` bytes (None: no request)."""
 
@@ -159,11 +168,11 @@ class Scheduler(Generic[B]):
     def __init__(
         self,
         config: RefreshConfig,
-        planned: Iterator[tuple[int, Piece | PartitionError]],
+        planned: Iterator[Planned],
         share: Share,
         capacity: Capacity,
     ) -> None:
-        """``planned``: each partition's pieces in order, by the partition's index, or its plan's error."""
+        """``planned``: each partition's pieces in order, or its plan's error."""
         self.config, self.planned, self.share = config, planned, share
         self.lookahead = next(planned, None)
         self.window: deque[Task[B]] = deque()  # submitted, not yet wholly forwarded, in order
@@ -186,7 +195,7 @@ class Scheduler(Generic[B]):
         """The next thing to do: submit a task, reject a partition, or nothing (no work left or no budget)."""
         if self.lookahead is None or len(self.running) >= self.budgets.tasks:
             return None
-        index, item = self.lookahead
+        index, item = self.lookahead.index, self.lookahead.item
         if isinstance(item, PartitionError):
             self.lookahead = next(self.planned, None)
             return Reject(index, item)

@@ -47,7 +47,7 @@ from jobs import cluster
 from jobs.config import RefreshConfig
 from jobs.errors import RERUN, ClusterError, PartitionError, PartitionReadError
 from jobs.ingest import IngestResult
-from jobs.scheduling import TOKENIZE_RETRIES, Reject, Scheduler, Share, Task, in_trainer
+from jobs.scheduling import TOKENIZE_RETRIES, Planned, Reject, Scheduler, Share, Task, in_trainer
 from shards.partitions import Partition
 from shards.pieces import Piece, plan
 from shards.tokenized import TokenizedBatch, tokenize_piece
@@ -175,7 +175,7 @@ class _Stream:
         self.running: dict[ObjectRefGenerator, Task[Batch]] = {}  # tasks still yielding, by their generator
         self.calls: deque[_Call] = deque()
         self.outcome = IngestResult()
-        self.rejected: list[tuple[int, PartitionError]] = []
+        self.rejected: list[Reject] = []
         self.watch = _TrainerWatch(config, trainer)
         self.progress = _Progress(partitions)
 
@@ -192,7 +192,7 @@ class _Stream:
                 self.sized_at = time.monotonic()
                 self.starved()
         outcome = self.outcome
-        outcome.rejected = [error for _, error in sorted(self.rejected, key=lambda item: item[0])]
+        outcome.rejected = [reject.error for reject in sorted(self.rejected, key=lambda reject: reject.index)]
         outcome.seconds = self.progress.seconds()
         self.progress.log(outcome, len(self.rejected), force=True)
         return outcome
@@ -293,7 +293,7 @@ class _Stream:
 
     def reject(self, index: int, error: PartitionError) -> None:
         log.warning("bad partition %s", error)
-        self.rejected.append((index, error))
+        self.rejected.append(Reject(index, error))
         self.outcome.rejected_bytes += self.partitions[index].size
 
 
@@ -372,16 +372,14 @@ def _size(n: float) -> str:
     return f"{n:,.1f} TiB"
 
 
-def _planned(
-    fs: pafs.FileSystem, partitions: list[Partition], piece_bytes: int
-) -> Iterator[tuple[int, Piece | PartitionError]]:
+def _planned(fs: pafs.FileSystem, partitions: list[Partition], piece_bytes: int) -> Iterator[Planned]:
     """Each partition's pieces in order, planned just before they are needed (a big Parquet file's footer is
     read then), or the error that makes the partition unreadable."""
     for index, partition in enumerate(partitions):
         try:
             pieces = plan(fs, partition, piece_bytes)
         except PartitionError as exc:
-            yield index, exc
+            yield Planned(index, exc)
             continue
         for piece in pieces:
-            yield index, piece
+            yield Planned(index, piece)

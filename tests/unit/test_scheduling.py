@@ -13,6 +13,7 @@ from jobs.errors import ClusterError, PartitionError
 from jobs.scheduling import (
     Budgets,
     Capacity,
+    Planned,
     Reject,
     Scheduler,
     Send,
@@ -37,12 +38,12 @@ def pieces(part: Partition, count: int) -> list[Piece]:
     return [Piece(part, i, count, i * size, (i + 1) * size if count > 1 else None, size=size) for i in range(count)]
 
 
-def planned(*items: Piece | PartitionError) -> Iterator[tuple[int, Piece | PartitionError]]:
+def planned(*items: Piece | PartitionError) -> Iterator[Planned]:
     """Items in plan order, each piece under its partition's index (by first appearance), as the stream plans."""
     index: dict[str, int] = {}
     for item in items:
         uri = item.partition.uri if isinstance(item, Piece) else item.uri
-        yield index.setdefault(uri, len(index)), item
+        yield Planned(index.setdefault(uri, len(index)), item)
 
 
 def config(**overrides: object) -> RefreshConfig:
