@@ -184,7 +184,7 @@ def begin(config: RefreshConfig, store: Store, pointer: Pointer | None) -> Basis
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
-    config = inherit_lifecycle(config, parent)
+    config = inherit_upkeep(config, parent)
     with lease.reading(store, parent_version):
         recorded = lineage_settings.recorded(store, parent) if parent else None
     resolved = lineage_settings.inherit(config, recorded)
@@ -299,7 +299,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                 parent=parent_version,
                 training=config.training,
                 gate=config.gate,
-                lifecycle=config.lifecycle,
+                upkeep=config.lifecycle,
                 eval_files=eval_files,
                 extra_files=extra_files,
                 event={
@@ -399,12 +399,12 @@ def carry_forward(
     )
 
 
-def inherit_lifecycle(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:
+def inherit_upkeep(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:
     """The cap, decay and freeze the parent's manifest recorded, unless this run's flags change them (logged)."""
-    lifecycle, changes = config.lifecycle.inherit(parent.get("lifecycle", {}) if parent else None)
+    upkeep, changes = config.lifecycle.inherit(parent.get("lifecycle", {}) if parent else None)
     for change in changes:
         log.warning("lifecycle setting changed: %s", change)
-    return dataclasses.replace(config, lifecycle=lifecycle)
+    return dataclasses.replace(config, lifecycle=upkeep)
 
 
 def log_skipped(skipped: list[tuple[Partition, rejections.Rejection]]) -> None:

@@ -97,7 +97,7 @@ def details(
         },
         "new_words": [{"word": w, "neighbours": candidate.neighbours.get(w, [])} for w in candidate.new_words[:20]],
         "changed_words": candidate.evaluation.get("changed", []),
-        "lifecycle": lifecycle_fields(config, candidate),
+        "lifecycle": upkeep_fields(config, candidate),
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
         "carried": candidate.carried,
         "trained": candidate.trained,
@@ -136,7 +136,7 @@ def manifest_fields(
         "new_words": len(candidate.new_words),
         "new_words_sample": candidate.new_words[:100],
         "vocab_size": candidate.vocab_size,
-        "lifecycle": lifecycle_fields(config, candidate),
+        "lifecycle": upkeep_fields(config, candidate),
         "diff": candidate.diff,  # diff.parquet beside the manifest: the words added, moved and removed
         "trained": candidate.trained,
         "evaluation": {k: candidate.evaluation[k] for k in ("passed", "reasons", "checks")},
@@ -166,9 +166,10 @@ def consumed_fields(consumed: list[Partition]) -> dict[str, Any]:
     }
 
 
-def lifecycle_fields(config: RefreshConfig, candidate: Candidate) -> dict[str, Any]:
-    """The lineage's cap, decay and freeze (later runs inherit them from here), and what they did."""
-    return {**to_dict(config)["lifecycle"], **candidate.lifecycle}
+def upkeep_fields(config: RefreshConfig, candidate: Candidate) -> dict[str, Any]:
+    """The lineage's cap, decay and freeze (later runs inherit them from here), and what they did: the
+    report's and manifest's ``lifecycle`` section, a name kept so stored versions read the same."""
+    return {**to_dict(config)["lifecycle"], **candidate.upkeep}
 
 
 def summary(
@@ -190,7 +191,7 @@ def summary(
         tokens=ingest.tokens,
         new_words=len(candidate.new_words),
         vocab_size=candidate.vocab_size,
-        removed_words=int(candidate.lifecycle.get("removed", 0)),
+        removed_words=int(candidate.upkeep.get("removed", 0)),
         trained=str(candidate.trained.get("summary", "")),
         seconds=seconds,
         timings=timings_of(ingest, candidate),
@@ -240,7 +241,7 @@ def markdown(d: dict[str, Any]) -> str:
         if d.get("carried")
         else "- no checks (first model)"
     ]
-    lines += _lifecycle_lines(d.get("lifecycle", {}))
+    lines += _upkeep_lines(d.get("lifecycle", {}))
     lines += ["", "## New words and their nearest neighbours", ""]
     lines += [
         f"- **{w['word']}**: " + ", ".join(f"{n} ({s:.2f})" for n, s in w["neighbours"]) for w in d["new_words"]
@@ -261,7 +262,7 @@ def markdown(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _lifecycle_lines(life: dict[str, Any]) -> list[str]:
+def _upkeep_lines(life: dict[str, Any]) -> list[str]:
     cap = f"at most {life['max_vocab']:,} words" if life.get("max_vocab") else "no cap"
     decay = f"half-life {life['count_half_life']:g} refreshes" if life.get("count_half_life") else "no decay"
     lines = [

@@ -41,9 +41,9 @@ from jobs.config.training import (
     FIXED_ARCHITECTURE,
     NEW_LINEAGE,
     TOKENIZER_SETTINGS,
-    LifecycleConfig,
     ModelKind,
     TrainingConfig,
+    UpkeepConfig,
 )
 
 __all__ = [
@@ -57,11 +57,11 @@ __all__ = [
     "TRUSTED_KEYS_ENV",
     "GateConfig",
     "ImportConfig",
-    "LifecycleConfig",
     "ModelKind",
     "RefreshConfig",
     "SigningConfig",
     "TrainingConfig",
+    "UpkeepConfig",
     "add_import_arguments",
     "add_signing_arguments",
     "check_date",

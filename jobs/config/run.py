@@ -21,8 +21,8 @@ from jobs.config.training import (
     ADJUSTABLE_ARCHITECTURE,
     FIXED_ARCHITECTURE,
     TOKENIZER_SETTINGS,
-    LifecycleConfig,
     TrainingConfig,
+    UpkeepConfig,
 )
 from jobs.errors import ConfigError
 from shards.options import derived, option
@@ -159,7 +159,9 @@ class RefreshConfig:
         unique=True,
         group="model",
     )
-    lifecycle: LifecycleConfig = LifecycleConfig()
+    # named "lifecycle" because the field's name is its [lifecycle] config file section and its config.json
+    # and manifest record, which stores written before must still read
+    lifecycle: UpkeepConfig = UpkeepConfig()
     gate: GateConfig = GateConfig()
     max_in_flight: int | None = option(None, "pieces tokenized at once (default: 2 per cluster CPU)", group="ray")
     max_in_flight_bytes: int | None = option(
@@ -215,7 +217,7 @@ class RefreshConfig:
         group="ray",
     )
     signing: SigningConfig = SigningConfig()
-    # The lineage settings given (a flag or a config file key; one not given is absent, as the lifecycle's None
+    # The lineage settings given (a flag or a config file key; one not given is absent, as the upkeep's None
     # defaults rely on), so an update keeps the lineage's value of every other one.
     explicit: tuple[str, ...] = derived((), "the lineage settings this run was given, worked out from the others")
 

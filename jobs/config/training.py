@@ -1,5 +1,5 @@
 """What trains a lineage: gensim's hyper-parameters (:class:`TrainingConfig`), how a long-lived lineage treats
-its vocabulary (:class:`LifecycleConfig`), and which of these settings define the lineage.
+its vocabulary (:class:`UpkeepConfig`), and which of these settings define the lineage.
 
 Each field is declared with :func:`shards.options.option`, which gives its default, flag, help text and help
 section at once; the command line (:mod:`jobs.config.flags`) and the config file (:mod:`jobs.config.file`)
@@ -88,8 +88,14 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
-class LifecycleConfig:
-    """How a long-lived lineage treats its vocabulary: a cap, forgetting, and frozen coordinates.
+class UpkeepConfig:
+    """How a long-lived lineage keeps its vocabulary in shape from version to version: a cap, forgetting,
+    frozen known words and alignment (:mod:`jobs.training.upkeep`, :mod:`jobs.training.freeze`,
+    :mod:`jobs.training.align`).
+
+    Stored and user-facing names keep the older word "lifecycle": the ``[lifecycle]`` config file section and
+    the ``lifecycle`` record of ``config.json`` and of every manifest (the RefreshConfig field holding this),
+    so versions published before are read unchanged.
 
     ``None`` means "as the lineage says": a refresh keeps the settings recorded in its parent's manifest
     (:meth:`inherit`), and a new lineage starts from :data:`NEW_LINEAGE`. A flag that is given wins, and a
@@ -124,7 +130,7 @@ class LifecycleConfig:
                 "--no-freeze-known-words)"
             )
 
-    def inherit(self, recorded: dict[str, Any] | None) -> tuple[LifecycleConfig, list[str]]:
+    def inherit(self, recorded: dict[str, Any] | None) -> tuple[UpkeepConfig, list[str]]:
         """These settings completed from the parent's ``recorded`` ones (else :data:`NEW_LINEAGE`), and a line
         for each given flag that changes what the parent recorded."""
         resolved, changes = {}, []
@@ -134,7 +140,7 @@ class LifecycleConfig:
             resolved[f.name] = fallback if given is None else given
             if recorded is not None and given is not None and before is not None and given != before:
                 changes.append(f"--{f.name.replace('_', '-')} changes from {before} (the parent's) to {given}")
-        return LifecycleConfig(**resolved), changes
+        return UpkeepConfig(**resolved), changes
 
     @property
     def keeps_standing(self) -> bool:
@@ -147,7 +153,7 @@ class LifecycleConfig:
         return 0.5 ** (1.0 / self.count_half_life) if self.count_half_life else 1.0
 
 
-#: What defines a lineage besides its lifecycle: recorded in every manifest (``lineage``) and inherited by
+#: What defines a lineage besides its upkeep: recorded in every manifest (``lineage``) and inherited by
 #: every update (:mod:`jobs.lineage.settings`). A flag given with another value than the lineage's is refused
 #: unless ``--allow-setting-change NAME`` names it. The tokenizer's settings (a change splits the vocabulary:
 #: old and new spellings of a word are counted apart) and the architecture that gensim applies to a loaded model
@@ -162,4 +168,4 @@ FIXED_ARCHITECTURE = ("model", "vector_size", "min_n", "max_n", "bucket")
 # align: off for new lineages. Over 30 daily updates of the drift benchmark's stream (python -m
 # tests.benchmarks.align, docs/how-it-works.md) the rotation removed no drift: gensim's update keeps the output
 # layer, which anchors the coordinates, so what moves is the words themselves, and a day-0 index lost recall.
-NEW_LINEAGE = LifecycleConfig(max_vocab=0, count_half_life=180.0, freeze_known_words=False, align=False)
+NEW_LINEAGE = UpkeepConfig(max_vocab=0, count_half_life=180.0, freeze_known_words=False, align=False)

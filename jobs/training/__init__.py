@@ -9,7 +9,7 @@
 - ``memory``: the actor's peak memory phase by phase
 - ``evaluate``: the quality gate's measurements of a candidate against its parent
 - ``gate``: the quality gate's decisions: each check's band, the lineage's overlap history
-- ``lifecycle``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
+- ``upkeep``: one refresh's vocabulary step for a long-lived lineage: decay, grow, cap (``prune``)
 - ``prune``: removing words from a trainable model
 - ``freeze``: lock factors that keep the parent's words' vectors fixed while new words learn
 - ``drift``: how far the words a candidate shares with its parent moved

@@ -4,7 +4,7 @@ With :mod:`jobs.training.vocabulary` and :mod:`jobs.training.epochs`, the module
 refresh updates a model in three calls:
 
     model = create(TrainingConfig(min_count=1))           # or load(folder / MODEL_DIR)
-    change = update_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
+    change = grow_vocabulary(model, {"new": 3, "words": 2}, sentences=1)
     outcome = train(model, spool.close(), TrainingConfig(), threads=8)
     outcome.summary()
     'trained 5 of 5 tokens per epoch'
@@ -111,7 +111,7 @@ def vectors_file(folder: Path) -> Path:
     return folder / "vectors.npy"
 
 
-def update_vocabulary(
+def grow_vocabulary(
     model: Word2Vec, counts: dict[str, int], sentences: int, pending: dict[str, int] | None = None
 ) -> VocabularyChange:
     """Add this run's word ``counts`` to the model's vocabulary; the first call builds it.

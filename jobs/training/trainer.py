@@ -8,7 +8,7 @@ committed when its last batch arrives: a piece that failed rolls the spool and t
 partition began, so a bad partition leaves no trace. :meth:`finish` then merges the counts, updates the
 vocabulary of the parent model without a second pass over the corpus, trains exact epochs over the spool
 (:mod:`jobs.training.epochs`), checks that every epoch trained every spooled token, saves, and uploads the new
-version's files. On the way it applies the lineage's lifecycle (:mod:`jobs.training.lifecycle`: decayed
+version's files. On the way it applies the lineage's vocabulary upkeep (:mod:`jobs.training.upkeep`: decayed
 standing, the ``--max-vocab`` cap, frozen known words) and measures how far the known words drifted
 (:mod:`jobs.training.drift`). The pointer is moved by the driver, never here.
 
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
+from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
 from jobs.errors import CacheError, IntegrityError, RefreshError, TrainingError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, write_counts
@@ -84,7 +84,7 @@ class Candidate:
     trained: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: dict[str, float] = field(default_factory=dict)  # the actor's peak resident set per phase
-    lifecycle: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
+    upkeep: dict[str, Any] = field(default_factory=dict)  # settings, pruning and drift of known words
     diff: dict[str, Any] = field(default_factory=dict)  # the words added, moved and removed against the parent
     carried: bool = False  # nothing to train: the parent's model files, reused
     architecture: dict[str, Any] = field(default_factory=dict)  # the trained model's own (gmodel.architecture)
@@ -98,7 +98,7 @@ class TrainRequest:
     parent: str | None
     training: TrainingConfig
     gate: GateConfig
-    lifecycle: LifecycleConfig = LifecycleConfig()
+    upkeep: UpkeepConfig = UpkeepConfig()
     eval_files: dict[str, bytes] = field(default_factory=dict)
     extra_files: dict[str, bytes] = field(default_factory=dict)
     event: dict[str, Any] = field(default_factory=dict)
@@ -130,7 +130,7 @@ def _show_progress() -> None:
 
 #: What the actor needs only to train, all of it built on gensim (a second or two of imports): this module
 #: leaves it out, so that the actor is placed, started and taking the corpus sooner (see :meth:`Trainer.prepare`).
-_TRAINING_MODULES = ("jobs.training.lifecycle", "jobs.training.drift", "jobs.training.coordinates")
+_TRAINING_MODULES = ("jobs.training.upkeep", "jobs.training.drift", "jobs.training.coordinates")
 
 
 def _import_training_modules() -> None:
@@ -294,7 +294,7 @@ class Trainer:
         """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
         # gensim and the modules built on it: imported since prepare() when there is a parent (ready_to_train)
         self.ready_to_train()
-        from jobs.training import coordinates, drift, lifecycle
+        from jobs.training import coordinates, drift, upkeep
         from jobs.training import model as gmodel
 
         phases = PhasePeaks()
@@ -315,9 +315,7 @@ class Trainer:
                 pending, kept, reservoir = {}, None, replay.empty()
             with phases.phase("vocabulary"):
                 freq = self._merged_counts()
-                step = lifecycle.update_vocabulary(
-                    model, freq, self.sentences, pending, kept, config, request.lifecycle
-                )
+                step = upkeep.decay_grow_cap(model, freq, self.sentences, pending, kept, config, request.upkeep)
                 change, pending = step.change, step.pending
             log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
 
@@ -329,7 +327,7 @@ class Trainer:
             if layout.tokens != tokens:
                 raise TrainingError(f"the spool holds {layout.tokens:,} tokens, not the {tokens:,} spooled")
             threads = config.workers or self.node_cpus()
-            frozen = bool(request.lifecycle.freeze_known_words and parent is not None)
+            frozen = bool(request.upkeep.freeze_known_words and parent is not None)
             if frozen:
                 freeze.lock(model, step.known)
             with phases.phase("train"):
@@ -342,7 +340,7 @@ class Trainer:
                 model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
             )
             aligned: dict[str, Any] = {}
-            if request.lifecycle.align and parent is not None:
+            if request.upkeep.align and parent is not None:
                 with phases.phase("align"):  # before the gate and drift, which then see the aligned vectors
                     aligned = coordinates.align_to_parent(model, parent, step.parent_rows)
 
@@ -375,7 +373,7 @@ class Trainer:
                     else {}
                 )
                 write_counts(out / PENDING, pending)
-                if request.lifecycle.keeps_standing:
+                if request.upkeep.keeps_standing:
                     standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
                 if config.replay_fraction > 0:
                     new_lines = spool.sentences(self.corpus_path, self.lines)
@@ -426,7 +424,7 @@ class Trainer:
             },
             timings=timings,
             peak_memory_mb=phases.megabytes,
-            lifecycle={
+            upkeep={
                 "removed": step.removed,
                 "most_frequent_removed": step.most_frequent_removed,
                 "known_words": step.known,

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
+from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
 from jobs.lineage.standing import STANDING
 from jobs.storage import LocalStore
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, write_manifest
@@ -64,12 +64,12 @@ class Spec:
     seed: int = 0
 
 
-LINEAGES: dict[str, LifecycleConfig] = {
-    "uncapped": LifecycleConfig(max_vocab=0, count_half_life=0),
-    "capped": LifecycleConfig(max_vocab=15_000, count_half_life=0),
-    "capped half-life 7": LifecycleConfig(max_vocab=15_000, count_half_life=7),
-    "capped half-life 30": LifecycleConfig(max_vocab=15_000, count_half_life=30),
-    "capped half-life 180": LifecycleConfig(max_vocab=15_000, count_half_life=180),
+LINEAGES: dict[str, UpkeepConfig] = {
+    "uncapped": UpkeepConfig(max_vocab=0, count_half_life=0),
+    "capped": UpkeepConfig(max_vocab=15_000, count_half_life=0),
+    "capped half-life 7": UpkeepConfig(max_vocab=15_000, count_half_life=7),
+    "capped half-life 30": UpkeepConfig(max_vocab=15_000, count_half_life=30),
+    "capped half-life 180": UpkeepConfig(max_vocab=15_000, count_half_life=180),
 }
 TRAINING = TrainingConfig(vector_size=50, epochs=2, workers=2, min_count=5, pending_cap=200_000)
 
@@ -126,7 +126,7 @@ class PeakMemory:
         return 0
 
 
-def refresh_day(spec: Spec, lifecycle: LifecycleConfig, data: Path, work: Path, day: int) -> dict[str, Any]:
+def refresh_day(spec: Spec, upkeep: UpkeepConfig, data: Path, work: Path, day: int) -> dict[str, Any]:
     """One nightly refresh through the training actor, on the version the previous day published."""
     store = LocalStore(work / "store")
     fs = pafs.LocalFileSystem()
@@ -138,7 +138,7 @@ def refresh_day(spec: Spec, lifecycle: LifecycleConfig, data: Path, work: Path, 
         trainer = Trainer(str(work))
         trainer.ingest(tokenize_partition(fs, partition, ReadOptions(), TokenizerConfig()))
         parent = pointer.version if pointer else None
-        request = TrainRequest(version, parent, "word2vec", TRAINING, GateConfig(), lifecycle=lifecycle)
+        request = TrainRequest(version, parent, "word2vec", TRAINING, GateConfig(), upkeep=upkeep)
         candidate = trainer.finish(store, request)
         seconds = time.perf_counter() - start
     write_manifest(store, version, {"version": version, "model": "word2vec", "files": candidate.files})
@@ -146,7 +146,7 @@ def refresh_day(spec: Spec, lifecycle: LifecycleConfig, data: Path, work: Path, 
     return {
         "day": day,
         "vocab": candidate.vocab_size,
-        "removed": candidate.lifecycle["removed"],
+        "removed": candidate.upkeep["removed"],
         "seconds": round(seconds, 3),
         "timings": {k: round(v, 3) for k, v in candidate.timings.items()},
         "peak_mb": round(memory.peak / MB, 1),

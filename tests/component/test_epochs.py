@@ -106,7 +106,7 @@ def spool_of(folder: Path, partitions: list[list[str]]) -> tuple[Layout, collect
 
 def build(config: TrainingConfig, counts: collections.Counter[str]) -> tuple[Any, np.ndarray]:
     model = gmodel.create(config)
-    gmodel.update_vocabulary(model, dict(counts), sentences=1)
+    gmodel.grow_vocabulary(model, dict(counts), sentences=1)
     vectors = model.wv.vectors_vocab if config.model == "fasttext" else model.wv.vectors
     return model, vectors.copy()
 
@@ -227,7 +227,7 @@ def test_the_learning_rate_falls_from_start_to_min_alpha(tmp_path: Path, threads
     start, end, n_epochs = 0.025, 0.0001, 2
     config = TrainingConfig(vector_size=16, min_count=1, sample=0, epochs=n_epochs, alpha=start, min_alpha=end)
     model = gmodel.create(config)
-    gmodel.update_vocabulary(model, dict(counts), sentences=len(docs))
+    gmodel.grow_vocabulary(model, dict(counts), sentences=len(docs))
     a = np.array([model.wv.key_to_index[p[0]] for p in probes])
     y = np.array([model.wv.key_to_index[p[1]] for p in probes])
     for row in y:

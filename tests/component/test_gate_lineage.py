@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
-from jobs.training import evaluate, gate, lifecycle
+from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
+from jobs.training import evaluate, gate, upkeep
 from jobs.training import model as gmodel
 from jobs.training.spool import Layout, Spool
 from tests.support.corpora import LETTERS, clustered, word
@@ -43,7 +43,7 @@ def test_thirty_nights_of_a_churning_capped_young_lineage_pass_and_its_band_then
     tmp_path: Path,
 ) -> None:
     training = TrainingConfig(min_count=3, vector_size=6, epochs=3, workers=1, sample=1e-2)
-    life = LifecycleConfig(max_vocab=400, count_half_life=0.0, freeze_known_words=False)
+    life = UpkeepConfig(max_vocab=400, count_half_life=0.0, freeze_known_words=False)
     config = GateConfig()
     rng = random.Random(0)
     model, pending, manifest = gmodel.create(training), {}, None
@@ -53,7 +53,7 @@ def test_thirty_nights_of_a_churning_capped_young_lineage_pass_and_its_band_then
         corpus, counts = spool(tmp_path / "corpus.txt", docs)
         history = gate.history_of(manifest, config.history)  # the parent's manifest, as parent.load reads it
         before = evaluate.baseline(model.wv, config, {}, history) if day else None
-        step = lifecycle.update_vocabulary(model, counts, len(docs), pending, None, training, life)
+        step = upkeep.decay_grow_cap(model, counts, len(docs), pending, None, training, life)
         gmodel.train(model, corpus, training, 1, update=day > 0)
         result = evaluate.evaluate(before, model.wv, config, {})
         assert result["passed"], (day, result["reasons"])
@@ -80,7 +80,7 @@ def test_thirty_nights_of_a_churning_capped_young_lineage_pass_and_its_band_then
     before = evaluate.baseline(model.wv, config, {}, gate.history_of(manifest, config.history))
     young = evaluate.baseline(model.wv, config, {}, [])
     corpus, counts = spool(tmp_path / "corpus.txt", night(30, rng))
-    lifecycle.update_vocabulary(model, counts, 300, pending, None, training, life)
+    upkeep.decay_grow_cap(model, counts, 300, pending, None, training, life)
     gmodel.train(model, corpus, training, 1, update=True)
     shuffled = np.random.default_rng(1).permutation(len(model.wv))[: len(model.wv) * 2 // 3]
     model.wv.vectors[shuffled] = model.wv.vectors[np.sort(shuffled)]  # two thirds of the rows swap places
@@ -97,7 +97,7 @@ def test_thirty_nights_of_a_churning_capped_young_lineage_pass_and_its_band_then
 def trained_parent(tmp_path: Path, training: TrainingConfig) -> Path:
     model = gmodel.create(training)
     corpus, counts = spool(tmp_path / "day0.txt", clustered(600, seed=1))
-    lifecycle.update_vocabulary(model, counts, 600, {}, None, training, LifecycleConfig(max_vocab=0))
+    upkeep.decay_grow_cap(model, counts, 600, {}, None, training, UpkeepConfig(max_vocab=0))
     gmodel.train(model, corpus, training, 1)
     gmodel.save(model, tmp_path / "parent")
     return tmp_path / "parent" / gmodel.MODEL_DIR
@@ -108,7 +108,7 @@ def updated(parent: Path, tmp_path: Path, training: TrainingConfig, history: lis
     model = gmodel.load(parent, spare_rows=None)
     before = evaluate.baseline(model.wv, GateConfig(), {}, history)
     corpus, counts = spool(tmp_path / "day1.txt", clustered(600, seed=2))
-    lifecycle.update_vocabulary(model, counts, 600, {}, None, training, LifecycleConfig(max_vocab=0))
+    upkeep.decay_grow_cap(model, counts, 600, {}, None, training, UpkeepConfig(max_vocab=0))
     gmodel.train(model, corpus, training, 1, update=True)
     return before, model.wv
 
@@ -170,11 +170,11 @@ def test_a_parent_that_barely_trained_is_no_reference_but_non_finite_vectors_sti
     training = TrainingConfig(min_count=1, vector_size=24, epochs=3, workers=1, seed=1)
     model = gmodel.create(training)
     corpus, counts = spool(tmp_path / "day0.txt", clustered(300, seed=1))
-    lifecycle.update_vocabulary(model, counts, 300, {}, None, training, LifecycleConfig(max_vocab=0))
+    upkeep.decay_grow_cap(model, counts, 300, {}, None, training, UpkeepConfig(max_vocab=0))
     gmodel.train(model, corpus, training, 1)
     before = evaluate.baseline(model.wv, GateConfig(), {}, [])
     corpus, counts = spool(tmp_path / "day1.txt", clustered(300, seed=2))
-    lifecycle.update_vocabulary(model, counts, 300, {}, None, training, LifecycleConfig(max_vocab=0))
+    upkeep.decay_grow_cap(model, counts, 300, {}, None, training, UpkeepConfig(max_vocab=0))
     gmodel.train(model, corpus, training, 1, update=True)
     result = evaluate.evaluate(before, model.wv, GateConfig(), {})
     checks = {c["name"]: c for c in result["checks"]}

@@ -1,6 +1,6 @@
 """A lineage that runs for years: a capped vocabulary over a month of churn, forgetting, frozen coordinates.
 
-These drive the trainer's own steps (``lifecycle.update_vocabulary``, ``model.train``, ``save``/``load``,
+These drive the trainer's own steps (``upkeep.decay_grow_cap``, ``model.train``, ``save``/``load``,
 ``freeze``, ``drift``) on real gensim models, one simulated day at a time, without Ray.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs.config import GateConfig, LifecycleConfig, TrainingConfig
+from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
 from jobs.lineage import standing as standing_file
 from jobs.lineage.counts import read_counts, write_counts
-from jobs.training import drift, freeze, lifecycle
+from jobs.training import drift, freeze, upkeep
 from jobs.training import model as gmodel
 from jobs.training.evaluate import evaluate
 from jobs.training.spool import Layout, Spool
@@ -45,7 +45,7 @@ def churn_day(day: int, rng: random.Random) -> list[str]:
 def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) -> None:
     cap = 70
     training = TrainingConfig(min_count=3, vector_size=8, epochs=1, workers=2, sample=1e-2)
-    life = LifecycleConfig(max_vocab=cap, count_half_life=0.0, freeze_known_words=False)
+    life = UpkeepConfig(max_vocab=cap, count_half_life=0.0, freeze_known_words=False)
     core = {w for c in range(4) for w in cluster_words(c) + [word(f"k{LETTERS[c]}q", i) for i in range(6)]}
     rng = random.Random(0)
     model, pending, removed_total, returned = gmodel.create(training), {}, 0, False
@@ -54,7 +54,7 @@ def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) ->
         corpus, counts = spool(tmp_path / "corpus.txt", docs)
         parent = {w: model.wv.vectors[i].copy() for i, w in enumerate(model.wv.index_to_key)}
         parent_syn1 = {w: model.syn1neg[i].copy() for i, w in enumerate(model.wv.index_to_key)} if day else {}
-        step = lifecycle.update_vocabulary(model, counts, len(docs), pending, None, training, life)
+        step = upkeep.decay_grow_cap(model, counts, len(docs), pending, None, training, life)
         words = model.wv.index_to_key
         assert len(words) <= cap, day
         assert core <= set(words), day
@@ -91,7 +91,7 @@ def test_thirty_daily_refreshes_with_churn_stay_under_the_cap(tmp_path: Path) ->
 def decayed_run(half_life: float) -> set[str]:
     """Four weeks: "early" is frequent in the first only, "late" (rarer) in the last only; room for one of them."""
     training = TrainingConfig(min_count=1, vector_size=4, workers=1)
-    life = LifecycleConfig(max_vocab=4, count_half_life=half_life, freeze_known_words=False)
+    life = UpkeepConfig(max_vocab=4, count_half_life=half_life, freeze_known_words=False)
     model, pending, kept = gmodel.create(training), {}, None
     for day in range(28):
         counts = {"alpha": 100, "beta": 90, "gamma": 80}
@@ -99,7 +99,7 @@ def decayed_run(half_life: float) -> set[str]:
             counts["early"] = 50
         if day >= 21:
             counts["late"] = 20
-        step = lifecycle.update_vocabulary(model, counts, 10, pending, kept, training, life)
+        step = upkeep.decay_grow_cap(model, counts, 10, pending, kept, training, life)
         pending, kept = step.pending, step.standing
     return set(model.wv.index_to_key)
 
@@ -112,13 +112,13 @@ def test_with_decay_a_word_of_the_first_week_is_pruned_before_one_of_the_last() 
 
 def test_remembered_counts_decay_before_this_runs_counts_are_added() -> None:
     training = TrainingConfig(min_count=5, vector_size=4, workers=1)
-    life = LifecycleConfig(max_vocab=0, count_half_life=1, freeze_known_words=False)
+    life = UpkeepConfig(max_vocab=0, count_half_life=1, freeze_known_words=False)
     model = gmodel.create(training)
-    step = lifecycle.update_vocabulary(model, {"common": 50, "rare": 4}, 5, {}, None, training, life)
+    step = upkeep.decay_grow_cap(model, {"common": 50, "rare": 4}, 5, {}, None, training, life)
     assert step.pending == {"rare": 4}
-    step = lifecycle.update_vocabulary(model, {"common": 50, "rare": 2}, 5, step.pending, None, training, life)
+    step = upkeep.decay_grow_cap(model, {"common": 50, "rare": 2}, 5, step.pending, None, training, life)
     assert step.pending == {"rare": 4.0}  # 4 halved, plus 2: still under min_count
-    step = lifecycle.update_vocabulary(model, {"rare": 3}, 5, step.pending, None, training, life)
+    step = upkeep.decay_grow_cap(model, {"rare": 3}, 5, step.pending, None, training, life)
     assert step.change.new_words == ["rare"] and model.wv.get_vecattr("rare", "count") == 5  # 2 + 3
 
 
@@ -149,17 +149,17 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
         bucket=20_000,
         update_alpha=0.025,
     )
-    life = LifecycleConfig(max_vocab=0, count_half_life=0.0, freeze_known_words=True)
+    life = UpkeepConfig(max_vocab=0, count_half_life=0.0, freeze_known_words=True)
     model = gmodel.create(training)
     corpus, counts = spool(tmp_path / "day0.txt", clustered(300, seed=1))
-    step = lifecycle.update_vocabulary(model, counts, 300, {}, None, training, life)
+    step = upkeep.decay_grow_cap(model, counts, 300, {}, None, training, life)
     gmodel.train(model, corpus, training, workers)
     gmodel.save(model, tmp_path / "parent")
     parent = gmodel.load(tmp_path / "parent" / gmodel.MODEL_DIR)
 
     docs = clustered(300, seed=2, extra={0: new_words_like(0), 2: new_words_like(2)})
     corpus, counts = spool(tmp_path / "day1.txt", docs)
-    step = lifecycle.update_vocabulary(model, counts, 300, {}, None, training, life)
+    step = upkeep.decay_grow_cap(model, counts, 300, {}, None, training, life)
     new = step.change.new_words
     assert sorted(new) == sorted(new_words_like(0) + new_words_like(2))
     initial = {w: model.wv[w].copy() for w in new}
@@ -189,7 +189,7 @@ def test_frozen_known_words_keep_their_vectors_bit_for_bit(kind: str, sg: bool, 
     }
     # the same update without the freeze moves the known words: the test above can fail
     loose = gmodel.load(tmp_path / "parent" / gmodel.MODEL_DIR)
-    lifecycle.update_vocabulary(loose, counts, 300, {}, None, training, life)
+    upkeep.decay_grow_cap(loose, counts, 300, {}, None, training, life)
     gmodel.train(loose, corpus, training, workers, update=True)
     moved: dict[str, Any] = drift.measure(parent.wv.vectors, loose.wv, step.parent_rows, 1.0)
     assert moved["changed"] == step.known and moved["mean_distance"] > 0

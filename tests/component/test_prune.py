@@ -36,7 +36,7 @@ def trained(kind: str, tmp: Path) -> Any:
     model = gmodel.create(cfg)
     for day, docs in enumerate([clustered(120, seed=1), clustered(80, seed=2, extra={1: ["newone", "newtwo"]})]):
         corpus, counts = spool(tmp / f"day{day}.txt", docs)
-        gmodel.update_vocabulary(model, counts, len(docs), pending={})
+        gmodel.grow_vocabulary(model, counts, len(docs), pending={})
         gmodel.train(model, corpus, cfg, 1, update=day > 0)
     return model
 
@@ -99,7 +99,7 @@ def test_a_pruned_model_equals_one_built_from_scratch_on_the_surviving_words(kin
     assert np.array_equal(loaded.cum_table, model.cum_table)
     assert np.array_equal(loaded.wv.expandos["sample_int"], model.wv.expandos["sample_int"])
     corpus, counts = spool(tmp_path / "day2.txt", clustered(60, seed=3, extra={1: ["newone"]}))
-    gmodel.update_vocabulary(loaded, counts, 60, pending={})
+    gmodel.grow_vocabulary(loaded, counts, 60, pending={})
     gmodel.train(loaded, corpus, config(kind), 1, update=True)
     assert not np.array_equal(loaded.wv["newone"], before["vectors"]["newone"])
     assert len(loaded.wv.most_similar("newone", topn=3)) == 3

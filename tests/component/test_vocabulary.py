@@ -14,7 +14,7 @@ CONFIG = TrainingConfig(min_count=5, vector_size=8, workers=1, sample=1e-2)
 def first_model() -> tuple[object, dict[str, int]]:
     model = gmodel.create(CONFIG)
     batch = {"common": 500, "usual": 80, "rare": 3, "once": 1}
-    change = gmodel.update_vocabulary(model, batch, sentences=10, pending={})
+    change = gmodel.grow_vocabulary(model, batch, sentences=10, pending={})
     assert change.new_words == ["common", "usual"]
     return model, below_min_count(model, batch, {}, cap=100)
 
@@ -23,7 +23,7 @@ def test_a_word_under_min_count_in_each_run_enters_once_its_total_reaches_it() -
     model, pending = first_model()
     assert pending == {"rare": 3, "once": 1}
     batch = {"common": 400, "rare": 3, "fresh": 2}
-    change = gmodel.update_vocabulary(model, batch, sentences=10, pending=pending)
+    change = gmodel.grow_vocabulary(model, batch, sentences=10, pending=pending)
     assert change.new_words == ["rare"]
     assert model.wv.get_vecattr("rare", "count") == 6
     assert model.wv.get_vecattr("common", "count") == 900
@@ -33,14 +33,14 @@ def test_a_word_under_min_count_in_each_run_enters_once_its_total_reaches_it() -
 
 def test_gensim_policy_forgets_words_under_min_count() -> None:
     model, _ = first_model()
-    change = gmodel.update_vocabulary(model, {"common": 400, "rare": 3}, sentences=10, pending=None)
+    change = gmodel.grow_vocabulary(model, {"common": 400, "rare": 3}, sentences=10, pending=None)
     assert change.new_words == []
     assert "rare" not in model.wv.key_to_index
 
 
 def test_downsampling_uses_cumulative_counts() -> None:
     model, pending = first_model()
-    gmodel.update_vocabulary(model, {"usual": 4, "rare": 3}, sentences=2, pending=pending)
+    gmodel.grow_vocabulary(model, {"usual": 4, "rare": 3}, sentences=2, pending=pending)
     counts = np.array([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key], dtype=np.float64)
     threshold = CONFIG.sample * counts.sum()
     expected = np.minimum((np.sqrt(counts / threshold) + 1) * (threshold / counts), 1.0) * (2**32 - 1)

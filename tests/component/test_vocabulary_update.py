@@ -100,7 +100,7 @@ def test_the_model_module_uses_it_with_gensims_policy() -> None:
     ours = base(Word2Vec, 200, 8)
     theirs = copy.deepcopy(ours)
     counts = batch(100, 30)
-    change = gmodel.update_vocabulary(ours, counts, sentences=5, pending=None)
+    change = gmodel.grow_vocabulary(ours, counts, sentences=5, pending=None)
     theirs.build_vocab_from_freq(counts, corpus_count=5, update=True)
     assert change.after == len(theirs.wv) > change.before == 200
     assert_same(ours, theirs)

@@ -18,9 +18,9 @@ from jobs.config import (
     TOKENIZER_SETTINGS,
     GateConfig,
     ImportConfig,
-    LifecycleConfig,
     RefreshConfig,
     TrainingConfig,
+    UpkeepConfig,
     from_args,
     import_config,
     parser,
@@ -62,20 +62,20 @@ def test_help_shows_the_dataclass_defaults(capsys: pytest.CaptureFixture[str]) -
 
 def test_lifecycle_flags_follow_the_lineage_unless_given() -> None:
     config = from_args(["--input", "in", "--store", "out", "--max-vocab", "10", "--no-freeze-known-words"])
-    assert config.lifecycle == LifecycleConfig(max_vocab=10, freeze_known_words=False)
+    assert config.lifecycle == UpkeepConfig(max_vocab=10, freeze_known_words=False)
     recorded = {"max_vocab": 20, "count_half_life": 7.0, "freeze_known_words": True, "removed": 3}
     resolved, changes = config.lifecycle.inherit(recorded)
     # a parent recorded before --align existed: the new lineage's setting (off)
-    assert resolved == LifecycleConfig(max_vocab=10, count_half_life=7.0, freeze_known_words=False, align=False)
+    assert resolved == UpkeepConfig(max_vocab=10, count_half_life=7.0, freeze_known_words=False, align=False)
     assert changes == [
         "--max-vocab changes from 20 (the parent's) to 10",
         "--freeze-known-words changes from True (the parent's) to False",
     ]
-    assert LifecycleConfig().inherit(None) == (NEW_LINEAGE, [])
-    assert LifecycleConfig().inherit(recorded)[0].count_half_life == 7.0
-    assert LifecycleConfig(count_half_life=2).decay == pytest.approx(2**-0.5)
+    assert UpkeepConfig().inherit(None) == (NEW_LINEAGE, [])
+    assert UpkeepConfig().inherit(recorded)[0].count_half_life == 7.0
+    assert UpkeepConfig(count_half_life=2).decay == pytest.approx(2**-0.5)
     with pytest.raises(ConfigError, match="--max-vocab must not be negative"):
-        LifecycleConfig(max_vocab=-1)
+        UpkeepConfig(max_vocab=-1)
     both = "--align and --freeze-known-words cannot both be on"
     with pytest.raises(ConfigError, match=both):
         from_args(["--input", "in", "--store", "out", "--align", "--freeze-known-words"])

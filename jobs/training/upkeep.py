@@ -1,11 +1,13 @@
-"""One refresh's vocabulary step for a lineage that runs for years: decay, grow, then cap.
+"""Vocabulary upkeep: one refresh's vocabulary step for a lineage that runs for years: decay, grow, then cap.
 
-:func:`update_vocabulary` is what the trainer calls instead of growing the vocabulary alone:
+:func:`decay_grow_cap` is what the trainer calls instead of growing the vocabulary alone, with the lineage's
+:class:`~jobs.config.UpkeepConfig` (recorded as the manifest's ``lifecycle`` section, a name kept for stored
+versions):
 
 1. with ``--count-half-life``, the remembered counts of words under ``min_count`` and (with a cap, the only
    user of it) the standing of the model's words are multiplied by ``0.5 ** (1 / half_life)`` (see
    :mod:`jobs.lineage.standing`);
-2. the vocabulary grows from this run's counts (:func:`jobs.training.model.update_vocabulary`), and the words
+2. the vocabulary grows from this run's counts (:func:`jobs.training.model.grow_vocabulary`), and the words
    still under ``min_count`` are remembered;
 3. with ``--max-vocab N``, when the model holds more than N words, those with the least standing (ties: the
    newest first) are removed from the model (:mod:`jobs.training.prune`) and go back to the remembered
@@ -15,7 +17,7 @@ Down-sampling and the negative-sampling table follow the model's lifetime counts
 changes: they stay what gensim would compute for a model built from scratch with the same counts. Decay only
 decides which words are kept and which remembered words enter.
 
-    >>> step = update_vocabulary(model, counts, sentences, pending, standing, training, lifecycle)  # doctest: +SKIP
+    >>> step = decay_grow_cap(model, counts, sentences, pending, standing, training, upkeep)  # doctest: +SKIP
     >>> step.removed, step.known                                   # doctest: +SKIP
 """
 
@@ -28,7 +30,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from jobs.config import LifecycleConfig, TrainingConfig
+from jobs.config import TrainingConfig, UpkeepConfig
 from jobs.lineage.counts import below_min_count, capped
 from jobs.training import model as gmodel
 from jobs.training import prune
@@ -55,32 +57,32 @@ class Step:
         return len(self.parent_rows)
 
 
-def update_vocabulary(
+def decay_grow_cap(
     model: Any,
     counts: dict[str, int],
     sentences: int,
     pending: dict[str, float],
     standing: np.ndarray | None,
     training: TrainingConfig,
-    lifecycle: LifecycleConfig,
+    upkeep: UpkeepConfig,
 ) -> Step:
     """Decay, grow and cap the vocabulary of ``model`` for one refresh. ``standing`` is the parent's (aligned
     with its index), or None for the lifetime counts."""
-    decay = lifecycle.decay
+    decay = upkeep.decay
     remember = training.vocab_policy == "remember"
     before = len(model.wv)
     if decay != 1.0:
         pending = {w: c * decay for w, c in pending.items()}
     # undecayed, the remembered counts are the integers they were stored as
     offered = {w: round(c) for w, c in pending.items()} if decay != 1.0 else cast("dict[str, int]", pending)
-    change = gmodel.update_vocabulary(model, counts, sentences, offered if remember else None)
+    change = gmodel.grow_vocabulary(model, counts, sentences, offered if remember else None)
     remembered = below_min_count(model, counts, pending, training.pending_cap) if remember else {}
     lifetime = np.asarray(model.wv.expandos["count"], dtype=np.float64)
-    current = _decayed(model, counts, before, standing, decay) if lifecycle.keeps_standing else lifetime
+    current = _decayed(model, counts, before, standing, decay) if upkeep.keeps_standing else lifetime
 
-    if not lifecycle.max_vocab or len(model.wv) <= lifecycle.max_vocab:
+    if not upkeep.max_vocab or len(model.wv) <= upkeep.max_vocab:
         return Step(change, remembered, current, np.arange(before))
-    excess = len(model.wv) - lifecycle.max_vocab
+    excess = len(model.wv) - upkeep.max_vocab
     order = np.lexsort((-np.arange(len(current)), current))  # least standing first; among ties the newest
     keep = np.ones(len(current), dtype=bool)
     keep[order[:excess]] = False
@@ -90,7 +92,7 @@ def update_vocabulary(
         values = gone_standing.tolist() if decay != 1.0 else gone_counts.astype(np.int64).tolist()
         remembered = capped({**remembered, **dict(zip(gone, values, strict=True))}, training.pending_cap)
     top = np.argsort(-gone_counts, kind="stable")[:REPORTED_REMOVED]
-    log.info("pruned %d words to keep the vocabulary at %d (--max-vocab)", len(gone), lifecycle.max_vocab)
+    log.info("pruned %d words to keep the vocabulary at %d (--max-vocab)", len(gone), upkeep.max_vocab)
     return Step(
         change=gmodel.VocabularyChange(
             before=change.before,
