@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from jobs.errors import ConfigError
 from jobs.format import files
-from jobs.storage.publish import MODEL_DIR, fetch_verified, read_manifest
+from jobs.storage.publish import MODEL_DIR, fetch_verified, load_manifest
 
 DIFF = "diff.parquet"  # beside each version that has a parent
 DEFAULT_THRESHOLD = 0.05  # cosine distance beyond which a known word counts as moved
@@ -106,23 +106,23 @@ def between(store: Any, older: str, newer: str, output: Path, threshold: float =
     are fetched and verified against its manifest first. Raises ConfigError for versions of different
     lineages (or in the wrong order), and the store's errors."""
 
-    old, new = read_manifest(store, older), read_manifest(store, newer)
+    old, new = load_manifest(store, older), load_manifest(store, newer)
     chain, seen = new, 0
-    while chain["version"] != old["version"]:
-        link = chain.get("parent") or chain.get("converted_from")
+    while chain.version != old.version:
+        link = chain.parent or chain.converted_from
         seen += 1
         if not link or seen > 100_000:
             raise ConfigError(
-                f"{new['version']} does not descend from {old['version']} in {store.uri}: a diff compares two "
+                f"{new.version} does not descend from {old.version} in {store.uri}: a diff compares two "
                 f"versions of one lineage (give the older one first)"
             )
-        chain = read_manifest(store, link)
+        chain = load_manifest(store, link)
     names = [f"{MODEL_DIR}/{files.PARAMS}", f"{MODEL_DIR}/{files.VOCAB}", f"{MODEL_DIR}/vectors.npy"]
     with tempfile.TemporaryDirectory(prefix="embedding-diff-") as tmp:
-        a = _words_and_vectors(fetch_verified(store, old["version"], Path(tmp) / "a", names) / MODEL_DIR)
-        b = _words_and_vectors(fetch_verified(store, new["version"], Path(tmp) / "b", names) / MODEL_DIR)
+        a = _words_and_vectors(fetch_verified(store, old.version, Path(tmp) / "a", names) / MODEL_DIR)
+        b = _words_and_vectors(fetch_verified(store, new.version, Path(tmp) / "b", names) / MODEL_DIR)
         table = compute(a[0], a[1], b[0], b[1], b[2], threshold)
-        return write(table, output, {"from": old["version"], "to": new["version"], "threshold": threshold})
+        return write(table, output, {"from": old.version, "to": new.version, "threshold": threshold})
 
 
 def _words_and_vectors(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]:

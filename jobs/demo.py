@@ -27,7 +27,7 @@ from jobs.config import from_args
 from jobs.models import list_versions
 from jobs.refresh import run
 from jobs.storage import open_store
-from jobs.storage.publish import fetch_verified, model_files, read_manifest
+from jobs.storage.publish import fetch_verified, load_manifest, model_files
 from jobs.training import model as gmodel
 
 TRAINING = ["--min-count", "3", "--epochs", "10", "--vector-size", "64", "--workers", "2"]
@@ -61,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(str(store_dir))
     print("\n== 5. versions in", store.uri)
     print(list_versions(store))
-    manifest = read_manifest(store, "latest")
+    manifest = load_manifest(store, "latest")
     with tempfile.TemporaryDirectory() as tmp:
         folder = fetch_verified(store, "latest", Path(tmp), model_files(manifest))
         model = gmodel.load(folder / gmodel.MODEL_DIR)
     print("\nnearest neighbours of words that only the new day contains:")
-    for word in manifest["new_words_sample"][:8]:
+    for word in manifest.new_words_sample[:8]:
         print(f"  {word:<16} " + ", ".join(f"{w} ({s:.2f})" for w, s in gmodel.neighbours(model, word, 5)))
     return 0
 

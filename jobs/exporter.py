@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from jobs import runs
 from jobs.errors import ConfigError, IntegrityError, RefreshError, VersionNotFound
 from jobs.storage import Store, open_store
-from jobs.storage.publish import read_manifest
+from jobs.storage.publish import Manifest, load_manifest
 
 if TYPE_CHECKING:  # prometheus_client is imported when serving (the [exporter] extra): other commands run without it
     from prometheus_client.core import GaugeMetricFamily, Metric
@@ -131,7 +131,7 @@ class Reader:
 
     store: Store
     scanned: int = RECORDS_SCANNED
-    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    manifests: dict[str, Manifest] = field(default_factory=dict)
     records: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # None: unreadable, skipped
 
     def read(self) -> Snapshot:
@@ -141,8 +141,8 @@ class Reader:
         created = None
         if version is not None:
             if version not in self.manifests:
-                self.manifests = {version: read_manifest(self.store, version)}  # only the current one is kept
-            created = _epoch(self.manifests[version].get("created_at")) or _version_time(version)
+                self.manifests = {version: load_manifest(self.store, version)}  # only the current one is kept
+            created = _epoch(self.manifests[version].created_at) or _version_time(version)
         keys = [k for k in self.store.list_keys(runs.FOLDER, limit=self.scanned) if k.endswith(".json")]
         self.records = {key: self.records[key] if key in self.records else self._record(key) for key in keys}
         newest = [r for r in (self.records[k] for k in keys) if r is not None]

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import ImportConfig, to_dict
-from jobs.errors import ImportRefused, StoreError
+from jobs.errors import ImportRefused
 from jobs.lineage import ledger
 from jobs.lineage.counts import PENDING, write_counts
 from jobs.storage import open_store, signed
-from jobs.storage.publish import current, discard, move_pointer, new_version, upload_version, write_manifest
+from jobs.storage.publish import Draft, current, new_version
 from jobs.training import adopt
 from jobs.training import model as gmodel
 from jobs.vectors import cache_root
@@ -92,26 +92,20 @@ def run(config: ImportConfig) -> Imported:
     for note in source.notes:
         log.warning("%s: %s", path.name, note)
 
-    # 4. Save, upload and describe the version.
+    # 4. Save, upload and describe the version; 5. commit: a conditional create of the pointer (or a swap from
+    # the one read in step 1). What an upload left behind is removed if the manifest was not written.
     version = new_version()
     gmodel.imported(source.model, version=version, file=path.name, sha256=source.imported_from["sha256"])
-    with tempfile.TemporaryDirectory(prefix="embedding-import-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="embedding-import-") as tmp, Draft(store, version) as draft:
         out = Path(tmp)
         gmodel.save(source.model, out)
         write_counts(out / PENDING, {})
         seeded_ledger = ledger.write(ledger.empty(), seeded, version, input_root, compact_every=1)  # a full one
         (out / seeded_ledger.name).write_bytes(seeded_ledger.data)
         (out / "config.json").write_text(json.dumps(_recorded(config), indent=2, sort_keys=True))
-        try:
-            files = upload_version(store, version, out, lambda name: log.info("uploaded %s/%s", version, name))
-            fields = manifest_fields(config, version, source, seeded, files)
-            write_manifest(store, version, {**fields, "ledger": seeded_ledger.section})
-        except StoreError:
-            discard(store, version)
-            raise
-
-    # 5. Commit: a conditional create of the pointer (or a swap from the one read in step 1).
-    move_pointer(store, version, pointer)
+        draft.upload(out, lambda name: log.info("uploaded %s/%s", version, name))
+        fields = manifest_fields(config, version, source, seeded)
+        draft.commit({**fields, "ledger": seeded_ledger.section}, pointer)
     log.info("imported %s as %s in %s", path, version, store.uri)
     return Imported(
         version=version,
@@ -155,7 +149,6 @@ def manifest_fields(
     version: str,
     source: adopt.Source,
     seeded: list[Partition],
-    files: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     origin = source.imported_from
     return {
@@ -179,7 +172,6 @@ def manifest_fields(
         "new_words": 0,
         "new_words_sample": [],
         "vocab_size": origin["words"],
-        "files": files,
     }
 
 

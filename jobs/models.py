@@ -44,6 +44,7 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -58,19 +59,18 @@ from jobs.lineage import rejections
 from jobs.report import as_json
 from jobs.retention import INCOMPLETE_GRACE_HOURS, MIN_GRACE_HOURS, gc, promote
 from jobs.storage import Store, open_store, signed, signing
+from jobs.storage.manifest import partitions_consumed
 from jobs.storage.publish import (
     MANIFEST,
     MODEL_DIR,
+    Draft,
     current,
     fetch_verified,
+    load_manifest,
     model_files,
     move_pointer,
     new_version,
-    pickled,
-    read_manifest,
     resolve,
-    upload_version,
-    write_manifest,
 )
 from jobs.vectors import cache_root, load_vectors
 
@@ -96,34 +96,35 @@ def list_versions(store: Store) -> str:
     for version in store.list_versions():
         mark = "* " if version == now else "  "
         try:
-            m = read_manifest(store, version)
+            m = load_manifest(store, version)
         except SignatureError as exc:
             rows.append(f"{mark}{version:<26}refused: {exc}")
             continue
         rows.append(
-            f"{mark}{version:<26}{m.get('parent') or '-':<26}{consumed(m):>11}"
-            f"{m.get('tokens', 0):>14,}{m.get('vocab_size', 0):>10,}"
+            f"{mark}{version:<26}{m.parent or '-':<26}{m.partitions_consumed:>11}{m.tokens:>14,}{m.vocab_size:>10,}"
         )
     if len(rows) == 1 and not refused:
         return f"no versions in {store.uri}"
     return "\n".join(rows + refused)
 
 
-def consumed(manifest: dict[str, Any]) -> int:
+def consumed(manifest: Mapping[str, Any]) -> int:
     """How many partitions a version consumed (its manifest names at most the first thousand)."""
-    summary = manifest.get("consumed")
-    return int(summary["partitions"]) if isinstance(summary, dict) else len(manifest.get("partitions", []))
+    return partitions_consumed(manifest)
 
 
 def show(store: Store, version: str) -> str:
-    manifest = read_manifest(store, version)
+    """The version's manifest as JSON, with whether it is current, who signed it and what runs building on it
+    found bad since."""
+    manifest = load_manifest(store, version)
     pointer = current(store)
-    manifest["current"] = pointer is not None and pointer.version == manifest["version"]
-    manifest["signed_by"] = signed.signer(store, manifest["version"])  # a key id; checked when keys are trusted
-    found_since = rejections.pending(store, manifest["version"])
+    shown: dict[str, Any] = manifest.to_dict()
+    shown["current"] = pointer is not None and pointer.version == manifest.version
+    shown["signed_by"] = signed.signer(store, manifest.version)  # a key id; checked when keys are trusted
+    found_since = rejections.pending(store, manifest.version)
     if found_since:  # found bad by runs building on this version that published nothing
-        manifest["rejections_pending"] = [asdict(r) for r in found_since]
-    return as_json(manifest)
+        shown["rejections_pending"] = [asdict(r) for r in found_since]
+    return as_json(shown)
 
 
 def export(
@@ -132,19 +133,19 @@ def export(
     """Write a version's vectors (word2vec text or binary, gensim's KeyedVectors file, Parquet) or, as
     ``gensim``, its whole trainable model (gensim's ``save()``: a pickle). Raises PickledModelError for a
     version in the previous format unless ``allow_pickle``."""
-    manifest = read_manifest(store, version)
-    name = manifest["version"]
+    manifest = load_manifest(store, version)
+    name = manifest.version
     with tempfile.TemporaryDirectory(prefix="embedding-export-") as tmp:
-        if fmt == "gensim" and not pickled(manifest):  # every file of the model, verified, then loaded trainable
+        if fmt == "gensim" and not manifest.pickled:  # every file of the model, verified, then loaded trainable
             gmodel = needs_gensim("export --format gensim", "jobs.training.model")
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest))
             model = gmodel.load(folder / MODEL_DIR)
             gmodel.export_model(model, output)
             return f"exported {name} ({len(model.wv):,} words) to {output} as a trainable gensim model (a pickle)"
-        if pickled(manifest):
+        if manifest.pickled:
             folder = fetch_verified(store, name, Path(tmp), model_files(manifest, allow_pickle))
             serialize = needs_gensim(f"reading {name}, a gensim pickle")
-            vectors = serialize.unpickle_legacy(folder / MODEL_DIR, manifest["model"]).wv
+            vectors = serialize.unpickle_legacy(folder / MODEL_DIR, manifest.model).wv
         else:
             vectors, _ = load_vectors(store.uri, name, mmap="r", cache_dir=cache_dir or tmp)
         export_vectors(vectors, output, fmt)
@@ -174,33 +175,33 @@ def convert(store: Store, version: str, allow_pickle: bool) -> str:
         raise ConfigError(
             f"convert unpickles the model of {version}; pass --allow-pickle to confirm: {ALLOW_PICKLE_HELP}"
         )
-    manifest = read_manifest(store, version)
-    source = manifest["version"]
-    if not pickled(manifest):
+    manifest = load_manifest(store, version)
+    source = manifest.version
+    if not manifest.pickled:
         return f"{source} is already in the pickle-free format; nothing to do"
     serialize, gmodel = needs_gensim("convert"), needs_gensim("convert", "jobs.training.model")
 
     pointer = current(store)
-    target = new_version()
-    with tempfile.TemporaryDirectory(prefix="embedding-convert-") as tmp:
+    promote = pointer is not None and pointer.version == source
+    with (
+        tempfile.TemporaryDirectory(prefix="embedding-convert-") as tmp,
+        Draft(store, new_version()) as draft,
+    ):
         old, new = Path(tmp) / "old", Path(tmp) / "new"
         fetch_verified(store, source, old)
-        model = serialize.unpickle_legacy(old / MODEL_DIR, manifest["model"])
+        model = serialize.unpickle_legacy(old / MODEL_DIR, manifest.model)
         gmodel.save(model, new)
         del model
-        for name in manifest["files"]:
+        for name in manifest.files:
             if not name.startswith(f"{MODEL_DIR}/") and name not in (LEGACY_VECTORS, MANIFEST):
                 (new / name).parent.mkdir(parents=True, exist_ok=True)
                 (old / name).replace(new / name)
-        files = upload_version(store, target, new)
-    fields = {k: v for k, v in manifest.items() if k not in ("format", "version", "files")}
-    write_manifest(
-        store, target, {**fields, "parent": source, "converted_from": source, "version": target, "files": files}
-    )
-    if pointer is not None and pointer.version == source:
-        move_pointer(store, target, pointer)
-        return f"converted {source} to {target}, now the current version"
-    return f"converted {source} to {target} (not promoted: {source} was not the current version)"
+        draft.upload(new)
+        fields = {k: v for k, v in manifest.to_dict().items() if k not in ("format", "version", "files")}
+        draft.commit({**fields, "parent": source, "converted_from": source}, pointer, promote=promote)
+    if promote:
+        return f"converted {source} to {draft.version}, now the current version"
+    return f"converted {source} to {draft.version} (not promoted: {source} was not the current version)"
 
 
 def sign(store: Store, versions: list[str]) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -93,7 +94,7 @@ def discover(
     config: RefreshConfig,
     store: Store,
     version: str | None,
-    manifest: dict[str, Any] | None,
+    manifest: Mapping[str, Any] | None,
     filesystem: FileSystem | None = None,
     now: float | None = None,
 ) -> Discovery:

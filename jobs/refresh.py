@@ -44,6 +44,7 @@ from jobs.config import GateConfig, RefreshConfig, from_args, to_dict
 from jobs.errors import (
     BadPartitionsError,
     ConfigError,
+    IntegrityError,
     QualityGateError,
     RefreshError,
     StoppedError,
@@ -53,17 +54,7 @@ from jobs.lineage import ledger, rejections, tables
 from jobs.lineage import settings as lineage_settings
 from jobs.storage import Store, lease, open_store, signed
 from jobs.storage.base import Pointer
-from jobs.storage.publish import (
-    copy_recorded,
-    current,
-    discard,
-    model_files,
-    move_pointer,
-    new_version,
-    put_recorded,
-    read_manifest,
-    write_manifest,
-)
+from jobs.storage.publish import Draft, Manifest, current, load_manifest, model_files, new_version
 from jobs.training import gate
 from jobs.training.parent import ParentRequest
 from jobs.training.spool import Split, split_evenly
@@ -165,7 +156,7 @@ class Basis:
 
     config: RefreshConfig
     pointer: Pointer | None
-    parent: dict[str, Any] | None
+    parent: Manifest | None
     settings: lineage_settings.Resolved
     architecture: dict[str, Any]  # the parent's model's, as its lineage records it (empty: a new lineage)
 
@@ -180,7 +171,7 @@ def begin(config: RefreshConfig, store: Store, pointer: Pointer | None) -> Basis
     word, PickledModelError for a parent in the pickled format, before any work."""
     parent_version = pointer.version if pointer else None
     with lease.reading(store, parent_version):  # a parent rolled away from and collected just now: retryable
-        parent = read_manifest(store, pointer.version, pointer) if pointer else None
+        parent = load_manifest(store, pointer.version, pointer) if pointer else None
     if parent:
         model_files(parent)  # a parent in the pickled format is refused here, before any work
     log.info("store %s: current version %s", store.uri, pointer.version if pointer else "none (first model)")
@@ -259,70 +250,65 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     # 3. Tokenize on Ray workers, streaming into the training actor.
     logs.enter("tokenize")
     version = record.version = new_version()
-    try:
-        if parent_version:  # first: from now on gc keeps the parent for this run (jobs.storage.lease)
-            lease.claim(store, version, parent_version)
-        with cluster.trainer_actor(config, version) as trainer:
-            if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
-                trainer.actor.prepare.remote(
-                    store,
-                    ParentRequest(
-                        parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
-                    ),
-                )
-            ingest = tokenize.stream(config, found.fs, todo, trainer)
-            record.ingested(ingest)
-            metrics.ingested(store.uri, ingest)
-            # What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()).
-            bad = record.rejected_partitions = rejections.found(
-                ingest.rejected, todo, rejections.reading(config), record.run
+    # first, parent.json: from now on gc keeps the parent for this run (jobs.storage.lease); a failure before the
+    # manifest removes what was uploaded, once the actor is gone, so nothing uploads any more
+    with Draft(store, version, parent=parent_version) as draft, cluster.trainer_actor(config, version) as trainer:
+        if parent_version:  # the actor fetches, loads and measures the parent while the corpus streams in
+            trainer.actor.prepare.remote(
+                store,
+                ParentRequest(
+                    parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
+                ),
             )
-            standing = rejections.after(found.known, bad, ingest.consumed, found.listed)
-            metrics.rejections(store.uri, len(standing))
-            if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
-                raise BadPartitionsError(ingest.rejected)
+        ingest = tokenize.stream(config, found.fs, todo, trainer)
+        record.ingested(ingest)
+        metrics.ingested(store.uri, ingest)
+        # What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()).
+        bad = record.rejected_partitions = rejections.found(
+            ingest.rejected, todo, rejections.reading(config), record.run
+        )
+        standing = rejections.after(found.known, bad, ingest.consumed, found.listed)
+        metrics.rejections(store.uri, len(standing))
+        if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
+            raise BadPartitionsError(ingest.rejected)
 
-            # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
-            # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
-            # past them with a version that reuses the parent's model files, so they do not fail every night.
-            # a table's files are not the ledger's: its position (the manifest's ``tables``) says what was consumed
-            consumed = ingest.consumed if table is None else []
-            written = ledger.write(found.seen, consumed, version, found.input_root, config.ledger_compact_every)
-            extra_files = {
-                written.name: written.data,
-                "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
-            }
-            logs.enter("train")
-            changed = basis.settings.changed
-            request = TrainRequest(
-                version=version,
-                parent=parent_version,
-                training=config.training,
-                gate=config.gate,
-                upkeep=config.lifecycle,
-                eval_files=eval_files,
-                extra_files=extra_files,
-                event={
-                    "partitions": len(ingest.consumed),
-                    "tokens": ingest.tokens,
-                    **({"settings_changed": changed} if changed else {}),
-                },
-                callbacks=hooks.training_callbacks,
-                parent_cache=config.parent_cache,
-                parent_cache_versions=config.parent_cache_versions,
-                split=hooks.training_split,
-                adjust=basis.settings.adjust,
-            )
-            if ingest.tokens == 0 and parent is not None:
-                candidate = carry_forward(store, parent, version, extra_files, basis.architecture)
-            else:
-                trainer.actor.ready_to_train.remote()  # before finish's request, which may hold gensim's classes
-                candidate = cluster.result(
-                    trainer.actor.finish.remote(store, request), f"training {version}", actor=True
-                )
-    except BaseException:
-        discard(store, version)  # once the actor is gone, so nothing uploads any more; a no-op if nothing did
-        raise
+        # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
+        # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
+        # past them with a version that reuses the parent's model files, so they do not fail every night.
+        # a table's files are not the ledger's: its position (the manifest's ``tables``) says what was consumed
+        consumed = ingest.consumed if table is None else []
+        written = ledger.write(found.seen, consumed, version, found.input_root, config.ledger_compact_every)
+        extra_files = {
+            written.name: written.data,
+            "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
+        }
+        logs.enter("train")
+        changed = basis.settings.changed
+        request = TrainRequest(
+            version=version,
+            parent=parent_version,
+            training=config.training,
+            gate=config.gate,
+            upkeep=config.lifecycle,
+            eval_files=eval_files,
+            extra_files=extra_files,
+            event={
+                "partitions": len(ingest.consumed),
+                "tokens": ingest.tokens,
+                **({"settings_changed": changed} if changed else {}),
+            },
+            callbacks=hooks.training_callbacks,
+            parent_cache=config.parent_cache,
+            parent_cache_versions=config.parent_cache_versions,
+            split=hooks.training_split,
+            adjust=basis.settings.adjust,
+        )
+        if ingest.tokens == 0 and parent is not None:
+            candidate = carry_forward(draft, parent, extra_files, basis.architecture)
+        else:
+            trainer.actor.ready_to_train.remote()  # before finish's request, which may hold gensim's classes
+            candidate = cluster.result(trainer.actor.finish.remote(store, request), f"training {version}", actor=True)
+        draft.add(candidate.files)  # uploaded on the trainer's node
     record.trained(candidate)
     metrics.trained(store.uri, candidate, ingest.tokens * config.training.epochs)
 
@@ -332,23 +318,23 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     elapsed = time.perf_counter() - started  # what is left (a few small writes) takes milliseconds
     details = report.details(config, ingest, candidate, parent, elapsed)
     details["table"] = table.report() if table else {}
-    files = {**candidate.files, **put_report(store, version, details)}
-    fields = report.manifest_fields(config, ingest, candidate, parent, files, elapsed)
+    put_report(draft, details)
+    fields = report.manifest_fields(config, ingest, candidate, parent, elapsed)
     carried = {"carried_from": parent_version} if candidate.carried else {}
     positions = tables.manifest_section(parent, table, version)
     lineage = {
         lineage_settings.SECTION: lineage_settings.section(config, candidate.architecture, changed),
         rejections.SECTION: rejections.section(standing),
     }
-    write_manifest(store, version, {**fields, "ledger": written.section, **carried, **positions, **lineage})
     gate = candidate.evaluation
-    if not gate["passed"] and not config.gate.force:
+    passed = gate["passed"] or config.gate.force
+    draft.commit({**fields, "ledger": written.section, **carried, **positions, **lineage}, basis.pointer, passed)
+    if not passed:
         raise QualityGateError(
             f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
             f"NOT promoted; the current version stays {parent_version or 'none'}. "
             f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
         )
-    move_pointer(store, version, basis.pointer)
     record.published = True
     metrics.published(store.uri)
 
@@ -364,34 +350,39 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
 
 
 def carry_forward(
-    store: Store, parent: dict[str, Any], version: str, extra_files: dict[str, bytes], architecture: dict[str, Any]
+    draft: Draft, parent: Manifest, extra_files: dict[str, bytes], architecture: dict[str, Any]
 ) -> Candidate:
     """A version with the parent's model (every file its manifest lists, copied inside the store, whatever the
-    model format) and this run's own files (the extended ledger, the config): nothing to train, no gate."""
+    model format) and this run's own files (the extended ledger, the config): nothing to train, no gate. Its
+    files are the draft's."""
     started = time.perf_counter()
+    version = draft.version
     # a delta's parent may hold a full ledger; its diff is against its own parent
     own = {*extra_files, *ledger.NAMES, "report.json", "report.md", changes.DIFF}
-    with lease.reading(store, parent["version"]):
-        files = copy_recorded(store, parent, version, [name for name in parent["files"] if name not in own])
+    with lease.reading(draft.store, parent.version):
+        draft.copy(parent, [name for name in parent.files if name not in own])
+    size = architecture["vector_size"] if architecture else parent.vector_size  # the model's, not old flags
+    if size is None:
+        raise IntegrityError(f"the manifest of {parent.version} records no vector size; cannot carry its model forward")
     diff, about = changes.encoded(
-        changes.empty(int((architecture or parent["training"])["vector_size"])),  # the model's, not old flags
-        {"from": parent["version"], "to": version, "threshold": changes.DEFAULT_THRESHOLD},
+        changes.empty(int(size)), {"from": parent.version, "to": version, "threshold": changes.DEFAULT_THRESHOLD}
     )
     extra_files = {**extra_files, changes.DIFF: diff}  # nothing moved: an indexer still finds the file
-    files |= {name: put_recorded(store, version, name, data) for name, data in extra_files.items()}
-    log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent["version"])
-    vocab = int(parent.get("vocab_size", 0))
+    for name, data in extra_files.items():
+        draft.put(name, data)
+    log.info("no tokens in the new partitions: %s reuses the model files of %s", version, parent.version)
+    vocab = parent.vocab_size
     return Candidate(
         version=version,
-        files=files,
-        model_kind=parent["model"],
+        files=dict(draft.files),
+        model_kind=parent.model or "",
         vocab_before=vocab,
         vocab_size=vocab,
         new_words=[],
         neighbours={},
         evaluation=gate.carried(parent),  # nothing to judge; the lineage's gate history goes on
         spooled_bytes=0,
-        learning_rate=parent.get("learning_rate", {}),
+        learning_rate=dict(parent.learning_rate),
         timings={"copy": time.perf_counter() - started},
         diff=about,
         carried=True,
@@ -399,9 +390,9 @@ def carry_forward(
     )
 
 
-def inherit_upkeep(config: RefreshConfig, parent: dict[str, Any] | None) -> RefreshConfig:
+def inherit_upkeep(config: RefreshConfig, parent: Manifest | None) -> RefreshConfig:
     """The cap, decay and freeze the parent's manifest recorded, unless this run's flags change them (logged)."""
-    upkeep, changes = config.lifecycle.inherit(parent.get("lifecycle", {}) if parent else None)
+    upkeep, changes = config.lifecycle.inherit(dict(parent.lifecycle) if parent else None)
     for change in changes:
         log.warning("lifecycle setting changed: %s", change)
     return dataclasses.replace(config, lifecycle=upkeep)
@@ -449,12 +440,10 @@ def read_eval_files(gate: GateConfig) -> dict[str, bytes]:
     return files
 
 
-def put_report(store: Store, version: str, details: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Store the refresh report (Markdown and JSON) in the version; return their manifest entries."""
-    return {
-        "report.json": put_recorded(store, version, "report.json", report.as_json(details).encode()),
-        "report.md": put_recorded(store, version, "report.md", report.markdown(details).encode()),
-    }
+def put_report(draft: Draft, details: dict[str, Any]) -> None:
+    """Store the refresh report (Markdown and JSON) in the version."""
+    draft.put("report.json", report.as_json(details).encode())
+    draft.put("report.md", report.markdown(details).encode())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from jobs.config import RefreshConfig, to_dict
 if TYPE_CHECKING:
     from jobs.ingest import IngestResult
     from jobs.lineage.rejections import Rejection
+    from jobs.storage.manifest import Manifest
     from jobs.training.trainer import Candidate
     from shards.partitions import Partition
 
@@ -76,14 +77,14 @@ def timings_of(ingest: IngestResult, candidate: Candidate) -> dict[str, float]:
 
 
 def details(
-    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: dict[str, Any] | None, seconds: float
+    config: RefreshConfig, ingest: IngestResult, candidate: Candidate, parent: Manifest | None, seconds: float
 ) -> dict[str, Any]:
     """The refresh report's content (stored as report.json, rendered as report.md); ``seconds``: the run's
     time so far (training, evaluation and upload done)."""
     timings = timings_of(ingest, candidate)
     return {
         "version": candidate.version,
-        "parent": (parent["version"] if parent else None),
+        "parent": (parent.version if parent else None),
         "input": config.input,
         "partitions": [p.uri for p in ingest.consumed],
         "rejected": [{"uri": e.uri, "cause": e.cause} for e in ingest.rejected],
@@ -112,17 +113,16 @@ def manifest_fields(
     config: RefreshConfig,
     ingest: IngestResult,
     candidate: Candidate,
-    parent: dict[str, Any] | None,
-    files: dict[str, dict[str, Any]],
+    parent: Manifest | None,
     seconds: float,
 ) -> dict[str, Any]:
-    """Everything the manifest records about a version (no credentials: config holds none); ``seconds``: the
-    run's time so far."""
+    """Everything the manifest records about a version but its files (no credentials: config holds none);
+    ``seconds``: the run's time so far."""
     resolved = to_dict(config)
     timings = timings_of(ingest, candidate)
     return {
         "version": candidate.version,
-        "parent": (parent["version"] if parent else None),
+        "parent": (parent.version if parent else None),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": candidate.model_kind,
         "training": {**resolved["training"], **candidate.architecture},  # the model's own, over the flags
@@ -145,7 +145,6 @@ def manifest_fields(
         "peak_memory_mb": candidate.peak_memory_mb,
         "tokenizing_fallback": ingest.fallback,  # why tokenizing ran in the trainer's reservation only, if it did
         "tokenized_in_trainer": ingest.in_trainer,  # a small increment, tokenized by the training actor itself
-        "files": files,
     }
 
 
@@ -176,13 +175,13 @@ def summary(
     store: str,
     ingest: IngestResult,
     candidate: Candidate,
-    parent: dict[str, Any] | None,
+    parent: Manifest | None,
     rewritten: list[Partition],
     seconds: float,
 ) -> Summary:
     return Summary(
         version=candidate.version,
-        parent=(parent["version"] if parent else None),
+        parent=(parent.version if parent else None),
         published=True,
         store=store,
         partitions=len(ingest.consumed),

@@ -35,18 +35,16 @@ run, unless ``--allow-short-grace`` says that no run is in progress (or that run
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import time
-from typing import Any
 
-from jobs.errors import ConfigError, ConflictError, IntegrityError, SignatureError, StoreError, VersionNotFound
+from jobs.errors import ConfigError, ConflictError, SignatureError, StoreError, VersionNotFound
 from jobs.lineage import ledger
 from jobs.storage import Pointer, Store, lease, signed
-from jobs.storage.names import MANIFEST_LIMIT, check_manifest, check_version
-from jobs.storage.publish import MANIFEST, current, move_pointer, read_manifest, version_key
+from jobs.storage.names import MANIFEST_LIMIT, check_version
+from jobs.storage.publish import MANIFEST, Manifest, current, load_manifest, move_pointer, version_key
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ class Kept:
         self.direct: set[str] = set()  # kept in their own right
         self.chains: set[str] = set()  # read from by a kept version's ledger
         self.currents: list[str] = []  # every version the pointer named when gc looked
-        self.manifests: dict[str, tuple[bytes, dict[str, Any]]] = {}
+        self.manifests: dict[str, Manifest] = {}  # each keeps the bytes read, to be put back as they were
 
     def __contains__(self, version: object) -> bool:
         return version in self.direct or version in self.chains
@@ -77,10 +75,10 @@ class Kept:
             return
         # what a kept version links to steers gc: with trusted keys, a forged parent or chain link stops it (a
         # version to be removed is not checked, so unsigned versions from before signing can still be collected)
-        signed.check_manifest(self.store, version, self.manifests[version][0])
+        signed.check_manifest(self.store, version, manifest.data)
         self.chains |= ledger.chain_versions(manifest)
-        if parent and manifest.get("parent"):
-            self.keep(str(manifest["parent"]))
+        if parent and manifest.parent:
+            self.keep(manifest.parent)
 
     def look(self) -> Pointer | None:
         """Read the pointer; a version it names for the first time is kept with its parent."""
@@ -95,7 +93,7 @@ class Kept:
             self.keep(pointer.version, parent=True)
         return pointer
 
-    def manifest(self, version: str) -> dict[str, Any] | None:
+    def manifest(self, version: str) -> Manifest | None:
         """The version's manifest (read once), None when it has none."""
         if version not in self.manifests:
             check_version(version, f"a manifest that gc read in {self.store.uri}")  # a parent, a ledger chain link
@@ -103,12 +101,8 @@ class Kept:
                 data = self.store.get_bytes(version_key(version, MANIFEST), limit=MANIFEST_LIMIT)
             except VersionNotFound:
                 return None
-            try:
-                manifest = json.loads(data)
-            except ValueError:
-                raise IntegrityError(f"the manifest of {version} in {self.store.uri} is not valid JSON") from None
-            self.manifests[version] = (data, check_manifest(manifest, self.store.uri, version))
-        return self.manifests[version][1]
+            self.manifests[version] = Manifest.parse(data, self.store.uri, version)
+        return self.manifests[version]
 
 
 def check_grace(grace_hours: float, allow_short_grace: bool) -> None:
@@ -182,7 +176,7 @@ def remove(store: Store, version: str, kept: Kept) -> str:
         return "needed"
     if kept.manifest(version) is None:
         return "gone"
-    key, body = version_key(version, MANIFEST), kept.manifests[version][0]
+    key, body = version_key(version, MANIFEST), kept.manifests[version].data
     store.delete(key)  # from here on a promote of it fails
     try:
         kept.look()
@@ -213,8 +207,8 @@ def promote(store: Store, version: str) -> str:
     """Make ``version`` current (a rollback, or a roll forward). Raises VersionNotFound when it, or a version
     its ledger is read from, has no manifest, before or (a gc removing it meanwhile) after the pointer moved;
     the pointer is then moved back."""
-    manifest = read_manifest(store, version)  # only a complete version can become current
-    target = manifest["version"]
+    manifest = load_manifest(store, version)  # only a complete version can become current
+    target = manifest.version
     missing = absent(store, manifest, include_self=False)
     if missing:
         raise VersionNotFound(
@@ -245,9 +239,9 @@ def _replaced(store: Store) -> Pointer | None:
         return store.read_pointer()
 
 
-def absent(store: Store, manifest: dict[str, Any], include_self: bool) -> list[str]:
+def absent(store: Store, manifest: Manifest, include_self: bool) -> list[str]:
     """The versions among ``manifest``'s own (if ``include_self``) and its ledger chain's that have no manifest."""
-    target = manifest["version"]
+    target = manifest.version
     wanted = ([target] if include_self else []) + sorted(ledger.chain_versions(manifest) - {target})
     gone = []
     for version in wanted:

@@ -31,7 +31,7 @@ see docs/signing.md. Without them nothing is checked beyond the checksums, as fo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -42,7 +42,7 @@ from jobs.keyed import WordVectors
 from jobs.storage import open_store, signed
 from jobs.storage.cache import VersionCache
 from jobs.storage.names import MODEL_DIR
-from jobs.storage.publish import model_files, read_manifest
+from jobs.storage.publish import load_manifest, model_files
 
 CACHE_ENV = "EMBEDDING_REFRESH_CACHE"
 KEEP = 2  # versions kept in the cache: the current one and the one before (a rollback, or a slow restart)
@@ -85,10 +85,10 @@ def load_vectors(
     keys = tuple(map(str, trusted_keys)) if trusted_keys is not None else trusted_keys_from(os.environ)
     trust = signed.load(SigningConfig(trusted_keys=keys, allow_rollback=allow_rollback), root)
     store = open_store(store_uri, trust)
-    manifest = read_manifest(store, version)
+    manifest = load_manifest(store, version)
     with VersionCache(root, keep).use(store, manifest, reader_files(manifest)) as folder:
         vectors = WordVectors.read(folder / MODEL_DIR, mmap)  # mapped or read while nothing can evict them
-    return Vectors(vectors, manifest["version"])
+    return Vectors(vectors, manifest.version)
 
 
 # The only function here that knows which files of the model format (:mod:`jobs.format.files`) a reader
@@ -96,7 +96,7 @@ def load_vectors(
 _READER_ARRAYS = ("vectors", "sample_int", "vectors_vocab", "vectors_ngrams")  # what WordVectors.read reads
 
 
-def reader_files(manifest: dict[str, Any]) -> list[str]:
+def reader_files(manifest: Mapping[str, Any]) -> list[str]:
     """The files of the version that a reader needs (not the output layer when the format lets it skip it)."""
     names = model_files(manifest)  # raises PickledModelError for the previous, pickled format
     wanted = {files.PARAMS, files.VOCAB, *(f"{a}.npy" for a in _READER_ARRAYS)}

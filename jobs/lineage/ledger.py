@@ -33,7 +33,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ import pyarrow.parquet as pq
 
 from jobs.errors import ConfigError, IntegrityError, VersionNotFound
 from jobs.storage import Store
-from jobs.storage.publish import read_manifest, version_key
+from jobs.storage.publish import load_manifest, version_key
 from shards.partitions import DATE_KEYS, Partition
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def empty() -> Ledger:
     return Ledger(SCHEMA.empty_table())
 
 
-def chain_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+def chain_of(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The files a version's ledger is read from, oldest first (its own file last). Raises IntegrityError
     when the manifest lists no ledger."""
     version, files = manifest["version"], manifest["files"]
@@ -104,7 +104,7 @@ def chain_of(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     raise IntegrityError(f"version {version} lists no {LEDGER} (nor a {DELTA} with its chain) in its manifest")
 
 
-def chain_versions(manifest: dict[str, Any]) -> set[str]:
+def chain_versions(manifest: Mapping[str, Any]) -> set[str]:
     """The other versions whose files this version's ledger is read from (``gc`` keeps them)."""
     section = manifest.get("ledger")
     if not isinstance(section, dict) or DELTA not in manifest.get("files", {}):
@@ -117,14 +117,14 @@ def _entry(recorded: dict[str, Any]) -> dict[str, Any]:
 
 
 def read(
-    store: Store, version: str | None, input_root: str | None = None, manifest: dict[str, Any] | None = None
+    store: Store, version: str | None, input_root: str | None = None, manifest: Mapping[str, Any] | None = None
 ) -> Ledger:
     """The ledger of ``version`` (empty for no version): its full ledger, or the chain of files its manifest
     names, each verified against its recorded size and SHA-256, later rows replacing earlier ones; a full
     ledger that predates relative keys is migrated. Raises IntegrityError (a missing or altered file)."""
     if version is None:
         return empty()
-    chain = chain_of(manifest if manifest is not None else read_manifest(store, version))
+    chain = chain_of(manifest if manifest is not None else load_manifest(store, version))
     base = _table(store, chain[0])
     if "key" in base.column_names:
         meta = base.schema.metadata or {}

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -128,7 +129,7 @@ def pending(store: Store, version: str | None) -> list[Rejection]:
     return [r for r in map(Rejection.parse, entries if isinstance(entries, list) else []) if r is not None]
 
 
-def read(store: Store, version: str | None, manifest: dict[str, Any] | None) -> dict[str, Rejection]:
+def read(store: Store, version: str | None, manifest: Mapping[str, Any] | None) -> dict[str, Rejection]:
     """The lineage's rejected partitions by key: those ``manifest`` carries, then those runs building on
     ``version`` recorded without publishing (a later entry for a key replaces an earlier one)."""
     section = (manifest or {}).get(SECTION)

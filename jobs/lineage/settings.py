@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class Resolved:
     notes: tuple[str, ...] = ()
 
 
-def recorded(store: Store, manifest: dict[str, Any]) -> Recorded:
+def recorded(store: Store, manifest: Mapping[str, Any]) -> Recorded:
     """The lineage's settings as ``manifest`` records them, or as far as they can be inferred for a version
     written before the record. Raises IntegrityError for a ``params.json`` that is missing, altered or not
     the store's format."""
@@ -99,7 +100,7 @@ def recorded(store: Store, manifest: dict[str, Any]) -> Recorded:
     return Recorded(version, tokenizer, architecture, tuple(notes))
 
 
-def _params(store: Store, manifest: dict[str, Any]) -> dict[str, Any]:
+def _params(store: Store, manifest: Mapping[str, Any]) -> dict[str, Any]:
     data = read_recorded(store, manifest, MODEL_PARAMS)
     try:
         params = json.loads(data)

@@ -16,6 +16,7 @@ write wins has consumed the commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from jobs.config import RefreshConfig
@@ -33,7 +34,7 @@ def reads_table(config: RefreshConfig) -> bool:
     return is_table(config.input, config.input_format)
 
 
-def positions(manifest: dict[str, Any] | None) -> dict[str, Position]:
+def positions(manifest: Mapping[str, Any] | None) -> dict[str, Position]:
     """The positions a version recorded, by table id (none for no version). Raises IntegrityError for a
     malformed section."""
     recorded = (manifest or {}).get(POSITIONS) or {}
@@ -97,7 +98,7 @@ def discover(
 
 
 def manifest_section(
-    parent: dict[str, Any] | None, changes: Changes | None, version: str | None = None
+    parent: Mapping[str, Any] | None, changes: Changes | None, version: str | None = None
 ) -> dict[str, Any]:
     """The manifest's ``tables`` (the parent's positions, this run's table advanced to where it consumed) and
     ``table_changes`` (this run's account of the table's commits); the parent's positions unchanged when this

@@ -100,6 +100,11 @@ class Store(Protocol):
         ...
 
 
+def version_key(version: str, name: str) -> str:
+    """The key of the file ``name`` of ``version``."""
+    return f"{VERSIONS}/{version}/{name}"
+
+
 def pointer_body(version: str, fields: dict[str, Any] | None = None) -> bytes:
     """The pointer object's content, shared by every store so readers parse one format. ``fields`` (a
     generation, the manifest's SHA-256, a signature: :mod:`jobs.storage.signed`) follow ``version``, which is

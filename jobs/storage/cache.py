@@ -39,7 +39,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ class VersionCache:
         self.root, self.keep = Path(root), keep
 
     @contextlib.contextmanager
-    def use(self, store: Store, manifest: dict[str, Any], names: list[str]) -> Iterator[Path]:
+    def use(self, store: Store, manifest: Mapping[str, Any], names: list[str]) -> Iterator[Path]:
         """The entry's folder, holding ``names`` of the manifest's version, each verified (cached and intact, or
         downloaded), for the ``with`` block: read or memory-map them inside it; nothing is evicted meanwhile.
         Raises IntegrityError (a name that is not a file a version may hold, or leads outside the cache; a
@@ -103,7 +103,7 @@ class VersionCache:
                 self._evict(keep=entry)
             yield files
 
-    def fetch(self, store: Store, manifest: dict[str, Any], names: list[str], into: Path) -> Path:
+    def fetch(self, store: Store, manifest: Mapping[str, Any], names: list[str], into: Path) -> Path:
         """``into``, holding hard links to ``names`` of the manifest's version (copies across filesystems),
         verified as :meth:`use` verifies them; they stay valid whatever the cache evicts later. Raises what
         :meth:`use` raises, and IntegrityError for a name that would lead outside ``into``."""
@@ -145,7 +145,9 @@ class VersionCache:
             raise CacheError(f"the cache {self.root} cannot be used: {exc}") from exc
 
     @staticmethod
-    def _stale(files: Path, manifest: dict[str, Any], names: list[str], version: str, quiet: bool = False) -> list[str]:
+    def _stale(
+        files: Path, manifest: Mapping[str, Any], names: list[str], version: str, quiet: bool = False
+    ) -> list[str]:
         """Those of ``names`` that are missing under ``files`` or differ from the manifest (logged, unless
         ``quiet``)."""
 
@@ -177,7 +179,7 @@ class VersionCache:
         return [name for name, reason in found.items() if reason is not None]
 
     @staticmethod
-    def _download(store: Store, manifest: dict[str, Any], entry: Path, names: list[str]) -> None:
+    def _download(store: Store, manifest: Mapping[str, Any], entry: Path, names: list[str]) -> None:
         """Download ``names`` into a folder beside the entry's, verified, then move each into place."""
         files = entry / _FILES
         try:

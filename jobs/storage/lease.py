@@ -28,9 +28,8 @@ import json
 from collections.abc import Iterator
 
 from jobs.errors import IntegrityError, StoreError, VersionNotFound, VersionRemoved
-from jobs.storage.base import Store
-from jobs.storage.names import MANIFEST_LIMIT, POINTER_LIMIT, VERSION
-from jobs.storage.publish import MANIFEST, version_key
+from jobs.storage.base import Store, version_key
+from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, POINTER_LIMIT, VERSION
 
 NAME = "parent.json"
 

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
 from jobs.storage.locks import locked
-from jobs.storage.names import POINTER_LIMIT
+from jobs.storage.names import MANIFEST, POINTER_LIMIT
 from jobs.storage.signed import Signing
 
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -156,7 +156,7 @@ class LocalStore:
         folder = self.root / VERSIONS
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if (p / "manifest.json").is_file())
+        return sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
 
     def list_incomplete(self) -> dict[str, float]:
         folder = self.root / VERSIONS
@@ -164,7 +164,7 @@ class LocalStore:
             return {}
         found = {}
         for version in folder.iterdir():
-            if version.is_dir() and not (version / "manifest.json").exists():
+            if version.is_dir() and not (version / MANIFEST).exists():
                 times = [p.stat().st_mtime for p in version.rglob("*")]
                 found[version.name] = max(times, default=version.stat().st_mtime)
         return found
@@ -203,7 +203,7 @@ class LocalStore:
         folder = self._path(f"{VERSIONS}/{version}")
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(folder / "manifest.json")  # first: from here on the version is no longer listed
+                os.unlink(folder / MANIFEST)  # first: from here on the version is no longer listed
                 self._fsync_dir(folder)
             shutil.rmtree(folder)
         except FileNotFoundError:

@@ -15,7 +15,12 @@ every size and SHA-256 before anything is read. Model files are plain data (:mod
 :func:`model_files` refuses a version whose model is a pickle (the previous format) unless the caller passes
 ``allow_pickle``, which only commands the user runs with ``--allow-pickle`` do.
 
-    manifest = publish(store, version, Path("out/"), fields, expected=pointer)
+Every version is made through a :class:`Draft` (refresh, import, convert, a carried-forward version), and
+every manifest is read as a typed :class:`~jobs.storage.manifest.Manifest` (:func:`load_manifest`):
+
+    with Draft(store, version, parent=pointer.version) as draft:   # parent.json first; removed on a failure
+        draft.upload(Path("out/"))
+    manifest = draft.commit(fields, expected=pointer)               # the manifest (+ signature), then the pointer
     path = fetch_verified(store, "latest", Path("cache/"), model_files(manifest))   # verified
 """
 
@@ -28,20 +33,27 @@ import mmap
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from jobs.errors import IntegrityError, PickledModelError, StoreError, VersionNotFound
-from jobs.storage import signed
-from jobs.storage.base import VERSIONS, Pointer, Store
-from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, MODEL_DIR, check_file, check_manifest, check_version, inside
+from jobs.storage import lease, signed
+from jobs.storage.base import Pointer, Store, version_key
+from jobs.storage.manifest import MANIFEST_FORMAT, MODEL_PARAMS, Manifest
+from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, MODEL_DIR, check_file, check_version, inside
+
+__all__ = [
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "MODEL_DIR",
+    "MODEL_PARAMS",
+    "Manifest",
+    "version_key",
+]  # re-exported for readers
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FORMAT = 1
-MODEL_PARAMS = f"{MODEL_DIR}/params.json"  # present in every version of the pickle-free format
 
 
 def new_version() -> str:
@@ -103,10 +115,6 @@ def write_recorded(path: Path, parts: Iterable[Any]) -> dict[str, Any]:
     return {"size": size, "sha256": digest.hexdigest()}
 
 
-def version_key(version: str, name: str) -> str:
-    return f"{VERSIONS}/{version}/{name}"
-
-
 def local_files(folder: Path) -> list[str]:
     """Every file under ``folder`` as sorted relative ``/`` paths."""
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
@@ -151,21 +159,27 @@ def put_recorded(store: Store, version: str, name: str, data: bytes) -> dict[str
     return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def copy_recorded(store: Store, source: dict[str, Any], version: str, names: list[str]) -> dict[str, dict[str, Any]]:
+def copy_recorded(store: Store, source: Manifest, version: str, names: list[str]) -> dict[str, dict[str, Any]]:
     """Copy ``names`` of the version whose manifest is ``source`` into ``version``, inside the store; return
     their manifest entries, which are the source's (the bytes are the same)."""
     files = {}
     for name in names:
-        store.copy(version_key(source["version"], name), version_key(version, name))
-        files[name] = dict(source["files"][name])
+        store.copy(version_key(source.version, name), version_key(version, name))
+        files[name] = source.files[name].to_json()
     return files
 
 
-def write_manifest(store: Store, version: str, manifest: dict[str, Any]) -> None:
-    """Write the manifest (its signature first, when the store signs: a complete version is never unsigned)."""
-    body = json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=2, sort_keys=True).encode()
+def write_manifest(store: Store, version: str, manifest: Manifest | Mapping[str, Any]) -> None:
+    """Write the manifest (its signature first, when the store signs: a complete version is never unsigned):
+    a :class:`Manifest`'s own bytes, or those :meth:`Manifest.create` makes of plain fields."""
+    body = manifest.data if isinstance(manifest, Manifest) else _encoded(manifest)
     signed.sign_manifest(store, version, body)
     store.put_bytes(version_key(version, MANIFEST), body)
+
+
+def _encoded(fields: Mapping[str, Any]) -> bytes:
+    """The bytes of a manifest of ``fields``, unchecked (tests write malformed ones on purpose)."""
+    return json.dumps({"format": MANIFEST_FORMAT, **fields}, indent=2, sort_keys=True).encode()
 
 
 def current(store: Store) -> Pointer | None:
@@ -184,19 +198,80 @@ def move_pointer(store: Store, version: str, expected: Pointer | None) -> None:
     signed.remember(store, body)
 
 
-def publish(
-    store: Store, version: str, folder: Path, fields: dict[str, Any], expected: Pointer | None
-) -> dict[str, Any]:
+class Draft:
+    """A version being made, and the one way every version is made: its files, then its manifest, then the
+    pointer (refresh, import, convert, and a version that carries its parent's model forward).
+
+        >>> with Draft(store, new_version(), parent=pointer.version) as draft:      # doctest: +SKIP
+        ...     draft.upload(folder)                 # or put(name, data), copy(manifest, names), add(entries)
+        >>> manifest = draft.commit(fields, expected=pointer)                       # doctest: +SKIP
+
+    Entering the ``with`` block names ``parent`` in the version's first file (:mod:`jobs.storage.lease`), so
+    gc keeps the parent while the version is written; leaving it with an exception, before the manifest is
+    written, removes what was uploaded (:func:`discard`: readers never saw it). :meth:`commit` writes the
+    manifest (signed when the store signs) and then, unless told not to (a failed quality gate), moves the
+    pointer with one conditional write: a version whose pointer write fails stays complete and unpromoted.
+    """
+
+    def __init__(self, store: Store, version: str, parent: str | None = None) -> None:
+        self.store, self.version, self.parent = store, version, parent
+        self.files: dict[str, dict[str, Any]] = {}
+        self.manifest: Manifest | None = None  # once committed
+
+    def __enter__(self) -> Draft:
+        if self.parent is not None:
+            try:
+                lease.claim(self.store, self.version, self.parent)
+            except BaseException:
+                self.discard()
+                raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if kind is not None and self.manifest is None:
+            self.discard()  # a no-op if nothing was uploaded, or if the manifest was written after all
+
+    def upload(self, folder: Path, progress: Callable[[str], None] | None = None) -> None:
+        """Upload every file under ``folder`` (hashed while it is uploaded)."""
+        self.files |= upload_version(self.store, self.version, folder, progress)
+
+    def put(self, name: str, data: bytes) -> None:
+        """Write one file from memory."""
+        self.files[name] = put_recorded(self.store, self.version, name, data)
+
+    def copy(self, source: Manifest, names: list[str]) -> None:
+        """Copy ``names`` of the version ``source`` into this one, inside the store (the same bytes)."""
+        self.files |= copy_recorded(self.store, source, self.version, names)
+
+    def add(self, files: Mapping[str, Mapping[str, Any]]) -> None:
+        """Files uploaded elsewhere (by the trainer, on its node), with their manifest entries."""
+        self.files |= {name: dict(entry) for name, entry in files.items()}
+
+    def commit(self, fields: Mapping[str, Any], expected: Pointer | None, promote: bool = True) -> Manifest:
+        """Write the manifest of ``fields`` and the files added, then (``promote``) point at the version if the
+        pointer is still ``expected``. Returns the manifest. Raises ConflictError when the pointer moved (the
+        version stays, complete and unpromoted), StoreError."""
+        manifest = Manifest.create({**fields, "version": self.version, "files": self.files})
+        write_manifest(self.store, self.version, manifest)
+        self.manifest = manifest
+        if promote:
+            move_pointer(self.store, self.version, expected)
+            log.info("published %s to %s", self.version, self.store.uri)
+        return manifest
+
+    def discard(self) -> None:
+        """Remove what was uploaded, unless the manifest was written (:func:`discard`)."""
+        discard(self.store, self.version)
+
+
+def publish(store: Store, version: str, folder: Path, fields: Mapping[str, Any], expected: Pointer | None) -> Manifest:
     """Upload ``folder`` as ``version``, write its manifest, then move the pointer. Returns the manifest.
 
     Raises ConflictError when the pointer is no longer ``expected`` (the version stays, unpromoted).
     """
-    files = upload_version(store, version, folder, lambda name: log.info("uploaded %s/%s", version, name))
-    manifest = {**fields, "version": version, "files": files}
-    write_manifest(store, version, manifest)
-    move_pointer(store, version, expected)
-    log.info("published %s to %s", version, store.uri)
-    return manifest
+    draft = Draft(store, version)
+    draft.upload(folder, lambda name: log.info("uploaded %s/%s", version, name))
+    return draft.commit(fields, expected)
 
 
 def resolve(store: Store, version: str) -> str:
@@ -214,11 +289,11 @@ def _required_pointer(store: Store) -> Pointer:
     return pointer
 
 
-def read_manifest(store: Store, version: str, pointer: Pointer | None = None) -> dict[str, Any]:
+def load_manifest(store: Store, version: str, pointer: Pointer | None = None) -> Manifest:
     """The manifest of ``version`` (``latest``: the one the pointer names), at most ``MANIFEST_LIMIT`` bytes,
     checked against the trusted keys when the store has some (and against ``pointer`` when it was reached
-    through one), then every file and version it names (:func:`jobs.storage.names.check_manifest`). Raises
-    IntegrityError (SignatureError), VersionNotFound."""
+    through one), then every file and version it names and the type of every field
+    (:meth:`Manifest.parse`). Raises IntegrityError (SignatureError), VersionNotFound."""
     if version in ("latest", "current"):
         pointer = _required_pointer(store)
         version = pointer.version
@@ -228,11 +303,12 @@ def read_manifest(store: Store, version: str, pointer: Pointer | None = None) ->
     except VersionNotFound:
         raise VersionNotFound(f"version {version} has no manifest in {store.uri}") from None
     signed.check_manifest(store, version, data, pointer)
-    try:
-        manifest = json.loads(data)
-    except ValueError as exc:
-        raise IntegrityError(f"the manifest of {version} in {store.uri} is not valid JSON") from exc
-    return check_manifest(manifest, store.uri, version)
+    return Manifest.parse(data, store.uri, version)
+
+
+def read_manifest(store: Store, version: str, pointer: Pointer | None = None) -> dict[str, Any]:
+    """:func:`load_manifest` as a plain dict the caller may change (every key, as written)."""
+    return load_manifest(store, version, pointer).to_dict()
 
 
 def fetch_verified(store: Store, version: str, destination: Path, names: list[str] | None = None) -> Path:
@@ -241,10 +317,10 @@ def fetch_verified(store: Store, version: str, destination: Path, names: list[st
 
     A file is verified while the next one downloads, so the two passes overlap.
     """
-    return fetch_files(store, read_manifest(store, version), destination, names)
+    return fetch_files(store, load_manifest(store, version), destination, names)
 
 
-def fetch_files(store: Store, manifest: dict[str, Any], destination: Path, names: list[str] | None = None) -> Path:
+def fetch_files(store: Store, manifest: Mapping[str, Any], destination: Path, names: list[str] | None = None) -> Path:
     """:func:`fetch_verified` for a manifest already read. Every name is checked again (it is written as a
     path under ``destination``), and must stay inside ``destination``."""
     version = check_version(manifest["version"], f"a manifest of {store.uri}")
@@ -269,7 +345,7 @@ def fetch_files(store: Store, manifest: dict[str, Any], destination: Path, names
     return destination
 
 
-def read_recorded(store: Store, manifest: dict[str, Any], name: str) -> bytes:
+def read_recorded(store: Store, manifest: Mapping[str, Any], name: str) -> bytes:
     """One small file of a version, in memory, verified against its manifest. Raises IntegrityError when it is
     missing or differs from its recorded size or SHA-256."""
     version, expected = manifest["version"], manifest["files"][name]
@@ -282,7 +358,7 @@ def read_recorded(store: Store, manifest: dict[str, Any], name: str) -> bytes:
     return data
 
 
-def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
+def verify_file(path: Path, expected: Mapping[str, Any], label: str) -> None:
     size = os.path.getsize(path)
     if size != expected["size"]:
         raise IntegrityError(f"{label}: size {size} differs from the manifest's {expected['size']}; refusing to load")
@@ -291,7 +367,7 @@ def verify_file(path: Path, expected: dict[str, Any], label: str) -> None:
         raise IntegrityError(f"{label}: SHA-256 {digest[:12]}… differs from the manifest's; refusing to load")
 
 
-def model_files(manifest: dict[str, Any], allow_pickle: bool = False) -> list[str]:
+def model_files(manifest: Mapping[str, Any], allow_pickle: bool = False) -> list[str]:
     """The model's files (everything under ``model/``).
 
     Raises PickledModelError for a version in the previous format (gensim's ``save()``, a pickle), unless
@@ -310,7 +386,7 @@ def model_files(manifest: dict[str, Any], allow_pickle: bool = False) -> list[st
     return names
 
 
-def pickled(manifest: dict[str, Any]) -> bool:
+def pickled(manifest: Mapping[str, Any]) -> bool:
     """Whether the version's model is in the previous, pickled format."""
     return MODEL_PARAMS not in manifest["files"]
 
@@ -319,7 +395,7 @@ def discard(store: Store, version: str) -> None:
     """Remove what a failed run uploaded before its manifest (readers never saw it). Best effort: during an
     outage the leftovers stay, invisible to readers (no manifest), and ``jobs.models gc`` can remove them."""
     try:
-        store.get_bytes(version_key(version, "manifest.json"))
+        store.get_bytes(version_key(version, MANIFEST))
     except VersionNotFound:
         try:
             store.delete_version(version)

@@ -37,7 +37,7 @@ from s3transfer.exceptions import RetriesExceededError as TransferRetriesExceede
 
 from jobs.errors import ConfigError, ConflictError, StoreError, VersionNotFound
 from jobs.storage.base import POINTER, VERSIONS, Pointer, parse_pointer, pointer_body, too_large
-from jobs.storage.names import POINTER_LIMIT
+from jobs.storage.names import MANIFEST, POINTER_LIMIT
 from jobs.storage.signed import Signing
 from shards.s3settings import ENV_PREFIX, S3Settings
 
@@ -309,7 +309,7 @@ class S3Store:
         found = set()
         for key in self._keys(root, "list versions"):
             version, _, name = key[len(root) :].partition("/")
-            if name == "manifest.json":
+            if name == MANIFEST:
                 found.add(version)
         return sorted(found)
 
@@ -320,7 +320,7 @@ class S3Store:
         complete = set()
         for item in self._objects(root, "list versions"):
             version, _, name = item["Key"][len(root) :].partition("/")
-            if name == "manifest.json":
+            if name == MANIFEST:
                 complete.add(version)
             newest[version] = max(newest.get(version, 0.0), item["LastModified"].timestamp())
         return {v: t for v, t in newest.items() if v not in complete}
@@ -344,7 +344,7 @@ class S3Store:
     def delete_version(self, version: str) -> None:
         """Delete every object of ``version``, its manifest first so a half-deleted version is never listed."""
         root = self._key(f"{VERSIONS}/{version}") + "/"
-        keys = sorted(self._keys(root, "delete a version"), key=lambda k: not k.endswith("/manifest.json"))
+        keys = sorted(self._keys(root, "delete a version"), key=lambda k: not k.endswith(f"/{MANIFEST}"))
         self._delete(keys, root)
 
     def _delete(self, full_keys: list[str], root: str | None = None) -> None:

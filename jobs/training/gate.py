@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +73,7 @@ def untrained(parent_norm: float | None, dims: int, config: GateConfig) -> str |
 # -- the lineage's history --------------------------------------------------------------------------------------
 
 
-def history_of(manifest: dict[str, Any] | None, versions: int) -> list[float]:
+def history_of(manifest: Mapping[str, Any] | None, versions: int) -> list[float]:
     """The overlaps of the lineage's last ``versions`` versions, oldest first, as a parent's ``manifest``
     recorded them: the history its own gate was judged against, then its own overlap. A manifest without an
     overlap check (a first model, an import) starts a young lineage."""
@@ -85,7 +85,7 @@ def history_of(manifest: dict[str, Any] | None, versions: int) -> list[float]:
     return [float(v) for v in values if _number(v)][-versions:]
 
 
-def carried(manifest: dict[str, Any]) -> dict[str, Any]:
+def carried(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The evaluation of a version that reuses its parent's model files (nothing was trained): no check is
     measured, and the parent's history goes on to the next version unchanged."""
     history = history_of(manifest, 10**6)
