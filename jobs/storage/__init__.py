@@ -3,7 +3,9 @@
 - ``base``: the ``Store`` protocol and the pointer format every store shares
 - ``local``: a folder (or a mounted filesystem)
 - ``s3``: S3 and S3-compatible object stores (the only module that imports boto3; imported lazily)
-- ``publish``: the publish protocol: files, manifest with checksums, one conditional pointer write
+- ``manifest``: the typed manifest, parsed and checked in one place, kept byte for byte as read
+- ``publish``: the publish protocol (one ``Draft`` per version): files, manifest with checksums, one conditional
+  pointer write
 - ``lease``: what a version still being written records first (its parent), so gc keeps that parent
 - ``signing``, ``signed``: Ed25519 keys, and the signed manifests and pointers they make (docs/signing.md)
 
