@@ -44,15 +44,6 @@ from jobs.storage.base import Pointer, Store, version_key
 from jobs.storage.manifest import MANIFEST_FORMAT, MODEL_PARAMS, Manifest
 from jobs.storage.names import MANIFEST, MANIFEST_LIMIT, MODEL_DIR, check_file, check_version, inside
 
-__all__ = [
-    "MANIFEST",
-    "MANIFEST_FORMAT",
-    "MODEL_DIR",
-    "MODEL_PARAMS",
-    "Manifest",
-    "version_key",
-]  # re-exported for readers
-
 log = logging.getLogger(__name__)
 
 
