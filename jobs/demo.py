@@ -24,11 +24,11 @@ import ray
 
 from jobs import report, samples
 from jobs.config import from_args
-from jobs.models import list_versions
 from jobs.refresh import run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, load_manifest, model_files
 from jobs.training import model as gmodel
+from jobs.versions import list_versions
 
 TRAINING = ["--min-count", "3", "--epochs", "10", "--vector-size", "64", "--workers", "2"]
 

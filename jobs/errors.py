@@ -32,7 +32,7 @@ The exit status (:func:`exit_status`) tells a scheduler what to do: 3, the data,
 content said no and a rerun fails the same way until someone acts; 75 (``EX_TEMPFAIL``), the infrastructure
 failed and a rerun is safe (nothing was published, the ledger picks up the same partitions); 2, a usage
 error; 143, stopped from outside (nothing was published, a rerun is safe); 1, an unexpected error (a bug: it
-comes with a traceback). ``python -m jobs.models`` exits by the same table, and ``infra/submit.sh`` passes the
+comes with a traceback). ``python -m jobs.versions`` exits by the same table, and ``infra/submit.sh`` passes the
 job's own status on to the scheduler (``docs/operating.md``).
 
 The first six live in :mod:`shards.errors` (``shards`` may not import ``jobs``) and are re-exported here, so
@@ -108,7 +108,7 @@ class VersionNotFound(StoreError):
 
 class VersionRemoved(StoreError):
     """A version this run had started reading (its manifest was read) is gone: its manifest no longer exists and
-    the pointer no longer names it. A rollback moved the pointer off it and ``jobs.models gc`` collected it, so
+    the pointer no longer names it. A rollback moved the pointer off it and ``jobs.versions gc`` collected it, so
     this run could not have published anyway (its conditional pointer write would conflict): retryable."""
 
 

@@ -1,6 +1,6 @@
 """Freshness and outcome of the refresh for Prometheus, read from the model stores, so they outlive every run.
 
-    python -m jobs.models exporter --store s3://models-bucket/word2vec/ [--store s3://…/fasttext/] --port 9108
+    python -m jobs.versions exporter --store s3://models-bucket/word2vec/ [--store s3://…/fasttext/] --port 9108
     curl -s localhost:9108/metrics | grep embedding_refresh_
 
 Ray's own gauges (:mod:`jobs.metrics`) vanish about 20 s after the driver exits, and a RayJob deletes its
@@ -62,7 +62,7 @@ RECORDS_SCANNED = 25  # the newest run records read to find the last success: a 
 
 @dataclass(frozen=True)
 class ExporterConfig:
-    """What ``python -m jobs.models exporter`` serves, and where."""
+    """What ``python -m jobs.versions exporter`` serves, and where."""
 
     stores: tuple[str, ...]
     port: int = 9108

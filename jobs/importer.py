@@ -1,7 +1,7 @@
-"""Import an existing model as the first version of a lineage: ``python -m jobs.models import``.
+"""Import an existing model as the first version of a lineage: ``python -m jobs.versions import``.
 
-    python -m jobs.models import pretrained.model --store models
-    python -m jobs.models import cc.en.300.bin --store s3://models/ft --mark-consumed s3://corpus/events \\
+    python -m jobs.versions import pretrained.model --store models
+    python -m jobs.versions import cc.en.300.bin --store s3://models/ft --mark-consumed s3://corpus/events \\
         --consumed-before 2026-11-01
 
 The runbook, in order:

@@ -23,7 +23,7 @@ already scrapes. The driver records, per run and tagged with the store:
 Ray exports a process's values every ``metrics_report_interval_ms`` (10 s) and drops a gauge about 20 s after
 its process ends, so a job's last values are seen by a scrape taken while it ran or just after. Alert on the
 store exporter's ``embedding_refresh_*`` instead (:mod:`jobs.exporter`: freshness and the last run's outcome,
-read from the store, so they outlive the run), and read the run records (``jobs.models runs``) for what each
+read from the store, so they outlive the run), and read the run records (``jobs.versions runs``) for what each
 run did.
 """
 

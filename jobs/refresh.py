@@ -333,7 +333,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
         raise QualityGateError(
             f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
             f"NOT promoted; the current version stays {parent_version or 'none'}. "
-            f"Inspect it with `python -m jobs.models show {version}`; promote it or rerun with --force."
+            f"Inspect it with `python -m jobs.versions show {version}`; promote it or rerun with --force."
         )
     record.published = True
     metrics.published(store.uri)

@@ -1,7 +1,7 @@
-"""What a store keeps, and which version is current: ``jobs.models gc`` and ``jobs.models promote``.
+"""What a store keeps, and which version is current: ``jobs.versions gc`` and ``jobs.versions promote``.
 
-    python -m jobs.models gc --keep 5 --store models       # and incomplete versions older than 24 h
-    python -m jobs.models promote 20261124T020000Z-ab12cd --store models
+    python -m jobs.versions gc --keep 5 --store models       # and incomplete versions older than 24 h
+    python -m jobs.versions promote 20261124T020000Z-ab12cd --store models
 
 ``gc`` keeps
 
@@ -88,7 +88,7 @@ class Kept:
             if self.manifest(pointer.version) is None:
                 raise StoreError(
                     f"the current version {pointer.version} has no manifest in {self.store.uri}, so gc cannot tell "
-                    "what it needs and stops; promote a complete version (python -m jobs.models list)"
+                    "what it needs and stops; promote a complete version (python -m jobs.versions list)"
                 )
             self.keep(pointer.version, parent=True)
         return pointer

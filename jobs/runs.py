@@ -11,9 +11,9 @@ the store keeps one small JSON file per attempt, written when the attempt ends h
 The run id is the Ray job's submission id when the refresh runs as a submitted job (``infra/submit.sh`` and
 KubeRay give each a stable one), else a fresh ``local-…`` id. An attempt's key starts with its start time
 counted down from the year 2286 in milliseconds (:func:`record_key`), so a second attempt under the same
-submission id gets a record of its own, and the keys list newest first: ``python -m jobs.models runs --last N``
+submission id gets a record of its own, and the keys list newest first: ``python -m jobs.versions runs --last N``
 lists N keys and reads N records however long the history (on S3, one request), and retention
-(``jobs.models gc --keep-runs N``, :func:`prune`) deletes everything after the first N keys. It is not the
+(``jobs.versions gc --keep-runs N``, :func:`prune`) deletes everything after the first N keys. It is not the
 refresh's: a run's driver may write records but not delete them (``infra/aws/iam-head.json``), so a failure's
 record cannot be erased by the runs that follow it. Records written before this scheme (``runs/<run id>.json``)
 sort after every newer one, as the oldest. Writing a record is best effort: a store that cannot be written
@@ -194,7 +194,7 @@ def recent(store: Any, last: int) -> list[dict[str, Any]]:
 
 
 def table(records: list[dict[str, Any]]) -> str:
-    """The records as a table for ``jobs.models runs``."""
+    """The records as a table for ``jobs.versions runs``."""
     if not records:
         return "no runs recorded"
     rows = [f"{'started':<25}{'run':<34}{'outcome':<12}{'exit':>5} {'version':<26}{'parts':>7}{'seconds':>9}  error"]

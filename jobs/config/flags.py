@@ -226,19 +226,19 @@ def add_signing_arguments(p: argparse.ArgumentParser) -> None:
     add_settings(p, settings(SigningConfig, "signing"))
 
 
-#: The architecture ``jobs.models import`` takes for a model adopted from vectors (a full model keeps its own).
+#: The architecture ``jobs.versions import`` takes for a model adopted from vectors (a full model keeps its own).
 IMPORT_ARCHITECTURE = ("window", "min_count", "negative", "sample", "sg")
 
 
 def import_settings() -> list[Setting]:
-    """The settings of ``jobs.models import``: :class:`ImportConfig`'s own but ``--store`` (and the signing
+    """The settings of ``jobs.versions import``: :class:`ImportConfig`'s own but ``--store`` (and the signing
     flags), which every subcommand shares, and the adoptable architecture of :class:`TrainingConfig`."""
     own = [s for s in settings(ImportConfig) if s.section == "" and s.name != "store"]
     return own + [s for s in settings(TrainingConfig, "training") if s.name in IMPORT_ARCHITECTURE]
 
 
 def add_import_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags of ``jobs.models import``; their defaults come from :class:`ImportConfig` (SUPPRESS)."""
+    """The flags of ``jobs.versions import``; their defaults come from :class:`ImportConfig` (SUPPRESS)."""
     own = import_settings()
     add_settings(p, [s for s in own if s.section == ""])
     add_settings(p, [s for s in own if s.section], group="architecture of a model adopted from vectors")

@@ -1,5 +1,5 @@
 """A run's whole config: :class:`RefreshConfig` (``python -m jobs.refresh``) and :class:`ImportConfig`
-(``python -m jobs.models import``), each holding the section dataclasses, and the resolved config as recorded
+(``python -m jobs.versions import``), each holding the section dataclasses, and the resolved config as recorded
 with each version (:func:`to_dict`).
 
 The run's own settings are declared here with their flags and help (:func:`shards.options.option`); the
@@ -234,7 +234,7 @@ class RefreshConfig:
                 raise ConfigError(
                     f"--allow-setting-change {name.replace('_', '-')}: the {name.replace('_', ' ')} is fixed by the "
                     "model's matrices and cannot change on an update; start a new lineage (another --store, or "
-                    "`jobs.models import --new-lineage`)"
+                    "`jobs.versions import --new-lineage`)"
                 )
             if name not in TOKENIZER_SETTINGS + ADJUSTABLE_ARCHITECTURE:
                 raise ConfigError(
@@ -275,7 +275,7 @@ IMPORT_KINDS: tuple[str, ...] = ("auto", "gensim", "facebook", "word2vec")
 
 @dataclass(frozen=True)
 class ImportConfig:
-    """Importing a model file as the first version of a lineage (``python -m jobs.models import``).
+    """Importing a model file as the first version of a lineage (``python -m jobs.versions import``).
 
     ``training`` gives the architecture of a model adopted from vectors only (window, sg, negative, sample,
     min_count); a full model keeps its own.

@@ -1,4 +1,4 @@
-"""A version's vectors written out for other tools (``python -m jobs.models export``).
+"""A version's vectors written out for other tools (``python -m jobs.versions export``).
 
     >>> export(vectors, Path("vectors.txt"), "word2vec-text")     # doctest: +SKIP
 

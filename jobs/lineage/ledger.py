@@ -11,7 +11,7 @@ the rest is read from: a full ledger of an older version and the deltas of the v
 its size and SHA-256. Once a chain would exceed ``--ledger-compact-every`` files, the version stores a full
 ledger again (compaction), so reading costs at most that many files and writing costs this run's rows, except
 on every K-th version. Later rows win: a rewritten partition consumed again replaces its older row.
-``jobs.models gc`` keeps every version a kept version's chain reads from. Versions written before deltas
+``jobs.versions gc`` keeps every version a kept version's chain reads from. Versions written before deltas
 existed hold a full ``ledger.parquet`` and are read as such.
 
     seen = read(store, parent_version, input_root="s3://corpus/events", manifest=parent_manifest)

@@ -202,7 +202,7 @@ def _refusal(version: str, fixed: dict[str, str], refused: dict[str, str]) -> st
     if fixed:
         parts.append(
             "The model kind, vector size and FastText n-grams are the model's matrices and cannot change on an "
-            "update: drop those flags, or start a new lineage (another --store, or `python -m jobs.models import "
+            "update: drop those flags, or start a new lineage (another --store, or `python -m jobs.versions import "
             "--new-lineage`)."
         )
     if refused:

@@ -3,7 +3,7 @@
 A refresh's version has no manifest until its last step, so until then nothing in the store says which
 version it builds on; yet the run reads that parent for hours (its model on the trainer's node, its ledger
 chain, the files a carried-forward version copies). So before anything else of its version, the refresh
-writes ``versions/<version>/parent.json`` naming the parent, and ``jobs.models gc`` keeps the parent of every
+writes ``versions/<version>/parent.json`` naming the parent, and ``jobs.versions gc`` keeps the parent of every
 incomplete version younger than its grace period (:mod:`jobs.retention`):
 
     >>> claim(store, "20261201T020011Z-1a2b3c", parent="20261130T020011Z-9f8e7d")    # doctest: +SKIP

@@ -10,7 +10,7 @@ With a signing key the manifest is signed as it is written and the pointer carri
 trusted keys every manifest and pointer read is checked first (:mod:`jobs.storage.signed`).
 
 A run that dies before step 3 leaves readers on the previous version; its files are an unpromoted version
-that ``jobs.models`` lists and can promote or collect. Loading resolves pointer → manifest → files and checks
+that ``jobs.versions`` lists and can promote or collect. Loading resolves pointer → manifest → files and checks
 every size and SHA-256 before anything is read. Model files are plain data (:mod:`jobs.training.serialize`);
 :func:`model_files` refuses a version whose model is a pickle (the previous format) unless the caller passes
 ``allow_pickle``, which only commands the user runs with ``--allow-pickle`` do.
@@ -372,7 +372,7 @@ def model_files(manifest: Mapping[str, Any], allow_pickle: bool = False) -> list
         raise PickledModelError(
             f"version {version} stores its model as a pickle (gensim's save(), the previous format), which runs "
             f"code when loaded; refusing it. If you trust everyone who can write to this store, convert it once "
-            f"with `python -m jobs.models convert {version} --store STORE --allow-pickle`"
+            f"with `python -m jobs.versions convert {version} --store STORE --allow-pickle`"
         )
     return names
 
@@ -384,7 +384,7 @@ def pickled(manifest: Mapping[str, Any]) -> bool:
 
 def discard(store: Store, version: str) -> None:
     """Remove what a failed run uploaded before its manifest (readers never saw it). Best effort: during an
-    outage the leftovers stay, invisible to readers (no manifest), and ``jobs.models gc`` can remove them."""
+    outage the leftovers stay, invisible to readers (no manifest), and ``jobs.versions gc`` can remove them."""
     try:
         store.get_bytes(version_key(version, MANIFEST))
     except VersionNotFound:

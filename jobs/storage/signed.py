@@ -154,7 +154,7 @@ def resign_manifest(store: Store, version: str) -> None:
 
 def _sign_hint(version: str, uri: str) -> str:
     return (
-        f"If it is yours (a store from before signing), vouch for it once: `python -m jobs.models sign {version} "
+        f"If it is yours (a store from before signing), vouch for it once: `python -m jobs.versions sign {version} "
         f"--store {uri} --signing-key FILE`, run without trusted keys (docs/signing.md)"
     )
 
@@ -218,7 +218,7 @@ def check_pointer(store: Store, pointer: Pointer | None) -> Pointer | None:
             if last is not None and not signing.allow_rollback:
                 raise SignatureError(
                     f"{where} is gone, though this host has seen it at generation {last[0]} (version {last[1]}): "
-                    "it was deleted; refusing to treat the store as empty. Restore it with `python -m jobs.models "
+                    "it was deleted; refusing to treat the store as empty. Restore it with `python -m jobs.versions "
                     f"promote {last[1]} --rollback --store {store.uri}`, or accept an empty store with --allow-rollback"
                 )
         return None
@@ -285,7 +285,7 @@ def _remember(store: Store, fields: PointerFields, label: str) -> None:
                     f"{label} is older than the pointer this host has already seen of the store (generation "
                     f"{generation}, version {version}): an old pointer replayed, or a store restored from a "
                     "backup; refusing it. If the store went back on purpose, read it with --allow-rollback "
-                    "(load_vectors(..., allow_rollback=True)), or move the pointer on with `python -m jobs.models "
+                    "(load_vectors(..., allow_rollback=True)), or move the pointer on with `python -m jobs.versions "
                     "promote VERSION --rollback`"
                 )
             if older or forked:

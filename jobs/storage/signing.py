@@ -178,7 +178,7 @@ def load_signing_key(path: str | os.PathLike[str]) -> SigningKey:
     except (ValueError, TypeError, crypto.UnsupportedAlgorithm):
         raise ConfigError(
             f"the signing key {path} is not an unencrypted PEM Ed25519 private key or 32 raw bytes "
-            "(make one with `python -m jobs.models keygen --out FILE`)"
+            "(make one with `python -m jobs.versions keygen --out FILE`)"
         ) from None
     if not isinstance(private, crypto.Ed25519PrivateKey):
         raise ConfigError(f"the signing key {path} is a {type(private).__name__}, not an Ed25519 key")

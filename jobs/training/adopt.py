@@ -1,6 +1,6 @@
 """Reading a user's own model file for import: tell what it really is, load it with gensim, and validate it.
 
-A model trained elsewhere becomes the first version of a lineage (``python -m jobs.models import``). Three
+A model trained elsewhere becomes the first version of a lineage (``python -m jobs.versions import``). Three
 kinds of file are understood:
 
 - ``gensim``: a full ``Word2Vec`` or ``FastText`` model written by ``save()``, by gensim 4 or by an older

@@ -7,7 +7,7 @@ A Word2Vec of ``--words`` x ``--dims`` is built with gensim (``build_vocab_from_
 vectors; training does not change the sizes) and saved with ``save()``, its arrays beside it as ``.npy``.
 Then, each row against its baseline measured in the same run:
 
-* **import**: ``python -m jobs.models import`` into an empty local store (unpickle and upgrade, validate,
+* **import**: ``python -m jobs.versions import`` into an empty local store (unpickle and upgrade, validate,
   save through the trainer's save path with the word2vec export beside it, SHA-256 and copy every file into
   the store, manifest, pointer) against gensim's own ``Word2Vec.load()`` + ``save()`` of the same file;
 * **load_vectors cold**: an empty cache (copy the files from the store, verify every SHA-256, let gensim
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from gensim.models import Word2Vec
 
-from jobs.models import main as models_main
 from jobs.vectors import load_vectors
+from jobs.versions import main as versions_main
 
 
 def build(folder: Path, words: int, dims: int) -> Path:
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         baseline_import = timed("gensim load + save", gensim_round_trip)
         store = work / "store"
         imported = timed(
-            "jobs.models import", lambda: models_main(["import", str(path), "--store", str(store), "--kind", "gensim"])
+            "jobs.versions import",
+            lambda: versions_main(["import", str(path), "--store", str(store), "--kind", "gensim"]),
         )
         baseline_load = timed("gensim load(mmap='r').wv", lambda: Word2Vec.load(str(path), mmap="r").wv)
         cache = work / "cache"

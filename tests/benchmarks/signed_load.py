@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from jobs.config import SigningConfig
-from jobs.models import main as models_main
 from jobs.storage import open_store, signed, signing
 from jobs.storage.publish import read_manifest
 from jobs.storage.signed import parse_pointer
 from jobs.vectors import load_vectors
+from jobs.versions import main as versions_main
 from tests.benchmarks.import_load import build
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         path = build(root, a.words, a.dims)
         store = str(root / "store")
         flags = ["--signing-key", str(root / "key.pem"), "--trusted-key", public, "--seen-dir", str(root / "seen")]
-        assert models_main(["import", str(path), "--kind", "gensim", "--store", store, *flags]) == 0
+        assert versions_main(["import", str(path), "--kind", "gensim", "--store", store, *flags]) == 0
         logging.getLogger("jobs").setLevel(logging.WARNING)  # the import turned its progress on
         version = json.loads((Path(store) / "CURRENT").read_bytes())["version"]
         manifest = (Path(store) / "versions" / version / "manifest.json").read_bytes()

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from gensim.models import FastText, Word2Vec
 
-from jobs.models import main as models_main
 from jobs.vectors import load_vectors
+from jobs.versions import main as versions_main
 from tests.support.corpora import clustered
 
 
@@ -23,11 +23,11 @@ def test_parquet_and_trainable_gensim_exports(cls: type[Word2Vec], tmp_path: Pat
     original = cls(sentences, vector_size=10, min_count=2, workers=1, seed=1, epochs=2, **options)
     original.save(str(tmp_path / "pretrained.model"))
     store = str(tmp_path / "store")
-    assert models_main(["import", str(tmp_path / "pretrained.model"), "--store", store, "--kind", "gensim"]) == 0
+    assert versions_main(["import", str(tmp_path / "pretrained.model"), "--store", store, "--kind", "gensim"]) == 0
     stored, _ = load_vectors(store, cache_dir=tmp_path / "cache")
 
     parquet = tmp_path / "vectors.parquet"
-    assert models_main(["export", "latest", "--store", store, "--output", str(parquet), "--format", "parquet"]) == 0
+    assert versions_main(["export", "latest", "--store", store, "--output", str(parquet), "--format", "parquet"]) == 0
     table = pq.read_table(parquet)
     assert table.schema.field("vector").type == pa.list_(pa.float32(), 10)
     assert table.schema.field("count").type == pa.int64() and table.num_rows == len(original.wv)
@@ -37,7 +37,7 @@ def test_parquet_and_trainable_gensim_exports(cls: type[Word2Vec], tmp_path: Pat
     assert np.array_equal(flat, stored.vectors)
 
     out = tmp_path / "trainable.model"
-    assert models_main(["export", "latest", "--store", store, "--output", str(out), "--format", "gensim"]) == 0
+    assert versions_main(["export", "latest", "--store", store, "--output", str(out), "--format", "gensim"]) == 0
     again = cls.load(str(out))  # plain gensim
     assert again.wv.index_to_key == original.wv.index_to_key
     assert np.array_equal(again.syn1neg, original.syn1neg)

@@ -19,11 +19,11 @@ import pytest
 from gensim.models import FastText, KeyedVectors, Word2Vec
 
 from jobs.errors import ImportRefused
-from jobs.models import main as models_main
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest, sha256_file
 from jobs.training import adopt, serialize
 from jobs.vectors import load_vectors
+from jobs.versions import main as versions_main
 from tests.support.corpora import clustered
 from tests.support.files import snapshot, write_parquet
 from tests.support.forgery import planted_pickle
@@ -65,7 +65,7 @@ REFUSED = {
 
 
 def import_(path: Path, store: Path, *extra: str) -> int:
-    return models_main(["import", str(path), "--store", str(store), *extra])
+    return versions_main(["import", str(path), "--store", str(store), *extra])
 
 
 def kind_of(path: Path) -> str:
@@ -295,7 +295,7 @@ def test_the_command_says_that_importing_unpickles(tmp_path: Path, caplog: pytes
 
 
 def _import_parser():  # type: ignore[no-untyped-def]
-    from jobs.models import parser
+    from jobs.versions import parser
 
     sub = next(a for a in parser()._actions if a.dest == "command")
     return sub.choices["import"]  # type: ignore[attr-defined]
@@ -327,7 +327,7 @@ def test_export_writes_word2vec_text_and_binary_and_keyed_vectors(tmp_path: Path
     }
     for fmt, read in readers.items():
         out = tmp_path / f"out-{fmt}"
-        assert models_main(["export", "latest", "--store", store, "--output", str(out), "--format", fmt]) == 0
+        assert versions_main(["export", "latest", "--store", store, "--output", str(out), "--format", fmt]) == 0
         exported = read(str(out))
         assert exported.index_to_key == model.wv.index_to_key, fmt
         np.testing.assert_allclose(exported.vectors, model.wv.vectors, rtol=1e-5, atol=1e-6)

@@ -17,8 +17,8 @@ from gensim.models.fasttext import FastTextKeyedVectors
 
 from jobs import keyed
 from jobs.keyed import WordVectors
-from jobs.models import main as models_main
 from jobs.training import serialize
+from jobs.versions import main as versions_main
 from tests.support import REPO
 from tests.support.corpora import word
 
@@ -118,7 +118,7 @@ def test_fasttext_composes_unknown_words_as_gensim_does(fasttext: tuple[Path, Wo
 
 READER = """
 import json, sys
-import jobs.vectors, jobs.models
+import jobs.vectors, jobs.versions
 heavy = {"ray", "gensim", "scipy", "cryptography", "boto3", "prometheus_client"}
 heavy = sorted({m.split(".")[0] for m in sys.modules} & heavy)
 sys.modules["gensim"] = None  # as if gensim were not installed: importing it raises ImportError
@@ -130,7 +130,7 @@ try:
     refused = None
 except ConfigError as exc:
     refused = str(exc)
-codes = {fmt: jobs.models.main(["export", "latest", "--store", sys.argv[2], "--output", sys.argv[3] + "." + fmt,
+codes = {fmt: jobs.versions.main(["export", "latest", "--store", sys.argv[2], "--output", sys.argv[3] + "." + fmt,
                                 "--format", fmt, "--cache-dir", sys.argv[3] + ".cache"])
          for fmt in ("word2vec-text", "word2vec-binary", "parquet", "keyedvectors")}
 print(json.dumps({"heavy": heavy, "refused": refused, "codes": codes, "words": len(vectors)}))
@@ -143,7 +143,7 @@ def test_the_reader_imports_neither_gensim_nor_ray_and_exports_without_gensim(
     folder, model = word2vec
     store = tmp_path / "store"
     model.save(str(tmp_path / "pretrained.model"))
-    assert models_main(["import", str(tmp_path / "pretrained.model"), "--store", str(store), "--kind", "gensim"]) == 0
+    assert versions_main(["import", str(tmp_path / "pretrained.model"), "--store", str(store), "--kind", "gensim"]) == 0
     out = tmp_path / "vectors"
     done = subprocess.run(
         [sys.executable, "-c", READER, str(folder), str(store), str(out)],

@@ -19,10 +19,10 @@ import boto3
 import pytest
 
 from jobs.errors import ConfigError, VersionNotFound
-from jobs.models import main as models_main
 from jobs.retention import gc, promote
 from jobs.storage import Store, lease, open_store
 from jobs.storage.publish import put_recorded, read_manifest, version_key, write_manifest
+from jobs.versions import main as versions_main
 from tests.support.s3server import DUMMY_ENV, MotoServer
 
 
@@ -166,7 +166,7 @@ def test_gc_keeps_what_a_refresh_in_progress_needs_and_refuses_a_grace_a_run_out
     listed, incomplete = store.list_versions(), set(store.list_incomplete())
 
     for grace in ("0", "5.9"):
-        assert models_main(["gc", "--store", store.uri, "--keep", "1", "--incomplete-grace", grace]) == 2
+        assert versions_main(["gc", "--store", store.uri, "--keep", "1", "--incomplete-grace", grace]) == 2
     with pytest.raises(ConfigError, match=r"--incomplete-grace 0 is shorter than the longest run \(6 h"):
         gc(store, keep=1, grace_hours=0)
     assert (store.list_versions(), set(store.list_incomplete())) == (listed, incomplete)

@@ -29,11 +29,11 @@ import pytest
 
 from jobs import runs
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
-from jobs.models import gc
 from jobs.storage import Pointer, open_store
 from jobs.storage import s3 as s3store
 from jobs.storage.publish import fetch_verified, publish, read_manifest
 from jobs.storage.s3 import S3Store
+from jobs.versions import gc
 from shards.partitions import discover, open_filesystem
 from tests.support.s3server import FaultProxy, MotoServer
 from tests.support.s3store import ACCESS_KEY, SECRET_KEY, SESSION_TOKEN, MiB

@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from jobs import models, retention
+from jobs import retention, versions
 from jobs.config import TRUSTED_KEYS_ENV, GateConfig
 from jobs.errors import SignatureError, VersionNotFound
 from jobs.storage import signed
@@ -116,7 +116,7 @@ def test_signed_versions_load_and_every_forgery_is_refused_naming_the_key(
     signed.resign_manifest(forger, "v2")  # the edited manifest, signed with the attacker's own key
     refused(lambda: read_manifest(reader, "v2"), place, where, f"signed by key {k3.id}, which is not trusted")
     place.delete(MANIFEST_KEY.format("v2") + ".sig")
-    refused(lambda: read_manifest(reader, "v2"), place, where, "is not signed", "jobs.models sign v2")
+    refused(lambda: read_manifest(reader, "v2"), place, where, "is not signed", "jobs.versions sign v2")
     place.put(MANIFEST_KEY.format("v2"), manifest)
     place.put(MANIFEST_KEY.format("v2") + ".sig", signature)
     assert read_manifest(reader, "latest")["version"] == "v2"
@@ -152,14 +152,14 @@ def test_a_replayed_pointer_is_refused_once_a_newer_one_was_seen_unless_a_rollba
     place.put("CURRENT", old)  # the attacker replays v1's pointer, legitimately signed by k1
     replay = f"signed by key {k1.id}, is older than the pointer this host has already seen of the store (generation"
     refused(lambda: read_manifest(reader, "latest"), place, f"{place.uri}/CURRENT (version v1", f"{replay} {newest}")
-    refused(lambda: models.promote(writer, "v2"), place, replay)  # the writer saw v2 too: no promote over it
+    refused(lambda: versions.promote(writer, "v2"), place, replay)  # the writer saw v2 too: no promote over it
     rolled = opened(place.uri, tmp_path, trusted=(k1,), seen="reader", rollback=True)
     assert read_manifest(rolled, "latest")["version"] == "v1"  # accepted on request, and remembered:
     assert read_manifest(reader, "latest")["version"] == "v1"
 
     seen = ["--seen-dir", str(tmp_path / "hosts" / "writer")]
     cli = ["--store", place.uri, "--signing-key", k1.private, "--trusted-key", k1.public, *seen]
-    assert models.main(["promote", "v2", "--rollback", *cli]) == 0  # moves on, above every generation seen
+    assert versions.main(["promote", "v2", "--rollback", *cli]) == 0  # moves on, above every generation seen
     moved = json.loads(place.get("CURRENT"))
     assert moved["version"] == "v2" and moved["generation"] > newest and moved["signature"]["key_id"] == k1.id
     assert read_manifest(reader, "latest")["version"] == "v2"
@@ -178,7 +178,7 @@ def test_import_signs_and_load_vectors_export_and_the_parent_load_verify(
     path, expected = saved_model(tmp_path, *SMALL)
     uri, cache = str(tmp_path / "store"), tmp_path / "cache"
     flags = ["--signing-key", k1.private, "--trusted-key", k1.public, "--seen-dir", str(tmp_path / "seen")]
-    assert models.main(["import", str(path), "--kind", "gensim", "--store", uri, *flags]) == 0
+    assert versions.main(["import", str(path), "--kind", "gensim", "--store", uri, *flags]) == 0
     version = json.loads((Path(uri) / "CURRENT").read_bytes())["version"]
     assert (
         json.loads((Path(uri) / MANIFEST_KEY.format(version)).with_suffix(".json.sig").read_bytes())["key_id"] == k1.id
@@ -194,7 +194,7 @@ def test_import_signs_and_load_vectors_export_and_the_parent_load_verify(
     with pytest.raises(SignatureError, match=f"signed by key {k1.id}, which is not trusted here \\(trusted: {k2.id}"):
         load_vectors(uri, cache_dir=cache)
     out = tmp_path / "vectors.txt"
-    assert models.main(["export", "latest", "--store", uri, "--output", str(out)]) == 3 and not out.exists()
+    assert versions.main(["export", "latest", "--store", uri, "--output", str(out)]) == 3 and not out.exists()
     assert sorted(p.relative_to(uri) for p in Path(uri).rglob("*")) == before
 
     # The trainer's parent load, on the node the store is sent to: it verifies, and cannot sign.

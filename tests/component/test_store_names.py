@@ -25,7 +25,7 @@ from typing import Any
 import boto3
 import pytest
 
-from jobs import models
+from jobs import versions
 from jobs.config import GateConfig
 from jobs.storage import LocalStore, Store, open_store
 from jobs.storage.cache import VersionCache
@@ -126,7 +126,7 @@ def test_names_that_climb_out_are_refused_by_every_reader_and_nothing_is_written
     refused(store.read_pointer, pointer)
     refused(lambda: read_manifest(store, "latest"), pointer)
     refused(lambda: read_manifest(store, "../v1"), f"a request to {uri} names the version '../v1'")
-    assert models.main(["show", "/etc/passwd", "--store", uri]) == 3  # refused: IntegrityError (jobs.errors)
+    assert versions.main(["show", "/etc/passwd", "--store", uri]) == 3  # refused: IntegrityError (jobs.errors)
     assert tree(tmp_path) == before
     assert not (tmp_path / "x").exists()
 

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from jobs.errors import IntegrityError, VersionNotFound
-from jobs.models import main as models_main
 from jobs.storage import open_store
 from jobs.storage.publish import read_manifest
 from jobs.vectors import load_vectors, reader_files
+from jobs.versions import main as versions_main
 from tests.support import REPO
 from tests.support.models import SMALL, digest, saved_model
 from tests.support.s3server import DUMMY_ENV, FaultProxy, MotoServer
@@ -94,7 +94,7 @@ def test_local_store_second_load_comes_from_the_cache_and_tampering_is_caught(
 ) -> None:
     path, expected = big_model
     store, cache = tmp_path / "store", tmp_path / "cache"
-    assert models_main(["import", str(path), "--store", str(store), "--kind", "gensim"]) == 0
+    assert versions_main(["import", str(path), "--store", str(store), "--kind", "gensim"]) == 0
     version = read_manifest(open_store(str(store)), "latest")["version"]
 
     caplog.set_level(logging.INFO, logger="jobs.storage.cache")
@@ -126,7 +126,7 @@ def test_in_process_load_returns_vectors_and_version_and_refuses_a_bad_store(
     store = tmp_path / "store"
     with pytest.raises(VersionNotFound, match="has no current version"):
         load_vectors(str(store), cache_dir=tmp_path / "cache")
-    assert models_main(["import", str(path), "--store", str(store), "--kind", "gensim"]) == 0
+    assert versions_main(["import", str(path), "--store", str(store), "--kind", "gensim"]) == 0
     vectors, version = load_vectors(str(store), cache_dir=tmp_path / "cache")  # mmap=None: in memory
     assert not isinstance(vectors.vectors, np.memmap) and digest(vectors.vectors) == expected
     assert load_vectors(str(store), version, cache_dir=tmp_path / "cache").version == version
@@ -160,7 +160,7 @@ def test_s3_store_downloads_once_per_host(
 ) -> None:
     store, proxy = s3_env
     path, expected = small_model
-    assert models_main(["import", str(path), "--store", store, "--kind", "gensim"]) == 0
+    assert versions_main(["import", str(path), "--store", store, "--kind", "gensim"]) == 0
     manifest = read_manifest(open_store(store), "latest")
     model_keys = reader_files(manifest)  # a reader needs no output layer nor training tables
     assert len(model_keys) == 4 < len([name for name in manifest["files"] if name.startswith("model/")])
@@ -199,7 +199,7 @@ def test_the_cache_keeps_the_most_recently_used_versions(small_model: tuple[Path
     store, cache = str(tmp_path / "store"), tmp_path / "cache"
     versions = []
     for flags in ([], ["--new-lineage"], ["--new-lineage"]):
-        assert models_main(["import", str(path), "--store", store, "--kind", "gensim", *flags]) == 0
+        assert versions_main(["import", str(path), "--store", store, "--kind", "gensim", *flags]) == 0
         versions.append(load_vectors(store, cache_dir=cache, keep=2).version)
     entries = [p for p in cache.iterdir() if p.is_dir()]
     assert len(set(versions)) == 3 and len(entries) == 2

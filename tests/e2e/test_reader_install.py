@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from gensim.models import FastText
 
-from jobs.models import main as models_main
 from jobs.vectors import load_vectors
+from jobs.versions import main as versions_main
 from tests.support import REPO
 from tests.support.s3server import DUMMY_ENV, MotoServer
 
@@ -33,7 +33,7 @@ READ = """
 import contextlib, hashlib, importlib, io, json, sys
 import numpy as np
 from jobs.errors import ConfigError, IntegrityError
-from jobs.models import main
+from jobs.versions import main
 from jobs.vectors import load_vectors
 
 def digest(vectors):
@@ -126,7 +126,7 @@ def test_the_reader_install_loads_what_the_full_install_loads(
     boto3.client("s3", endpoint_url=moto.endpoint).create_bucket(Bucket=bucket)
     s3 = f"s3://{bucket}/models"
     for uri in (store, s3):
-        assert models_main(["import", str(tmp_path / "pretrained.model"), "--store", uri, "--kind", "gensim"]) == 0
+        assert versions_main(["import", str(tmp_path / "pretrained.model"), "--store", uri, "--kind", "gensim"]) == 0
     full, version = load_vectors(store, cache_dir=tmp_path / "full-cache")
     expected = hashlib.sha256(np.ascontiguousarray(full.vectors).tobytes()).hexdigest()
     (tmp_path / "trusted.pub").write_bytes(b"k" * 32)
@@ -154,7 +154,7 @@ def test_the_reader_install_loads_what_the_full_install_loads(
     got = json.loads(done.stdout.splitlines()[-1])
     assert Path(got["jobs"]).is_relative_to(reader_python.parents[1])
     assert got["found"] == {"ray": False, "gensim": False, "cryptography": False, "prometheus_client": False}
-    assert got["list"][0] == 0 and f"* {version}" in got["list"][1]  # jobs.models runs on the reader's install
+    assert got["list"][0] == 0 and f"* {version}" in got["list"][1]  # jobs.versions runs on the reader's install
     assert (got["version"], got["local"], got["s3"]) == (version, expected, expected)
     assert np.allclose(got["oov"], model.wv["unseenword"], atol=1e-6)
     assert [w for w, _ in got["neighbours"]] == [w for w, _ in model.wv.most_similar("wab", topn=5)]

@@ -8,7 +8,7 @@ install into it). The S3 endpoint and dummy keys reach the job through the runti
 ``infra/submit.sh`` runs for real against the same head, from a copy of the repository whose runtime env
 differs only in those two ways; its refusals, failures and stop run side by side (the head counts 4 logical
 CPUs so that three training actors and their tokenizing tasks can all be placed at once), and the store
-exporter (``python -m jobs.models exporter``) reads what they left. The last test checks that stopping a head
+exporter (``python -m jobs.versions exporter``) reads what they left. The last test checks that stopping a head
 stops nothing but that cluster.
 
 Run with ``python -m pytest tests/e2e/test_submit.py -q`` (under two minutes on 2 cores).
@@ -373,7 +373,7 @@ def test_submit_sh_runs_once_per_window_and_exits_with_the_jobs_own_status(
 
 
 class Exporter:
-    """``python -m jobs.models exporter`` over some stores on the moto server, scraped over HTTP."""
+    """``python -m jobs.versions exporter`` over some stores on the moto server, scraped over HTTP."""
 
     def __init__(self, moto: MotoServer, stores: list[str]) -> None:
         [self.port] = free_ports(1)
@@ -383,7 +383,7 @@ class Exporter:
         serve = ["--address", "127.0.0.1", "--port", str(self.port), "--cache-seconds", "0"]
         watch = [arg for store in stores for arg in ("--store", store)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jobs.models", "exporter", *watch, *serve],
+            [sys.executable, "-m", "jobs.versions", "exporter", *watch, *serve],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,

@@ -2,9 +2,9 @@
 
 The attacker holds write access (a local folder, or an S3 bucket through a real moto server), replaces every
 model file of the current version with a pickle that creates a file when unpickled, and rewrites the manifest's
-checksums to match. ``jobs.models export``, the readers' load and a refresh must refuse, and the file must never
+checksums to match. ``jobs.versions export``, the readers' load and a refresh must refuse, and the file must never
 appear. A version really written in the previous format (gensim's ``save()``) is refused the same way, read
-only with ``--allow-pickle``, and converted once by ``jobs.models convert``.
+only with ``--allow-pickle``, and converted once by ``jobs.versions convert``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from jobs import models
+from jobs import versions
 from jobs.config import from_args
 from jobs.errors import ConfigError, IntegrityError, PickledModelError, RefreshError
 from jobs.refresh import run
@@ -129,7 +129,7 @@ def test_a_forged_version_is_refused_everywhere_and_its_pickle_never_runs(
 
     for flags in ([], ["--allow-pickle"]):  # the option cannot make a pickle-free version unpickle anything
         # IntegrityError: refused, exit 3 as in jobs/errors.py (this CLI exited 1 for every refusal before)
-        assert models.main(["export", "latest", "--store", target.uri, "--output", str(out), *flags]) == 3
+        assert versions.main(["export", "latest", "--store", target.uri, "--output", str(out), *flags]) == 3
         assert "refusing to load" in caplog.text and not out.exists()
     with pytest.raises(IntegrityError, match="refusing"):
         read_like_a_service(target.store)
@@ -141,13 +141,13 @@ def test_a_forged_version_is_refused_everywhere_and_its_pickle_never_runs(
 
     forge(target, first.version, canary, legacy=True)  # the forger makes it look like the previous format
     caplog.clear()
-    assert models.main(["export", "latest", "--store", target.uri, "--output", str(out)]) == 3
+    assert versions.main(["export", "latest", "--store", target.uri, "--output", str(out)]) == 3
     assert "stores its model as a pickle" in caplog.text and "--allow-pickle" in caplog.text
     with pytest.raises(PickledModelError):
         read_like_a_service(target.store)
     with pytest.raises(PickledModelError, match="convert it once"):
         run(from_args(args))
-    assert models.main(["convert", "latest", "--store", target.uri]) == 2  # ConfigError: --allow-pickle is missing
+    assert versions.main(["convert", "latest", "--store", target.uri]) == 2  # ConfigError: --allow-pickle is missing
     assert not canary.exists()
 
 
@@ -160,7 +160,7 @@ def write_legacy_version(store: Store, tmp_path: Path, parent: str) -> str:
     legacy = tmp_path / "legacy"
     (legacy / MODEL_DIR).mkdir(parents=True)
     model.save(str(legacy / MODEL_DIR / serialize.LEGACY_FILE), sep_limit=100)  # large arrays beside it, as .npy
-    model.wv.save_word2vec_format(str(legacy / models.LEGACY_VECTORS), binary=True)
+    model.wv.save_word2vec_format(str(legacy / versions.LEGACY_VECTORS), binary=True)
     for name in manifest["files"]:
         if not name.startswith(f"{MODEL_DIR}/"):
             (legacy / name).write_bytes((folder / name).read_bytes())
@@ -181,25 +181,25 @@ def test_a_version_in_the_previous_format_is_read_only_on_request_and_converted_
     original = gmodel.load(fetch_verified(store, first.version, tmp_path / "original") / MODEL_DIR)
 
     out = tmp_path / "vectors.txt"
-    assert models.main(["export", legacy, "--store", uri, "--output", str(out)]) == 3 and not out.exists()
+    assert versions.main(["export", legacy, "--store", uri, "--output", str(out)]) == 3 and not out.exists()
     write_parquet(data / "dt=2" / "part-0.parquet", clustered(50, seed=2, extra={1: ["novelaa"]}))
-    with pytest.raises(PickledModelError, match=f"jobs.models convert {legacy}"):
+    with pytest.raises(PickledModelError, match=f"jobs.versions convert {legacy}"):
         run(from_args(args))
     with pytest.raises(ConfigError, match="--allow-pickle"):
-        models.convert(store, legacy, allow_pickle=False)
+        versions.convert(store, legacy, allow_pickle=False)
 
-    assert models.main(["export", legacy, "--store", uri, "--output", str(out), "--allow-pickle"]) == 0
+    assert versions.main(["export", legacy, "--store", uri, "--output", str(out), "--allow-pickle"]) == 0
     exported = KeyedVectors.load_word2vec_format(str(out))
     assert exported.index_to_key == original.wv.index_to_key
     assert np.allclose(exported.vectors, original.wv.vectors, atol=1e-6)
 
-    message = models.convert(store, legacy, allow_pickle=True)
+    message = versions.convert(store, legacy, allow_pickle=True)
     converted = store.read_pointer().version  # type: ignore[union-attr]
     assert converted not in (legacy, first.version) and "now the current version" in message
     manifest = read_manifest(store, converted)
     assert (manifest["parent"], manifest["converted_from"]) == (legacy, legacy)
     assert {"ledger.parquet", "config.json", f"{MODEL_DIR}/{serialize.PARAMS}"} <= set(manifest["files"])
-    assert serialize.LEGACY_FILE not in " ".join(manifest["files"]) and models.LEGACY_VECTORS not in manifest["files"]
+    assert serialize.LEGACY_FILE not in " ".join(manifest["files"]) and versions.LEGACY_VECTORS not in manifest["files"]
     folder = fetch_verified(store, converted, tmp_path / "converted", model_files(manifest))
     model = gmodel.load(folder / MODEL_DIR)
     for name in ("vectors", "syn1neg", "cum_table"):

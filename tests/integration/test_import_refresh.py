@@ -17,11 +17,11 @@ from gensim.models import FastText, Word2Vec
 
 from jobs.config import from_args
 from jobs.lineage import ledger
-from jobs.models import main as models_main
 from jobs.refresh import run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
 from jobs.training import model as gmodel
+from jobs.versions import main as versions_main
 from tests.support.corpora import cluster_words, clustered
 from tests.support.files import write_parquet
 from tests.support.flags import fast
@@ -68,7 +68,7 @@ def test_an_imported_model_is_refreshed_twice(architecture: str, tmp_path: Path)
     original.save(str(tmp_path / "pretrained.model"))
     argv = ["--mark-consumed", str(data), "--consumed-before", "2026-11-01"]
     assert (
-        models_main(["import", str(tmp_path / "pretrained.model"), "--store", str(store), "--kind", "gensim", *argv])
+        versions_main(["import", str(tmp_path / "pretrained.model"), "--store", str(store), "--kind", "gensim", *argv])
         == 0
     )
     imported, imported_manifest = load(store, "latest")
@@ -137,7 +137,7 @@ SHIPPED = [
 def test_gensim_s_shipped_models_are_imported_and_refreshed(name: str, tmp_path: Path) -> None:
     data, store = tmp_path / "data", tmp_path / "store"
     kind = "auto" if name.endswith(".bin") else "gensim"  # a gensim save() is unpickled only when asked
-    assert models_main(["import", str(GENSIM_DATA / name), "--store", str(store), "--kind", kind]) == 0
+    assert versions_main(["import", str(GENSIM_DATA / name), "--store", str(store), "--kind", kind]) == 0
     imported, manifest = load(store, "latest")
     words = [w for w in imported.wv.index_to_key if re.fullmatch(r"[a-z]{2,40}", w)][:50]
     rng = random.Random(5)

@@ -17,11 +17,11 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
 from jobs.errors import TrainingError
-from jobs.models import main as models_main
 from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest, version_key
 from jobs.training import model as gmodel
+from jobs.versions import main as versions_main
 from tests.support.corpora import LETTERS, clustered, word
 from tests.support.files import snapshot, write_parquet
 from tests.support.flags import fast
@@ -122,14 +122,14 @@ def test_lifecycle_settings_are_recorded_inherited_and_changed(
     assert diff == expected_diff(parent, model) and diff["added"]
 
     out = tmp_path / "two-days.parquet"  # across two versions, on demand
-    assert models_main(["diff", first, "latest", "--store", str(store), "--output", str(out)]) == 0
+    assert versions_main(["diff", first, "latest", "--store", str(store), "--output", str(out)]) == 0
     table = pq.read_table(out)
     kinds = table["change"].to_pylist()
     assert {k: {w for w, c in zip(table["word"].to_pylist(), kinds, strict=True) if c == k} for k in diff} == (
         expected_diff(first_words, model)
     )
     backwards = tmp_path / "backwards.parquet"
-    assert models_main(["diff", "latest", first, "--store", str(store), "--output", str(backwards)]) != 0
+    assert versions_main(["diff", "latest", first, "--store", str(store), "--output", str(backwards)]) != 0
     assert not backwards.exists()
     assert manifest["lifecycle"]["freeze_known_words"] is False and manifest["lifecycle"]["count_half_life"] == 4.0
     assert manifest["lifecycle"]["removed"] == 0 and len(model.wv) > 50

@@ -13,7 +13,7 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import models
+from jobs import versions
 from jobs.config import from_args
 from jobs.errors import EXIT_REFUSED, BadPartitionsError
 from jobs.refresh import run
@@ -91,7 +91,7 @@ def test_every_run_leaves_a_record_in_the_store(tmp_path: Path, capsys: pytest.C
     with pytest.raises(BadPartitionsError):
         run(from_args(argv))
 
-    assert models.main(["runs", "--store", str(store), "--json"]) == 0
+    assert versions.main(["runs", "--store", str(store), "--json"]) == 0
     records: list[dict[str, Any]] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["outcome"], r["exit_status"], r["exit_class"]) for r in records] == [
         ("failed", EXIT_REFUSED, "refused"),
@@ -104,13 +104,13 @@ def test_every_run_leaves_a_record_in_the_store(tmp_path: Path, capsys: pytest.C
     assert nothing["version"] is None and nothing["parent"] == published.version
     assert failed["published"] is False and "bad.parquet" in failed["error"] and failed["rejected"] == 1
     assert all(r["run"].startswith("local-") and r["finished"] >= r["started"] for r in records)
-    assert models.main(["runs", "--store", str(store), "--last", "1"]) == 0
+    assert versions.main(["runs", "--store", str(store), "--last", "1"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert len(table) == 2 and "failed" in table[1] and "1 bad partition(s)" in table[1]
     assert (first["gate_passed"], nothing["gate_passed"], failed["gate_passed"]) == (True, None, None)
 
     # Retention: gc keeps the N newest records, the failed run's here.
     keys = open_store(str(store)).list_keys("runs")
-    assert models.main(["gc", "--keep", "5", "--keep-runs", "1", "--store", str(store)]) == 0
+    assert versions.main(["gc", "--keep", "5", "--keep-runs", "1", "--store", str(store)]) == 0
     assert "removed 2 run record(s), kept the 1 newest" in capsys.readouterr().out
     assert open_store(str(store)).list_keys("runs") == keys[:1] and len(keys) == 3

@@ -210,7 +210,7 @@ def test_a_gzip_bomb_is_a_bad_partition_and_links_out_of_the_input_are_not_read(
 
 
 def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from jobs.models import main as models_main
+    from jobs.versions import main as versions_main
 
     data, store = tmp_path / "data", tmp_path / "models"
     write_parquet(data / "dt=1" / "part-0.parquet", clustered(100, seed=9))
@@ -235,13 +235,13 @@ def test_cli_json_summary_and_models_commands(tmp_path: Path, capsys: pytest.Cap
     report_md = s.get_bytes(f"versions/{line['version']}/report.md").decode()
     assert f"of which {report['outside_training']:.1f} s outside training" in report_md
 
-    assert models_main(["list", "--store", str(store)]) == 0
+    assert versions_main(["list", "--store", str(store)]) == 0
     assert f"* {line['version']}" in capsys.readouterr().out
     out = tmp_path / "vectors.txt"
-    assert models_main(["export", "latest", "--store", str(store), "--output", str(out)]) == 0
+    assert versions_main(["export", "latest", "--store", str(store), "--output", str(out)]) == 0
     header = out.read_text().splitlines()[0].split()
     assert header == [str(line["vocab_size"]), "24"]
-    assert models_main(["show", "nope", "--store", str(store)]) == 3  # VersionNotFound: refused, as errors.py says
+    assert versions_main(["show", "nope", "--store", str(store)]) == 3  # VersionNotFound: refused, as errors.py says
 
 
 def test_a_trainer_node_that_never_comes_fails_the_run_in_time(tmp_path: Path) -> None:

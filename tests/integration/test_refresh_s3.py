@@ -22,11 +22,11 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import from_args
 from jobs.errors import ConflictError, StoreError
-from jobs.models import promote
 from jobs.refresh import Hooks, run
 from jobs.storage import open_store
 from jobs.storage.publish import fetch_verified, model_files, read_manifest
 from jobs.training import model as gmodel
+from jobs.versions import promote
 from tests.support import REPO
 from tests.support.corpora import clustered
 from tests.support.flags import fast

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import models
+from jobs import versions
 from jobs.config import from_args
 from jobs.errors import SignatureError, exit_status
 from jobs.refresh import run
@@ -34,7 +34,7 @@ def test_a_signing_refresh_builds_only_on_a_parent_signed_by_a_trusted_key_and_s
     write_parquet(data / "dt=1" / "part-0.parquet", clustered(100, seed=1))
     path, _ = saved_model(tmp_path, *SMALL)
     imported = ["import", str(path), "--kind", "gensim", "--store", str(store), "--mark-consumed", str(data), *seen]
-    assert models.main([*imported, "--signing-key", k1.private]) == 0  # signed, parent of the refresh
+    assert versions.main([*imported, "--signing-key", k1.private]) == 0  # signed, parent of the refresh
     parent_version = json.loads((store / "CURRENT").read_bytes())["version"]
     write_parquet(data / "dt=2" / "part-0.parquet", clustered(100, seed=2))
 

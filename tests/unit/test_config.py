@@ -214,9 +214,9 @@ def test_a_field_is_described_or_refused() -> None:
     with pytest.raises(TypeError, match="two settings are named 'epochs'"):
         add_settings(p, [s for s in settings(RefreshConfig) if s.name == "epochs"])
     # the import command's flags are generated too, from ImportConfig and the adoptable architecture
-    from jobs.models import parser as models_parser
+    from jobs.versions import parser as versions_parser
 
-    a = models_parser().parse_args(["import", "m.bin", "--store", "s", "--window", "3", "--sg", "--kind", "facebook"])
+    a = versions_parser().parse_args(["import", "m.bin", "--store", "s", "--window", "3", "--sg", "--kind", "facebook"])
     assert import_config(a, environ={}) == ImportConfig(
         path="m.bin", store="s", kind="facebook", training=TrainingConfig(window=3, sg=True)
     )

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import exporter, runs
 from jobs.errors import StoreError
-from jobs.models import main, parser
 from jobs.storage import Pointer
 from jobs.storage.publish import publish
+from jobs.versions import main, parser
 from tests.support import REPO
 from tests.support.stores import CountingStore
 

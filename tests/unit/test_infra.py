@@ -603,7 +603,7 @@ def test_no_shipped_command_passes_architecture_flags() -> None:
 
 def test_the_store_exporter_serves_the_store_where_prometheus_scrapes_it() -> None:
     from jobs.exporter import ExporterConfig, options
-    from jobs.models import parser
+    from jobs.versions import parser
 
     deployment = load("k8s/exporter.yaml")  # its pod's restrictions, image and identity: the tests above
     assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
@@ -611,7 +611,7 @@ def test_the_store_exporter_serves_the_store_where_prometheus_scrapes_it() -> No
     assert deployment["spec"]["selector"]["matchLabels"] == template["metadata"]["labels"]
     (container,) = template["spec"]["containers"]
     command = container["command"]
-    assert command[:3] == ["python", "-m", "jobs.models"]
+    assert command[:3] == ["python", "-m", "jobs.versions"]
     config = options(parser().parse_args(command[3:]))
     assert config == ExporterConfig(stores=(MODEL_URI,), port=9108)
     [port] = container["ports"]
@@ -703,14 +703,14 @@ def test_iam_policies_reach_only_the_input_and_model_prefixes() -> None:
 def test_only_the_trainer_and_the_driver_write_versions_and_only_the_driver_and_promote_move_the_pointer() -> None:
     put, delete, get, list_ = "s3:PutObject", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket"
     # The driver (on the head) commits a version: the manifest and reports, and the conditional pointer write,
-    # which is the refresh's promotion; `jobs.models promote` (an operator's role) moves it back or forth.
+    # which is the refresh's promotion; `jobs.versions promote` (an operator's role) moves it back or forth.
     assert roles_allowed(put, POINTER) == {"head", "promote"}
     assert roles_allowed(put, MODEL_FILE) == roles_allowed(put, MANIFEST_FILE) == {"head", "trainer"}
     assert roles_allowed(put, RUN_RECORD) == {"head"}
     assert roles_allowed(put, PROBE) == roles_allowed(delete, PROBE) == {"head", "promote"}  # before a pointer write
     # Deleting: the driver its own unfinished version, the operator old ones (gc); the pointer never.
     assert roles_allowed(delete, MODEL_FILE) == {"head", "promote"}
-    # Run records: written by the driver, pruned only by the operator (jobs.models gc --keep-runs), so no run
+    # Run records: written by the driver, pruned only by the operator (jobs.versions gc --keep-runs), so no run
     # can erase the record of a failure before it.
     assert roles_allowed(delete, POINTER) == set() and roles_allowed(delete, RUN_RECORD) == {"promote"}
     assert roles_allowed(ABORT, MODEL_FILE) == {"head", "trainer"}
@@ -750,7 +750,14 @@ def test_runtime_env_uploads_only_the_code(tmp_path: Path) -> None:
     excluded = _get_excludes(tmp_path, runtime_env["excludes"])
     for path in [".venv", ".git", "data", "models", "demo", ".bench", "tests/data/a.jsonl", "jobs/__pycache__"]:
         assert excluded(tmp_path / path), path
-    for path in ["jobs/models.py", "shards/data/__init__.py", "jobs/models/x.py", "infra/runtime_env.yaml", "tests"]:
+    for path in [
+        "jobs/models.py",
+        "jobs/versions.py",
+        "shards/data/__init__.py",
+        "jobs/models/x.py",
+        "infra/runtime_env.yaml",
+        "tests",
+    ]:
         assert not excluded(tmp_path / path), path
     RuntimeEnv(**runtime_env)  # Ray's own field checks
     # No pip: the image has every dependency (RuntimeEnv ignores unknown, plugin, fields: none here).

@@ -15,10 +15,10 @@ import pytest
 from jobs import report
 from jobs.errors import ConfigError, IntegrityError
 from jobs.lineage import ledger
-from jobs.models import consumed as consumed_count
-from jobs.models import gc, promote
 from jobs.storage import LocalStore
 from jobs.storage.publish import put_recorded, read_manifest, write_manifest
+from jobs.versions import consumed as consumed_count
+from jobs.versions import gc, promote
 from shards.partitions import Partition, discover, open_filesystem, root_uri
 from tests.support.files import write_parquet
 

@@ -11,11 +11,11 @@ import pytest
 
 from jobs import retention
 from jobs.errors import ConflictError, IntegrityError
-from jobs.models import list_versions
 from jobs.storage import LocalStore, Signing, signing
 from jobs.storage.manifest import FileEntry, Manifest
 from jobs.storage.publish import Draft, current, load_manifest, move_pointer, read_manifest, version_key
 from jobs.storage.signed import check_pointer, parse_pointer
+from jobs.versions import list_versions
 
 PARENT, VERSION = "20261207T031522Z-bc11a1", "20261207T031530Z-b02260"
 

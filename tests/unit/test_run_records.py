@@ -1,5 +1,5 @@
 """Run records in the store: one per attempt, listed newest first at a cost independent of the history, and
-removed past ``jobs.models gc --keep-runs``. A real local store, counted through the ``CountingStore`` seam;
+removed past ``jobs.versions gc --keep-runs``. A real local store, counted through the ``CountingStore`` seam;
 no Ray."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from jobs import runs
 from jobs.errors import ConfigError
-from jobs.models import main
+from jobs.versions import main
 from tests.support.stores import CountingStore
 
 T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z

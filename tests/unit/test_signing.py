@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import models
+from jobs import versions
 from jobs.config import SIGNING_KEY_ENV, TRUSTED_KEYS_ENV, SigningConfig, from_args, to_dict
 from jobs.errors import ConfigError, SignatureError
 from jobs.storage import Signing, signing
@@ -33,7 +33,7 @@ def test_keys_rotate_without_a_version_becoming_unreadable_and_an_unsigned_store
     old_reader = opened(uri, tmp_path, trusted=(k1,), seen="old")
     with pytest.raises(SignatureError, match="is not signed"):
         read_manifest(old_reader, "latest")
-    assert models.main(["sign", "latest", "--store", uri, "--signing-key", k1.private]) == 0  # vouch for it once
+    assert versions.main(["sign", "latest", "--store", uri, "--signing-key", k1.private]) == 0  # vouch for it once
     assert read_manifest(old_reader, "latest")["version"] == "v0"
 
     version(opened(uri, tmp_path, k1, (k1,), seen="w1"), tmp_path, "v1")
@@ -47,17 +47,17 @@ def test_keys_rotate_without_a_version_becoming_unreadable_and_an_unsigned_store
         read_manifest(new_only, "v1")
 
     # 3: sign what must stay readable with the new key, while the old one is still trusted; 4: drop the old key
-    message = models.sign(opened(uri, tmp_path, k2, both, seen="w2"), ["v1", "v0"])
+    message = versions.sign(opened(uri, tmp_path, k2, both, seen="w2"), ["v1", "v0"])
     assert message == f"signed v1, v0 with key {k2.id}"
     assert [read_manifest(new_only, v)["version"] for v in ("v0", "v1")] == ["v0", "v1"]
-    assert signer("v1") == k2.id and json.loads(models.show(new_only, "v1"))["signed_by"] == k2.id
+    assert signer("v1") == k2.id and json.loads(versions.show(new_only, "v1"))["signed_by"] == k2.id
 
     with pytest.raises(ConfigError, match=f"the signing key {k1.id} is not among the trusted keys"):
         opened(uri, tmp_path, k1, (k2,))
     edited = Path(uri) / MANIFEST_KEY.format("v2")
     edited.write_bytes(edited.read_bytes().replace(b'"parent": null', b'"parent": "v0"'))
     signature = edited.with_suffix(".json.sig").read_bytes()
-    assert models.main(["sign", "v2", "--store", uri, "--signing-key", k2.private, "--trusted-key", k2.public]) == 3
+    assert versions.main(["sign", "v2", "--store", uri, "--signing-key", k2.private, "--trusted-key", k2.public]) == 3
     assert edited.with_suffix(".json.sig").read_bytes() == signature  # sign checks before it vouches
 
 
@@ -65,10 +65,10 @@ def test_key_files_flags_and_what_never_leaves_the_process(
     keys: dict[str, Key], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "new.pem"
-    assert models.main(["keygen", "--out", str(out)]) == 0
+    assert versions.main(["keygen", "--out", str(out)]) == 0
     assert stat.S_IMODE(out.stat().st_mode) == 0o600 and stat.S_IMODE(Path(f"{out}.pub").stat().st_mode) == 0o644
     private = out.read_bytes()
-    assert models.main(["keygen", "--out", str(out)]) == 2 and out.read_bytes() == private  # never overwritten
+    assert versions.main(["keygen", "--out", str(out)]) == 2 and out.read_bytes() == private  # never overwritten
 
     key = signing.load_signing_key(keys["k1"].private)
     assert key.key_id == keys["k1"].id and keys["k1"].id not in private.decode()

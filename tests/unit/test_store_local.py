@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from jobs.errors import ConflictError, IntegrityError, StoreError, VersionNotFound
-from jobs.models import gc, promote
 from jobs.storage import LocalStore, open_store
 from jobs.storage.publish import fetch_verified, publish, read_manifest
+from jobs.versions import gc, promote
 
 
 def folder(tmp_path: Path, name: str, payload: bytes = b"weights") -> Path:

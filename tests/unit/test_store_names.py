@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from gensim.models import Word2Vec
 
-from jobs import models
+from jobs import versions
 from jobs.errors import IntegrityError
 from jobs.keyed import WordVectors
 from jobs.lineage import counts, ledger, replay, standing
@@ -86,7 +86,7 @@ def test_every_name_a_version_holds_is_accepted_and_every_path_is_refused() -> N
         "config.json",
         "report.json",
         "report.md",
-        models.LEGACY_VECTORS,
+        versions.LEGACY_VECTORS,
         *(f"model/{n}" for n in (serialize.PARAMS, serialize.VOCAB, "vectors_ngrams_lockf.npy")),
         f"model/{serialize.LEGACY_FILE}",
         f"model/{serialize.LEGACY_FILE}.wv.vectors_ngrams.npy",

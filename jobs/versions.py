@@ -1,18 +1,18 @@
 """Inspect and manage the versions in a model store.
 
-    python -m jobs.models list   --store models
-    python -m jobs.models show   latest --store models
-    python -m jobs.models export latest --store models --output vectors.txt [--format word2vec-binary]
-    python -m jobs.models import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
-    python -m jobs.models promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
-    python -m jobs.models gc --keep 5 --store models      # also incomplete versions older than a day
-    python -m jobs.models gc --keep 5 --keep-runs 100 --store models   # and all but the 100 newest run records
-    python -m jobs.models convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
-    python -m jobs.models runs --store models [--last 20] [--json]     # recent runs, failed ones too
-    python -m jobs.models diff OLDER latest --store models --output diff.parquet   # words added, moved, removed
-    python -m jobs.models keygen --out signing.pem        # an Ed25519 key pair: signing.pem, signing.pem.pub
-    python -m jobs.models sign latest --store models --signing-key signing.pem   # (re-)sign a version
-    python -m jobs.models exporter --store models [--store s3://…] --port 9108   # freshness for Prometheus
+    python -m jobs.versions list   --store models
+    python -m jobs.versions show   latest --store models
+    python -m jobs.versions export latest --store models --output vectors.txt [--format word2vec-binary]
+    python -m jobs.versions import pretrained.model --store models [--mark-consumed data/ --consumed-before DATE]
+    python -m jobs.versions promote 20261124T020000Z-ab12cd --store models     # rollback or roll forward
+    python -m jobs.versions gc --keep 5 --store models      # also incomplete versions older than a day
+    python -m jobs.versions gc --keep 5 --keep-runs 100 --store models   # and all but the 100 newest run records
+    python -m jobs.versions convert 20261124T020000Z-ab12cd --store models --allow-pickle   # the old format, once
+    python -m jobs.versions runs --store models [--last 20] [--json]     # recent runs, failed ones too
+    python -m jobs.versions diff OLDER latest --store models --output diff.parquet   # words added, moved, removed
+    python -m jobs.versions keygen --out signing.pem        # an Ed25519 key pair: signing.pem, signing.pem.pub
+    python -m jobs.versions sign latest --store models --signing-key signing.pem   # (re-)sign a version
+    python -m jobs.versions exporter --store models [--store s3://…] --port 9108   # freshness for Prometheus
 
 Readers resolve pointer → manifest → files; ``export`` reads through :func:`jobs.vectors.load_vectors`, which
 verifies every checksum before anything is read, and reads the model as plain data (:mod:`jobs.format.files`):
@@ -24,7 +24,8 @@ trained elsewhere the first version of a lineage (:mod:`jobs.importer`); a gensi
 only when the user says so (``--kind gensim`` or ``--allow-pickle``), so import only files you trust. ``promote``
 and ``gc`` live in :mod:`jobs.retention`, which makes them safe against each other. ``exporter`` serves the
 stores' freshness and last outcomes to Prometheus (:mod:`jobs.exporter`; the ``[exporter]`` extra). Options may
-come before or after the subcommand.
+come before or after the subcommand. ``python -m jobs.models``, the former name, runs the same :func:`main`
+(:mod:`jobs.models`), so schedules written before keep working.
 
 With ``--signing-key`` (or ``$EMBEDDING_REFRESH_SIGNING_KEY``) what a command writes is signed; with
 ``--trusted-key`` (or ``$EMBEDDING_REFRESH_TRUSTED_KEYS``) what it reads must be (docs/signing.md). ``sign``
@@ -79,7 +80,7 @@ ALLOW_PICKLE_HELP = (
     "who could write to the store put there; only for stores whose every writer you trust"
 )
 
-log = logging.getLogger("jobs.models")
+log = logging.getLogger("jobs.versions")
 LEGACY_VECTORS = "vectors.bin"  # the word2vec-format copy that versions in the previous format carried
 
 
@@ -236,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     common.add_argument("--store", required=True, help="a folder or s3://bucket/prefix")
     add_signing_arguments(common)
-    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.models", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m jobs.versions", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", parents=[common], help="versions, the current one starred")
     s = sub.add_parser("show", parents=[common], help="a version's manifest")
