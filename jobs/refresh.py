@@ -7,7 +7,7 @@ The runbook, in order (each step is one small module):
 
 1. resolve the config (:mod:`jobs.config`) and open the store (:mod:`jobs.storage`); read the pointer once;
    complete the config from what defines the lineage (:mod:`jobs.lineage.settings`: tokenizer, architecture,
-   lifecycle), refusing a flag that would change it without ``--allow-setting-change``;
+   vocabulary upkeep), refusing a flag that would change it without ``--allow-setting-change``;
 2. discover partitions (:mod:`jobs.plan`) and keep those the lineage has not consumed (:mod:`jobs.lineage.ledger`)
    nor found bad as they are (:mod:`jobs.lineage.rejections`); ``--dry-run`` stops here and says what a run
    would do, having started no Ray and written nothing;
@@ -152,7 +152,7 @@ def dry_run(config: RefreshConfig, hooks: Hooks = Hooks()) -> report.Summary:
 @dataclass(frozen=True)
 class Basis:
     """What a run builds on: the pointer it read (the one the final conditional write must still find), the
-    parent's manifest, and the config completed from the lineage (lifecycle, tokenizer, architecture)."""
+    parent's manifest, and the config completed from the lineage (vocabulary upkeep, tokenizer, architecture)."""
 
     config: RefreshConfig
     pointer: Pointer | None
@@ -197,7 +197,7 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     started = time.perf_counter()
 
     # 1. Config and store. The pointer read here is the one the final conditional write must still find; an
-    # update keeps what defines its lineage (tokenizer, architecture, lifecycle) unless the user says otherwise.
+    # update keeps what defines its lineage (tokenizer, architecture, vocabulary upkeep) unless the user says otherwise.
     store.probe()  # a store that ignores conditional writes is refused now, not after hours of training
     eval_files = read_eval_files(config.gate)
     pointer = current(store)  # with trusted keys: signed, and not older than one seen (jobs.storage.signed)
