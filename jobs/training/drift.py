@@ -19,7 +19,6 @@ copy of it is held beside the candidate's: memory stays at a block of rows whate
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,44 +26,27 @@ import numpy as np
 
 from jobs.errors import IntegrityError
 from jobs.format.files import npy_header
-from jobs.training.evaluate import search_threads
 
 _BLOCK = 8_192  # rows compared at once: a few float32 temporaries of this many rows
 
 
 def measure(
-    parent: Path | np.ndarray,
-    candidate: Any,
-    parent_rows: np.ndarray,
-    neighbours_kept: float,
-    threads: int | None = None,
+    parent: Path | np.ndarray, candidate: Any, parent_rows: np.ndarray, neighbours_kept: float
 ) -> dict[str, Any]:
     """Drift of the shared words: the candidate's rows ``0..len(parent_rows)-1`` hold the words of the
     parent's rows ``parent_rows`` (ascending). ``parent`` is the parent's saved ``vectors.npy`` (read in
-    blocks) or its vectors as an array. The shared words are cut into ``threads`` runs (default: the training
-    actor's CPUs, :func:`jobs.training.evaluate.search_threads`) compared at once, each reading its own blocks."""
+    blocks) or its vectors as an array."""
     shared = len(parent_rows)
     figures: dict[str, Any] = {"shared_words": shared}
     if shared == 0:
         return {**figures, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
     distance = np.empty(shared, dtype=np.float64)
-
-    def compare(low: int, high: int) -> int:
-        changed = 0
-        for start, before in parent_blocks(parent, parent_rows, low, high):
-            after = np.asarray(candidate.vectors[start : start + len(before)])
-            same = (before == after).all(axis=1)
-            changed += int(len(same) - np.count_nonzero(same))
-            distance[start : start + len(before)] = _distances(before, after, same)
-        return changed
-
-    runs = max(1, min(threads or search_threads(), shared // (2 * _BLOCK)))
-    cuts = [shared * i // runs for i in range(runs + 1)]
-    if runs == 1:
-        changed = compare(0, shared)
-    else:
-        with ThreadPoolExecutor(runs, thread_name_prefix="drift") as pool:
-            changed = sum(pool.map(compare, cuts[:-1], cuts[1:]))
+    changed = 0
+    for start, before in parent_blocks(parent, parent_rows):
+        after = np.asarray(candidate.vectors[start : start + len(before)])
+        same = (before == after).all(axis=1)
+        changed += int(len(same) - np.count_nonzero(same))
+        distance[start : start + len(before)] = _distances(before, after, same)
     return {
         **figures,
         "changed": changed,
@@ -86,29 +68,21 @@ def _distances(before: np.ndarray, after: np.ndarray, same: np.ndarray) -> np.nd
     return np.where(same | ~np.isfinite(half), 0.0, np.clip(half, 0.0, 2.0))
 
 
-def parent_blocks(
-    parent: Path | np.ndarray, parent_rows: np.ndarray, low: int = 0, high: int | None = None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(position among the shared words, the parent's vectors of the next block of them), in order, for the
-    positions ``low:high`` (default all)."""
-    high = len(parent_rows) if high is None else high
+def parent_blocks(parent: Path | np.ndarray, parent_rows: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(position among the shared words, the parent's vectors of the next block of them), in order."""
     if not isinstance(parent, Path):
-        for start in range(low, high, _BLOCK):
-            yield start, np.asarray(parent[parent_rows[start : min(start + _BLOCK, high)]])
+        for start in range(0, len(parent_rows), _BLOCK):
+            yield start, np.asarray(parent[parent_rows[start : start + _BLOCK]])
         return
     with parent.open("rb") as f:
         shape, fortran, dtype = npy_header(f)
         if fortran or len(shape) != 2 or (len(parent_rows) and parent_rows[-1] >= shape[0]):
             raise IntegrityError(f"{parent}: not the parent's vectors ({dtype}{list(shape)})")
-        if low >= high:
-            return
         offset, width = f.tell(), shape[1] * dtype.itemsize
-        done = low
-        for first in range(
-            int(parent_rows[low]), shape[0], _BLOCK
-        ):  # the parent's rows in blocks; pruned rows are skipped
+        done = 0
+        for first in range(0, shape[0], _BLOCK):  # the parent's rows in blocks; pruned rows are skipped
             last = min(first + _BLOCK, shape[0])
-            stop = min(int(np.searchsorted(parent_rows, last)), high)
+            stop = int(np.searchsorted(parent_rows, last))
             if stop == done:
                 continue
             f.seek(offset + first * width)
@@ -117,5 +91,3 @@ def parent_blocks(
                 raise IntegrityError(f"{parent} is truncated")
             yield done, block[parent_rows[done:stop] - first]
             done = stop
-            if done >= high:
-                return

@@ -53,18 +53,3 @@ def test_rows_beyond_the_parents_file_are_refused(tmp_path: Path) -> None:
     np.save(tmp_path / "vectors.npy", np.zeros((10, 3), dtype=np.float32))
     with pytest.raises(IntegrityError, match="not the parent's vectors"):
         drift.measure(tmp_path / "vectors.npy", Candidate(np.zeros((11, 3), dtype=np.float32)), np.arange(11), 1.0)
-
-
-@pytest.mark.parametrize("threads", [2, 3])
-def test_the_figures_compared_in_threads_are_those_of_one_pass(tmp_path: Path, threads: int) -> None:
-    # runs of blocks, each reading its own part of the file: the same figures, every changed vector counted once
-    rng = np.random.default_rng(8)
-    parent = rng.normal(size=(60_000, 4)).astype(np.float32)
-    np.save(tmp_path / "vectors.npy", parent)
-    kept = np.flatnonzero(rng.random(60_000) > 0.2)
-    candidate = parent[kept].copy()
-    candidate[rng.choice(len(kept), size=777, replace=False)] *= -1
-    one = drift.measure(tmp_path / "vectors.npy", Candidate(candidate), kept, 0.5, threads=1)
-    assert one["changed"] == 777
-    assert drift.measure(tmp_path / "vectors.npy", Candidate(candidate), kept, 0.5, threads=threads) == one
-    assert drift.measure(parent, Candidate(candidate), kept, 0.5, threads=threads) == one
