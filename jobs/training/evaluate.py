@@ -30,10 +30,8 @@ by :mod:`jobs.training.model` and :mod:`jobs.training.vocabulary`.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,21 +190,14 @@ def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Ove
     return _Overlap(round(corrected, 4), round(mean, 4), changed, noise, chance_sd, chance, len(rows))
 
 
-def nearest(
-    vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None, threads: int | None = None
-) -> list[list[str]]:
+def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None) -> list[list[str]]:
     """The ``topn`` nearest neighbours (cosine) of each word, searched among the rows ``among`` (a slice or
     an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``)."""
-    return [found for found, _ in nearest_scored(vectors, words, topn, among, chunk, threads)]
+    return [found for found, _ in nearest_scored(vectors, words, topn, among, chunk)]
 
 
 def nearest_scored(
-    vectors: Any,
-    words: list[str],
-    topn: int,
-    among: Any = None,
-    chunk: int | None = None,
-    threads: int | None = None,
+    vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None
 ) -> list[tuple[list[str], list[float]]]:
     """:func:`nearest`, with each neighbour's cosine similarity.
 
@@ -217,10 +208,6 @@ def nearest_scored(
     (:func:`_merge_above`), so after the first chunk the pass costs about the product alone. The raw vectors
     are multiplied and the products divided by the norms, as ``most_similar`` computes them, so no normalized
     copy of the matrix is made, and ties go to the lower row, as a stable sort would have them.
-
-    The rows are cut into ``threads`` runs of whole chunks (default :func:`search_threads`, the CPUs the
-    training actor reserved), searched at once in threads of their own (numpy and BLAS release the GIL), and
-    each word's best of every run are merged by the same order: the same lists as one run gives.
     """
     matrix = vectors.vectors
     norms = fill_norms(vectors)
@@ -238,72 +225,30 @@ def nearest_scored(
     chunk = chunk or max(_MIN_CHUNK, _BLOCK_BYTES // (4 * len(rows)))
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
         queries = matrix[rows] / norms[rows, None]
-    chunks = -(-(high - low) // chunk)
-    runs = max(1, min(threads or search_threads(), chunks))
-    cuts = [low + chunk * (chunks * i // runs) for i in range(runs)] + [high]
-    search = _Search(matrix, norms, queries, rows, outside, k, chunk)
-    if runs == 1:
-        best, columns = search.run(low, high)
-    else:
-        # each run holds its own chunk of similarities: the memory of one chunk per thread
-        with ThreadPoolExecutor(runs, thread_name_prefix="nearest") as pool:
-            found = list(pool.map(search.run, cuts[:-1], cuts[1:]))
-        values = np.concatenate([b for b, _ in found], axis=1)
-        at = np.concatenate([c for _, c in found], axis=1)
-        order = np.lexsort((at, -values), axis=1)[:, :k]  # by value descending, then the lower row
-        best, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(at, order, axis=1)
+    best = np.zeros((len(rows), 0), dtype=np.float32)
+    columns = np.zeros((len(rows), 0), dtype=np.int64)
+    everyone = np.arange(len(rows))
+    for start in range(low, high, chunk):
+        stop = min(start + chunk, high)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sims = queries @ matrix[start:stop].T
+            sims /= norms[start:stop][None, :]
+        if outside is not None:
+            sims[:, outside[start:stop]] = -np.inf
+        mine = (rows >= start) & (rows < stop)
+        sims[everyone[mine], rows[mine] - start] = -np.inf  # a word is not its own neighbour
+        if best.shape[1] == k and np.isfinite(best[:, -1]).all():
+            _merge_above(best, columns, sims, start)
+            continue
+        top = top_k(sims, min(k, stop - start))
+        values = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
+        found = np.concatenate([columns, top + start], axis=1)
+        order = np.lexsort((found, -values), axis=1)[:, :k]  # by value descending, then the lower row
+        best, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(found, order, axis=1)
     return [
         ([vectors.index_to_key[j] for j in row], [float(x) for x in scores])
         for row, scores in zip(columns, best, strict=True)
     ]
-
-
-def search_threads() -> int:
-    """Threads for the neighbour search: the CPUs the training actor reserved (:func:`jobs.cluster.start_trainer`
-    sizes its OpenMP and BLAS pools by them, through ``OMP_NUM_THREADS``), else those this process may run on."""
-    given = os.environ.get("OMP_NUM_THREADS", "")
-    if given.isdigit() and int(given) > 0:
-        return int(given)
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-@dataclass(frozen=True)
-class _Search:
-    """The blocked search of :func:`nearest_scored` over one run of rows."""
-
-    matrix: np.ndarray
-    norms: np.ndarray
-    queries: np.ndarray  # the words' unit vectors
-    rows: np.ndarray  # the words' own rows (a word is not its own neighbour)
-    outside: np.ndarray | None  # rows outside the pool, or None: every row of the run is in it
-    k: int
-    chunk: int
-
-    def run(self, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each word's (up to) ``k`` best similarities among rows ``low:high`` and their rows, best first."""
-        rows, k = self.rows, self.k
-        best = np.zeros((len(rows), 0), dtype=np.float32)
-        columns = np.zeros((len(rows), 0), dtype=np.int64)
-        everyone = np.arange(len(rows))
-        for start in range(low, high, self.chunk):
-            stop = min(start + self.chunk, high)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                sims = self.queries @ self.matrix[start:stop].T
-                sims /= self.norms[start:stop][None, :]
-            if self.outside is not None:
-                sims[:, self.outside[start:stop]] = -np.inf
-            mine = (rows >= start) & (rows < stop)
-            sims[everyone[mine], rows[mine] - start] = -np.inf  # a word is not its own neighbour
-            if best.shape[1] == k and np.isfinite(best[:, -1]).all():
-                _merge_above(best, columns, sims, start)
-                continue
-            top = top_k(sims, min(k, stop - start))
-            values = np.concatenate([best, np.take_along_axis(sims, top, axis=1)], axis=1)
-            found = np.concatenate([columns, top + start], axis=1)
-            order = np.lexsort((found, -values), axis=1)[:, :k]  # by value descending, then the lower row
-            best, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(found, order, axis=1)
-        return best, columns
 
 
 def _merge_above(best: np.ndarray, columns: np.ndarray, sims: np.ndarray, start: int) -> None:

@@ -7,15 +7,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from jobs.config import GateConfig
-from jobs.training.evaluate import (
-    evaluate,
-    fill_norms,
-    nearest,
-    nearest_scored,
-    neighbourhoods,
-    probe_words,
-    top_k,
-)
+from jobs.training.evaluate import evaluate, fill_norms, nearest, neighbourhoods, probe_words, top_k
 from jobs.training.gate import carried, collapse_check, history_of, norm_check, overlap_floor
 
 
@@ -207,18 +199,3 @@ def test_norm_and_collapse_checks_hold_the_band() -> None:
     assert not failed["passed"] and failed["threshold"] == 0.95 and "collapsed" in failed["why"]
     assert collapse_check(1.0, 1.0, 200, config)["passed"]  # the parent already pointed one way
     assert collapse_check(None, None, 1, config)["passed"]
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3, 7])
-def test_the_search_in_threads_ranks_exactly_as_one_pass(threads: int) -> None:
-    # runs of chunks searched at once and merged: the same lists and scores as one run, ties to the lower row,
-    # a NaN row never a neighbour, whatever the number of threads (more than the chunks, too)
-    matrix = unit_rows(3000, seed=6)
-    matrix[1234] = np.nan
-    kv = vectors([f"w{i}" for i in range(3000)], matrix)
-    queries = [f"w{q}" for q in (0, 7, 1500, 2999)]
-    pool = np.sort(np.random.default_rng(2).choice(3000, size=2000, replace=False))
-    for among, chunk in ((None, 100), (slice(0, 2500), 64), (pool, 250), (None, 5000)):
-        one = nearest_scored(kv, queries, 12, among=among, chunk=chunk, threads=1)
-        assert nearest_scored(kv, queries, 12, among=among, chunk=chunk, threads=threads) == one
-        assert all("w1234" not in found for found, _ in one)
