@@ -7,7 +7,7 @@ reservoir (reservoir sampling, Algorithm R, so it stays a uniform sample of all 
 ``--replay-max-sentences`` long). The reservoir is stored with each version as ``replay.parquet``.
 
     reservoir = load(parent_folder / RESERVOIR)
-    spool.write(sample(reservoir, k=1000, seed=1), "the replay reservoir")
+    spool.write(sample(reservoir, k=1000, seed=1), "the replay reservoir")   # or: sample_for(reservoir, n, config)
     save(update(reservoir, this_runs_sentences, config), out / RESERVOIR)
 """
 
@@ -57,6 +57,14 @@ def sample(reservoir: Reservoir, k: int, seed: int) -> bytes:
     return b"".join(line + b"\n" for line in chosen)
 
 
+def sample_for(reservoir: Reservoir, sentences: int, config: TrainingConfig) -> bytes:
+    """The sample to train beside this run's ``sentences`` new sentences: ``--replay-fraction`` of their number
+    (nothing when it is 0), drawn with the run's seed."""
+    if config.replay_fraction <= 0:
+        return b""
+    return sample(reservoir, round(config.replay_fraction * sentences), config.seed)
+
+
 def update(reservoir: Reservoir, new_lines: Iterable[bytes], config: TrainingConfig) -> Reservoir:
     """Fold this run's sentences (without their newlines) into the reservoir."""
     rng = random.Random(config.seed + reservoir.seen)
@@ -70,3 +78,9 @@ def update(reservoir: Reservoir, new_lines: Iterable[bytes], config: TrainingCon
             if slot < cap:
                 lines[slot] = line
     return Reservoir(lines, seen)
+
+
+def carried(reservoir: Reservoir, new_lines: Iterable[bytes], config: TrainingConfig) -> Reservoir | None:
+    """The reservoir the new version carries, this run's sentences folded in (:func:`update`); None when the
+    lineage keeps none (``--replay-fraction 0``), and then ``new_lines`` is not read."""
+    return update(reservoir, new_lines, config) if config.replay_fraction > 0 else None

@@ -459,3 +459,42 @@ def mean_cosine(unit: np.ndarray) -> float | None:
         return None
     total = unit.sum(axis=0)
     return float((total @ total - n) / (n * (n - 1)))
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The trainer's evaluate stage's findings (:func:`evaluate_candidate`)."""
+
+    evaluation: dict[str, Any]  # :func:`evaluate`'s
+    drift: dict[str, Any]  # :func:`jobs.training.drift.measure`'s; empty for a new model
+    new_words: list[str]  # most frequent in this run first
+    neighbours: dict[str, list[tuple[str, float]]]  # of the 20 most frequent new words
+
+
+def evaluate_candidate(
+    before: Baseline | None,
+    candidate: Any,
+    config: GateConfig,
+    files: dict[str, bytes],
+    *,
+    parent_vectors: Path | None,
+    parent_rows: np.ndarray,
+    frozen: bool,
+    new_words: list[str],
+    counts: dict[str, int],
+) -> Evaluated:
+    """The trainer's evaluate stage: the gate's measurements (:func:`evaluate`), how far the parent's words
+    moved (read in blocks from its saved ``parent_vectors``; the candidate's first ``len(parent_rows)`` words
+    are the parent's rows ``parent_rows``), and the neighbours of the new words this run saw most (``counts``).
+    Raises TrainingError when ``frozen`` words moved (:func:`jobs.training.freeze.check`)."""
+    # the trainer's own steps after training, imported when it trains (see trainer._TRAINING_MODULES)
+    from jobs.training import drift, freeze
+
+    evaluation = evaluate(before, candidate, config, files)
+    moved = (
+        drift.measure(parent_vectors, candidate, parent_rows, evaluation["neighbours_kept"]) if parent_vectors else {}
+    )
+    if frozen:
+        freeze.check(moved, len(parent_rows))
+    ranked = sorted(new_words, key=lambda w: -counts[w])
+    return Evaluated(evaluation, moved, ranked, neighbours(candidate, ranked[:20]))

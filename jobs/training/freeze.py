@@ -17,6 +17,7 @@ consumers read only the input vectors.
 
     >>> lock(model, known=len(parent_words))                       # doctest: +SKIP
     >>> train(...); unlock(model)                                  # doctest: +SKIP
+    >>> check(drift.measure(...), known=len(parent_words))         # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from jobs.errors import TrainingError
 
 _REAL = np.float32
 
@@ -51,3 +54,13 @@ def unlock(model: Any) -> None:
         wv.vectors_ngrams_lockf = np.ones(1, dtype=_REAL)
     else:
         wv.vectors_lockf = np.ones(1, dtype=_REAL)
+
+
+def check(drift: dict[str, Any], known: int) -> None:
+    """Raise TrainingError when any of the ``known`` frozen words' vectors changed (``drift["changed"]``, counted
+    bit for bit against the parent's files by :func:`jobs.training.drift.measure`)."""
+    if drift["changed"]:
+        raise TrainingError(
+            f"--freeze-known-words did not hold: {drift['changed']} of {known} known words' "
+            f"vectors changed in training; nothing was published"
+        )

@@ -21,6 +21,7 @@ invalidating the trained output layer, on every vocabulary update.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
 from jobs.storage.publish import MODEL_DIR
-from jobs.training import epochs, serialize, vocabulary
+from jobs.training import epochs, freeze, serialize, vocabulary
 from jobs.training.spool import Layout
 from jobs.training.vocabulary import VocabularyChange
 
@@ -173,6 +174,61 @@ def train(
     alpha = config.learning_rate(update)["start"]
     with vocabulary.composed_after(model):
         return epochs.train(model, layout, threads, config.epochs, alpha, config.min_alpha, callbacks, split)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What one refresh's training did, as the manifest reports it."""
+
+    outcome: epochs.Outcome
+    threads: int
+    update: bool  # a parent's model, trained further
+    frozen: bool  # the parent's words locked (--freeze-known-words)
+
+    def learning_rate(self, config: TrainingConfig) -> dict[str, Any]:
+        """The rate asked for and the one the first and last batches trained at."""
+        alpha = self.outcome.alpha
+        return {
+            **config.learning_rate(self.update),
+            "first_batch": alpha["first"],
+            "last_batch": alpha["last"],
+            "decay": alpha["decay"],
+        }
+
+    def figures(self) -> dict[str, Any]:
+        """Threads, epochs and the tokens each epoch was to train and trained."""
+        outcome = self.outcome
+        return {
+            "threads": self.threads,
+            "epochs": len(outcome.trained),
+            "tokens_per_epoch": outcome.expected,
+            "trained_per_epoch": outcome.trained,
+            "effective_per_epoch": outcome.effective,
+            "summary": outcome.summary(),
+        }
+
+
+def train_and_record(
+    model: Word2Vec,
+    layout: Layout,
+    config: TrainingConfig,
+    threads: int,
+    *,
+    update: bool,
+    frozen: int | None = None,
+    callbacks: tuple[CallbackAny2Vec, ...] = (),
+    split: epochs.Split = epochs.split_evenly,
+    event: dict[str, Any] | None = None,
+) -> Trained:
+    """One refresh's training: :func:`train`, with the first ``frozen`` words (the parent's) locked when
+    given (:mod:`jobs.training.freeze`; whether they held is checked against the parent's files afterwards),
+    then the refresh ``event`` recorded in the model (:func:`record`). Raises as :func:`train`."""
+    if frozen is not None:
+        freeze.lock(model, frozen)
+    outcome = train(model, layout, config, threads, callbacks, update=update, split=split)
+    freeze.unlock(model)  # gensim's own lock factors, as a saved model has them
+    record(model, **(event or {}))
+    return Trained(outcome, threads, update, frozen is not None)
 
 
 def record(model: Word2Vec, **event: Any) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.config import GateConfig
+from jobs.config import GateConfig, TrainingConfig
 from jobs.errors import CacheError, StoppedError
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
@@ -68,6 +68,34 @@ class Parent:
     standing: np.ndarray | None
     reservoir: Any
     baseline: evaluate.Baseline
+
+
+@dataclass(frozen=True)
+class Start:
+    """What an update starts from: the parent's model and remembered state, or a new model and nothing."""
+
+    model: Any
+    folder: Path | None  # the parent's verified files on this node; None for a new model
+    baseline: evaluate.Baseline | None  # the parent's side of the gate
+    pending: dict[str, float]
+    standing: np.ndarray | None
+    reservoir: replay.Reservoir
+
+    @property
+    def vectors(self) -> Path | None:
+        """The parent's saved word vectors (read in blocks, never held beside the candidate's)."""
+        return self.folder / MODEL_DIR / "vectors.npy" if self.folder is not None else None
+
+
+def begin(parent: Parent | None, config: TrainingConfig, adjust: tuple[str, ...] = ()) -> Start:
+    """The model to train: the loaded ``parent`` with the settings in ``adjust`` given ``config``'s values (the
+    changes the user allowed), or, without a parent, a new model with ``config``'s architecture."""
+    from jobs.training import model as gmodel  # gensim: see load()
+
+    if parent is None:
+        return Start(gmodel.create(config), None, None, {}, None, replay.empty())
+    gmodel.adjust(parent.model, config, adjust)
+    return Start(parent.model, parent.folder, parent.baseline, parent.pending, parent.standing, parent.reservoir)
 
 
 def load(

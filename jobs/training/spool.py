@@ -223,6 +223,17 @@ class Spool:
             sentences=np.asarray(self._sentences, dtype=np.int64),
         )
 
+    def seal(self, tokens: int, replayed: bytes = b"") -> Layout:
+        """Append the ``replayed`` sentences (see :mod:`jobs.lineage.replay`), close, and check that the spool
+        holds exactly the ``tokens`` spooled before plus theirs: what training will be checked against.
+
+        Raises TrainingError when it does not."""
+        tokens += self.write(replayed, "the replay reservoir")[1]
+        layout = self.close()
+        if layout.tokens != tokens:
+            raise TrainingError(f"the spool holds {layout.tokens:,} tokens, not the {tokens:,} spooled")
+        return layout
+
     def discard(self) -> None:
         if not self._file.closed:
             self._file.close()

@@ -26,18 +26,16 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
-from jobs.errors import CacheError, IntegrityError, RefreshError, TrainingError
-from jobs.lineage import replay, standing
-from jobs.lineage.counts import PENDING, write_counts
+from jobs.errors import IntegrityError, RefreshError, TrainingError
+from jobs.lineage import replay
 from jobs.storage import Store
 from jobs.storage.locks import FileLock
-from jobs.storage.publish import upload_version
-from jobs.training import evaluate, freeze, spool
+from jobs.training import evaluate, spool
 from jobs.training.memory import PhasePeaks
-from jobs.training.parent import Parent, ParentLoad, ParentRequest
+from jobs.training.parent import Parent, ParentLoad, ParentRequest, begin
 from jobs.training.parent import load as load_parent
 from jobs.training.spool import Split, split_evenly
 from shards.counts import RunningCounts
@@ -46,6 +44,11 @@ from shards.partitions import Partition
 from shards.pieces import plan
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions, TokenizedBatch, tokenize_piece
+
+if TYPE_CHECKING:  # built on gensim: imported by finish() alone (see _TRAINING_MODULES)
+    from jobs.training.model import Trained
+    from jobs.training.upkeep import Step
+    from jobs.training.version_files import Written
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,46 @@ class Candidate:
     carried: bool = False  # nothing to train: the parent's model files, reused
     architecture: dict[str, Any] = field(default_factory=dict)  # the trained model's own (gmodel.architecture)
 
+    @classmethod
+    def from_stages(
+        cls,
+        request: TrainRequest,
+        files: dict[str, dict[str, Any]],
+        written: Written,
+        step: Step,
+        trained: Trained,
+        evaluated: evaluate.Evaluated,
+        aligned: dict[str, Any],
+        phases: PhasePeaks,
+        spooled: int,
+    ) -> Candidate:
+        """The candidate :meth:`Trainer.finish`'s stages made, from what each of them returned."""
+        return cls(
+            version=request.version,
+            files=files,
+            model_kind=written.model_kind,
+            vocab_before=step.change.before,
+            vocab_size=step.change.after,
+            new_words=evaluated.new_words,
+            neighbours=evaluated.neighbours,
+            evaluation=evaluated.evaluation,
+            spooled_bytes=spooled,
+            learning_rate=trained.learning_rate(request.training),
+            trained=trained.figures(),
+            timings=phases.seconds,
+            peak_memory_mb=phases.megabytes,
+            upkeep={
+                "removed": step.removed,
+                "most_frequent_removed": step.most_frequent_removed,
+                "known_words": step.known,
+                "frozen": trained.frozen,
+                "drift": evaluated.drift,
+                **({"alignment": aligned} if aligned else {}),
+            },
+            diff=written.diff,
+            architecture=written.architecture,
+        )
+
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -130,7 +173,12 @@ def _show_progress() -> None:
 
 #: What the actor needs only to train, all of it built on gensim (a second or two of imports): this module
 #: leaves it out, so that the actor is placed, started and taking the corpus sooner (see :meth:`Trainer.prepare`).
-_TRAINING_MODULES = ("jobs.training.upkeep", "jobs.training.drift", "jobs.training.coordinates")
+_TRAINING_MODULES = (
+    "jobs.training.upkeep",
+    "jobs.training.drift",
+    "jobs.training.coordinates",
+    "jobs.training.version_files",
+)
 
 
 def _import_training_modules() -> None:
@@ -291,150 +339,97 @@ class Trainer:
         part.counts, part.documents, part.sentences, part.tokens = RunningCounts(), 0, 0, 0
 
     def finish(self, store: Store, request: TrainRequest) -> Candidate:
-        """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it."""
-        # gensim and the modules built on it: imported since prepare() when there is a parent (ready_to_train)
+        """Update the parent (or a new model) with the spooled corpus, evaluate, save and upload it: each stage
+        one function of the module that owns it, timed as a phase (the manifest's timings and peak memory).
+
+        Raises the store's and the vocabulary's own errors (RefreshError) as they are, and TrainingError naming
+        the version for anything else. The spool is removed whatever happens."""
+        # gensim and the stages built on it: imported since prepare() when there is a parent (ready_to_train)
         self.ready_to_train()
-        from jobs.training import coordinates, drift, upkeep
+        from jobs.training import coordinates, upkeep, version_files
         from jobs.training import model as gmodel
 
-        phases = PhasePeaks()
-        timings = phases.seconds
-        config = request.training
+        phases, config, version = PhasePeaks(), request.training, request.version
         cache = request.loading().version_cache(self.dir)
         try:
-            if self._open is not None:  # a partition never ended is not trained on
-                self._roll_back(self._open)
-                self._open = None
-            if request.parent:
-                loaded = self._parent(store, request, phases)
-                parent, model, before = loaded.folder, loaded.model, loaded.baseline
-                pending, kept, reservoir = loaded.pending, loaded.standing, loaded.reservoir
-                gmodel.adjust(model, config, request.adjust)
-            else:
-                parent, model, before = None, gmodel.create(config), None
-                pending, kept, reservoir = {}, None, replay.empty()
+            # 1. The parent prepare() started on, adjusted as the user allowed, or a new model.
+            self._drop_open()  # a partition never ended is not trained on
+            start = begin(self._parent(store, request, phases) if request.parent else None, config, request.adjust)
+            # 2. The vocabulary: decayed, grown from this run's merged counts, capped (jobs.training.upkeep).
             with phases.phase("vocabulary"):
-                freq = self._merged_counts()
-                step = upkeep.decay_grow_cap(model, freq, self.sentences, pending, kept, config, request.upkeep)
-                change, pending = step.change, step.pending
-            log.info("vocabulary %d -> %d words (%d new)", change.before, change.after, len(change.new_words))
-
-            tokens = self.tokens
-            if config.replay_fraction > 0:
-                sample = replay.sample(reservoir, round(config.replay_fraction * self.sentences), config.seed)
-                tokens += self.spool.write(sample, "the replay reservoir")[1]
-            layout = self.spool.close()
-            if layout.tokens != tokens:
-                raise TrainingError(f"the spool holds {layout.tokens:,} tokens, not the {tokens:,} spooled")
-            threads = config.workers or self.node_cpus()
-            frozen = bool(request.upkeep.freeze_known_words and parent is not None)
-            if frozen:
-                freeze.lock(model, step.known)
-            with phases.phase("train"):
-                outcome = gmodel.train(
-                    model, layout, config, threads, request.callbacks, update=parent is not None, split=request.split
+                counts = self._merged_counts()
+                step = upkeep.decay_grow_cap(
+                    start.model, counts, self.sentences, start.pending, start.standing, config, request.upkeep
                 )
-            timings["train"] = outcome.seconds
-            freeze.unlock(model)
-            gmodel.record(
-                model, version=request.version, parent=request.parent, new_words=len(change.new_words), **request.event
+            log.info(
+                "vocabulary %d -> %d words (%d new)", step.change.before, step.change.after, len(step.change.new_words)
             )
+            # 3. The replay sample joins the spool, which is closed holding exactly the tokens spooled.
+            layout = self.spool.seal(self.tokens, replay.sample_for(start.reservoir, self.sentences, config))
+            # 4. Exact epochs over the spool, the parent's words frozen on request; recorded in the model.
+            frozen = step.known if request.upkeep.freeze_known_words and start.folder is not None else None
+            with phases.phase("train"):
+                trained = gmodel.train_and_record(
+                    start.model,
+                    layout,
+                    config,
+                    config.workers or self.node_cpus(),
+                    update=start.folder is not None,
+                    frozen=frozen,
+                    callbacks=request.callbacks,
+                    split=request.split,
+                    event=dict(
+                        version=version, parent=request.parent, new_words=len(step.change.new_words), **request.event
+                    ),
+                )
+            phases.seconds["train"] = trained.outcome.seconds
+            # 5. Onto the parent's coordinates (--align), before the gate and drift, which then see the result.
             aligned: dict[str, Any] = {}
-            if request.upkeep.align and parent is not None:
-                with phases.phase("align"):  # before the gate and drift, which then see the aligned vectors
-                    aligned = coordinates.align_to_parent(model, parent, step.parent_rows)
-
+            if request.upkeep.align and start.folder is not None:
+                with phases.phase("align"):
+                    aligned = coordinates.align_to_parent(start.model, start.folder, step.parent_rows)
+            # 6. The gate's measurements, the drift of the parent's words (frozen ones checked), neighbours.
             with phases.phase("evaluate"):
-                evaluation = evaluate.evaluate(before, model.wv, request.gate, request.eval_files)
-                moved = (
-                    drift.measure(
-                        gmodel.vectors_file(parent / gmodel.MODEL_DIR),  # read in blocks from the parent's file
-                        model.wv,
-                        step.parent_rows,
-                        evaluation["neighbours_kept"],
-                    )
-                    if parent
-                    else {}
+                evaluated = evaluate.evaluate_candidate(
+                    start.baseline,
+                    start.model.wv,
+                    request.gate,
+                    request.eval_files,
+                    parent_vectors=start.vectors,
+                    parent_rows=step.parent_rows,
+                    frozen=frozen is not None,
+                    new_words=step.change.new_words,
+                    counts=counts,
                 )
-                if frozen and moved["changed"]:
-                    raise TrainingError(
-                        f"--freeze-known-words did not hold: {moved['changed']} of {step.known} known words' "
-                        f"vectors changed in training; nothing was published"
-                    )
-                ranked = sorted(change.new_words, key=lambda w: -freq[w])
-                neighbours = evaluate.neighbours(model.wv, ranked[:20])
-
+            # 7. The version's folder: model, diff, what the lineage carries on, the driver's files.
             with phases.phase("save"):
-                out = self.dir / "version"
-                recorded = gmodel.save(model, out)  # hashed as written: the upload does not read them again
-                diff = (
-                    coordinates.write_diff(model, parent, out / coordinates.DIFF, request.parent or "", request.version)
-                    if parent is not None
-                    else {}
+                written = version_files.write(
+                    start.model,
+                    self.dir / "version",
+                    version,
+                    parent=(request.parent or "", start.folder) if start.folder is not None else None,
+                    pending=step.pending,
+                    standing_of_words=step.standing if request.upkeep.keeps_standing else None,
+                    reservoir=replay.carried(start.reservoir, spool.sentences(self.corpus_path, self.lines), config),
+                    extra_files=request.extra_files,
                 )
-                write_counts(out / PENDING, pending)
-                if request.upkeep.keeps_standing:
-                    standing.write(out / standing.STANDING, model.wv.index_to_key, step.standing)
-                if config.replay_fraction > 0:
-                    new_lines = spool.sentences(self.corpus_path, self.lines)
-                    replay.save(replay.update(reservoir, new_lines, config), out / replay.RESERVOIR)
-                for name, data in request.extra_files.items():
-                    (out / name).write_bytes(data)
-                kind, arch = gmodel.kind(model), gmodel.architecture(model)
-                del model
-
+                del start  # the model: not held while uploading
+            # 8. Upload, then keep the folder in the node's cache.
             with phases.phase("upload"):
-                # final: nothing writes these files again (the node's cache takes them as they are), so a local
-                # store links rather than copies them
-                files = upload_version(store, request.version, out, recorded=recorded, final=True)
-                if cache:
-                    try:
-                        cache.adopt(store, request.version, out)  # most likely the next run's parent
-                    except CacheError as exc:
-                        log.warning("could not keep %s in the node's cache: %s", request.version, exc)
+                files = version_files.upload(store, version, written, cache)
         except RefreshError:
             raise  # the store's and the vocabulary's own errors already say what failed
         except Exception as exc:
-            raise TrainingError(f"training {request.version} failed: {type(exc).__name__}: {exc}") from exc
+            raise TrainingError(f"training {version} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self.close()
-        return Candidate(
-            version=request.version,
-            files=files,
-            model_kind=kind,
-            vocab_before=change.before,
-            vocab_size=change.after,
-            new_words=ranked,
-            neighbours=neighbours,
-            evaluation=evaluation,
-            spooled_bytes=self.spooled,
-            learning_rate={
-                **config.learning_rate(parent is not None),
-                "first_batch": outcome.alpha["first"],
-                "last_batch": outcome.alpha["last"],
-                "decay": outcome.alpha["decay"],
-            },
-            trained={
-                "threads": threads,
-                "epochs": len(outcome.trained),
-                "tokens_per_epoch": outcome.expected,
-                "trained_per_epoch": outcome.trained,
-                "effective_per_epoch": outcome.effective,
-                "summary": outcome.summary(),
-            },
-            timings=timings,
-            peak_memory_mb=phases.megabytes,
-            upkeep={
-                "removed": step.removed,
-                "most_frequent_removed": step.most_frequent_removed,
-                "known_words": step.known,
-                "frozen": frozen,
-                "drift": moved,
-                **({"alignment": aligned} if aligned else {}),
-            },
-            diff=diff,
-            architecture=arch,
-        )
+        return Candidate.from_stages(request, files, written, step, trained, evaluated, aligned, phases, self.spooled)
+
+    def _drop_open(self) -> None:
+        """Roll back the partition still open, if one is."""
+        if self._open is not None:
+            self._roll_back(self._open)
+            self._open = None
 
     def _merged_counts(self) -> dict[str, int]:
         counts = self._counts.table()
