@@ -29,11 +29,16 @@ lint: $(BIN)/activate
 types: $(BIN)/activate
 	$(BIN)/mypy
 
+# Two test processes (TEST_PROCESSES=1 for one): each has its own moto server and Ray cluster, and a module's
+# tests stay in one process, so module-wide clusters are started once.
+TEST_PROCESSES ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile
+
 fast: $(BIN)/activate
-	$(BIN)/python -m pytest --doctest-modules jobs shards tests/support tests/unit tests/component
+	$(PYTEST) --doctest-modules jobs shards tests/support tests/unit tests/component
 
 slow: $(BIN)/activate
-	$(BIN)/python -m pytest tests/integration tests/e2e
+	$(PYTEST) tests/integration tests/e2e
 
 ## Benchmarks, by hand (not in CI): the refresh against gensim, then metadata over 100,000 partitions.
 bench: $(BIN)/activate
