@@ -219,3 +219,53 @@ def preview(found: Discovery, config: RefreshConfig) -> dict[str, Any]:
         "already_consumed": found.already,
         **({"table": found.table.report()} if found.table else {}),
     }
+
+
+def announce(found: Discovery, config: RefreshConfig) -> None:
+    """Log what discovery decided: the files that wait and why, the partitions the lineage found bad and
+    leaves alone, those rewritten since they were consumed, those left for a later run by --max-partitions, and
+    how many are left to train on."""
+    _log_waiting(found.waiting)
+    _log_skipped(found.skipped)
+    for partition in found.rewritten:
+        log.warning(
+            "partition rewritten since it was consumed (%s): %s",
+            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
+            partition.uri,
+        )
+    if found.deferred:
+        log.info("%d partition(s) left for a later run by --max-partitions", len(found.deferred))
+    log.info(
+        "%d partitions found, %d already consumed, %d to train on", len(found.found), found.already, len(found.todo)
+    )
+
+
+def _log_skipped(skipped: list[tuple[Partition, rejections.Rejection]]) -> None:
+    """One warning for the partitions the lineage found bad and this run leaves alone, with a few named."""
+    if not skipped:
+        return
+    named = "; ".join(f"{p.uri} ({entry.cause})" for p, entry in skipped[:3])
+    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    log.warning(
+        "%d partition(s) rejected by an earlier run are left alone until they change (rewrite them, or pass "
+        "--retry-rejected): %s%s",
+        len(skipped),
+        named,
+        more,
+    )
+
+
+def _log_waiting(waiting: list[tuple[Partition, str]]) -> None:
+    """One line per reason files wait for a later run, with a few of them named."""
+    by_reason: dict[str, list[str]] = {}
+    for partition, reason in waiting:
+        by_reason.setdefault(reason, []).append(partition.uri)
+    for reason, uris in by_reason.items():
+        more = f" and {len(uris) - 3} more" if len(uris) > 3 else ""
+        log.info(
+            "%d file(s) still being written, left for a later run (%s): %s%s",
+            len(uris),
+            reason,
+            ", ".join(uris[:3]),
+            more,
+        )

@@ -50,6 +50,7 @@ from jobs.errors import (
     StoppedError,
     exit_status,
 )
+from jobs.ingest import IngestResult
 from jobs.lineage import ledger, rejections, tables
 from jobs.lineage import settings as lineage_settings
 from jobs.storage import Store, lease, open_store, signed
@@ -60,7 +61,6 @@ from jobs.training.parent import ParentRequest
 from jobs.training.spool import Split, split_evenly
 from jobs.training.trainer import Candidate, TrainRequest
 from jobs.vectors import cache_root
-from shards.partitions import Partition
 
 log = logging.getLogger("jobs.refresh")
 
@@ -206,46 +206,14 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     config, parent, parent_version = basis.config, basis.parent, basis.version
 
     logs.enter("discover")
-    # 2. Discover partitions and keep the ones this lineage has not consumed.
-    # Partitions are keyed on their path relative to the input; a lineage none of whose partitions is under
-    # this input fails here, before a wrong --input can count the whole history twice.
-    # Files still being written (no _SUCCESS yet, staged, in-progress names, too young) wait for a later run;
-    # partitions the lineage found bad are left alone until they change (or --retry-rejected).
-    # A table (Delta Lake, Iceberg) says itself what is new: the commits after the version the lineage consumed.
+    # 2. Discover partitions and keep the ones this lineage has not consumed (jobs.plan: what waits, what was
+    # rewritten, what the lineage found bad, what a table says is new).
     found = plan.discover(config, store, parent_version, parent, hooks.filesystem, time.time())
-    table = found.table
     record.waiting = len(found.waiting)
-    log_waiting(found.waiting)
-    log_skipped(found.skipped)
-    for partition in found.rewritten:
-        log.warning(
-            "partition rewritten since it was consumed (%s): %s",
-            "retraining" if config.reprocess_rewritten else "not retrained; see --reprocess-rewritten",
-            partition.uri,
-        )
-    if found.deferred:
-        log.info("%d partition(s) left for a later run by --max-partitions", len(found.deferred))
-    todo = found.todo
-    log.info("%d partitions found, %d already consumed, %d to train on", len(found.found), found.already, len(todo))
-    if not todo:
+    plan.announce(found, config)
+    if not found.todo:
         metrics.rejections(store.uri, len(found.known))
-        seconds = time.perf_counter() - started
-        return report.Summary(
-            version=None,
-            parent=parent_version,
-            published=False,
-            store=store.uri,
-            seconds=seconds,
-            outside_training=seconds,
-            rewritten=[p.uri for p in found.rewritten],
-            waiting=report.waiting(found.waiting),
-            rejected_before=report.skipped(found.skipped),
-            table=table.report() if table else {},
-            message=tables.nothing_new(table)
-            if table
-            else f"no new partitions under {config.input} ({len(found.found)} found: {found.already} consumed, "
-            f"{len(found.waiting)} still being written, {len(found.skipped)} rejected earlier)",
-        )
+        return nothing_new(config, store, found, parent_version, time.perf_counter() - started)
 
     # 3. Tokenize on Ray workers, streaming into the training actor.
     logs.enter("tokenize")
@@ -260,52 +228,23 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
                     parent_version, config.gate, eval_files, config.parent_cache, config.parent_cache_versions
                 ),
             )
-        ingest = tokenize.stream(config, found.fs, todo, trainer)
-        record.ingested(ingest)
-        metrics.ingested(store.uri, ingest)
-        # What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()).
-        bad = record.rejected_partitions = rejections.found(
-            ingest.rejected, todo, rejections.reading(config), record.run
-        )
-        standing = rejections.after(found.known, bad, ingest.consumed, found.listed)
-        metrics.rejections(store.uri, len(standing))
-        if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
-            raise BadPartitionsError(ingest.rejected)
+        ingest, standing = ingested(config, store, found, trainer, record)
 
         # 4. Vocabulary, training, evaluation, save, upload (all on the trainer's node). Partitions that are
         # legal but hold no token (numbers only, empty documents) leave nothing to train: the lineage moves
         # past them with a version that reuses the parent's model files, so they do not fail every night.
         # a table's files are not the ledger's: its position (the manifest's ``tables``) says what was consumed
-        consumed = ingest.consumed if table is None else []
+        consumed = ingest.consumed if found.table is None else []
         written = ledger.write(found.seen, consumed, version, found.input_root, config.ledger_compact_every)
         extra_files = {
             written.name: written.data,
             "config.json": json.dumps(to_dict(config), indent=2, sort_keys=True).encode(),
         }
         logs.enter("train")
-        changed = basis.settings.changed
-        request = TrainRequest(
-            version=version,
-            parent=parent_version,
-            training=config.training,
-            gate=config.gate,
-            upkeep=config.lifecycle,
-            eval_files=eval_files,
-            extra_files=extra_files,
-            event={
-                "partitions": len(ingest.consumed),
-                "tokens": ingest.tokens,
-                **({"settings_changed": changed} if changed else {}),
-            },
-            callbacks=hooks.training_callbacks,
-            parent_cache=config.parent_cache,
-            parent_cache_versions=config.parent_cache_versions,
-            split=hooks.training_split,
-            adjust=basis.settings.adjust,
-        )
         if ingest.tokens == 0 and parent is not None:
             candidate = carry_forward(draft, parent, extra_files, basis.architecture)
         else:
+            request = train_request(config, basis, version, ingest, eval_files, extra_files, hooks)
             trainer.actor.ready_to_train.remote()  # before finish's request, which may hold gensim's classes
             candidate = cluster.result(trainer.actor.finish.remote(store, request), f"training {version}", actor=True)
         draft.add(candidate.files)  # uploaded on the trainer's node
@@ -313,28 +252,14 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     metrics.trained(store.uri, candidate, ingest.tokens * config.training.epochs)
 
     logs.enter("publish")
-    # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed. The
-    # manifest records what defines the lineage (from the trained model) and the partitions it found bad.
+    # 5. Commit: report, manifest, then the pointer (conditional on what step 1 read) if the gate passed.
     elapsed = time.perf_counter() - started  # what is left (a few small writes) takes milliseconds
     details = report.details(config, ingest, candidate, parent, elapsed)
-    details["table"] = table.report() if table else {}
+    details["table"] = found.table.report() if found.table else {}
     put_report(draft, details)
     fields = report.manifest_fields(config, ingest, candidate, parent, elapsed)
-    carried = {"carried_from": parent_version} if candidate.carried else {}
-    positions = tables.manifest_section(parent, table, version)
-    lineage = {
-        lineage_settings.SECTION: lineage_settings.section(config, candidate.architecture, changed),
-        rejections.SECTION: rejections.section(standing),
-    }
-    gate = candidate.evaluation
-    passed = gate["passed"] or config.gate.force
-    draft.commit({**fields, "ledger": written.section, **carried, **positions, **lineage}, basis.pointer, passed)
-    if not passed:
-        raise QualityGateError(
-            f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
-            f"NOT promoted; the current version stays {parent_version or 'none'}. "
-            f"Inspect it with `python -m jobs.versions show {version}`; promote it or rerun with --force."
-        )
+    positions = tables.manifest_section(parent, found.table, version)
+    commit(config, draft, basis, candidate, {**fields, "ledger": written.section, **positions}, standing)
     record.published = True
     metrics.published(store.uri)
 
@@ -343,10 +268,114 @@ def refresh(config: RefreshConfig, store: Store, record: runs.RunRecord, hooks: 
     summary = report.summary(store.uri, ingest, candidate, parent, found.rewritten, time.perf_counter() - started)
     summary.waiting = report.waiting(found.waiting)
     summary.rejected_before = report.skipped(found.skipped)
-    summary.table = table.report() if table else {}
+    summary.table = found.table.report() if found.table else {}
     metrics.table_changes(store.uri, summary.table)
     log.info("refresh report:\n%s", report.markdown(details))
     return summary
+
+
+def nothing_new(
+    config: RefreshConfig, store: Store, found: plan.Discovery, parent_version: str | None, seconds: float
+) -> report.Summary:
+    """Step 2's end when nothing is left to train: what was found, and why none of it is for this run."""
+    table = found.table
+    return report.Summary(
+        version=None,
+        parent=parent_version,
+        published=False,
+        store=store.uri,
+        seconds=seconds,
+        outside_training=seconds,
+        rewritten=[p.uri for p in found.rewritten],
+        waiting=report.waiting(found.waiting),
+        rejected_before=report.skipped(found.skipped),
+        table=table.report() if table else {},
+        message=tables.nothing_new(table)
+        if table
+        else f"no new partitions under {config.input} ({len(found.found)} found: {found.already} consumed, "
+        f"{len(found.waiting)} still being written, {len(found.skipped)} rejected earlier)",
+    )
+
+
+def ingested(
+    config: RefreshConfig, store: Store, found: plan.Discovery, trainer: cluster.TrainerHandle, record: runs.RunRecord
+) -> tuple[IngestResult, list[rejections.Rejection]]:
+    """Step 3: the partitions to train on tokenized into the trainer, and the lineage's rejections after it.
+    What it finds bad is recorded in the manifest, or, if none is published, for the next run (run()); a bad
+    partition fails the run unless --skip-bad-partitions (and something else was consumed)."""
+    ingest = tokenize.stream(config, found.fs, found.todo, trainer)
+    record.ingested(ingest)
+    metrics.ingested(store.uri, ingest)
+    bad = record.rejected_partitions = rejections.found(
+        ingest.rejected, found.todo, rejections.reading(config), record.run
+    )
+    standing = rejections.after(found.known, bad, ingest.consumed, found.listed)
+    metrics.rejections(store.uri, len(standing))
+    if ingest.rejected and (not config.skip_bad_partitions or not ingest.consumed):
+        raise BadPartitionsError(ingest.rejected)
+    return ingest, standing
+
+
+def train_request(
+    config: RefreshConfig,
+    basis: Basis,
+    version: str,
+    ingest: IngestResult,
+    eval_files: dict[str, bytes],
+    extra_files: dict[str, bytes],
+    hooks: Hooks,
+) -> TrainRequest:
+    """Step 4's request to the training actor: the settings, the files the version carries, the event gensim
+    records, and the seams tests use."""
+    changed = basis.settings.changed
+    return TrainRequest(
+        version=version,
+        parent=basis.version,
+        training=config.training,
+        gate=config.gate,
+        upkeep=config.lifecycle,
+        eval_files=eval_files,
+        extra_files=extra_files,
+        event={
+            "partitions": len(ingest.consumed),
+            "tokens": ingest.tokens,
+            **({"settings_changed": changed} if changed else {}),
+        },
+        callbacks=hooks.training_callbacks,
+        parent_cache=config.parent_cache,
+        parent_cache_versions=config.parent_cache_versions,
+        split=hooks.training_split,
+        adjust=basis.settings.adjust,
+    )
+
+
+def commit(
+    config: RefreshConfig,
+    draft: Draft,
+    basis: Basis,
+    candidate: Candidate,
+    fields: dict[str, Any],
+    standing: list[rejections.Rejection],
+) -> None:
+    """Step 5: the manifest (``fields``: the run's, its ledger and table positions), then the pointer
+    (conditional on what step 1 read) if the gate passed or --force. The manifest records what defines the
+    lineage (from the trained model) and the partitions the lineage found bad. A failed gate leaves the version
+    complete but not promoted."""
+    version, parent_version = draft.version, basis.version
+    carried = {"carried_from": parent_version} if candidate.carried else {}
+    lineage = {
+        lineage_settings.SECTION: lineage_settings.section(config, candidate.architecture, basis.settings.changed),
+        rejections.SECTION: rejections.section(standing),
+    }
+    gate = candidate.evaluation
+    passed = gate["passed"] or config.gate.force
+    draft.commit({**fields, **carried, **lineage}, basis.pointer, passed)
+    if not passed:
+        raise QualityGateError(
+            f"version {version} failed the quality gate ({'; '.join(gate['reasons'])}); it was uploaded but "
+            f"NOT promoted; the current version stays {parent_version or 'none'}. "
+            f"Inspect it with `python -m jobs.versions show {version}`; promote it or rerun with --force."
+        )
 
 
 def carry_forward(
@@ -396,37 +425,6 @@ def inherit_upkeep(config: RefreshConfig, parent: Manifest | None) -> RefreshCon
     for change in changes:
         log.warning("lifecycle setting changed: %s", change)
     return dataclasses.replace(config, lifecycle=upkeep)
-
-
-def log_skipped(skipped: list[tuple[Partition, rejections.Rejection]]) -> None:
-    """One warning for the partitions the lineage found bad and this run leaves alone, with a few named."""
-    if not skipped:
-        return
-    named = "; ".join(f"{p.uri} ({entry.cause})" for p, entry in skipped[:3])
-    more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
-    log.warning(
-        "%d partition(s) rejected by an earlier run are left alone until they change (rewrite them, or pass "
-        "--retry-rejected): %s%s",
-        len(skipped),
-        named,
-        more,
-    )
-
-
-def log_waiting(waiting: list[tuple[Partition, str]]) -> None:
-    """One line per reason files wait for a later run, with a few of them named."""
-    by_reason: dict[str, list[str]] = {}
-    for partition, reason in waiting:
-        by_reason.setdefault(reason, []).append(partition.uri)
-    for reason, uris in by_reason.items():
-        more = f" and {len(uris) - 3} more" if len(uris) > 3 else ""
-        log.info(
-            "%d file(s) still being written, left for a later run (%s): %s%s",
-            len(uris),
-            reason,
-            ", ".join(uris[:3]),
-            more,
-        )
 
 
 def read_eval_files(gate: GateConfig) -> dict[str, bytes]:
