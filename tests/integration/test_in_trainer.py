@@ -28,19 +28,21 @@ from shards.partitions import Partition, discover
 from shards.tokenize import TokenizerConfig
 from shards.tokenized import ReadOptions
 from tests.support.corpora import clustered
+from tests.support.counting_fs import CountingFileSystem
 from tests.support.files import write_parquet
 from tests.support.split import corrupt_row_group, documents, write_jsonl, write_row_groups, write_text
 
 KiB = 1 << 10
 
 
-class WatchedFileSystem(pafs.FileSystemHandler):
+class WatchedFileSystem(CountingFileSystem):
     """The local filesystem, noting in ``log`` the process that opens each file (one line per open); the
     ``fail_at``-th read of the file named ``flaky`` (counted over all its opens) fails, as a connection reset
     would."""
 
     def __init__(self, log: Path, flaky: str = "", fail_at: int = 0) -> None:
-        self.local, self.log, self.flaky, self.fail_at = pafs.LocalFileSystem(), str(log), flaky, fail_at
+        super().__init__()
+        self.log, self.flaky, self.fail_at = str(log), flaky, fail_at
         self.reads = 0
 
     def _note(self, path: str) -> None:
@@ -60,24 +62,6 @@ class WatchedFileSystem(pafs.FileSystemHandler):
 
     def get_type_name(self) -> str:
         return "watched"
-
-    def normalize_path(self, path: str) -> str:
-        return path
-
-    def equals(self, other: Any) -> bool:
-        return other is self
-
-    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
-        return self.local.get_file_info(paths)
-
-    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
-        return self.local.get_file_info(selector)
-
-    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("read-only test filesystem")
-
-    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = delete_file = _read_only
-    move = copy_file = open_output_stream = open_append_stream = _read_only
 
 
 class Flaky(io.BytesIO):

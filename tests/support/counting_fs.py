@@ -1,6 +1,6 @@
-"""A filesystem seam for discovery tests: a real filesystem (local, or S3 against moto), recording every
-listing asked of it (the folder and whether recursively), so a test can assert which prefixes discovery
-listed."""
+"""A read-only filesystem seam: a real filesystem (local, or S3 against moto) recording every listing asked of it
+(the folder and whether recursively), so a test can assert which prefixes discovery listed; tests that watch
+other calls (which process opens a file, a read that fails) build on it."""
 
 from __future__ import annotations
 
