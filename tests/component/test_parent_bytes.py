@@ -27,8 +27,8 @@ from jobs.storage.local import LocalStore
 from jobs.storage.publish import sha256_file, upload_version
 from jobs.training import model as gmodel
 from jobs.training import vocabulary
-from tests.component.test_serialize import MORE, SENTENCES, assert_same
 from tests.support.corpora import clustered
+from tests.support.models import MORE, SENTENCES, assert_same
 
 MiB = 1 << 20
 

@@ -18,38 +18,13 @@ from jobs.errors import IntegrityError, TrainingError
 from jobs.format.ngrams import ngram_buckets
 from jobs.training import serialize
 from tests.support import REPO
-from tests.support.corpora import clustered
 from tests.support.forgery import planted_pickle
-
-SENTENCES = [doc.split() for doc in clustered(300, seed=3)]
-MORE = [doc.split() for doc in clustered(200, seed=4, extra={1: ["novel", "arrival"]})]
-GENSIM_ONLY = {"saving", "loaded"}  # lifecycle events gensim's own save() and load() add
+from tests.support.models import MORE, SENTENCES, assert_same
 
 
 def trained(cls: type[Word2Vec], sg: int) -> Word2Vec:
     extra: dict[str, Any] = {"bucket": 3000, "min_n": 2, "max_n": 5} if cls is FastText else {}
     return cls(SENTENCES, vector_size=12, min_count=2, sg=sg, workers=1, seed=7, epochs=2, **extra)
-
-
-def assert_same(ours: Any, theirs: Any, where: str) -> None:
-    """Every attribute equal (arrays in value and dtype), except gensim's pickle bookkeeping."""
-    names = {n for n in set(vars(ours)) | set(vars(theirs)) if not n.startswith("__")}
-    for name in sorted(names - {"wv", "random", "load", "load_fasttext_format"}):
-        a, b = getattr(ours, name), getattr(theirs, name)
-        label = f"{where}.{name}"
-        if isinstance(b, np.ndarray):
-            assert isinstance(a, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b), label
-        elif name == "expandos":
-            assert set(a) == set(b), label
-            for key in b:
-                assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), f"{label}[{key}]"
-        elif name == "buckets_word":
-            assert len(a) == len(b), label
-            assert all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b, strict=True)), label
-        elif name == "lifecycle_events":
-            assert a == [e for e in b if e["event"] not in GENSIM_ONLY], label
-        else:
-            assert a == b and type(a) is type(b), (label, a, b)
 
 
 def continue_training(model: Word2Vec) -> None:
