@@ -7,13 +7,25 @@ this machine. A refresh is submitted with ``ray job submit`` while a poller reco
 second; once the cluster is back to the head alone, a second one without ``--require-trainer-resource``. The
 tests below read those records, and the state API's record of where each tokenizing task ran.
 
-Run with ``python -m pytest tests/e2e/test_autoscaling.py -q`` (about two minutes on 2 cores).
+Last, the same cluster without its tokenizing node type: the autoscaler can start the trainer's node and
+nothing else, so the tokenizing tasks placed outside the trainer's reservation wait for a CPU that never
+comes. After ``--tokenizer-wait`` seconds they move into the reservation: the run succeeds, every partition
+tokenized once on the trainer's node, and the warning is in the driver's log, the manifest
+(``tokenizing_fallback``) and the run record (``warnings``).
+
+The fake clusters live in this one module, so they never run side by side (the fake provider gives every
+cluster's nodes the same ids), whatever the test processes.
+
+Run with ``python -m pytest tests/e2e/test_autoscaling.py -q`` (about three minutes on 2 cores).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +132,44 @@ def test_without_the_trainer_flag_the_actor_never_lands_on_the_cpu_less_head(run
     trainers = [a for a in default.actors if a.get("class_name") == "Trainer"]
     assert len(trainers) == 1 and trainers[0]["node_id"] != HEAD_ID
     assert default.seen[trainers[0]["node_id"]]["CPU"] >= 1
+
+
+# --- no tokenizing node can ever start ---------------------------------------------------------------------
+WAIT = 5
+
+
+@pytest.fixture(scope="module")
+def no_tokenizers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Record, Path]:
+    data, store = tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("models") / "w2v"
+    write_days(data, 1, 4)
+    config: dict[str, Any] = autoscaling_config()
+    del config["available_node_types"]["cpu_worker"]  # no node type that tokenizing tasks could start
+    config["max_workers"] = 1
+    with fake_cluster(config) as head:
+        flags = ["--workers", "2", "--require-trainer-resource", "--tokenizer-wait", str(WAIT), "--max-in-flight", "4"]
+        record = run_autoscaled_refresh(head, data, store, "refresh-no-tokenizers", flags, timeout=300)
+    return record, store
+
+
+def test_tasks_that_no_node_can_take_fall_back_to_the_trainers_reservation(
+    no_tokenizers: tuple[Record, Path],
+) -> None:
+    record, store = no_tokenizers
+    assert record.job["status"] == "SUCCEEDED", record.logs[-3000:]
+    assert all("trainer" in resources for resources in record.seen.values())  # no tokenizing node ever came
+    assert record.placement() == {"trainer": 4, "tokenizer": 0}  # each partition tokenized once, all there
+    reason = (
+        f"no node with a CPU outside the trainer's reservation started within --tokenizer-wait {WAIT} s: "
+        "tokenizing ran on the trainer's 2 reserved CPU(s)"
+    )
+    assert f"{reason}; 2 waiting task(s) moved there" in record.logs
+    s = open_store(str(store))
+    pointer = s.read_pointer()
+    assert pointer is not None
+    manifest = read_manifest(s, pointer.version)
+    assert manifest["tokenizing_fallback"] == reason
+    assert len(manifest["partitions"]) == 4 and manifest["tokens"] == 4 * 200 * 12
+    [record_key] = s.list_keys("runs")  # runs/<newest first>-<run id>.json
+    assert record_key.endswith("-refresh-no-tokenizers.json")
+    run_record = json.loads(s.get_bytes(record_key))
+    assert run_record["outcome"] == "published" and run_record["warnings"] == [reason]
