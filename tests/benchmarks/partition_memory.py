@@ -60,29 +60,6 @@ def write_partition(path: Path, size_mb: int, vocab: int, seed: int) -> int:
     return written
 
 
-def processes() -> dict[int, str]:
-    """This process's descendants: pid -> command line (only our own tree: other Rays share the machine)."""
-    parents: dict[int, int] = {}
-    titles: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    titles[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
-            except (FileNotFoundError, ProcessLookupError, IndexError):
-                continue
-    mine, found = {os.getpid()}, True
-    while found:
-        found = False
-        for pid, parent in parents.items():
-            if parent in mine and pid not in mine:
-                mine.add(pid)
-                found = True
-    return {pid: titles.get(pid, "") for pid in mine if pid != os.getpid()}
-
-
 def one(size_mb: int, vocab: int, cpus: int, work: Path, flags: list[str]) -> dict[str, Any]:
     """Tokenize one partition of ``size_mb`` MB into a training actor; every process's peak RSS."""
     from jobs import cluster, tokenize
@@ -97,7 +74,7 @@ def one(size_mb: int, vocab: int, cpus: int, work: Path, flags: list[str]) -> di
 
     def watch() -> None:
         while not done.is_set():
-            for pid, title in processes().items():
+            for pid, title in bench.descendants().items():
                 hwm = bench._status(pid, "VmHWM")
                 if hwm > peaks.get(pid, ("", 0))[1]:  # the title it had when it grew (an idle worker's changes)
                     peaks[pid] = (title[:80], hwm)

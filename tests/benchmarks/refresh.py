@@ -569,9 +569,9 @@ def _status(pid: int | str, field: str) -> int:
     return 0
 
 
-def _descendant(title: str) -> int | None:
-    """The process id of a descendant of this process whose command line starts with ``title`` (Ray names
-    an actor's process ``ray::<Class>``); only our own process tree, as other Ray clusters may share the machine."""
+def descendants() -> dict[int, str]:
+    """This process's descendants: pid -> command line (only our own tree: other Ray clusters may share the
+    machine)."""
     parents: dict[int, int] = {}
     titles: dict[int, str] = {}
     for entry in os.listdir("/proc"):
@@ -580,16 +580,23 @@ def _descendant(title: str) -> int | None:
                 with open(f"/proc/{entry}/stat") as stat:
                     parents[int(entry)] = int(stat.read().rsplit(")", 1)[1].split()[1])
                 with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                    titles[int(entry)] = cmdline.read().decode(errors="replace")
+                    titles[int(entry)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
             except (FileNotFoundError, ProcessLookupError, IndexError):
                 continue
-    for pid, name in titles.items():
-        ancestor = parents.get(pid)
-        while name.startswith(title) and ancestor:
-            if ancestor == os.getpid():
-                return pid
-            ancestor = parents.get(ancestor)
-    return None
+    mine, found = {os.getpid()}, True
+    while found:
+        found = False
+        for pid, parent in parents.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                found = True
+    return {pid: titles.get(pid, "") for pid in mine if pid != os.getpid()}
+
+
+def _descendant(title: str) -> int | None:
+    """The process id of a descendant of this process whose command line starts with ``title`` (Ray names
+    an actor's process ``ray::<Class>``)."""
+    return next((pid for pid, name in descendants().items() if name.startswith(title)), None)
 
 
 def _memory_probe(root: Path, work: Path, params: Params) -> dict[str, Any]:
