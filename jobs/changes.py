@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,8 @@ def compute(
     new_counts: np.ndarray,
     threshold: float = DEFAULT_THRESHOLD,
 ) -> pa.Table:
-    """The diff from the old version to the new one (see the module's table)."""
+    """The diff from the old version to the new one (see the module's table), for any two versions: the words
+    joined by a hash join, each shared word's distance computed here."""
     old = pa.array(old_words, pa.string()) if isinstance(old_words, list) else old_words
     new = pa.array(new_words, pa.string()) if isinstance(new_words, list) else new_words
     where = pc.index_in(new, value_set=old)  # for each new word, its row in the old version (null: added)
@@ -66,15 +68,83 @@ def compute(
     old_rows = where.filter(where.is_valid()).to_numpy().astype(np.int64)
     distance = _distances(old_vectors, old_rows, new_vectors, new_rows)
     moved = distance > threshold
-    added_rows = np.flatnonzero(~found)
     kept = np.zeros(len(old), dtype=bool)
     kept[old_rows] = True
-    removed_rows = np.flatnonzero(~kept)
+    added_rows, moved_rows = np.flatnonzero(~found), new_rows[moved]
+    return _table(
+        (new.take(pa.array(added_rows, pa.int64())), added_rows),
+        (new.take(pa.array(moved_rows, pa.int64())), moved_rows, distance[moved]),
+        old.take(pa.array(np.flatnonzero(~kept), pa.int64())),
+        new_vectors,
+        new_counts,
+    )
+
+
+def from_rows(
+    old_words: pa.Array,
+    parent_rows: np.ndarray,
+    new_words: Sequence[str],
+    new_vectors: np.ndarray,
+    new_counts: np.ndarray,
+    distance: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> pa.Table:
+    """:func:`compute`'s table when the caller knows how the versions' rows map and how far each shared word
+    moved, as the trainer does: the new version's rows ``0..len(parent_rows)-1`` are the old version's rows
+    ``parent_rows`` (ascending; the old rows absent from it were removed), its later rows are words the old
+    version lacks, and ``distance[i]`` is new row ``i``'s cosine distance to its old vector. No join, and no
+    pass over the vectors: only the added and moved rows are read. A word moved when its distance, as the file
+    stores it (float32), exceeds ``threshold``: :func:`compute`'s rule."""
+    known = len(parent_rows)
+    if len(distance) != known or known > len(new_words) or (known and parent_rows[-1] >= len(old_words)):
+        raise ValueError(
+            f"{known} shared rows, {len(distance)} distances, {len(old_words)} old and {len(new_words)} new words"
+        )
+    stored = np.asarray(distance, dtype=np.float32)
+    moved_rows = np.flatnonzero(stored > threshold)
+    added_rows = np.arange(known, len(new_words))
+    kept = np.zeros(len(old_words), dtype=bool)
+    kept[parent_rows] = True
+    return _table(
+        (_picked(new_words, added_rows), added_rows),
+        (_picked(new_words, moved_rows), moved_rows, stored[moved_rows]),
+        old_words.take(pa.array(np.flatnonzero(~kept), pa.int64())),
+        new_vectors,
+        new_counts,
+    )
+
+
+def rows_match(old_words: pa.Array, parent_rows: np.ndarray, new_words: Sequence[str], sample: int = 4_096) -> bool:
+    """Whether the new words at evenly spaced rows (the first and the last shared among them) are the old words
+    that ``parent_rows`` says they are: a check of :func:`from_rows`'s premise that costs a few milliseconds
+    whatever the vocabulary (a mapping off by a row somewhere fails it at once)."""
+    known = len(parent_rows)
+    if known > len(new_words) or (known and (parent_rows[-1] >= len(old_words) or parent_rows[0] < 0)):
+        return False
+    if not known:
+        return True
+    at = np.unique(np.linspace(0, known - 1, min(sample, known)).astype(np.int64))
+    return bool(old_words.take(pa.array(parent_rows[at], pa.int64())).to_pylist() == _picked(new_words, at).to_pylist())
+
+
+def _picked(words: Sequence[str], rows: np.ndarray) -> pa.Array:
+    return pa.array([words[i] for i in rows.tolist()], pa.string())
+
+
+def _table(
+    added: tuple[pa.Array, np.ndarray],
+    moved: tuple[pa.Array, np.ndarray, np.ndarray],
+    removed: pa.Array,
+    new_vectors: np.ndarray,
+    new_counts: np.ndarray,
+) -> pa.Table:
+    """The diff's rows, added, moved, removed: each added and moved word (its new row) with its new vector and
+    count, each removed word with nulls."""
     dim = new_vectors.shape[1]
 
-    def rows(words: pa.Array, picked: np.ndarray, dist: np.ndarray | None, with_vectors: bool, kind: str) -> pa.Table:
-        n = len(picked)
-        if with_vectors:
+    def rows(words: pa.Array, picked: np.ndarray | None, dist: np.ndarray | None, kind: str) -> pa.Table:
+        n = len(words)
+        if picked is not None:
             flat = pa.array(np.ascontiguousarray(new_vectors[picked], dtype=np.float32).reshape(-1))
             vectors = pa.FixedSizeListArray.from_arrays(flat, dim)
             counts = pa.array(np.asarray(new_counts)[picked], pa.int64())
@@ -83,7 +153,7 @@ def compute(
             counts = pa.nulls(n, pa.int64())
         return pa.table(
             {
-                "word": words.take(pa.array(picked, pa.int64())),
+                "word": words,
                 "change": pa.array([kind] * n, pa.string()) if n else pa.array([], pa.string()),
                 "distance": pa.array(dist, pa.float32()) if dist is not None else pa.nulls(n, pa.float32()),
                 "count": counts,
@@ -93,9 +163,9 @@ def compute(
 
     return pa.concat_tables(
         [
-            rows(new, added_rows, None, True, "added"),
-            rows(new, new_rows[moved], distance[moved], True, "moved"),
-            rows(old, removed_rows, None, False, "removed"),
+            rows(added[0], added[1], None, "added"),
+            rows(moved[0], moved[1], moved[2], "moved"),
+            rows(removed, None, None, "removed"),
         ]
     )
 

@@ -13,12 +13,16 @@ For the words both versions hold (the parent's words that were not pruned), row-
 The parent's vectors are read from its saved file in blocks of rows, so neither the parent's matrix nor a
 copy of it is held beside the candidate's: memory stays at a block of rows whatever the vocabulary.
 
-    >>> figures = measure(parent_file, candidate.wv, parent_rows, evaluation["neighbours_kept"])  # doctest: +SKIP
+    >>> shared = compare(parent_file, candidate.wv, parent_rows)       # doctest: +SKIP
+    >>> report = figures(shared, evaluation["neighbours_kept"])          # doctest: +SKIP
+
+:func:`compare` keeps every shared word's distance (:class:`Shared`), which the version's diff takes as it is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +34,52 @@ from jobs.format.files import npy_header
 _BLOCK = 8_192  # rows compared at once: a few float32 temporaries of this many rows
 
 
-def measure(
-    parent: Path | np.ndarray, candidate: Any, parent_rows: np.ndarray, neighbours_kept: float
-) -> dict[str, Any]:
-    """Drift of the shared words: the candidate's rows ``0..len(parent_rows)-1`` hold the words of the
+@dataclass(frozen=True)
+class Shared:
+    """Each shared word's move: the candidate's rows ``0..len(parent_rows)-1`` against the parent's rows
+    ``parent_rows`` (ascending). The refresh's diff (:func:`jobs.changes.from_rows`) takes it as it is, so the
+    model's bytes are compared with the parent's once per refresh."""
+
+    parent_rows: np.ndarray
+    distance: np.ndarray  # float64, one per shared word: :func:`_distances`'s
+    changed: int  # how many of the shared words' vectors differ at all (bit for bit)
+
+
+def compare(parent: Path | np.ndarray, candidate: Any, parent_rows: np.ndarray) -> Shared:
+    """How far each shared word moved: the candidate's rows ``0..len(parent_rows)-1`` hold the words of the
     parent's rows ``parent_rows`` (ascending). ``parent`` is the parent's saved ``vectors.npy`` (read in
     blocks) or its vectors as an array."""
-    shared = len(parent_rows)
-    figures: dict[str, Any] = {"shared_words": shared}
-    if shared == 0:
-        return {**figures, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
-    distance = np.empty(shared, dtype=np.float64)
+    distance = np.zeros(len(parent_rows), dtype=np.float64)
     changed = 0
+    if not len(parent_rows):
+        return Shared(parent_rows, distance, changed)
     for start, before in parent_blocks(parent, parent_rows):
         after = np.asarray(candidate.vectors[start : start + len(before)])
         same = (before == after).all(axis=1)
         changed += int(len(same) - np.count_nonzero(same))
         distance[start : start + len(before)] = _distances(before, after, same)
+    return Shared(parent_rows, distance, changed)
+
+
+def figures(shared: Shared, neighbours_kept: float) -> dict[str, Any]:
+    """The report's drift figures (see the module's docstring) of what :func:`compare` found."""
+    count = len(shared.parent_rows)
+    if count == 0:
+        return {"shared_words": 0, "changed": 0, "mean_distance": 0.0, "p99_distance": 0.0, "neighbours_kept": 1.0}
     return {
-        **figures,
-        "changed": changed,
-        "mean_distance": round(float(distance.mean()), 6),
-        "p99_distance": round(float(np.percentile(distance, 99)), 6),
+        "shared_words": count,
+        "changed": shared.changed,
+        "mean_distance": round(float(shared.distance.mean()), 6),
+        "p99_distance": round(float(np.percentile(shared.distance, 99)), 6),
         "neighbours_kept": round(float(neighbours_kept), 4),
     }
+
+
+def measure(
+    parent: Path | np.ndarray, candidate: Any, parent_rows: np.ndarray, neighbours_kept: float
+) -> dict[str, Any]:
+    """:func:`compare`, then its :func:`figures`."""
+    return figures(compare(parent, candidate, parent_rows), neighbours_kept)
 
 
 def _distances(before: np.ndarray, after: np.ndarray, same: np.ndarray) -> np.ndarray:

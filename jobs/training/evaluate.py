@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +43,9 @@ import pyarrow.compute as pc
 
 from jobs.config import GateConfig
 from jobs.training import gate
+
+if TYPE_CHECKING:
+    from jobs.training.drift import Shared
 
 Scorer = Callable[[Any, Path], "float | None"]
 _BLOCK_BYTES = 64 * 2**20  # similarities computed at once by nearest_scored
@@ -466,9 +469,10 @@ class Evaluated:
     """The trainer's evaluate stage's findings (:func:`evaluate_candidate`)."""
 
     evaluation: dict[str, Any]  # :func:`evaluate`'s
-    drift: dict[str, Any]  # :func:`jobs.training.drift.measure`'s; empty for a new model
+    drift: dict[str, Any]  # :func:`jobs.training.drift.figures`; empty for a new model
     new_words: list[str]  # most frequent in this run first
     neighbours: dict[str, list[tuple[str, float]]]  # of the 20 most frequent new words
+    shared: Shared | None = None  # each shared word's distance, which the diff takes; None for a new model
 
 
 def evaluate_candidate(
@@ -491,10 +495,9 @@ def evaluate_candidate(
     from jobs.training import drift, freeze
 
     evaluation = evaluate(before, candidate, config, files)
-    moved = (
-        drift.measure(parent_vectors, candidate, parent_rows, evaluation["neighbours_kept"]) if parent_vectors else {}
-    )
+    shared = drift.compare(parent_vectors, candidate, parent_rows) if parent_vectors else None
+    moved = drift.figures(shared, evaluation["neighbours_kept"]) if shared is not None else {}
     if frozen:
         freeze.check(moved, len(parent_rows))
     ranked = sorted(new_words, key=lambda w: -counts[w])
-    return Evaluated(evaluation, moved, ranked, neighbours(candidate, ranked[:20]))
+    return Evaluated(evaluation, moved, ranked, neighbours(candidate, ranked[:20]), shared)

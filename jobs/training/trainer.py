@@ -412,6 +412,7 @@ class Trainer:
                     standing_of_words=step.standing if request.upkeep.keeps_standing else None,
                     reservoir=replay.carried(start.reservoir, spool.sentences(self.corpus_path, self.lines), config),
                     extra_files=request.extra_files,
+                    shared=evaluated.shared,
                 )
                 del start  # the model: not held while uploading
             # 8. Upload, then keep the folder in the node's cache.

@@ -29,6 +29,7 @@ from jobs.storage.cache import VersionCache
 from jobs.storage.publish import upload_version
 from jobs.training import coordinates
 from jobs.training import model as gmodel
+from jobs.training.drift import Shared
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,17 @@ def write(
     standing_of_words: np.ndarray | None = None,
     reservoir: replay.Reservoir | None = None,
     extra_files: dict[str, bytes] | None = None,
+    shared: Shared | None = None,
 ) -> Written:
     """Write ``version``'s folder ``out``: the model; with a ``parent`` (its version and its verified folder),
     the diff from it; the ``pending`` counts; the ``standing_of_words`` (aligned with the model's index) and
-    the ``reservoir`` when the lineage keeps them; and the ``extra_files``."""
+    the ``reservoir`` when the lineage keeps them; and the ``extra_files``. ``shared``: the evaluate stage's
+    comparison with the parent (:func:`jobs.training.drift.compare`), from which the diff takes its rows and
+    distances."""
     recorded = gmodel.save(model, out)  # hashed as written: the upload does not read them again
-    diff = coordinates.write_diff(model, parent[1], out / coordinates.DIFF, parent[0], version) if parent else {}
+    diff = (
+        coordinates.write_diff(model, parent[1], out / coordinates.DIFF, parent[0], version, shared) if parent else {}
+    )
     write_counts(out / PENDING, pending)
     if standing_of_words is not None:
         standing.write(out / standing.STANDING, model.wv.index_to_key, standing_of_words)
