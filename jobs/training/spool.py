@@ -137,6 +137,7 @@ class Spool:
         self._words: list[int] = []
         self._sentences: list[int] = []
         self._open_words = self._open_sentences = 0  # the batch being filled
+        self._pending: list[bytes | memoryview] = []  # what one write() appends, written to the file at once
 
     def write(self, lines: bytes, source: str) -> tuple[int, int]:
         """Append sentences (LineSentence text); return how many sentences and tokens gensim will read.
@@ -152,11 +153,12 @@ class Spool:
         while start < len(data):
             end = lines.find(b"\n", min(len(data), start + _CHUNK) - 1) + 1  # whole lines only
             chunk, lengths = _cut_long_lines(data[start:end], line_lengths(data[start:end]))
-            self._pack(chunk, lengths, source)
+            self._pack(chunk, lengths)
+            self._drain(source)
             sentences, tokens, start = sentences + len(lengths), tokens + int(lengths.sum()), end
         return sentences, tokens
 
-    def _pack(self, data: np.ndarray, lengths: np.ndarray, source: str) -> None:
+    def _pack(self, data: np.ndarray, lengths: np.ndarray) -> None:
         """Append lines to the open batch, closing it (with its padding line) whenever the next line would not
         fit. One Python step per batch: a batch is ~10,000 words."""
         ends = np.flatnonzero(data == 10) + 1
@@ -171,23 +173,33 @@ class Spool:
                 line = fits
             if line < len(lengths):
                 end = int(ends[line - 1]) if line else 0
-                self._emit(data[written:end], source)
+                self._emit(data[written:end])
                 written = end
-                self._close_batch(source)
-        self._emit(data[written:], source)
+                self._close_batch()
+        self._emit(data[written:])
 
-    def _emit(self, data: np.ndarray | bytes, source: str) -> None:
+    def _emit(self, data: np.ndarray | bytes) -> None:
+        self._pending.append(data if isinstance(data, bytes) else data.data)
+        self._written += len(data)
+
+    def _drain(self, source: str) -> None:
+        """Write what was emitted since the last drain as one write: each write of a large buffer lets go of
+        the GIL and waits for it again, which costs the actor's other threads (and this one) at every batch.
+
+        Raises TrainingError naming ``source`` when the disk fails."""
+        if not self._pending:
+            return
+        data, self._pending = b"".join(self._pending), []
         try:
-            self._file.write(data if isinstance(data, bytes) else data.data)
+            self._file.write(data)
         except OSError as exc:
             hint = " (free space there or pass --spool-dir on a larger disk)" if exc.errno == errno.ENOSPC else ""
             raise TrainingError(f"spooling {source} to {self.path.parent} failed: {exc.strerror}{hint}") from None
-        self._written += len(data)
 
-    def _close_batch(self, source: str) -> None:
+    def _close_batch(self) -> None:
         if not self._open_sentences:
             return
-        self._emit(padding(self._open_words), source)
+        self._emit(padding(self._open_words))
         self._words.append(self._open_words)
         self._sentences.append(self._open_sentences)
         self._offsets.append(self._written)
@@ -214,7 +226,8 @@ class Spool:
     def close(self) -> Layout:
         """Close the last batch and the file; return the layout the training threads start from."""
         if not self._file.closed:
-            self._close_batch("the last batch")
+            self._close_batch()
+            self._drain("the last batch")
             self._file.close()
         return Layout(
             path=self.path,
