@@ -130,9 +130,15 @@ def _assemble(values: pa.Array, doc_lengths: np.ndarray, max_len: int) -> pa.Lis
 
 def count_words(sentences: pa.ListArray) -> pa.Table:
     """Word counts of a tokenized batch as a two-column table (``word``, ``count``)."""
-    counts = pc.value_counts(pc.list_flatten(sentences))
-    words = pc.cast(counts.field("values"), pa.string())  # one type in every count table, whatever the input's
-    return pa.table({"word": words, "count": pc.cast(counts.field("counts"), pa.int64())})
+    counts = pc.value_counts(sentences.flatten())
+    words, numbers = counts.field("values"), counts.field("counts")
+    # One type in every count table, whatever the input's (each cast, even to the same type, is one more call
+    # that lets go of the GIL and waits for it again).
+    if words.type != pa.string():
+        words = pc.cast(words, pa.string())
+    if numbers.type != pa.int64():
+        numbers = pc.cast(numbers, pa.int64())
+    return pa.table({"word": words, "count": numbers})
 
 
 def to_lines(sentences: pa.ListArray) -> bytes:

@@ -129,6 +129,7 @@ def test_a_small_increment_is_tokenized_in_the_trainer_exactly_as_tasks_tokenize
     assert inside["pid"] not in openers(tasks_log) and openers(tasks_log)
     assert inside["spool"] == tasks["spool"] and len(inside["spool"]) > 100 * KiB  # byte for byte
     assert inside["counts"] == tasks["counts"] and sum(inside["counts"].values()) == b.tokens > 10_000
+    assert list(inside["counts"]) == list(tasks["counts"])  # the order new words join the vocabulary in
     assert (
         [p.uri for p in b.consumed] == [p.uri for p in a.consumed] == [p.uri for p in partitions if "bad" not in p.uri]
     )

@@ -8,11 +8,13 @@ import collections
 import random
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from shards.counts import RunningCounts
+from shards.counts import RunningCounts, merge_counts
 from shards.partitions import Partition, open_filesystem
 from shards.pieces import plan
 from shards.tokenize import TokenizerConfig
@@ -94,3 +96,21 @@ def test_running_counts_sum_many_tables_exactly_and_stay_shallow() -> None:
         assert running.depth <= 12  # tables in the stack: O(log n)
     merged = running.table().to_pydict()
     assert dict(zip(merged["word"], merged["count"], strict=True)) == dict(expected)
+
+
+def test_merged_counts_come_out_in_the_same_order_every_time() -> None:
+    # A model's new words join its vocabulary in the order of the run's counts: the same data must give the same
+    # order (a multi-threaded grouping gave a different one from run to run, on tables of this size).
+    rng = np.random.default_rng(3)
+    vocabulary = np.array([f"w{i}" for i in range(200_000)], dtype=object)
+    tables = []
+    for _ in range(4):
+        words = pa.array(vocabulary[np.minimum(rng.zipf(1.1, 100_000), len(vocabulary)) - 1], pa.string())
+        counted = pc.value_counts(words)
+        tables.append(pa.table({"word": counted.field("values"), "count": counted.field("counts")}))
+    first = merge_counts(tables)
+    assert all(merge_counts(tables).equals(first) for _ in range(5))
+    expected = collections.Counter[str]()
+    for table in tables:
+        expected.update(dict(zip(table["word"].to_pylist(), table["count"].to_pylist(), strict=True)))
+    assert dict(zip(first["word"].to_pylist(), first["count"].to_pylist(), strict=True)) == dict(expected)
