@@ -17,13 +17,15 @@ It is a plain class; Ray's decorator is applied in :mod:`jobs.cluster`, so tests
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,6 +192,25 @@ def _import_training_modules() -> None:
             return
 
 
+#: The GIL switch interval while the corpus streams in (Python's default is 5 ms). Reading, tokenizing and
+#: spooling are a few hundred calls that each let go of the GIL to work in Arrow or numpy, and each must then
+#: take it back from gensim's import, which runs Python code all the while: at the default interval every
+#: return waits up to 5 ms, longer than many of the calls themselves take.
+STREAMING_SWITCH_INTERVAL = 0.0005
+
+
+@contextlib.contextmanager
+def _prompt_gil() -> Iterator[None]:
+    """Run the block with the GIL handed over within :data:`STREAMING_SWITCH_INTERVAL` (restored after; the
+    actor takes one call at a time)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, STREAMING_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 def spool_path(spool_dir: str | None, run: str) -> Path:
     """Where the trainer of ``run`` spools on its node: a name the driver knows too, so that it can remove the
     spool of an actor it had to kill."""
@@ -238,7 +259,8 @@ class Trainer:
         sentences, tokens), or the PartitionError that rejected it; otherwise None. The driver never fetches
         the data itself.
         """
-        return self._receive(uri, (self._fetch(item) for item in batches), end)
+        with _prompt_gil():
+            return self._receive(uri, (self._fetch(item) for item in batches), end)
 
     def tokenize(
         self, fs: Any, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig, retries: int
@@ -250,6 +272,12 @@ class Trainer:
         A piece whose read fails for a reason outside its bytes (PartitionReadError) is read again from its
         start, up to ``retries`` more times, as Ray retries a task; then the error is raised. Returns the
         partition's answer (as :meth:`ingest` at its end), and how many pieces and bytes it was planned in."""
+        with _prompt_gil():
+            return self._tokenize(fs, partition, read, tokenizer, retries)
+
+    def _tokenize(
+        self, fs: Any, partition: Partition, read: ReadOptions, tokenizer: TokenizerConfig, retries: int
+    ) -> tuple[tuple[int, int, int] | PartitionError, int, int]:
         try:
             pieces = plan(fs, partition, read.piece_bytes)
         except PartitionError as exc:
