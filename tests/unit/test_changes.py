@@ -60,6 +60,16 @@ def test_a_planted_update_gives_exactly_the_planted_sets(tmp_path: Path) -> None
     changes.write(table, path, {"from": "a", "to": "b", "threshold": 0.05})
     read = pq.read_table(path)
     assert read.num_rows == table.num_rows and read.schema.field("vector").type == pa.list_(pa.float32(), 8)
+    columns = pq.ParquetFile(path).metadata.row_group(0)
+    encoding = {columns.column(i).path_in_schema: columns.column(i) for i in range(columns.num_columns)}
+    assert {name: c.compression for name, c in encoding.items()} == {
+        "word": "ZSTD",
+        "change": "ZSTD",
+        "distance": "ZSTD",
+        "count": "ZSTD",
+        "vector.list.element": "UNCOMPRESSED",  # incompressible mantissas: not worth zstd's time
+    }
+    assert not encoding["vector.list.element"].is_stats_set and encoding["word"].is_stats_set
     assert changes.read_about(path) == {
         "from": "a",
         "to": "b",
