@@ -21,7 +21,7 @@ class GateConfig:
     parent's (``max_norm_ratio``), their spread of directions against the parent's (``min_spread``), and the
     evaluation files' scores (``max_drop``). A parent that has barely left its initial values (``trained_norm``)
     is no reference for the checks against it. ``probe_words`` frequent words are probed, each for its ``topn``
-    nearest neighbours.
+    nearest neighbours among the ``search_words`` most frequent words.
     """
 
     # None: the lineage's band and chance decide
@@ -38,6 +38,14 @@ class GateConfig:
         200, "frequent words whose nearest neighbours the gate compares", flag="--gate-probe-words", metavar="N"
     )
     topn: int = option(10, "nearest neighbours compared of each probed word", flag="--gate-topn", metavar="N")
+    # what most_similar(restrict_vocab=N) searches: the cost follows N, not the vocabulary
+    search_words: int = option(
+        100_000,
+        "the probed words' neighbours are searched among the parent's N most frequent words (all of a smaller "
+        "vocabulary)",
+        flag="--gate-search-words",
+        metavar="N",
+    )
     history: int = option(
         10,
         "versions of the lineage's overlap history the band is drawn from; a lineage with fewer is young and its "
@@ -102,3 +110,5 @@ class GateConfig:
             raise ConfigError(f"the gate's trained_norm must not be negative, got {self.trained_norm}")
         if self.probe_words < 1 or self.topn < 1:
             raise ConfigError(f"the gate needs probe_words and topn of at least 1, got {self.probe_words}, {self.topn}")
+        if self.search_words <= self.topn:
+            raise ConfigError(f"--gate-search-words must be above --gate-topn ({self.topn}), got {self.search_words}")

@@ -5,7 +5,8 @@ is committed. :mod:`jobs.training.gate` turns them into checks that pass or fail
   count): the **median norm ratio** (candidate over parent) and the **spread of directions**
   (``1 - mean pairwise cosine``) of both versions;
 - **neighbourhood overlap**: for the parent's ``probe_words`` most frequent words, the share of their nearest
-  neighbours among the parent's words that the candidate keeps, beyond what chance keeps, with this run's
+  neighbours among the parent's ``search_words`` most frequent words (all of a smaller vocabulary, as
+  ``most_similar(restrict_vocab=...)`` searches) that the candidate keeps, beyond what chance keeps, with this run's
   noise (the standard error over the probes) and the spread chance alone gives; judged against the
   lineage's history (:attr:`Baseline.history`, read from the parent's manifest);
 - **word-pair similarity** on user files in the WordSim-353 TSV format (``word1<TAB>word2<TAB>score``):
@@ -65,6 +66,7 @@ class Baseline:
     frequent: list[str] = field(default_factory=list)  # the FREQUENT most frequent words
     frequent_vectors: np.ndarray | None = None  # their vectors (a copy: training moves the model's)
     history: tuple[float, ...] = ()  # the lineage's overlaps, oldest first (gate.history_of)
+    pool: np.ndarray | None = None  # the parent's rows searched for neighbours (search_pool); None: all
 
 
 def baseline(parent: Any, config: GateConfig, files: dict[str, bytes], history: Sequence[float] = ()) -> Baseline:
@@ -72,18 +74,20 @@ def baseline(parent: Any, config: GateConfig, files: dict[str, bytes], history: 
     ``history`` is the lineage's, from the parent's manifest (:func:`jobs.training.gate.history_of`)."""
     frequent = probe_words(parent, max(FREQUENT, config.probe_words))
     probes = frequent[: config.probe_words]
-    depth = min(_DEPTH * config.topn, len(parent.index_to_key) - 1)
+    pool = search_pool(parent, config.search_words)
+    depth = min(_DEPTH * config.topn, (len(parent.index_to_key) if pool is None else len(pool)) - 1)
     with _files(config, files) as scored:
         scores = {name: score(parent, path) for name, score, path in scored}
     rows = np.array([parent.key_to_index[w] for w in frequent], dtype=np.int64)
     return Baseline(
         list(parent.index_to_key),
         probes,
-        nearest(parent, probes, depth) if depth > 0 else [],
+        nearest(parent, probes, depth, among=pool) if depth > 0 else [],
         scores,
         frequent,
         np.array(parent.vectors[rows], dtype=np.float32),
         tuple(history),
+        pool,
     )
 
 
@@ -94,16 +98,31 @@ def probe_words(vectors: Any, n: int) -> list[str]:
     update, so after the first update the head of the index is the first model's top words forever.
     Vectors without counts (a plain word2vec file) fall back to vocabulary order.
     """
+    return [vectors.index_to_key[int(i)] for i in frequent_rows(vectors, n)]
+
+
+def frequent_rows(vectors: Any, n: int) -> np.ndarray:
+    """The rows of :func:`probe_words`, most frequent first."""
     counts = getattr(vectors, "expandos", {}).get("count")
-    if counts is None or len(counts) != len(vectors.index_to_key):
-        return list(vectors.index_to_key[:n])
+    total = len(vectors.index_to_key)
+    n = max(0, min(n, total))
+    if counts is None or len(counts) != total:
+        return np.arange(n, dtype=np.int64)
     counts = np.asarray(counts, dtype=np.int64)
-    n = min(n, len(counts))
-    if n <= 0:
-        return []
-    top = np.argpartition(-counts, n - 1)[:n] if n < len(counts) else np.arange(len(counts))
-    top = top[np.lexsort((top, -counts[top]))]
-    return [vectors.index_to_key[int(i)] for i in top]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    top = np.argpartition(-counts, n - 1)[:n] if n < total else np.arange(total)
+    return top[np.lexsort((top, -counts[top]))].astype(np.int64)
+
+
+def search_pool(vectors: Any, n: int) -> np.ndarray | None:
+    """The rows (ascending) of the ``n`` most frequent words, among which the gate searches neighbours, as
+    ``most_similar(restrict_vocab=...)`` searches the head of a sorted vocabulary; None: every row (a
+    vocabulary of ``n`` words or fewer). The rare tail of a big vocabulary is where vectors are noise, and
+    searching it would make the gate's cost follow the vocabulary rather than what it measures."""
+    if n >= len(vectors.index_to_key):
+        return None
+    return np.sort(frequent_rows(vectors, n))
 
 
 def shared_rows(words: list[str], candidate: Any) -> tuple[Any, Any]:
@@ -155,9 +174,11 @@ class _Overlap:
         }
 
 
-def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Overlap:
+def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig, shared_pairs: Any = None) -> _Overlap:
     before = parent if isinstance(parent, Baseline) else baseline(parent, config, {})
-    parent_rows, candidate_rows = shared_rows(before.words, candidate)
+    parent_rows, candidate_rows = shared_pairs or shared_rows(before.words, candidate)
+    if before.pool is not None:  # the words both hold, within the parent's rows searched
+        parent_rows, candidate_rows = _within(before.pool, len(before.words), parent_rows, candidate_rows)
     shared = len(np.arange(len(before.words))[parent_rows])
     k = min(config.topn, shared - 1)
     if k < 1:
@@ -193,6 +214,16 @@ def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig) -> _Ove
     return _Overlap(round(corrected, 4), round(mean, 4), changed, noise, chance_sd, chance, len(rows))
 
 
+def _within(pool: np.ndarray, words: int, parent_rows: Any, candidate_rows: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs of :func:`shared_rows` whose parent row is in ``pool`` (of a parent of ``words`` words)."""
+    positions = np.arange(words)[parent_rows]
+    searched = np.zeros(words, dtype=bool)
+    searched[pool] = True
+    keep = searched[positions]
+    candidate = np.arange(candidate_rows.stop)[candidate_rows] if isinstance(candidate_rows, slice) else candidate_rows
+    return positions[keep], candidate[keep]
+
+
 def nearest(vectors: Any, words: list[str], topn: int, among: Any = None, chunk: int | None = None) -> list[list[str]]:
     """The ``topn`` nearest neighbours (cosine) of each word, searched among the rows ``among`` (a slice or
     an index array; default all), as ``most_similar`` ranks them (``restrict_vocab=n`` is ``among=slice(0, n)``)."""
@@ -204,42 +235,50 @@ def nearest_scored(
 ) -> list[tuple[list[str], list[float]]]:
     """:func:`nearest`, with each neighbour's cosine similarity.
 
-    One pass over the matrix for all the words at once: ``chunk`` rows of it at a time (by default as many as
-    keep the similarities within 64 MiB) are multiplied with every word's vector in one float32 BLAS product,
-    and each word's best ``topn`` so far are merged with the chunk's. Once a word has ``topn``, a chunk's
-    similarities matter only where they beat its ``topn``-th best, and only those few are gathered and sorted
-    (:func:`_merge_above`), so after the first chunk the pass costs about the product alone. The raw vectors
-    are multiplied and the products divided by the norms, as ``most_similar`` computes them, so no normalized
-    copy of the matrix is made, and ties go to the lower row, as a stable sort would have them.
+    One pass over the rows searched for all the words at once: ``chunk`` of them at a time (by default as many
+    as keep the similarities within 64 MiB) are multiplied with every word's vector in one float32 BLAS
+    product, and each word's best ``topn`` so far are merged with the chunk's. Once a word has ``topn``, a
+    chunk's similarities matter only where they beat its ``topn``-th best, and only those few are gathered and
+    sorted (:func:`_merge_above`), so after the first chunk the pass costs about the product alone. Scattered
+    rows (an index array ``among``) are gathered a chunk at a time, so the cost follows how many are searched,
+    not the matrix. The raw vectors are multiplied and the products divided by the norms, as ``most_similar``
+    computes them, so no normalized copy of the matrix is made, and ties go to the lower row, as a stable sort
+    would have them.
     """
     matrix = vectors.vectors
     norms = fill_norms(vectors)
-    pool_rows = np.arange(len(matrix))[slice(None) if among is None else among]
-    k = min(topn, len(pool_rows) - 1)
+    if among is None or (isinstance(among, slice) and among.step in (None, 1)):
+        first, last, _ = (among or slice(None)).indices(len(matrix))
+        pool = np.arange(first, max(first, last), dtype=np.int64)
+
+        def take(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            return matrix[first + a : first + b], norms[first + a : first + b]
+    else:  # scattered rows: each chunk of them gathered, in ascending order (ties go to the lower row)
+        pool = np.unique(np.arange(len(matrix))[among])
+
+        def take(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            return matrix[pool[a:b]], norms[pool[a:b]]
+
+    k = min(topn, len(pool) - 1)
     rows = np.array([vectors.key_to_index[w] for w in words], dtype=np.int64)
     if k < 1 or len(rows) == 0:
         return [([], []) for _ in words]
-    if (isinstance(among, slice) and among.step in (None, 1)) or among is None:
-        low, high, outside = int(pool_rows[0]), int(pool_rows[-1]) + 1, None
-    else:  # scattered rows: the whole matrix, the others masked
-        low, high = 0, len(matrix)
-        outside = np.ones(len(matrix), dtype=bool)
-        outside[pool_rows] = False
     chunk = chunk or max(_MIN_CHUNK, _BLOCK_BYTES // (4 * len(rows)))
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
         queries = matrix[rows] / norms[rows, None]
     best = np.zeros((len(rows), 0), dtype=np.float32)
-    columns = np.zeros((len(rows), 0), dtype=np.int64)
+    columns = np.zeros((len(rows), 0), dtype=np.int64)  # positions in ``pool``
     everyone = np.arange(len(rows))
-    for start in range(low, high, chunk):
-        stop = min(start + chunk, high)
+    for start in range(0, len(pool), chunk):
+        stop = min(start + chunk, len(pool))
+        block, block_norms = take(start, stop)
         with np.errstate(divide="ignore", invalid="ignore"):
-            sims = queries @ matrix[start:stop].T
-            sims /= norms[start:stop][None, :]
-        if outside is not None:
-            sims[:, outside[start:stop]] = -np.inf
-        mine = (rows >= start) & (rows < stop)
-        sims[everyone[mine], rows[mine] - start] = -np.inf  # a word is not its own neighbour
+            sims = queries @ block.T
+            sims /= block_norms[None, :]
+        at = np.searchsorted(pool[start:stop], rows)  # a word is not its own neighbour
+        mine = at < stop - start
+        mine[mine] = pool[start + at[mine]] == rows[mine]
+        sims[everyone[mine], at[mine]] = -np.inf
         if best.shape[1] == k and np.isfinite(best[:, -1]).all():
             _merge_above(best, columns, sims, start)
             continue
@@ -249,7 +288,7 @@ def nearest_scored(
         order = np.lexsort((found, -values), axis=1)[:, :k]  # by value descending, then the lower row
         best, columns = np.take_along_axis(values, order, axis=1), np.take_along_axis(found, order, axis=1)
     return [
-        ([vectors.index_to_key[j] for j in row], [float(x) for x in scores])
+        ([vectors.index_to_key[j] for j in pool[row]], [float(x) for x in scores])
         for row, scores in zip(columns, best, strict=True)
     ]
 
@@ -361,7 +400,11 @@ def _files(config: GateConfig, files: dict[str, bytes]) -> Iterator[list[tuple[s
 
 
 def evaluate(
-    parent: Baseline | Any | None, candidate: Any, config: GateConfig, files: dict[str, bytes]
+    parent: Baseline | Any | None,
+    candidate: Any,
+    config: GateConfig,
+    files: dict[str, bytes],
+    shared: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
     and decide whether the gate passes (:mod:`jobs.training.gate`). Decides nothing else.
@@ -369,7 +412,8 @@ def evaluate(
     Returns ``passed``, ``reasons`` (one per failed check), ``checks`` (each with its value, threshold or
     band, and why), ``changed`` (the probe words whose neighbourhoods changed most) and ``neighbours_kept``
     (the plain share, for the drift figures). Vectors that are not finite fail at once and skip the
-    neighbour search, whose ranks they would make meaningless."""
+    neighbour search, whose ranks they would make meaningless. ``shared`` pairs the parent's rows with the
+    candidate's rows of the same words, as :func:`shared_rows` would, when the caller knows them."""
     before = parent if parent is None or isinstance(parent, Baseline) else baseline(parent, config, files)
     bad, example = non_finite(candidate)
     result: dict[str, Any] = {"changed": [], "neighbours_kept": 1.0}
@@ -379,7 +423,7 @@ def evaluate(
         if bad:
             checks.append(gate.skipped_overlap(before.history, "the candidate holds non-finite vectors"))
         else:
-            measured = _overlap(before, candidate, config)
+            measured = _overlap(before, candidate, config, shared)
             result["changed"], result["neighbours_kept"] = measured.changed, measured.kept
             evidence = measured.evidence()
             checks.append(gate.overlap_check(measured.corrected, evidence, before.history, config, untrained))
@@ -494,7 +538,8 @@ def evaluate_candidate(
     # the trainer's own steps after training, imported when it trains (see trainer._TRAINING_MODULES)
     from jobs.training import drift, freeze
 
-    evaluation = evaluate(before, candidate, config, files)
+    # the candidate's first rows are the parent's rows ``parent_rows``: no need to match the vocabularies again
+    evaluation = evaluate(before, candidate, config, files, (parent_rows, slice(0, len(parent_rows))))
     shared = drift.compare(parent_vectors, candidate, parent_rows) if parent_vectors else None
     moved = drift.figures(shared, evaluation["neighbours_kept"]) if shared is not None else {}
     if frozen:

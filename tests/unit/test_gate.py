@@ -7,7 +7,7 @@ import pytest
 from gensim.models import KeyedVectors
 
 from jobs.config import GateConfig
-from jobs.training.evaluate import evaluate, fill_norms, nearest, neighbourhoods, probe_words, top_k
+from jobs.training.evaluate import baseline, evaluate, fill_norms, nearest, neighbourhoods, probe_words, top_k
 from jobs.training.gate import carried, collapse_check, history_of, norm_check, overlap_floor
 
 
@@ -90,6 +90,43 @@ def test_scrambled_vectors_fail_the_gate_at_default_thresholds() -> None:
     assert check["floor"]["bound"] == "chance" and check["threshold"] == check["floor"]["chance"] > 0.05
     assert check["candidate"] < check["threshold"]
     assert [c["name"] for c in result["checks"] if not c["passed"]] == ["neighbourhood overlap"]
+
+
+def test_a_big_vocabulary_is_searched_among_its_most_frequent_words() -> None:
+    # 900 words, the 300 most frequent scattered through the index: the gate on the whole model, searching
+    # among those 300, measures exactly what it measures on a model of those 300 words alone
+    rng = np.random.default_rng(6)
+    words = [f"w{i}" for i in range(900)]
+    counts = rng.permutation(np.arange(1, 901)).tolist()
+    parent = vectors(words, rng.normal(size=(900, 16)), counts)
+    moved = parent.vectors + rng.normal(scale=0.6, size=parent.vectors.shape).astype(np.float32)
+    candidate = vectors(words, moved, counts)
+    config = GateConfig(search_words=300, probe_words=50)
+    before = baseline(parent, config, {})
+    head = sorted(range(900), key=lambda i: (-counts[i], i))[:300]
+    assert before.pool is not None and before.pool.tolist() == sorted(head)
+    assert all(w in {words[i] for i in head} for deep in before.neighbours for w in deep)
+    rows = sorted(head)
+    parent_alone, candidate_alone = (
+        vectors([words[i] for i in rows], m.vectors[rows], [counts[i] for i in rows]) for m in (parent, candidate)
+    )
+    whole = evaluate(before, candidate, config, {})
+    alone_result = evaluate(parent_alone, candidate_alone, GateConfig(probe_words=50), {})
+    [check] = [c for c in whole["checks"] if c["name"] == "neighbourhood overlap"]
+    [same] = [c for c in alone_result["checks"] if c["name"] == "neighbourhood overlap"]
+    assert 0 < check["candidate"] < 1 and check["candidate"] == same["candidate"]
+    assert check["chance"] == same["chance"] == round(10 / 299, 6)
+    assert whole["changed"] == alone_result["changed"]
+    # the rare tail is not searched: scrambling it alone changes nothing the gate measures; the head fails
+    tail = np.setdiff1d(np.arange(900), head)
+    shuffled = parent.vectors.copy()
+    shuffled[tail] = rng.permutation(shuffled[tail])
+    assert neighbourhoods(before, vectors(words, shuffled, counts), config)[0] == 1.0
+    shuffled = parent.vectors.copy()
+    shuffled[rows] = rng.permutation(shuffled[rows])
+    assert evaluate(before, vectors(words, shuffled, counts), config, {})["passed"] is False
+    # a vocabulary no larger than search_words is searched whole, as before
+    assert baseline(parent, GateConfig(search_words=900), {}).pool is None
 
 
 @pytest.mark.parametrize(("shape", "k"), [((5, 3000), 10), ((3, 50), 10), ((4, 20_000), 7), ((2, 10_240), 10)])
