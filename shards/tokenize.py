@@ -100,7 +100,8 @@ def tokenize(texts: pa.Array | pa.ChunkedArray, config: TokenizerConfig) -> pa.L
     if pa.types.is_string_view(texts.type):  # the string kernels take string and large_string only
         texts = texts.cast(pa.large_string())
     lists = _split(normalize(texts, config), config.token_pattern)
-    lists = lists.filter(pc.is_valid(lists))
+    if lists.null_count:  # null documents (each filter is a pass over every token)
+        lists = lists.filter(pc.is_valid(lists))
     values = pc.list_flatten(lists)
     if config.token_pattern != DEFAULT_TOKEN_PATTERN:
         # A pattern may match whitespace, where gensim's reader would split the token again: the counts and the

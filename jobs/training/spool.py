@@ -106,24 +106,29 @@ def _token_starts(data: np.ndarray) -> np.ndarray:
 
 def line_lengths(data: np.ndarray) -> np.ndarray:
     """Tokens per line of ``data`` (uint8, ending with a newline), split as gensim's C++ reader splits."""
-    return np.diff(np.searchsorted(_token_starts(data), np.flatnonzero(data == 10)), prepend=0)
+    return _lines(data)[1]
 
 
-def _cut_long_lines(data: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _lines(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each line of ``data`` ends (its newline), and its tokens (:func:`line_lengths`)."""
+    ends = np.flatnonzero(data == 10)
+    return ends, np.diff(np.searchsorted(_token_starts(data), ends), prepend=0)
+
+
+def _cut_long_lines(data: np.ndarray, ends: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
     """Cut lines longer than ``BATCH_WORDS`` tokens into consecutive pieces of equal length, as the tokenizer
-    cuts documents (a Python step per long line only)."""
+    cuts documents (a Python step per long line only); the data, its line ends and lengths after."""
     long_lines = np.flatnonzero(lengths > BATCH_WORDS)
     if not len(long_lines):
-        return data, lengths
+        return data, ends, lengths
     data = data.copy()
-    ends = np.flatnonzero(data == 10)
     for line in long_lines:
         start = int(ends[line - 1]) + 1 if line else 0
         starts = _token_starts(data[start : int(ends[line]) + 1])
         pieces = -(-len(starts) // BATCH_WORDS)
         firsts = np.arange(1, pieces) * len(starts) // pieces  # the first token of every piece but the first
         data[start + starts[firsts] - 1] = 10  # the whitespace byte before it becomes a newline
-    return data, line_lengths(data)
+    return data, *_lines(data)
 
 
 class Spool:
@@ -152,16 +157,16 @@ class Spool:
         sentences = tokens = start = 0
         while start < len(data):
             end = lines.find(b"\n", min(len(data), start + _CHUNK) - 1) + 1  # whole lines only
-            chunk, lengths = _cut_long_lines(data[start:end], line_lengths(data[start:end]))
-            self._pack(chunk, lengths)
+            chunk, ends, lengths = _cut_long_lines(data[start:end], *_lines(data[start:end]))
+            self._pack(chunk, ends, lengths)
             self._drain(source)
             sentences, tokens, start = sentences + len(lengths), tokens + int(lengths.sum()), end
         return sentences, tokens
 
-    def _pack(self, data: np.ndarray, lengths: np.ndarray) -> None:
+    def _pack(self, data: np.ndarray, newlines: np.ndarray, lengths: np.ndarray) -> None:
         """Append lines to the open batch, closing it (with its padding line) whenever the next line would not
         fit. One Python step per batch: a batch is ~10,000 words."""
-        ends = np.flatnonzero(data == 10) + 1
+        ends = newlines + 1
         words = np.cumsum(lengths)
         line = written = 0
         while line < len(lengths):
