@@ -8,8 +8,10 @@ The phase :meth:`jobs.training.trainer.Trainer.tokenize` runs when an increment 
 (:func:`tests.benchmarks.large_model.write_increment`: ~20-word documents of Zipf-distributed words) as
 :mod:`jobs.tokenize` asks it to, one call per partition, then merges the run's counts as ``finish`` does. In
 the job the actor imports gensim and loads the parent model on other threads meanwhile, so every return from
-a call that let go of the GIL waits for it again; ``busy`` rows run a pure-Python thread beside the phase to
-show that cost (its own CPU is left out of the CPU column).
+a call that let go of the GIL waits for it again. Three settings: ``quiet`` (the phase alone), ``busy`` (a
+pure-Python thread runs beside it all along; its own CPU is left out of the CPU column) and ``import`` (the
+actor's own import of gensim's training modules runs beside a process's first round, as in the job: its
+rounds after the first are quiet, so only its ``first`` columns say something, and they count its CPU).
 
 Each side runs in fresh processes (``--repeats`` of them, interleaved with the other side's), ``--rounds``
 rounds each; ``first`` is a process's first round (the actor's case: it tokenizes once), ``best`` the best
@@ -48,6 +50,9 @@ def make_increment(root: Path, tokens: int, partitions: int) -> Path:
     return root / "data"
 
 
+SETTINGS = ("quiet", "busy", "import")
+
+
 class Busy(threading.Thread):
     """A thread running Python code (it holds the GIL but for the interpreter's switch interval)."""
 
@@ -63,7 +68,21 @@ class Busy(threading.Thread):
         self.cpu = time.thread_time() - start
 
 
-def one_round(root: Path, busy: bool) -> dict[str, Any]:
+class Importing(threading.Thread):
+    """The actor's import of gensim's training modules (:meth:`Trainer.prepare` starts it as the corpus comes)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()  # the import runs to its end: nothing to stop
+        self.cpu = 0.0  # counted with the phase's: it competes for the same two cores, as in the actor
+
+    def run(self) -> None:
+        from jobs.training import trainer
+
+        trainer._import_training_modules()
+
+
+def one_round(root: Path, setting: str) -> dict[str, Any]:
     """Tokenize every partition under ``root`` in a fresh ``Trainer``, as the job does; the seconds, and
     digests of what it left."""
     import pyarrow.fs as pafs
@@ -78,10 +97,10 @@ def one_round(root: Path, busy: bool) -> dict[str, Any]:
     read, tokenizer = ReadOptions(), TokenizerConfig()
     with tempfile.TemporaryDirectory() as spool_dir:
         trainer = Trainer(spool_dir=spool_dir)
-        hog = Busy() if busy else None
+        hog: Busy | Importing | None = Busy() if setting == "busy" else Importing() if setting == "import" else None
         if hog is not None:
             hog.start()
-            time.sleep(0.05)
+            time.sleep(0.05 if setting == "busy" else 0.0)  # the import starts with the corpus, as in the actor
         wall, cpu = time.perf_counter(), time.process_time()
         answers = [trainer.tokenize(fs, p, read, tokenizer, 2)[0] for p in partitions]
         counts = trainer._merged_counts()  # what finish() takes first
@@ -104,18 +123,18 @@ def one_round(root: Path, busy: bool) -> dict[str, Any]:
     }
 
 
-def measure(root: Path, rounds: int, busy: bool) -> list[dict[str, Any]]:
-    return [one_round(root, busy) for _ in range(rounds)]
+def measure(root: Path, rounds: int, setting: str) -> list[dict[str, Any]]:
+    return [one_round(root, setting) for _ in range(rounds)]
 
 
-def child(tree: Path, root: Path, rounds: int, busy: bool) -> list[dict[str, Any]]:
+def child(tree: Path, root: Path, rounds: int, setting: str) -> list[dict[str, Any]]:
     """``measure`` in a fresh process importing ``jobs`` and ``shards`` from ``tree``."""
     code = (
         "import json, sys; sys.path.insert(0, sys.argv[1]); import runpy; "
         "m = runpy.run_path(sys.argv[2]); "
-        "print(json.dumps(m['measure'](m['Path'](sys.argv[3]), int(sys.argv[4]), sys.argv[5] == '1')))"
+        "print(json.dumps(m['measure'](m['Path'](sys.argv[3]), int(sys.argv[4]), sys.argv[5])))"
     )
-    args = [sys.executable, "-c", code, str(tree), str(_HERE), str(root), str(rounds), "1" if busy else "0"]
+    args = [sys.executable, "-c", code, str(tree), str(_HERE), str(root), str(rounds), setting]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
@@ -135,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = make_increment(a.cache / f"{a.tokens}-{a.partitions}", a.tokens, a.partitions)
     sides = {"baseline": a.against.resolve(), "this": _REPO} if a.against else {"this": _REPO}
-    runs: dict[tuple[str, bool], list[list[dict[str, Any]]]] = {}
-    for busy in (False, True):
+    runs: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+    for setting in SETTINGS:
         for _ in range(a.repeats):
             for name, tree in sides.items():
-                runs.setdefault((name, busy), []).append(child(tree, root, a.rounds, busy))
+                runs.setdefault((name, setting), []).append(child(tree, root, a.rounds, setting))
     every = [r for rounds in runs.values() for process in rounds for r in process]
     for key in ("spool", "counts", "answers", "words"):
         values = {json.dumps(r[key]) for r in every}
@@ -151,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(first['answers'])} partitions, {tokens:,} tokens, {first['words']:,} words; load {load:.1f}")
     print("| code | setting | first wall s | first CPU s | best wall s | best CPU s |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for (name, busy), processes in runs.items():
+    for (name, setting), processes in runs.items():
         firsts = [process[0] for process in processes]
         rounds = [r for process in processes for r in process]
         row = (
@@ -160,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             min(r["wall"] for r in rounds),
             min(r["cpu"] for r in rounds),
         )
-        print(f"| {name} | {'busy' if busy else 'quiet'} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
+        print(f"| {name} | {setting} | " + " | ".join(f"{x:.3f}" for x in row) + " |")
     print("spools, counts and answers identical across every run")
     for name in sides:
         orders = {r["order"] for (side, _), processes in runs.items() if side == name for p in processes for r in p}
