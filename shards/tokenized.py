@@ -142,7 +142,8 @@ def tokenize_piece(
         raise PartitionError(partition.uri, oversize)
     counts = RunningCounts()
     held: list[np.ndarray] = []
-    size = documents = sentences = tokens = 0
+    pending: list[pa.Array] = []  # read, not yet tokenized: small batches (small row groups) are tokenized together
+    size = waiting = documents = sentences = tokens = 0
     texts_of = read_texts(
         fs,
         piece,
@@ -153,24 +154,43 @@ def tokenize_piece(
         follow_symlinks=read.follow_symlinks,
     )
     missing = None
-    try:
-        for texts in texts_of:
+    while True:
+        try:
+            texts = next(texts_of, None)
+        except FieldMissing as exc:
+            texts, missing = None, exc.cause
+        if texts is not None:
             _check_sizes(texts, piece, read.max_document_bytes)
-            documents += len(texts) - texts.null_count
-            batch = tokenize(texts, tokenizer)
-            if len(batch) == 0:
-                continue
-            sentences += len(batch)
-            tokens += len(batch.values)
-            held.append(line_view(batch))
-            size += len(held[-1])
-            counts.add(count_words(batch))
-            if size >= read.block_bytes:
-                yield TokenizedBatch(held, documents, sentences, tokens)
-                held, size, documents, sentences, tokens = [], 0, 0, 0, 0
-    except FieldMissing as exc:
-        missing = exc.cause
+            pending.append(texts)
+            waiting += texts.nbytes
+            if size + waiting < read.block_bytes:
+                continue  # held and waiting text together stay within one block, as one batch did
+        if pending:
+            done = _tokenized(pending, tokenizer)
+            pending, waiting = [], 0
+            documents, sentences, tokens = documents + done.documents, sentences + done.sentences, tokens + done.tokens
+            if done.counts is not None:
+                held.extend(done.lines)
+                size += done.nbytes
+                counts.add(done.counts)
+        if texts is None:
+            break
+        if size >= read.block_bytes:
+            yield TokenizedBatch(held, documents, sentences, tokens)
+            held, size, documents, sentences, tokens = [], 0, 0, 0, 0
     yield TokenizedBatch(held, documents, sentences, tokens, counts.table(), missing)
+
+
+def _tokenized(texts: list[pa.Array], tokenizer: TokenizerConfig) -> TokenizedBatch:
+    """Documents tokenized at once, with one call of each kernel whatever their number of arrays: their lines
+    and counts (no lines and no counts when no document holds a token)."""
+    documents = sum(len(t) - t.null_count for t in texts)
+    if len({t.type for t in texts}) > 1:  # string, and large_string for a document 32-bit offsets cannot hold
+        texts = [t.cast(pa.large_string()) for t in texts]
+    batch = tokenize(texts[0] if len(texts) == 1 else pa.chunked_array(texts), tokenizer)
+    if len(batch) == 0:
+        return TokenizedBatch([], documents, 0, 0)
+    return TokenizedBatch([line_view(batch)], documents, len(batch), len(batch.values), count_words(batch))
 
 
 def tokenize_partition(
