@@ -2,6 +2,7 @@
 
     python -m tests.benchmarks.in_trainer                              # 1M tokens in 4 Parquet partitions
     python -m tests.benchmarks.in_trainer --against /tmp/old-checkout  # the same, old code against this code
+    python -m tests.benchmarks.in_trainer --row-group-rows 500         # partitions of many small row groups
 
 The phase :meth:`jobs.training.trainer.Trainer.tokenize` runs when an increment is below
 ``--tokenize-in-trainer-below``, alone: a plain ``Trainer`` (no Ray) tokenizes each partition of the increment
@@ -40,12 +41,17 @@ _HERE = Path(__file__).resolve()
 _REPO = _HERE.parents[2]
 
 
-def make_increment(root: Path, tokens: int, partitions: int) -> Path:
-    """The large-model benchmark's increment of ``tokens`` tokens in ``partitions`` Parquet partitions."""
+def make_increment(root: Path, tokens: int, partitions: int, group_rows: int | None) -> Path:
+    """The large-model benchmark's increment of ``tokens`` tokens in ``partitions`` Parquet partitions, written
+    again in row groups of ``group_rows`` rows if given (as a stream of small writes leaves them)."""
+    import pyarrow.parquet as pq
+
     from tests.benchmarks.large_model import Spec, write_increment  # gensim and Ray: not in measuring processes
 
     if not (root / "done").exists():
         write_increment(Spec(increment_tokens=tokens, partitions=partitions), root / "data")
+        for path in (root / "data").glob("*/*.parquet") if group_rows else ():
+            pq.write_table(pq.read_table(path), path, row_group_size=group_rows)
         (root / "done").write_text("")
     return root / "data"
 
@@ -149,10 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds in each process (the first is cold)")
     p.add_argument("--repeats", type=int, default=2, help="processes per side and setting, interleaved")
     p.add_argument("--against", type=Path, help="a checkout of other code to measure the same way (the baseline)")
+    p.add_argument("--row-group-rows", type=int, help="write the partitions in row groups of this many rows")
     p.add_argument("--cache", type=Path, default=_REPO / ".bench" / "in_trainer")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root = make_increment(a.cache / f"{a.tokens}-{a.partitions}", a.tokens, a.partitions)
+    key = f"{a.tokens}-{a.partitions}" + (f"-{a.row_group_rows}" if a.row_group_rows else "")
+    root = make_increment(a.cache / key, a.tokens, a.partitions, a.row_group_rows)
     sides = {"baseline": a.against.resolve(), "this": _REPO} if a.against else {"this": _REPO}
     runs: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
     for setting in SETTINGS:
