@@ -182,12 +182,13 @@ def tokenize_piece(
 
 
 def _tokenized(texts: list[pa.Array], tokenizer: TokenizerConfig) -> TokenizedBatch:
-    """Documents tokenized at once, with one call of each kernel whatever their number of arrays: their lines
-    and counts (no lines and no counts when no document holds a token)."""
+    """Documents tokenized at once, as one array (a kernel called on a chunked array starts again, its regex
+    compiled again, for every chunk): their lines and counts (no lines and no counts when no document holds a
+    token)."""
     documents = sum(len(t) - t.null_count for t in texts)
     if len({t.type for t in texts}) > 1:  # string, and large_string for a document 32-bit offsets cannot hold
         texts = [t.cast(pa.large_string()) for t in texts]
-    batch = tokenize(texts[0] if len(texts) == 1 else pa.chunked_array(texts), tokenizer)
+    batch = tokenize(texts[0] if len(texts) == 1 else pa.concat_arrays(texts), tokenizer)
     if len(batch) == 0:
         return TokenizedBatch([], documents, 0, 0)
     return TokenizedBatch([line_view(batch)], documents, len(batch), len(batch.values), count_words(batch))
