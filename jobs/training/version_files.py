@@ -2,7 +2,8 @@
 
 The last two stages of :meth:`jobs.training.trainer.Trainer.finish`:
 
-    >>> written = write(model, out, "v2", parent=("v1", parent_folder), pending={})  # doctest: +SKIP
+    >>> saved = save_model(model, out)                                                 # doctest: +SKIP
+    >>> written = write(model, out, "v2", saved, parent=("v1", parent_folder), pending={})  # doctest: +SKIP
     >>> files = upload(store, "v2", written, cache)  # the manifest's ``files`` section   # doctest: +SKIP
 
 The folder holds every file of the version the trainer makes: the model (:mod:`jobs.training.serialize`'s
@@ -15,6 +16,7 @@ them again once uploaded, so a local store links them and the node's cache takes
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,27 @@ class Written:
     diff: dict[str, Any]  # the diff's metadata; empty without a parent
 
 
+@dataclass(frozen=True)
+class Saved:
+    """The model's files as :func:`save_model` wrote them, and the seconds it took."""
+
+    recorded: dict[str, dict[str, Any]]
+    seconds: float
+
+
+def save_model(model: Any, out: Path) -> Saved:
+    """Write the model into ``out`` (hashed as written: the upload does not read it again), timed. It only reads
+    the model, so the evaluate stage may read it meanwhile (:meth:`jobs.training.trainer.Trainer.finish`)."""
+    started = time.perf_counter()
+    recorded = gmodel.save(model, out)
+    return Saved(recorded, time.perf_counter() - started)
+
+
 def write(
     model: Any,
     out: Path,
     version: str,
+    saved: Saved,
     *,
     parent: tuple[str, Path] | None = None,
     pending: dict[str, float],
@@ -57,12 +76,11 @@ def write(
     extra_files: dict[str, bytes] | None = None,
     shared: Shared | None = None,
 ) -> Written:
-    """Write ``version``'s folder ``out``: the model; with a ``parent`` (its version and its verified folder),
-    the diff from it; the ``pending`` counts; the ``standing_of_words`` (aligned with the model's index) and
-    the ``reservoir`` when the lineage keeps them; and the ``extra_files``. ``shared``: the evaluate stage's
-    comparison with the parent (:func:`jobs.training.drift.compare`), from which the diff takes its rows and
-    distances."""
-    recorded = gmodel.save(model, out)  # hashed as written: the upload does not read them again
+    """Complete ``version``'s folder ``out``, which holds the model (``saved``): with a ``parent`` (its version
+    and its verified folder), the diff from it; the ``pending`` counts; the ``standing_of_words`` (aligned with
+    the model's index) and the ``reservoir`` when the lineage keeps them; and the ``extra_files``. ``shared``:
+    the evaluate stage's comparison with the parent (:func:`jobs.training.drift.compare`), from which the diff
+    takes its rows and distances."""
     diff = (
         coordinates.write_diff(model, parent[1], out / coordinates.DIFF, parent[0], version, shared) if parent else {}
     )
@@ -73,7 +91,7 @@ def write(
         replay.save(reservoir, out / replay.RESERVOIR)
     for name, data in (extra_files or {}).items():
         (out / name).write_bytes(data)
-    return Written(out, recorded, gmodel.kind(model), gmodel.architecture(model), diff)
+    return Written(out, saved.recorded, gmodel.kind(model), gmodel.architecture(model), diff)
 
 
 def upload(store: Store, version: str, written: Written, cache: VersionCache | None) -> dict[str, dict[str, Any]]:
