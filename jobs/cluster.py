@@ -238,20 +238,21 @@ def start_trainer(config: RefreshConfig, version: str) -> TrainerHandle:
     reserves at least one CPU, so it never lands on a head that offers ``CPU: 0``, and never all of the
     cluster's CPUs when the cluster has more than one, so tokenizing tasks outside its reservation still find
     one. Without ``--workers`` the actor trains with as many threads as its node has CPUs (:func:`node_cpus`),
-    which it learns only once placed: on an autoscaling cluster its node may not exist yet. Its BLAS and
-    OpenMP thread pools (the gate's and the neighbour search's matrix products, which run once tokenizing is
-    over) get as many threads as it trains with, as far as the driver knows them, and never fewer than the
-    CPUs it reserves: Ray would give an actor asking for 0 CPUs one thread.
+    which it learns only once placed: on an autoscaling cluster its node may not exist yet. For the same
+    reason the actor sizes its own BLAS and OpenMP thread pools once placed (the gate's and the neighbour
+    search's matrix products; see :class:`jobs.training.trainer.Trainer`), rather than being started with
+    thread variables in its environment: an actor with an environment of its own cannot take one of Ray's
+    idle workers, and waits for a new process (about half a second).
     """
     resources = ray.cluster_resources()
     workers = config.training.workers
     if config.require_trainer_resource or resources.get(config.trainer_resource, 0) >= 1:
         # On an autoscaling cluster the trainer node may not exist yet: asking for the resource launches it.
-        cpus = threads = workers if workers is not None else _largest_node_cpus(config.trainer_resource)
+        cpus = workers if workers is not None else _largest_node_cpus(config.trainer_resource)
         bundle = {config.trainer_resource: 1.0}
     else:
-        threads = workers if workers is not None else _largest_node_cpus(None)
-        cpus, bundle = max(1, min(threads, int(resources.get("CPU", 0)) - 1)), {}
+        wanted = workers if workers is not None else _largest_node_cpus(None)
+        cpus, bundle = max(1, min(wanted, int(resources.get("CPU", 0)) - 1)), {}
         log.warning(
             "no node offers the resource %r: the training actor reserves %d CPU(s) on any node that has them. "
             "On a cluster whose trainer node starts on demand, pass --require-trainer-resource; to train on "
@@ -267,18 +268,12 @@ def start_trainer(config: RefreshConfig, version: str) -> TrainerHandle:
         "max_restarts": 0,
         "max_concurrency": 1,
         "name": f"trainer {version}",
-        # (with the CPUs unknown until the trainer node exists, its threads are known only there, too late)
-        "runtime_env": {"env_vars": dict.fromkeys(_THREAD_VARIABLES, str(max(cpus, threads)))} if cpus else {},
         "scheduling_strategy": PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=0),
     }
     log.info("training actor: reserves %s", ", ".join(f"{k}={v:g}" for k, v in bundle.items()))
     actor: Any = ray.remote(Trainer).options(**options).remote(config.spool_dir, node_cpus, _fetch, version)
     node = actor.__ray_call__.remote(lambda _: ray.get_runtime_context().get_node_id())  # runs first, once placed
     return TrainerHandle(actor=actor, placement=placement, cpus=cpus, node=node)
-
-
-# Thread pools sized by the environment at import: OpenMP (gensim's BLAS calls), OpenBLAS and MKL (numpy's).
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def cluster_autoscales() -> bool:

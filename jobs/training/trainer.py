@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from threadpoolctl import threadpool_limits
+
 from jobs.config import GateConfig, TrainingConfig, UpkeepConfig
 from jobs.errors import IntegrityError, RefreshError, TrainingError
 from jobs.lineage import replay
@@ -212,6 +214,13 @@ def _prompt_gil() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+def blas_threads(threads: int) -> int:
+    """Size this process's BLAS and OpenMP thread pools (numpy's, and gensim's through scipy) to ``threads``, now:
+    the training actor learns its node's CPUs only once placed, after those libraries read their environment."""
+    threadpool_limits(limits=threads)
+    return threads
+
+
 def spool_path(spool_dir: str | None, run: str) -> Path:
     """Where the trainer of ``run`` spools on its node: a name the driver knows too, so that it can remove the
     spool of an actor it had to kill."""
@@ -244,13 +253,14 @@ class Trainer:
         self.corpus_path = self.dir / "corpus.txt"
         self.spool = spool.Spool(self.corpus_path)
         self.node_cpus = node_cpus or (lambda: len(os.sched_getaffinity(0)))
+        threads = blas_threads(self.node_cpus())
         self._fetch = fetch or _same
         self._counts = RunningCounts()
         self._open: _Open | None = None
         self._loading: ParentLoad | None = None
         self._importing: threading.Thread | None = None  # gensim, imported while the corpus streams in
         self.sentences = self.tokens = self.spooled = self.lines = 0
-        log.info("training actor: spool in %s, %s BLAS/OpenMP threads", self.dir, os.environ.get("OMP_NUM_THREADS"))
+        log.info("training actor: spool in %s, %d BLAS/OpenMP threads", self.dir, threads)
 
     def ingest(self, uri: str, batches: Iterable[Any], end: bool) -> tuple[int, int, int] | PartitionError | None:
         """Append the next batches of partition ``uri`` to the spool; ``end`` marks its last call.
@@ -397,12 +407,13 @@ class Trainer:
             layout = self.spool.seal(self.tokens, replay.sample_for(start.reservoir, self.sentences, config))
             # 4. Exact epochs over the spool, the parent's words frozen on request; recorded in the model.
             frozen = step.known if request.upkeep.freeze_known_words and start.folder is not None else None
+            threads = blas_threads(config.workers or self.node_cpus())  # the matrix products after training, too
             with phases.phase("train"):
                 trained = gmodel.train_and_record(
                     start.model,
                     layout,
                     config,
-                    config.workers or self.node_cpus(),
+                    threads,
                     update=start.folder is not None,
                     frozen=frozen,
                     callbacks=request.callbacks,
