@@ -30,6 +30,7 @@ from gensim.models.callbacks import CallbackAny2Vec
 
 from jobs.config import TrainingConfig
 from jobs.errors import TrainingError
+from jobs.format import trainable
 from jobs.storage.publish import MODEL_DIR
 from jobs.training import epochs, freeze, serialize, vocabulary
 from jobs.training.spool import Layout
@@ -105,6 +106,12 @@ def load(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Word
     room to add up to ``spare_rows`` words without copying its matrices (None: as many as it holds);
     ``mapped``: its matrices mapped copy-on-write from the files, which must stay unchanged meanwhile."""
     return serialize.load(folder, spare_rows=spare_rows, mapped=mapped)
+
+
+def build(read: trainable.Trainable) -> Word2Vec:
+    """The trainable model over files already read and checked (:func:`jobs.format.trainable.read`, which needs
+    no gensim): :func:`load` in two steps, for a caller that reads while gensim is still being imported."""
+    return serialize.build(read)
 
 
 def vectors_file(folder: Path) -> Path:

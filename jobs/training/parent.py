@@ -28,6 +28,7 @@ import numpy as np
 
 from jobs.config import GateConfig, TrainingConfig
 from jobs.errors import CacheError, StoppedError
+from jobs.format import trainable
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
 from jobs.storage import Store, lease
@@ -112,15 +113,17 @@ def load(
         manifest = read_manifest(store, request.version)
         folder = fetch(store, request, into, manifest)
         check()
-        model_dir = folder / MODEL_DIR
+        # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files
+        # are this run's verified copies (its spool, or links into the node's cache, replaced only by renames).
+        # Read and checked before gensim is needed, while it is still being imported (Trainer.prepare).
+        read = trainable.read(folder / MODEL_DIR, spare_rows=None, mapped=True)  # room for as many new words
+        check()
         # gensim, here and not at the top: the training actor imports this module as it starts, without gensim,
         # and imports gensim in a thread of its own while this one fetches (Trainer.prepare); here it waits for
         # it (the same modules in the same order, so the two imports cannot deadlock)
         from jobs.training import model as gmodel
 
-        # mapped, not read: training touches a small part of the matrices, saving reads the rest once; the files
-        # are this run's verified copies (its spool, or links into the node's cache, replaced only by renames)
-        model = gmodel.load(model_dir, spare_rows=None, mapped=True)  # room for as many new words as it has
+        model = gmodel.build(read)
         check()
         pending = read_counts(folder / PENDING) if (folder / PENDING).exists() else {}
         kept = (

@@ -51,8 +51,8 @@ import pyarrow.parquet as pq
 from gensim.models import FastText, KeyedVectors, Word2Vec
 from gensim.models.fasttext import FastTextKeyedVectors
 
-from jobs.errors import IntegrityError, TrainingError
-from jobs.format import files
+from jobs.errors import TrainingError
+from jobs.format import trainable
 from jobs.format.files import (
     FASTTEXT_ARRAYS,
     FASTTEXT_PARAMS,
@@ -60,16 +60,12 @@ from jobs.format.files import (
     FLOAT,
     FORMAT,
     FORMAT_VERSION,
-    MAX_NGRAM,
-    MAX_WINDOW,
     MODEL_PARAMS,
     PARAMS,
     SCALAR,
     VOCAB,
     WV_PARAMS,
-    read_params,
 )
-from jobs.format.ngrams import ngram_buckets
 from jobs.keyed import WordVectors
 from jobs.storage.publish import sha256_file, write_recorded
 
@@ -214,64 +210,34 @@ def _random_state(random: Any) -> dict[str, Any]:
 
 
 def load(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Word2Vec:
-    """A trainable Word2Vec or FastText rebuilt from ``folder``, never unpickling anything.
+    """A trainable Word2Vec or FastText rebuilt from ``folder``, never unpickling anything: the files read and
+    checked (:func:`jobs.format.trainable.read`, where ``spare_rows`` and ``mapped`` are explained), then
+    gensim's objects built over them (:func:`build`). Raises IntegrityError when a file is missing, malformed
+    or inconsistent."""
+    return build(trainable.read(folder, spare_rows, mapped))
 
-    The per-word matrices (``vectors``, ``syn1neg``, FastText's ``vectors_vocab``) are read into buffers with
-    room for ``spare_rows`` more words after their rows, so a vocabulary update that adds up to that many
-    words appends in place rather than copying each matrix (which would hold it twice at once). Untouched,
-    the spare rows cost address space, not memory; ``None`` leaves room for as many words as the model
-    holds. ``mapped``: the matrices (FastText's n-gram buckets too) are mapped copy-on-write from their files
-    rather than read (:mod:`jobs.format.mapped`), for a caller whose files stay in place and unchanged while
-    the model lives (the trainer's verified copy of its parent). Raises IntegrityError when a file is missing,
-    malformed or inconsistent.
-    """
-    params = read_params(folder)
-    fasttext = params["kind"] == "fasttext"
+
+def build(read: trainable.Trainable) -> Word2Vec:
+    """gensim's trainable model over the arrays and vocabulary ``read`` holds (nothing is copied)."""
+    params, arrays, fasttext = read.params, read.arrays, read.fasttext
     mp, kp = params["model"], params["keyed_vectors"]
-    dim = kp["vector_size"]
-    words, counts = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
-    size = len(words)
-    spare_rows = size if spare_rows is None else spare_rows
-    if mp["vector_size"] != dim or mp["layer1_size"] != dim or mp["hs"] != 0 or mp["negative"] < 1:
-        raise IntegrityError(f"{folder / PARAMS}: inconsistent architecture (vector_size, layer1_size, hs, negative)")
-    if not 1 <= mp["window"] <= MAX_WINDOW:  # gensim's sentences hold at most 10,000 words
-        raise IntegrityError(f"{folder / PARAMS}: window must be between 1 and {MAX_WINDOW}")
-    arrays = {
-        "vectors": files.read_rows(folder, "vectors", (size, dim), spare_rows, mapped),
-        "syn1neg": files.read_rows(folder, "syn1neg", (size, dim), spare_rows, mapped),
-        "sample_int": files.read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None),
-        "cum_table": files.read_array(folder, "cum_table", np.dtype(np.uint32), (size,), None),
-        "vectors_lockf": files.read_lockf(folder, "vectors_lockf", size, None),
-    }
-    if size and (np.any(np.diff(arrays["cum_table"].astype(np.int64)) < 0) or arrays["cum_table"][-1] == 0):
-        raise IntegrityError(f"{folder / 'cum_table.npy'}: not a cumulative table")
-    if fasttext:
-        bucket = kp["bucket"]
-        if not (1 <= kp["min_n"] <= kp["max_n"] <= MAX_NGRAM) or kp["compatible_hash"] is not True:
-            raise IntegrityError(f"{folder / PARAMS}: invalid FastText n-gram parameters")
-        arrays |= {
-            "vectors_vocab": files.read_rows(folder, "vectors_vocab", (size, dim), spare_rows, mapped),
-            "vectors_ngrams": files.read_rows(folder, "vectors_ngrams", (bucket, dim), 0, mapped),
-            "vectors_vocab_lockf": files.read_lockf(folder, "vectors_vocab_lockf", size, None),
-            "vectors_ngrams_lockf": files.read_lockf(folder, "vectors_ngrams_lockf", bucket, None),
-        }
     model = _CLASSES[params["kind"]](
-        vector_size=dim,
+        vector_size=kp["vector_size"],
         **({"min_n": kp["min_n"], "max_n": kp["max_n"], "bucket": kp["bucket"]} if fasttext else {}),
     )
     for name in MODEL_PARAMS + (FASTTEXT_PARAMS if fasttext else ()):
         setattr(model, name, mp[name])
-    model.random = _restore_random(params["random"], folder)
+    model.random = read.random
     model.lifecycle_events = params["lifecycle_events"]
     model.raw_vocab = defaultdict(int)
     model.syn1neg, model.cum_table = arrays["syn1neg"], arrays["cum_table"]
     wv = model.wv
-    _fill_keyed_vectors(wv, params, words, counts, arrays)
+    _fill_keyed_vectors(wv, params, read.words, read.counts, arrays, read.key_to_index)
     wv.vectors_lockf = arrays["vectors_lockf"]
     if fasttext:
         for name in FASTTEXT_ARRAYS:
             setattr(wv, name, arrays[name])
-        wv.buckets_word = ngram_buckets(words, wv.min_n, wv.max_n, wv.bucket)
+        wv.buckets_word = read.buckets_word
     return model
 
 
@@ -313,26 +279,6 @@ def _fill_keyed_vectors(
     wv.expandos = {"count": counts, "sample_int": arrays["sample_int"]}
     wv.next_index = params["keyed_vectors"]["next_index"]
     wv.norms = None
-
-
-def _restore_random(state: Any, folder: Path) -> Any:
-    try:
-        if state["type"] == "RandomState":
-            key = np.array(state["key"], dtype=np.uint32)
-            if key.shape != (624,):
-                raise ValueError("MT19937 key must have 624 words")
-            random = np.random.RandomState()
-            random.set_state(("MT19937", key, int(state["pos"]), int(state["has_gauss"]), float(state["gauss"])))
-            return random
-        if state["type"] == "Generator":
-            generator = np.random.default_rng()
-            if state["state"].get("bit_generator") != type(generator.bit_generator).__name__:
-                raise ValueError("unknown bit generator")
-            generator.bit_generator.state = state["state"]
-            return generator
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise IntegrityError(f"{folder / PARAMS}: invalid random state ({exc})") from exc
-    raise IntegrityError(f"{folder / PARAMS}: unknown random generator {state.get('type')!r}")
 
 
 # ------------------------------------------------------------------------------------------ the old format
