@@ -45,6 +45,24 @@ class Trainable:
     def fasttext(self) -> bool:
         return bool(self.params["kind"] == "fasttext")
 
+    def keyed(self) -> Keyed:
+        """The word vectors as the quality gate reads them (:mod:`jobs.training.evaluate` takes gensim's
+        ``KeyedVectors`` or this), over the same arrays: nothing is copied."""
+        dim = int(self.params["keyed_vectors"]["vector_size"])
+        return Keyed(self.words, self.key_to_index, self.arrays["vectors"], {"count": self.counts}, dim)
+
+
+@dataclass
+class Keyed:
+    """What the gate reads of gensim's ``KeyedVectors``, without gensim; ``norms`` as gensim fills them."""
+
+    index_to_key: list[str]
+    key_to_index: dict[str, int]
+    vectors: np.ndarray
+    expandos: dict[str, np.ndarray]
+    vector_size: int
+    norms: np.ndarray | None = None
+
 
 def read(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Trainable:
     """Read and check the model saved in ``folder``.

@@ -34,7 +34,7 @@ import math
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,15 +69,18 @@ class Baseline:
     pool: np.ndarray | None = None  # the parent's rows searched for neighbours (search_pool); None: all
 
 
-def baseline(parent: Any, config: GateConfig, files: dict[str, bytes], history: Sequence[float] = ()) -> Baseline:
+def baseline(
+    parent: Any, config: GateConfig, files: dict[str, bytes] | None, history: Sequence[float] = ()
+) -> Baseline:
     """Measure the parent (its ``KeyedVectors``, before the vocabulary update) for :func:`evaluate`;
-    ``history`` is the lineage's, from the parent's manifest (:func:`jobs.training.gate.history_of`)."""
+    ``history`` is the lineage's, from the parent's manifest (:func:`jobs.training.gate.history_of`). With
+    ``files`` None, the evaluation files are left to :func:`scored` (they need gensim's own vectors, and the
+    rest does not: the trainer measures the parent's files as read, while gensim is still being imported)."""
     frequent = probe_words(parent, max(FREQUENT, config.probe_words))
     probes = frequent[: config.probe_words]
     pool = search_pool(parent, config.search_words)
     depth = min(_DEPTH * config.topn, (len(parent.index_to_key) if pool is None else len(pool)) - 1)
-    with _files(config, files) as scored:
-        scores = {name: score(parent, path) for name, score, path in scored}
+    scores = {} if files is None else _scores(parent, config, files)
     rows = np.array([parent.key_to_index[w] for w in frequent], dtype=np.int64)
     return Baseline(
         list(parent.index_to_key),
@@ -89,6 +92,16 @@ def baseline(parent: Any, config: GateConfig, files: dict[str, bytes], history: 
         tuple(history),
         pool,
     )
+
+
+def scored(before: Baseline, parent: Any, config: GateConfig, files: dict[str, bytes]) -> Baseline:
+    """``before`` with the parent's scores on the evaluation files (``parent``: its ``KeyedVectors``)."""
+    return replace(before, scores=_scores(parent, config, files))
+
+
+def _scores(parent: Any, config: GateConfig, files: dict[str, bytes]) -> dict[str, float | None]:
+    with _files(config, files) as found:
+        return {name: score(parent, path) for name, score, path in found}
 
 
 def probe_words(vectors: Any, n: int) -> list[str]:

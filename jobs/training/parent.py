@@ -117,7 +117,14 @@ def load(
         # are this run's verified copies (its spool, or links into the node's cache, replaced only by renames).
         # Read and checked before gensim is needed, while it is still being imported (Trainer.prepare).
         read = trainable.read(folder / MODEL_DIR, spare_rows=None, mapped=True)  # room for as many new words
-        check()
+    check()
+    history = gate.history_of(manifest, request.gate.history)
+    with phases.phase("evaluate"):
+        # The parent's side of the gate, from its files as read (gensim may still be importing), before the
+        # model changes: an update only appends rows, and this spares loading the parent a second time.
+        before = evaluate.baseline(read.keyed(), request.gate, None, history)
+    check()
+    with phases.phase("load"):
         # gensim, here and not at the top: the training actor imports this module as it starts, without gensim,
         # and imports gensim in a thread of its own while this one fetches (Trainer.prepare); here it waits for
         # it (the same modules in the same order, so the two imports cannot deadlock)
@@ -132,12 +139,9 @@ def load(
             else None
         )
         reservoir = replay.load(folder / replay.RESERVOIR)
-    check()
-    with phases.phase("evaluate"):
-        # The parent's side of the gate, from the loaded model before it changes: an update only appends
-        # rows, and this spares loading the parent a second time.
-        history = gate.history_of(manifest, request.gate.history)
-        before = evaluate.baseline(model.wv, request.gate, request.eval_files, history)
+    if request.gate.similarity_files or request.gate.analogy_files:
+        with phases.phase("evaluate"):  # scored by gensim's own evaluation code
+            before = evaluate.scored(before, model.wv, request.gate, request.eval_files)
     return Parent(folder, model, pending, kept, reservoir, before)
 
 

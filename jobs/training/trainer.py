@@ -428,11 +428,12 @@ class Trainer:
             if request.upkeep.align and start.folder is not None:
                 with phases.phase("align"):
                     aligned = coordinates.align_to_parent(start.model, start.folder, step.parent_rows)
-            # 6. The model's files are written while the gate measures (7): saving only reads the model, as the
-            # gate does, and each spends most of its time outside the GIL (writing and hashing bytes; BLAS).
+            # 6. The model's files are written while the gate measures (7) and the other files are written (8):
+            # saving only reads the model, as they do, and each spends most of its time outside the GIL (writing
+            # and hashing bytes; BLAS).
             out = self.dir / "version"
             with ThreadPoolExecutor(1, thread_name_prefix="save model") as saving:
-                saved = saving.submit(version_files.save_model, start.model, out)
+                saved = saving.submit(version_files.save_model, start.model, out)  # an error: the block waits
                 # 7. The gate's measurements, the drift of the parent's words (frozen ones checked), neighbours.
                 with phases.phase("evaluate"):
                     evaluated = evaluate.evaluate_candidate(
@@ -446,25 +447,26 @@ class Trainer:
                         new_words=step.change.new_words,
                         counts=counts,
                     )
-                model_files = saved.result()  # leaving the block on an error waits for it, too
-            # 8. The version's other files: the diff, what the lineage carries on, the driver's files. The save
-            # phase counts the model's own seconds, not the wait for it: it overlaps the gate's, as the parent's
-            # load overlaps tokenizing.
-            phases.seconds["save"] = model_files.seconds
-            with phases.phase("save"):
-                written = version_files.write(
-                    start.model,
-                    out,
-                    version,
-                    model_files,
-                    parent=(request.parent or "", start.folder) if start.folder is not None else None,
-                    pending=step.pending,
-                    standing_of_words=step.standing if request.upkeep.keeps_standing else None,
-                    reservoir=replay.carried(start.reservoir, spool.sentences(self.corpus_path, self.lines), config),
-                    extra_files=request.extra_files,
-                    shared=evaluated.shared,
-                )
-                del start  # the model: not held while uploading
+                # 8. The version's other files: the diff, what the lineage carries on, the driver's files.
+                with phases.phase("save"):
+                    written = version_files.write(
+                        start.model,
+                        out,
+                        version,
+                        saved.result,
+                        parent=(request.parent or "", start.folder) if start.folder is not None else None,
+                        pending=step.pending,
+                        standing_of_words=step.standing if request.upkeep.keeps_standing else None,
+                        reservoir=replay.carried(
+                            start.reservoir, spool.sentences(self.corpus_path, self.lines), config
+                        ),
+                        extra_files=request.extra_files,
+                        shared=evaluated.shared,
+                    )
+            # the save phase counts the writing's own seconds, not the wait: it overlaps the gate's, as the
+            # parent's load overlaps tokenizing
+            phases.seconds["save"] = written.seconds
+            del start  # the model: not held while uploading
             # 9. Upload, then keep the folder in the node's cache.
             with phases.phase("upload"):
                 files = version_files.upload(store, version, written, cache)

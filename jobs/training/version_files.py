@@ -2,8 +2,8 @@
 
 The last two stages of :meth:`jobs.training.trainer.Trainer.finish`:
 
-    >>> saved = save_model(model, out)                                                 # doctest: +SKIP
-    >>> written = write(model, out, "v2", saved, parent=("v1", parent_folder), pending={})  # doctest: +SKIP
+    >>> saving = pool.submit(save_model, model, out)        # the model's files, in a thread  # doctest: +SKIP
+    >>> written = write(model, out, "v2", saving.result, parent=("v1", parent_folder), pending={})  # doctest: +SKIP
     >>> files = upload(store, "v2", written, cache)  # the manifest's ``files`` section   # doctest: +SKIP
 
 The folder holds every file of the version the trainer makes: the model (:mod:`jobs.training.serialize`'s
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ class Written:
     model_kind: str
     architecture: dict[str, Any]  # the model's own (:func:`jobs.training.model.architecture`)
     diff: dict[str, Any]  # the diff's metadata; empty without a parent
+    seconds: float = 0.0  # spent writing them, the model's files and the others (written side by side)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def write(
     model: Any,
     out: Path,
     version: str,
-    saved: Saved,
+    model_files: Callable[[], Saved],
     *,
     parent: tuple[str, Path] | None = None,
     pending: dict[str, float],
@@ -76,11 +78,14 @@ def write(
     extra_files: dict[str, bytes] | None = None,
     shared: Shared | None = None,
 ) -> Written:
-    """Complete ``version``'s folder ``out``, which holds the model (``saved``): with a ``parent`` (its version
-    and its verified folder), the diff from it; the ``pending`` counts; the ``standing_of_words`` (aligned with
-    the model's index) and the ``reservoir`` when the lineage keeps them; and the ``extra_files``. ``shared``:
-    the evaluate stage's comparison with the parent (:func:`jobs.training.drift.compare`), from which the diff
-    takes its rows and distances."""
+    """Complete ``version``'s folder ``out`` around the model, which :func:`save_model` writes into it meanwhile
+    (``model_files`` waits for that, and is called last): with a ``parent`` (its version and its verified
+    folder), the diff from it; the ``pending`` counts; the ``standing_of_words`` (aligned with the model's
+    index) and the ``reservoir`` when the lineage keeps them; and the ``extra_files``. ``shared``: the evaluate
+    stage's comparison with the parent (:func:`jobs.training.drift.compare`), from which the diff takes its
+    rows and distances."""
+    started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
     diff = (
         coordinates.write_diff(model, parent[1], out / coordinates.DIFF, parent[0], version, shared) if parent else {}
     )
@@ -91,7 +96,9 @@ def write(
         replay.save(reservoir, out / replay.RESERVOIR)
     for name, data in (extra_files or {}).items():
         (out / name).write_bytes(data)
-    return Written(out, saved.recorded, gmodel.kind(model), gmodel.architecture(model), diff)
+    seconds = time.perf_counter() - started
+    saved = model_files()
+    return Written(out, saved.recorded, gmodel.kind(model), gmodel.architecture(model), diff, saved.seconds + seconds)
 
 
 def upload(store: Store, version: str, written: Written, cache: VersionCache | None) -> dict[str, dict[str, Any]]:

@@ -14,9 +14,12 @@ import pytest
 from gensim.models import FastText, Word2Vec
 from gensim.models.fasttext import ft_ngram_hashes
 
+from jobs.config import GateConfig
 from jobs.errors import IntegrityError, TrainingError
+from jobs.format import trainable
 from jobs.format.ngrams import ngram_buckets
 from jobs.training import serialize
+from jobs.training.evaluate import baseline
 from tests.support import REPO
 from tests.support.forgery import planted_pickle
 from tests.support.models import MORE, SENTENCES, assert_same
@@ -58,6 +61,20 @@ def test_the_round_trip_equals_gensims_and_so_does_further_training(
     for name in ("vectors", *(("vectors_vocab", "vectors_ngrams") if cls is FastText else ())):
         assert np.array_equal(getattr(ours.wv, name), getattr(theirs.wv, name)), name
     assert np.array_equal(ours.syn1neg, theirs.syn1neg)
+
+
+def test_the_gate_measures_the_files_as_read_as_it_measures_gensims_vectors(tmp_path: Path) -> None:
+    # the trainer measures its parent's side of the gate before gensim is imported, on the files as read
+    serialize.save(trained(FastText, 1), tmp_path / "model")
+    read = trainable.read(tmp_path / "model", spare_rows=None, mapped=True)
+    config = GateConfig(probe_words=20, search_words=30, topn=5)
+    keyed = read.keyed()
+    light, full = baseline(keyed, config, None), baseline(serialize.build(read).wv, config, {})
+    assert light.probes == full.probes and len(light.probes) == 20
+    assert light.neighbours == full.neighbours and light.pool is not None and len(light.pool) == 30
+    assert light.pool.tolist() == full.pool.tolist() and light.words == full.words
+    assert np.array_equal(light.frequent_vectors, full.frequent_vectors)
+    assert keyed.vectors is read.arrays["vectors"]  # nothing copied
 
 
 @pytest.mark.parametrize("cls", [Word2Vec, FastText], ids=["word2vec", "fasttext"])
