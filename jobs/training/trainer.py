@@ -428,25 +428,25 @@ class Trainer:
             if request.upkeep.align and start.folder is not None:
                 with phases.phase("align"):
                     aligned = coordinates.align_to_parent(start.model, start.folder, step.parent_rows)
-            # 6. The model's files are written while the gate measures (7) and the other files are written (8):
-            # saving only reads the model, as they do, and each spends most of its time outside the GIL (writing
-            # and hashing bytes; BLAS).
+            # 6. The gate's measurements, the drift of the parent's words (frozen ones checked), neighbours: alone,
+            # so that its seconds are its own.
+            with phases.phase("evaluate"):
+                evaluated = evaluate.evaluate_candidate(
+                    start.baseline,
+                    start.model.wv,
+                    request.gate,
+                    request.eval_files,
+                    parent_vectors=start.vectors,
+                    parent_rows=step.parent_rows,
+                    frozen=frozen is not None,
+                    new_words=step.change.new_words,
+                    counts=counts,
+                )
+            # 7. The model's files are written while (8) the version's other files are: saving only reads the
+            # model, as they do, and each spends most of its time outside the GIL (writing and hashing bytes).
             out = self.dir / "version"
             with ThreadPoolExecutor(1, thread_name_prefix="save model") as saving:
                 saved = saving.submit(version_files.save_model, start.model, out)  # an error: the block waits
-                # 7. The gate's measurements, the drift of the parent's words (frozen ones checked), neighbours.
-                with phases.phase("evaluate"):
-                    evaluated = evaluate.evaluate_candidate(
-                        start.baseline,
-                        start.model.wv,
-                        request.gate,
-                        request.eval_files,
-                        parent_vectors=start.vectors,
-                        parent_rows=step.parent_rows,
-                        frozen=frozen is not None,
-                        new_words=step.change.new_words,
-                        counts=counts,
-                    )
                 # 8. The version's other files: the diff, what the lineage carries on, the driver's files.
                 with phases.phase("save"):
                     written = version_files.write(
@@ -463,8 +463,8 @@ class Trainer:
                         extra_files=request.extra_files,
                         shared=evaluated.shared,
                     )
-            # the save phase counts the writing's own seconds, not the wait: it overlaps the gate's, as the
-            # parent's load overlaps tokenizing
+            # the save phase counts the writing's own seconds, the model's and the other files', which overlap (as
+            # the parent's load overlaps tokenizing)
             phases.seconds["save"] = written.seconds
             del start  # the model: not held while uploading
             # 9. Upload, then keep the folder in the node's cache.
