@@ -187,9 +187,9 @@ class _Overlap:
         }
 
 
-def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig, shared_pairs: Any = None) -> _Overlap:
+def _overlap(parent: Baseline | Any, candidate: Any, config: GateConfig, pairs: Any = None) -> _Overlap:
     before = parent if isinstance(parent, Baseline) else baseline(parent, config, {})
-    parent_rows, candidate_rows = shared_pairs or shared_rows(before.words, candidate)
+    parent_rows, candidate_rows = pairs or shared_rows(before.words, candidate)
     if before.pool is not None:  # the words both hold, within the parent's rows searched
         parent_rows, candidate_rows = _within(before.pool, len(before.words), parent_rows, candidate_rows)
     shared = len(np.arange(len(before.words))[parent_rows])
@@ -259,18 +259,29 @@ def nearest_scored(
     would have them.
     """
     matrix = vectors.vectors
-    norms = fill_norms(vectors)
     if among is None or (isinstance(among, slice) and among.step in (None, 1)):
         first, last, _ = (among or slice(None)).indices(len(matrix))
         pool = np.arange(first, max(first, last), dtype=np.int64)
+        norms = fill_norms(vectors)
 
         def take(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
             return matrix[first + a : first + b], norms[first + a : first + b]
+
+        def norms_of(rows: np.ndarray, block: np.ndarray | None = None) -> np.ndarray:
+            return norms[rows]
     else:  # scattered rows: each chunk of them gathered, in ascending order (ties go to the lower row)
         pool = np.unique(np.arange(len(matrix))[among])
+        filled = vectors.norms if vectors.norms is not None and len(vectors.norms) == len(matrix) else None
+
+        def norms_of(rows: np.ndarray, block: np.ndarray | None = None) -> np.ndarray:
+            """Those rows' norms: gensim's values, computed row by row for the rows searched alone."""
+            if filled is not None:
+                return filled[rows]
+            return np.linalg.norm(matrix[rows] if block is None else block, axis=1)
 
         def take(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-            return matrix[pool[a:b]], norms[pool[a:b]]
+            block = matrix[pool[a:b]]
+            return block, norms_of(pool[a:b], block)
 
     k = min(topn, len(pool) - 1)
     rows = np.array([vectors.key_to_index[w] for w in words], dtype=np.int64)
@@ -278,7 +289,7 @@ def nearest_scored(
         return [([], []) for _ in words]
     chunk = chunk or max(_MIN_CHUNK, _BLOCK_BYTES // (4 * len(rows)))
     with np.errstate(divide="ignore", invalid="ignore"):  # a zero vector has no direction, as in gensim
-        queries = matrix[rows] / norms[rows, None]
+        queries = matrix[rows] / norms_of(rows)[:, None]
     best = np.zeros((len(rows), 0), dtype=np.float32)
     columns = np.zeros((len(rows), 0), dtype=np.int64)  # positions in ``pool``
     everyone = np.arange(len(rows))
@@ -417,7 +428,7 @@ def evaluate(
     candidate: Any,
     config: GateConfig,
     files: dict[str, bytes],
-    shared: tuple[Any, Any] | None = None,
+    pairs: tuple[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """Measure the candidate against the parent (its :func:`baseline`, or its vectors; None for a first model)
     and decide whether the gate passes (:mod:`jobs.training.gate`). Decides nothing else.
@@ -425,7 +436,7 @@ def evaluate(
     Returns ``passed``, ``reasons`` (one per failed check), ``checks`` (each with its value, threshold or
     band, and why), ``changed`` (the probe words whose neighbourhoods changed most) and ``neighbours_kept``
     (the plain share, for the drift figures). Vectors that are not finite fail at once and skip the
-    neighbour search, whose ranks they would make meaningless. ``shared`` pairs the parent's rows with the
+    neighbour search, whose ranks they would make meaningless. ``pairs`` pairs the parent's rows with the
     candidate's rows of the same words, as :func:`shared_rows` would, when the caller knows them."""
     before = parent if parent is None or isinstance(parent, Baseline) else baseline(parent, config, files)
     bad, example = non_finite(candidate)
@@ -436,7 +447,7 @@ def evaluate(
         if bad:
             checks.append(gate.skipped_overlap(before.history, "the candidate holds non-finite vectors"))
         else:
-            measured = _overlap(before, candidate, config, shared)
+            measured = _overlap(before, candidate, config, pairs)
             result["changed"], result["neighbours_kept"] = measured.changed, measured.kept
             evidence = measured.evidence()
             checks.append(gate.overlap_check(measured.corrected, evidence, before.history, config, untrained))
