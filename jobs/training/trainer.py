@@ -404,7 +404,8 @@ class Trainer:
                 "vocabulary %d -> %d words (%d new)", step.change.before, step.change.after, len(step.change.new_words)
             )
             # 3. The replay sample joins the spool, which is closed holding exactly the tokens spooled.
-            layout = self.spool.seal(self.tokens, replay.sample_for(start.reservoir, self.sentences, config))
+            replayed = replay.sample_for(start.reservoir, self.sentences, config)
+            layout = self.spool.seal(self.tokens, replayed)
             # 4. Exact epochs over the spool, the parent's words frozen on request; recorded in the model.
             frozen = step.known if request.upkeep.freeze_known_words and start.folder is not None else None
             threads = blas_threads(config.workers or self.node_cpus())  # the matrix products after training, too
@@ -418,6 +419,7 @@ class Trainer:
                     frozen=frozen,
                     callbacks=request.callbacks,
                     split=request.split,
+                    words=spool.distinct_words(counts, replayed),
                     event=dict(
                         version=version, parent=request.parent, new_words=len(step.change.new_words), **request.event
                     ),

@@ -9,6 +9,7 @@ gensim's own count of the raw words each epoch read must equal the spooled token
 from __future__ import annotations
 
 import collections
+import copy
 import inspect
 import random
 from collections.abc import Callable
@@ -273,3 +274,28 @@ def test_a_range_no_thread_trains_fails_with_both_counts(tmp_path: Path) -> None
     missed = int(layout.words[-1])
     with pytest.raises(TrainingError, match=f"epoch 1 trained {layout.tokens - missed:,} of {layout.tokens:,}"):
         gmodel.train(model, layout, config, 2, split=skip_the_last_batch)
+
+
+@pytest.mark.parametrize("kind", ["word2vec", "fasttext"])
+def test_the_loops_map_of_the_spools_own_words_trains_as_the_whole_vocabulary(tmp_path: Path, kind: str) -> None:
+    """A model four times the spool's vocabulary: the loops' map of the spool's words alone gives the same
+    vectors, bit for bit, and the same words reaching the network; a map missing a word skips that word."""
+    layout, counts = spool_of(tmp_path, unique_places(random.Random(5))[0])
+    config = TrainingConfig(model=kind, vector_size=8, min_count=1, sample=0, epochs=2, bucket=2000)
+    model = gmodel.create(config)
+    unused = {f"unused{i}": 1 for i in range(3 * len(counts))}
+    gmodel.grow_vocabulary(model, {**dict(counts), **unused}, sentences=1)
+    whole, spooled, missing = (copy.deepcopy(model) for _ in range(3))
+    outcomes = [
+        gmodel.train(whole, layout, config, 1),
+        gmodel.train(spooled, layout, config, 1, words=set(counts)),
+        gmodel.train(missing, layout, config, 1, words=set(counts) - {"uniquemiddle"}),
+    ]
+    assert [o.trained for o in outcomes] == [[sum(counts.values())] * 2] * 3
+    assert outcomes[1].effective == outcomes[0].effective == [sum(counts.values())] * 2
+    assert outcomes[2].effective == [sum(counts.values()) - counts["uniquemiddle"]] * 2
+    for name in ("vectors", "vectors_vocab") if kind == "fasttext" else ("vectors",):
+        assert np.array_equal(getattr(spooled.wv, name), getattr(whole.wv, name))
+    assert np.array_equal(spooled.syn1neg, whole.syn1neg)
+    row = whole.wv.key_to_index["uniquemiddle"]
+    assert not np.array_equal(missing.wv.vectors[row], whole.wv.vectors[row])
