@@ -41,6 +41,10 @@ class Store(Protocol):
 
     uri: str
     signing: Signing  # what this process signs with and trusts; applied by jobs.storage.publish
+    #: whether :meth:`put_file` with ``final`` can take a file where it is (the local store links it, then makes
+    #: it durable): a writer that expects to put its files so may make each durable as it finishes it, while
+    #: it writes the next, and the put then finds the work done
+    takes_files_in_place: bool
 
     def read_pointer(self) -> Pointer | None: ...
 

@@ -33,6 +33,8 @@ _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # O_NONBLOCK
 class LocalStore:
     """A store in a local (or shared, POSIX) directory."""
 
+    takes_files_in_place = True  # put_file(final=True) links a file on the same filesystem
+
     def __init__(self, root: str | os.PathLike[str], signing: Signing = Signing()) -> None:
         self.root = Path(root).absolute()
         self.uri = str(self.root)

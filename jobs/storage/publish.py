@@ -82,11 +82,12 @@ def sha256_file(path: Path, mapped: bool = False) -> str:
 _WINDOW = 64 << 20  # bytes of a mapped file hashed before their pages are let go
 
 
-def write_recorded(path: Path, parts: Iterable[Any]) -> dict[str, Any]:
+def write_recorded(path: Path, parts: Iterable[Any], durable: bool = False) -> dict[str, Any]:
     """Write ``parts`` (bytes-like objects, in order) as a new file at ``path``, hashing the bytes as they are
     written, so they are passed over once; return the file's manifest entry (size and SHA-256), as
     :func:`upload_version` would record it. The hash runs in a second thread, a chunk behind the writes
-    (hashlib and file writes both release the GIL)."""
+    (hashlib and file writes both release the GIL). ``durable``: on disk when this returns (fsync), for a
+    store that takes the file where it is (:attr:`Store.takes_files_in_place`)."""
     digest = hashlib.sha256()
     size = 0
     with open(path, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
@@ -103,6 +104,9 @@ def write_recorded(path: Path, parts: Iterable[Any]) -> dict[str, Any]:
                 if hashed is not None:
                     hashed.result()  # before the views of this part are released
                     hashed = None
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
     return {"size": size, "sha256": digest.hexdigest()}
 
 

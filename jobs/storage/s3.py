@@ -78,6 +78,8 @@ def transfer_config(settings: S3Settings) -> TransferConfig:
 class S3Store:
     """A :class:`~jobs.storage.Store` under ``s3://bucket/prefix``. Picklable; the boto3 client is made lazily."""
 
+    takes_files_in_place = False  # every file is sent
+
     def __init__(
         self, bucket: str, prefix: str = "", settings: S3Settings | None = None, signing: Signing = Signing()
     ) -> None:

@@ -252,10 +252,12 @@ def imported(model: Word2Vec, **event: Any) -> None:
     model.add_lifecycle_event("imported", **event)
 
 
-def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
+def save(model: Word2Vec, folder: Path, durable: bool = False) -> dict[str, dict[str, Any]]:
     """Save the model into ``folder / MODEL_DIR`` in the store's pickle-free format (:mod:`.serialize`); return
-    each file's manifest entry by its name under ``folder``, hashed as it was written."""
-    return {f"{MODEL_DIR}/{name}": entry for name, entry in serialize.save(model, folder / MODEL_DIR).items()}
+    each file's manifest entry by its name under ``folder``, hashed as it was written; ``durable``: each file
+    on disk once written."""
+    saved = serialize.save(model, folder / MODEL_DIR, durable)
+    return {f"{MODEL_DIR}/{name}": entry for name, entry in saved.items()}
 
 
 def export_model(model: Word2Vec, output: Path) -> None:

@@ -41,6 +41,7 @@ import io
 import json
 import logging
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ from jobs.format.files import (
     WV_PARAMS,
 )
 from jobs.keyed import WordVectors
-from jobs.storage.publish import sha256_file, write_recorded
+from jobs.storage.publish import write_recorded
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,11 @@ def kind_of(model: Word2Vec) -> str:
 # --------------------------------------------------------------------------------------------------- saving
 
 
-def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
+def save(model: Word2Vec, folder: Path, durable: bool = False) -> dict[str, dict[str, Any]]:
     """Write ``model`` into ``folder`` in this format; return each file's manifest entry (size and SHA-256, by
-    name), hashed as it was written: the bytes are passed over once. Raises TrainingError for a model it
+    name), hashed as it was written: the bytes are passed over once. The files are written by
+    :data:`SAVE_THREADS` threads, the largest first (writing and hashing release the GIL); ``durable``: each on
+    disk once written (:func:`jobs.storage.publish.write_recorded`). Raises TrainingError for a model it
     cannot represent (hierarchical softmax, attributes it does not know)."""
     kind = kind_of(model)
     fasttext = kind == "fasttext"
@@ -108,19 +111,10 @@ def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
     }
     if fasttext:
         arrays |= {name: getattr(wv, name) for name in FASTTEXT_ARRAYS}
-    written: dict[str, dict[str, Any]] = {}
     for name, array in arrays.items():
         expected = np.dtype(np.uint32) if name in ("sample_int", "cum_table") else FLOAT
         if array.dtype != expected:  # what load() insists on; refused here rather than in the next run
             raise TrainingError(f"cannot save {name}: dtype {array.dtype}, the format stores {expected}")
-        written[f"{name}.npy"] = _save_array(folder / f"{name}.npy", array)
-    vocabulary = pa.table(
-        {
-            "word": pa.array(wv.index_to_key, pa.string()),
-            "count": pa.array(np.asarray(wv.expandos["count"], dtype=np.int64)),
-        }
-    )
-    pq.write_table(vocabulary, folder / VOCAB, compression="zstd")
     params = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -136,18 +130,42 @@ def save(model: Word2Vec, folder: Path) -> dict[str, dict[str, Any]]:
         body = json.dumps(params, indent=1, sort_keys=True, allow_nan=False, default=_event_value)
     except (TypeError, ValueError) as exc:
         raise TrainingError(f"cannot save the model's parameters as JSON: {exc}") from exc
-    written[PARAMS] = write_recorded(folder / PARAMS, [(body + "\n").encode()])
-    written[VOCAB] = {"size": (folder / VOCAB).stat().st_size, "sha256": sha256_file(folder / VOCAB)}
-    return written
+    largest_first = sorted(arrays, key=lambda name: -arrays[name].nbytes)
+    with ThreadPoolExecutor(SAVE_THREADS, thread_name_prefix="save") as pool:
+        writing = {
+            f"{name}.npy": pool.submit(_save_array, folder / f"{name}.npy", arrays[name], durable)
+            for name in largest_first
+        }
+        writing[VOCAB] = pool.submit(_save_vocabulary, wv, folder / VOCAB, durable)
+        writing[PARAMS] = pool.submit(write_recorded, folder / PARAMS, [(body + "\n").encode()], durable)
+        written = {name: future.result() for name, future in writing.items()}
+    return {name: written[name] for name in (*(f"{name}.npy" for name in arrays), PARAMS, VOCAB)}
 
 
-def _save_array(path: Path, array: np.ndarray) -> dict[str, Any]:
+#: Threads writing a model's files: its two largest matrices side by side.
+SAVE_THREADS = 2
+
+
+def _save_vocabulary(wv: KeyedVectors, path: Path, durable: bool) -> dict[str, Any]:
+    """The words in their index order with their counts, as Parquet (zstd)."""
+    vocabulary = pa.table(
+        {
+            "word": pa.array(wv.index_to_key, pa.string()),
+            "count": pa.array(np.asarray(wv.expandos["count"], dtype=np.int64)),
+        }
+    )
+    sink = pa.BufferOutputStream()
+    pq.write_table(vocabulary, sink, compression="zstd")
+    return write_recorded(path, [sink.getvalue()], durable)
+
+
+def _save_array(path: Path, array: np.ndarray, durable: bool = False) -> dict[str, Any]:
     """``array`` as ``np.save`` writes it (a version 1.0 header, then the C-ordered data), hashed as written;
     a matrix mapped from the parent's file pages its untouched rows in here, as they are copied."""
     array = np.ascontiguousarray(array)
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    return write_recorded(path, [header.getvalue(), array.reshape(-1)])
+    return write_recorded(path, [header.getvalue(), array.reshape(-1)], durable)
 
 
 def _check_savable(model: Word2Vec, fasttext: bool) -> None:

@@ -448,7 +448,8 @@ class Trainer:
             # model, as they do, and each spends most of its time outside the GIL (writing and hashing bytes).
             out = self.dir / "version"
             with ThreadPoolExecutor(1, thread_name_prefix="save model") as saving:
-                saved = saving.submit(version_files.save_model, start.model, out)  # an error: the block waits
+                # an error: the block waits
+                saved = saving.submit(version_files.save_model, start.model, out, store.takes_files_in_place)
                 # 8. The version's other files: the diff, what the lineage carries on, the driver's files.
                 with phases.phase("save"):
                     written = version_files.write(

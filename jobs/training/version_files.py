@@ -57,11 +57,13 @@ class Saved:
     seconds: float
 
 
-def save_model(model: Any, out: Path) -> Saved:
+def save_model(model: Any, out: Path, durable: bool = False) -> Saved:
     """Write the model into ``out`` (hashed as written: the upload does not read it again), timed. It only reads
-    the model, so the evaluate stage may read it meanwhile (:meth:`jobs.training.trainer.Trainer.finish`)."""
+    the model, so the evaluate stage may read it meanwhile (:meth:`jobs.training.trainer.Trainer.finish`).
+    ``durable``: each file on disk once written, while the next is (for a store that takes the files where
+    they are, whose upload then finds them durable)."""
     started = time.perf_counter()
-    recorded = gmodel.save(model, out)
+    recorded = gmodel.save(model, out, durable)
     return Saved(recorded, time.perf_counter() - started)
 
 
