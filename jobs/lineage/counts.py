@@ -8,9 +8,12 @@ rarest pruned), and a word joins the model once its cumulative count reaches ``m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -29,13 +32,20 @@ def read_counts(path: Path) -> dict[str, float]:
     return dict(zip(table.column("word").to_pylist(), table.column("count").to_pylist(), strict=True))
 
 
-def below_min_count(model: Any, counts: dict[str, int], pending: dict[str, float], cap: int) -> dict[str, float]:
-    """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``."""
+def below_min_count(
+    model: Any, counts: dict[str, int], pending: dict[str, float], cap: int, rows: np.ndarray | None = None
+) -> dict[str, float]:
+    """Cumulative counts of the words still below ``min_count`` after an update, the rarest pruned to ``cap``.
+    ``rows``: the counted words' rows after the update, in their order (-1: not in the vocabulary), when known;
+    else each word is looked up."""
     known = model.wv.key_to_index
     remembered = {w: c for w, c in pending.items() if w not in known}
-    for word, count in counts.items():
-        if word not in known:
-            remembered[word] = remembered.get(word, 0) + count
+    if rows is None:
+        outside: Iterable[tuple[str, int]] = ((w, c) for w, c in counts.items() if w not in known)
+    else:
+        outside = compress(counts.items(), (rows < 0).tolist())
+    for word, count in outside:
+        remembered[word] = remembered.get(word, 0) + count
     return capped(remembered, cap)
 
 

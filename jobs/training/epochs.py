@@ -42,7 +42,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,13 +128,13 @@ class Outcome:
 
 class _SpooledWords:
     """What gensim's ``CythonVocab`` reads of a model's vectors (``key_to_index``, ``get_index``, ``expandos``,
-    FastText's ``buckets_word``), for the given words only; each keeps its row and its down-sampling threshold."""
+    FastText's ``buckets_word``), for the ``spooled`` words only, at their rows with their down-sampling
+    thresholds."""
 
-    def __init__(self, wv: Any, words: Collection[str]) -> None:
-        index = wv.key_to_index
-        self.key_to_index = {word: index[word] for word in words if word in index}
-        self.get_index = self.key_to_index.__getitem__
-        rows = np.fromiter(self.key_to_index.values(), dtype=np.int64, count=len(self.key_to_index))
+    def __init__(self, wv: Any, spooled: Mapping[str, int]) -> None:
+        self.key_to_index = spooled
+        self.get_index = spooled.__getitem__
+        rows = np.fromiter(spooled.values(), dtype=np.int64, count=len(spooled))
         self.expandos = {
             **wv.expandos,
             "sample_int": dict(zip(rows.tolist(), wv.expandos["sample_int"][rows].tolist(), strict=True)),
@@ -142,18 +142,14 @@ class _SpooledWords:
         self.buckets_word = getattr(wv, "buckets_word", None)
 
 
-def loop_vocabulary(model: Word2Vec, fasttext: bool, words: Collection[str] | None = None) -> Any:
-    """gensim's vocabulary for its C loops: for ``words`` alone (the distinct words the spool holds, a superset
-    does no harm) when they are fewer than :data:`SPOOLED_WORDS_SHARE` of the model's, else for all of them."""
+def loop_vocabulary(model: Word2Vec, fasttext: bool, spooled: Mapping[str, int] | None = None) -> Any:
+    """gensim's vocabulary for its C loops: for the ``spooled`` words alone (the rows of the words the spool
+    holds; more words do no harm) when they are fewer than :data:`SPOOLED_WORDS_SHARE` of the model's, else for
+    all of them."""
     wv = model.wv
-    if words is not None and len(words) < SPOOLED_WORDS_SHARE * len(wv):
-        selected = _SpooledWords(wv, words)
-        log.info(
-            "the training loops' vocabulary: the spool's %s of %s words",
-            f"{len(selected.key_to_index):,}",
-            f"{len(wv):,}",
-        )
-        wv = selected
+    if spooled is not None and len(spooled) < SPOOLED_WORDS_SHARE * len(wv):
+        log.info("the training loops' vocabulary: the spool's %s of %s words", f"{len(spooled):,}", f"{len(wv):,}")
+        wv = _SpooledWords(wv, spooled)
     return word2vec_corpusfile.CythonVocab(wv, hs=model.hs, fasttext=fasttext)
 
 
@@ -191,17 +187,17 @@ def train(
     end_alpha: float,
     callbacks: Sequence[CallbackAny2Vec] = (),
     split: Split = split_evenly,
-    words: Collection[str] | None = None,
+    spooled: Mapping[str, int] | None = None,
 ) -> Outcome:
-    """Train ``epochs`` epochs over the spool with ``threads`` threads. ``words``: the distinct words the spool
-    holds, when known (:func:`loop_vocabulary`). Raises TrainingError on a miscount."""
+    """Train ``epochs`` epochs over the spool with ``threads`` threads. ``spooled``: the rows of the words the
+    spool holds, when known (:func:`loop_vocabulary`). Raises TrainingError on a miscount."""
     check_gensim()
     if layout.batches == 0:
         raise TrainingError("the spool holds no sentence; nothing to train")
     fasttext = isinstance(model, FastText)
     module = fasttext_corpusfile if fasttext else word2vec_corpusfile
     loop = module.train_epoch_sg if model.sg else module.train_epoch_cbow
-    vocab = loop_vocabulary(model, fasttext, words)
+    vocab = loop_vocabulary(model, fasttext, spooled)
     runs = list(split(layout, threads))
     schedule = Schedule(start_alpha, end_alpha)
     path = str(layout.path)

@@ -21,7 +21,7 @@ invalidating the trained output layer, on every vocabulary update.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,13 +167,13 @@ def train(
     callbacks: tuple[CallbackAny2Vec, ...] = (),
     update: bool = False,
     split: epochs.Split = epochs.split_evenly,
-    words: Collection[str] | None = None,
+    spooled: Mapping[str, int] | None = None,
 ) -> epochs.Outcome:
     """Train ``config.epochs`` exact epochs over the spool with ``threads`` threads (:mod:`jobs.training.epochs`).
 
     The rate falls linearly from :meth:`TrainingConfig.learning_rate`'s start (``--alpha``, or for an update
-    ``--update-alpha`` when given) to ``config.min_alpha``. ``words``: the distinct words the spool holds, when
-    known (the C loops then map only those, :func:`jobs.training.epochs.loop_vocabulary`). Raises TrainingError
+    ``--update-alpha`` when given) to ``config.min_alpha``. ``spooled``: the rows of the words the spool holds,
+    when known (the C loops then map only those, :func:`jobs.training.epochs.loop_vocabulary`). Raises TrainingError
     when an epoch did not train exactly the spooled tokens.
     """
     if len(model.wv) == 0:
@@ -183,7 +183,7 @@ def train(
     model.workers = threads
     alpha = config.learning_rate(update)["start"]
     with vocabulary.composed_after(model):
-        return epochs.train(model, layout, threads, config.epochs, alpha, config.min_alpha, callbacks, split, words)
+        return epochs.train(model, layout, threads, config.epochs, alpha, config.min_alpha, callbacks, split, spooled)
 
 
 @dataclass(frozen=True)
@@ -229,14 +229,14 @@ def train_and_record(
     callbacks: tuple[CallbackAny2Vec, ...] = (),
     split: epochs.Split = epochs.split_evenly,
     event: dict[str, Any] | None = None,
-    words: Collection[str] | None = None,
+    spooled: Mapping[str, int] | None = None,
 ) -> Trained:
     """One refresh's training: :func:`train`, with the first ``frozen`` words (the parent's) locked when
     given (:mod:`jobs.training.freeze`; whether they held is checked against the parent's files afterwards),
     then the refresh ``event`` recorded in the model (:func:`record`). Raises as :func:`train`."""
     if frozen is not None:
         freeze.lock(model, frozen)
-    outcome = train(model, layout, config, threads, callbacks, update=update, split=split, words=words)
+    outcome = train(model, layout, config, threads, callbacks, update=update, split=split, spooled=spooled)
     freeze.unlock(model)  # gensim's own lock factors, as a saved model has them
     record(model, **(event or {}))
     return Trained(outcome, threads, update, frozen is not None)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,10 +257,10 @@ class Spool:
             self._file.close()
 
 
-def distinct_words(counted: Iterable[str], replayed: bytes = b"") -> set[str]:
-    """The distinct words a spool holds: those ``counted`` as they were spooled, and those of the ``replayed``
-    sentences, split as gensim's reader splits them (a byte sequence that is no UTF-8 can match no word)."""
-    return set(counted).union(token.decode("utf-8", "replace") for token in set(replayed.split()))
+def words_of(text: bytes) -> set[str]:
+    """The distinct words of spooled sentences, split as gensim's reader splits them (a byte sequence that is no
+    UTF-8 can match no word: it is replaced)."""
+    return {token.decode("utf-8", "replace") for token in set(text.split())}
 
 
 def sentences(path: Path, limit: int) -> Iterator[bytes]:

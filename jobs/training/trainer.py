@@ -385,7 +385,7 @@ class Trainer:
         the version for anything else. The spool is removed whatever happens."""
         # gensim and the stages built on it: imported since prepare() when there is a parent (ready_to_train)
         self.ready_to_train()
-        from jobs.training import coordinates, upkeep, version_files
+        from jobs.training import coordinates, upkeep, version_files, vocabulary
         from jobs.training import model as gmodel
 
         phases, config, version = PhasePeaks(), request.training, request.version
@@ -419,7 +419,9 @@ class Trainer:
                     frozen=frozen,
                     callbacks=request.callbacks,
                     split=request.split,
-                    words=spool.distinct_words(counts, replayed),
+                    spooled=vocabulary.spooled_rows(
+                        start.model.wv, counts, step.change.rows_of(start.model.wv, counts), spool.words_of(replayed)
+                    ),
                     event=dict(
                         version=version, parent=request.parent, new_words=len(step.change.new_words), **request.event
                     ),

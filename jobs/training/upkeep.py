@@ -23,6 +23,7 @@ decides which words are kept and which remembered words enter.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from itertools import compress
@@ -76,12 +77,13 @@ def decay_grow_cap(
     # undecayed, the remembered counts are the integers they were stored as
     offered = {w: round(c) for w, c in pending.items()} if decay != 1.0 else cast("dict[str, int]", pending)
     change = gmodel.grow_vocabulary(model, counts, sentences, offered if remember else None)
-    remembered = below_min_count(model, counts, pending, training.pending_cap) if remember else {}
+    rows = change.rows_of(model.wv, counts)  # each counted word's row, or -1: looked up once, for every step
+    remembered = below_min_count(model, counts, pending, training.pending_cap, rows) if remember else {}
     lifetime = np.asarray(model.wv.expandos["count"], dtype=np.float64)
-    current = _decayed(model, counts, before, standing, decay) if upkeep.keeps_standing else lifetime
+    current = _decayed(model, counts, rows, before, standing, decay) if upkeep.keeps_standing else lifetime
 
     if not upkeep.max_vocab or len(model.wv) <= upkeep.max_vocab:
-        return Step(change, remembered, current, np.arange(before))
+        return Step(dataclasses.replace(change, rows=rows), remembered, current, np.arange(before))
     excess = len(model.wv) - upkeep.max_vocab
     order = np.lexsort((-np.arange(len(current)), current))  # least standing first; among ties the newest
     keep = np.ones(len(current), dtype=bool)
@@ -109,13 +111,13 @@ def decay_grow_cap(
     )
 
 
-def _decayed(model: Any, counts: dict[str, int], before: int, standing: np.ndarray | None, decay: float) -> np.ndarray:
-    """The standing after this run: the parent's, decayed, plus this run's counts; a new word starts at its
-    count (this run's plus what was remembered of it)."""
-    index = model.wv.key_to_index
+def _decayed(
+    model: Any, counts: dict[str, int], rows: np.ndarray, before: int, standing: np.ndarray | None, decay: float
+) -> np.ndarray:
+    """The standing after this run: the parent's, decayed, plus this run's counts (``rows``: theirs, -1 for a
+    word not in the vocabulary); a new word starts at its count (this run's plus what was remembered of it)."""
     lifetime = np.asarray(model.wv.expandos["count"], dtype=np.float64)
     fresh = np.zeros(len(lifetime))
-    rows = np.fromiter((index.get(w, -1) for w in counts), dtype=np.int64, count=len(counts))
     found = rows >= 0
     fresh[rows[found]] = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))[found]
     base = standing if standing is not None and len(standing) == before else lifetime[:before] - fresh[:before]

@@ -23,9 +23,10 @@ training as well.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,29 @@ class VocabularyChange:
     before: int
     after: int
     new_words: list[str]
+    #: each offered word's row after the update, in the order the counts were given (-1: not in the vocabulary),
+    #: so that the steps after need not look the words up again; None where the update did not say
+    rows: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def rows_of(self, wv: Any, counted: Iterable[str]) -> np.ndarray:
+        """The rows of the ``counted`` words (the offered ones, in their order): as the update gave them, or
+        looked up."""
+        if self.rows is not None:
+            return self.rows
+        index = wv.key_to_index
+        return np.fromiter((index.get(w, -1) for w in counted), dtype=np.int64)
+
+
+def spooled_rows(wv: Any, counted: Iterable[str], rows: np.ndarray, others: Iterable[str] = ()) -> dict[str, int]:
+    """The vocabulary's rows of the words a spool holds: the ``counted`` words' from their ``rows`` (-1: not in
+    the vocabulary), and the ``others`` (e.g. replayed sentences' words) looked up."""
+    found = rows >= 0
+    spooled = dict(zip(compress(counted, found.tolist()), rows[found].tolist(), strict=True))
+    index = wv.key_to_index
+    for word in others:
+        if word not in spooled and (row := index.get(word)) is not None:
+            spooled[word] = row
+    return spooled
 
 
 def grow(model: Any, counts: dict[str, int], sentences: int) -> VocabularyChange:
@@ -96,7 +120,7 @@ def grow(model: Any, counts: dict[str, int], sentences: int) -> VocabularyChange
             f"{int(np.count_nonzero(keep)) - len(new_words)} pre-existing words (numpy update)"
         ),
     )
-    return VocabularyChange(before, len(wv), new_words)
+    return VocabularyChange(before, len(wv), new_words, rows=index)
 
 
 def _effective_min_count(model: Any, batch: np.ndarray) -> int:

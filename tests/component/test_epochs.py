@@ -286,10 +286,11 @@ def test_the_loops_map_of_the_spools_own_words_trains_as_the_whole_vocabulary(tm
     unused = {f"unused{i}": 1 for i in range(3 * len(counts))}
     gmodel.grow_vocabulary(model, {**dict(counts), **unused}, sentences=1)
     whole, spooled, missing = (copy.deepcopy(model) for _ in range(3))
+    rows = {word: model.wv.key_to_index[word] for word in counts}
     outcomes = [
         gmodel.train(whole, layout, config, 1),
-        gmodel.train(spooled, layout, config, 1, words=set(counts)),
-        gmodel.train(missing, layout, config, 1, words=set(counts) - {"uniquemiddle"}),
+        gmodel.train(spooled, layout, config, 1, spooled=rows),
+        gmodel.train(missing, layout, config, 1, spooled={w: r for w, r in rows.items() if w != "uniquemiddle"}),
     ]
     assert [o.trained for o in outcomes] == [[sum(counts.values())] * 2] * 3
     assert outcomes[1].effective == outcomes[0].effective == [sum(counts.values())] * 2

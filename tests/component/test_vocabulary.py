@@ -7,6 +7,7 @@ import numpy as np
 from jobs.config import TrainingConfig
 from jobs.lineage.counts import below_min_count
 from jobs.training import model as gmodel
+from jobs.training import vocabulary
 
 CONFIG = TrainingConfig(min_count=5, vector_size=8, workers=1, sample=1e-2)
 
@@ -29,6 +30,15 @@ def test_a_word_under_min_count_in_each_run_enters_once_its_total_reaches_it() -
     assert model.wv.get_vecattr("common", "count") == 900
     assert model.wv.get_vecattr("usual", "count") == 80  # absent this run, kept
     assert below_min_count(model, batch, pending, cap=100) == {"once": 1, "fresh": 2}
+    # the update's own rows (-1: still outside) serve the steps after it as the lookups would
+    index = model.wv.key_to_index
+    assert change.rows is not None and change.rows.tolist() == [index["common"], index["rare"], -1]
+    assert below_min_count(model, batch, pending, cap=100, rows=change.rows) == {"once": 1, "fresh": 2}
+    assert vocabulary.spooled_rows(model.wv, batch, change.rows, ["usual", "nowhere"]) == {
+        "common": index["common"],
+        "rare": index["rare"],
+        "usual": index["usual"],
+    }
 
 
 def test_gensim_policy_forgets_words_under_min_count() -> None:
