@@ -215,8 +215,9 @@ def _words_and_vectors(folder: Path) -> tuple[list[str], np.ndarray, np.ndarray]
     (:mod:`jobs.format.files`) before anything is allocated for it."""
 
     dim = files.read_params(folder)["keyed_vectors"]["vector_size"]
-    words, counts = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
-    return words, files.read_array(folder, "vectors", np.dtype(np.float32), (len(words), dim), "r"), counts
+    vocabulary = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+    words = vocabulary.words
+    return words, files.read_array(folder, "vectors", np.dtype(np.float32), (len(words), dim), "r"), vocabulary.counts
 
 
 def _distances(old: np.ndarray, old_rows: np.ndarray, new: np.ndarray, new_rows: np.ndarray) -> np.ndarray:

@@ -62,11 +62,15 @@ class WordVectors:
         counts: np.ndarray,
         sample_int: np.ndarray,
         ngrams: dict[str, np.ndarray] | None = None,
+        key_to_index: dict[str, int] | None = None,
     ) -> None:
+        """``key_to_index``: each word's row, when the caller has it (:meth:`read`); built otherwise."""
         self.params = params
         self.kind: str = params["kind"]
         self.index_to_key = index_to_key
-        self.key_to_index = dict(zip(index_to_key, range(len(index_to_key)), strict=True))
+        self.key_to_index = (
+            key_to_index if key_to_index is not None else dict(zip(index_to_key, range(len(index_to_key)), strict=True))
+        )
         self.vectors = vectors
         self.vector_size: int = vectors.shape[1]
         self.expandos = {"count": counts, "sample_int": sample_int}
@@ -83,7 +87,8 @@ class WordVectors:
         params = files.read_params(folder)
         settings = params["keyed_vectors"]
         dim = settings["vector_size"]
-        words, counts = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+        vocabulary = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+        words, counts = vocabulary.words, vocabulary.counts
         size = len(words)
         vectors = files.read_array(folder, "vectors", FLOAT, (size, dim), mmap)
         sample_int = files.read_array(folder, "sample_int", np.dtype(np.uint32), (size,), None)
@@ -95,7 +100,7 @@ class WordVectors:
                 "vectors_vocab": files.read_array(folder, "vectors_vocab", FLOAT, (size, dim), mmap),
                 "vectors_ngrams": files.read_array(folder, "vectors_ngrams", FLOAT, (settings["bucket"], dim), mmap),
             }
-        return cls(params, words, vectors, counts, sample_int, ngrams)
+        return cls(params, words, vectors, counts, sample_int, ngrams, vocabulary.index)
 
     # ------------------------------------------------------------------------------------------ lookups
 

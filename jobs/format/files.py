@@ -6,7 +6,7 @@ trainable gensim model) and :mod:`jobs.keyed` (readers, which need numpy and pya
 
     >>> params = read_params(folder)                                     # validated parameters   # doctest: +SKIP
     >>> rows = vocabulary_rows(folder, params["keyed_vectors"]["vector_size"])                    # doctest: +SKIP
-    >>> words, counts = read_vocabulary(folder, rows, dim)               # bounded, unique words  # doctest: +SKIP
+    >>> vocabulary = read_vocabulary(folder, rows, dim)                  # bounded, unique words  # doctest: +SKIP
     >>> vectors = read_array(folder, "vectors", FLOAT, (rows, dim), mmap="r")                     # doctest: +SKIP
 
 What is checked (any violation raises :class:`~jobs.errors.IntegrityError` naming the file):
@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -130,7 +131,16 @@ def vocabulary_rows(folder: Path, dim: int) -> int:
     return shape[0]
 
 
-def read_vocabulary(folder: Path, rows: int, dim: int) -> tuple[list[str], np.ndarray]:
+@dataclass(frozen=True)
+class Vocabulary:
+    """A model's words in their row order, each word's row, and their counts."""
+
+    words: list[str]
+    index: dict[str, int]  # each word's row: built once, and the check that no word repeats
+    counts: np.ndarray
+
+
+def read_vocabulary(folder: Path, rows: int, dim: int) -> Vocabulary:
     """The words and counts of ``vocab.parquet``, which must hold exactly ``rows`` unique words (the rows of
     ``vectors.npy``, of ``dim`` columns).
 
@@ -179,17 +189,18 @@ def read_vocabulary(folder: Path, rows: int, dim: int) -> tuple[list[str], np.nd
         or len(word) != rows
     ):
         raise IntegrityError(f"{path}: expected {rows:,} non-null words (string) and counts (int64)")
-    words = _unique_words(word, path)
+    words, index = _unique_words(word, path)
     counts = np.array(count.to_numpy(), dtype=np.int64)  # a writable copy: vocabulary updates add to it in place
     if len(counts) and counts.min() < 0:
         raise IntegrityError(f"{path}: negative counts")
-    return words, counts
+    return Vocabulary(words, index, counts)
 
 
-def _unique_words(word: pa.ChunkedArray, path: Path) -> list[str]:
-    """The words of a dictionary-encoded column (each distinct word held once, an index per row), refused when a
-    word repeats. Strings are made per row only once no index repeats within a chunk (so they hold no more than
-    the dictionaries) and their total length is bounded; words repeated across chunks are found last."""
+def _unique_words(word: pa.ChunkedArray, path: Path) -> tuple[list[str], dict[str, int]]:
+    """The words of a dictionary-encoded column (each distinct word held once, an index per row) and each one's
+    row, refused when a word repeats. Strings are made per row only once no index repeats within a chunk (so
+    they hold no more than the dictionaries) and their total length is bounded; words repeated across chunks
+    are found last, as the index holds fewer words than the rows."""
     total = 0
     for chunk in word.chunks:
         indices = chunk.indices.to_numpy(zero_copy_only=False)
@@ -202,9 +213,10 @@ def _unique_words(word: pa.ChunkedArray, path: Path) -> list[str]:
             "refusing"
         )
     words: list[str] = word.cast(pa.string()).to_pylist()
-    if len(set(words)) != len(words):
+    index = dict(zip(words, range(len(words)), strict=True))
+    if len(index) != len(words):
         raise IntegrityError(f"{path}: the vocabulary repeats words")
-    return words
+    return words, index
 
 
 def read_array(

@@ -80,7 +80,8 @@ def read(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Trai
     fasttext = params["kind"] == "fasttext"
     mp, kp = params["model"], params["keyed_vectors"]
     dim = kp["vector_size"]
-    words, counts = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+    vocabulary = files.read_vocabulary(folder, files.vocabulary_rows(folder, dim), dim)
+    words, counts = vocabulary.words, vocabulary.counts
     size = len(words)
     spare_rows = size if spare_rows is None else spare_rows
     if mp["vector_size"] != dim or mp["layer1_size"] != dim or mp["hs"] != 0 or mp["negative"] < 1:
@@ -108,8 +109,9 @@ def read(folder: Path, spare_rows: int | None = 0, mapped: bool = False) -> Trai
             "vectors_ngrams_lockf": files.read_lockf(folder, "vectors_ngrams_lockf", bucket, None),
         }
         buckets = ngram_buckets(words, kp["min_n"], kp["max_n"], bucket)
-    index = dict(zip(words, range(size), strict=True))
-    return Trainable(params, words, counts, index, arrays, _restore_random(params["random"], folder), buckets)
+    return Trainable(
+        params, words, counts, vocabulary.index, arrays, _restore_random(params["random"], folder), buckets
+    )
 
 
 def _restore_random(state: Any, folder: Path) -> Any:
