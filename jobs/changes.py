@@ -122,7 +122,8 @@ def from_rows(
     kept[parent_rows] = True
     return _table(
         (_picked(new_words, added_rows), added_rows),
-        (_picked(new_words, moved_rows), moved_rows, stored[moved_rows]),
+        # a moved word is the old word at its mapped row: taken in Arrow, not picked word by word in Python
+        (old_words.take(pa.array(parent_rows[moved_rows], pa.int64())), moved_rows, stored[moved_rows]),
         old_words.take(pa.array(np.flatnonzero(~kept), pa.int64())),
         new_vectors,
         new_counts,
@@ -169,7 +170,7 @@ def _table(
         return pa.table(
             {
                 "word": words,
-                "change": pa.array([kind] * n, pa.string()) if n else pa.array([], pa.string()),
+                "change": pa.repeat(pa.scalar(kind, pa.string()), n),
                 "distance": pa.array(dist, pa.float32()) if dist is not None else pa.nulls(n, pa.float32()),
                 "count": counts,
                 "vector": vectors,
@@ -242,8 +243,8 @@ def empty(dim: int) -> pa.Table:
 
 def summary(table: pa.Table) -> dict[str, int]:
     """How many words of each kind the diff holds."""
-    kinds = table.column("change").to_numpy(zero_copy_only=False)
-    return {kind: int(np.count_nonzero(kinds == kind)) for kind in KINDS}
+    counted = {item["values"]: item["counts"] for item in pc.value_counts(table.column("change")).to_pylist()}
+    return {kind: int(counted.get(kind, 0)) for kind in KINDS}
 
 
 def write(table: pa.Table, where: Path | pa.NativeFile, about: dict[str, Any]) -> dict[str, Any]:
