@@ -12,7 +12,7 @@ import pytest
 
 from jobs.errors import IntegrityError
 from jobs.storage import LocalStore
-from jobs.storage.cache import VersionCache
+from jobs.storage.cache import VersionCache, hash_threads
 from jobs.storage.locks import FileLock
 from jobs.storage.publish import publish, read_manifest
 from tests.support.stores import CountingStore
@@ -149,3 +149,7 @@ def test_the_lock_is_a_regular_file_and_a_held_lock_is_reported_busy(tmp_path: P
     with pytest.raises(IntegrityError, match=r"cache/\.lock is not a regular file; refusing to use it"):
         VersionCache(tmp_path / "cache", keep=1).adopt(CountingStore(tmp_path / "store"), "v1", tmp_path)
     assert not (tmp_path / "elsewhere").exists()  # the link was not followed
+
+
+def test_a_use_hashes_with_two_cpus_left_to_the_work_beside_it() -> None:
+    assert [hash_threads(cpus) for cpus in (1, 2, 3, 4, 6, 16)] == [1, 1, 1, 2, 4, 4]
