@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from jobs.config import GateConfig, TrainingConfig
 from jobs.errors import CacheError, StoppedError
-from jobs.format import trainable
+from jobs.format import mapped, trainable
 from jobs.lineage import replay, standing
 from jobs.lineage.counts import PENDING, read_counts
 from jobs.storage import Store, lease
@@ -97,6 +98,32 @@ def begin(parent: Parent | None, config: TrainingConfig, adjust: tuple[str, ...]
         return Start(gmodel.create(config), None, None, {}, None, replay.empty())
     gmodel.adjust(parent.model, config, adjust)
     return Start(parent.model, parent.folder, parent.baseline, parent.pending, parent.standing, parent.reservoir)
+
+
+def populate_matrices(model: Any, tokens: int, epochs: int) -> threading.Thread | None:
+    """Start copying the parent's mapped matrices into the actor's memory (:func:`jobs.format.mapped.populate`)
+    in a thread, when the run trains at least as many tokens, over its epochs, as the model has words: its
+    epochs then write most pages of them anyway (each trained word's rows, and ``negative`` rows drawn for
+    each), and a page copied ahead costs less than the same page faulted in by a training thread. The caller
+    joins the thread before training; None when the run is too small for it to pay."""
+    matrices = [model.wv.vectors, model.syn1neg]
+    if hasattr(model.wv, "vectors_ngrams"):  # FastText
+        matrices += [model.wv.vectors_vocab, model.wv.vectors_ngrams]
+    if tokens * epochs < len(model.wv):
+        return None
+
+    def run() -> None:
+        started = time.perf_counter()
+        done = [mapped.populate(matrix) for matrix in matrices]
+        log.info(
+            "the parent's matrices paged in ahead of training: %s MB in %.2f s",
+            f"{sum(m.nbytes for m, ok in zip(matrices, done, strict=True) if ok) / 2**20:,.0f}",
+            time.perf_counter() - started,
+        )
+
+    thread = threading.Thread(target=run, name="page in the parent", daemon=True)
+    thread.start()
+    return thread
 
 
 def load(

@@ -40,7 +40,7 @@ from jobs.storage import Store
 from jobs.storage.locks import FileLock
 from jobs.training import evaluate, spool
 from jobs.training.memory import PhasePeaks
-from jobs.training.parent import Parent, ParentLoad, ParentRequest, begin
+from jobs.training.parent import Parent, ParentLoad, ParentRequest, begin, populate_matrices
 from jobs.training.parent import load as load_parent
 from jobs.training.spool import Split, split_evenly
 from shards.counts import RunningCounts
@@ -394,6 +394,9 @@ class Trainer:
             # 1. The parent prepare() started on, adjusted as the user allowed, or a new model.
             self._drop_open()  # a partition never ended is not trained on
             start = begin(self._parent(store, request, phases) if request.parent else None, config, request.adjust)
+            # the parent's mapped matrices copied in while the vocabulary is updated, when training will write
+            # most of their pages anyway
+            paging = populate_matrices(start.model, self.tokens, config.epochs) if start.folder is not None else None
             # 2. The vocabulary: decayed, grown from this run's merged counts, capped (jobs.training.upkeep).
             with phases.phase("vocabulary"):
                 counts = self._merged_counts()
@@ -409,6 +412,8 @@ class Trainer:
             # 4. Exact epochs over the spool, the parent's words frozen on request; recorded in the model.
             frozen = step.known if request.upkeep.freeze_known_words and start.folder is not None else None
             threads = blas_threads(config.workers or self.node_cpus())  # the matrix products after training, too
+            if paging is not None:
+                paging.join()
             with phases.phase("train"):
                 trained = gmodel.train_and_record(
                     start.model,

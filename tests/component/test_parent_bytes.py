@@ -22,11 +22,13 @@ import numpy as np
 import pytest
 from gensim.models import FastText, Word2Vec
 
+from jobs.format import mapped
 from jobs.format.files import read_rows
 from jobs.storage.local import LocalStore
 from jobs.storage.publish import sha256_file, upload_version
 from jobs.training import model as gmodel
 from jobs.training import vocabulary
+from jobs.training.parent import populate_matrices
 from tests.support.corpora import clustered
 from tests.support.models import MORE, SENTENCES, assert_same
 
@@ -85,6 +87,31 @@ def test_only_the_pages_written_become_the_processs_own(tmp_path: Path) -> None:
     own = resident_private() - baseline
     assert 7 * MiB < own < 12 * MiB, own  # 8 MiB: the written rows and the appended ones, not the 64 MiB read
     assert np.array_equal(np.load(path)[rows // 16 :], grown[rows // 16 : rows])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="maps files on Linux")
+def test_a_run_that_writes_most_pages_has_them_all_copied_ahead_and_the_file_stays(tmp_path: Path) -> None:
+    rows, dim = 16 * 1024, 256  # 16 MiB
+    path = tmp_path / "m.npy"
+    np.save(path, np.arange(rows * dim, dtype=np.float32).reshape(rows, dim))
+    before = sha256_file(path)
+    matrix = read_rows(tmp_path, "m", (rows, dim), spare_rows=rows, mapped=True)
+    baseline = resident_private()
+    if not mapped.populate(matrix):
+        pytest.skip("this kernel cannot populate a mapping for writing (Linux 5.14 and later)")
+    assert 15 * MiB < resident_private() - baseline < 18 * MiB  # every page the process's own, the spare rows not
+    assert np.array_equal(matrix, np.load(path))  # the file's values
+    matrix[::7] += 1
+    assert sha256_file(path) == before  # still copy-on-write
+
+    class Model:  # what populate_matrices reads of a Word2Vec model
+        def __init__(self) -> None:
+            self.wv, self.syn1neg = type("WV", (), {"vectors": matrix, "__len__": lambda _: rows})(), matrix
+
+    assert populate_matrices(Model(), tokens=rows // 4 - 1, epochs=4) is None  # fewer token-epochs than words
+    paging = populate_matrices(Model(), tokens=rows // 4, epochs=4)
+    assert paging is not None
+    paging.join()
 
 
 @pytest.mark.parametrize("cls", [Word2Vec, FastText])
