@@ -68,8 +68,16 @@ def populate(array: np.ndarray) -> bool:
     before 5.14): the pages are then copied as they are first written, as before."""
     if _MADVISE is None or array.nbytes == 0:
         return False
-    start = array.ctypes.data & ~(mmap.PAGESIZE - 1)
-    return _MADVISE(start, array.ctypes.data + array.nbytes - start, _MADV_POPULATE_WRITE) == 0
+    start, end = array.ctypes.data & ~(mmap.PAGESIZE - 1), array.ctypes.data + array.nbytes
+    for at in range(start, end, _POPULATE_BYTES):  # the kernel holds the mapping's lock for each call
+        if _MADVISE(at, min(_POPULATE_BYTES, end - at), _MADV_POPULATE_WRITE) != 0:
+            return False
+    return True
+
+
+#: Bytes made the process's own per call of :func:`populate`: between calls, the other threads may map and
+#: unmap memory (numpy's larger arrays), which waits for the mapping's lock the kernel holds while populating.
+_POPULATE_BYTES = 16 << 20
 
 
 def rows_of(path: Path, header: int, shape: tuple[int, int], spare_rows: int = 0) -> np.ndarray | None:
