@@ -172,7 +172,13 @@ def _show_progress() -> None:
     which Ray forwards from the actor's stderr."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("gensim.models.word2vec", "gensim.models.fasttext", "jobs.training.epochs", __name__):
+    for name in (
+        "gensim.models.word2vec",
+        "gensim.models.fasttext",
+        "jobs.training.epochs",
+        "jobs.training.parent",
+        __name__,
+    ):
         logging.getLogger(name).setLevel(logging.INFO)
 
 
@@ -413,7 +419,8 @@ class Trainer:
             frozen = step.known if request.upkeep.freeze_known_words and start.folder is not None else None
             threads = blas_threads(config.workers or self.node_cpus())  # the matrix products after training, too
             if paging is not None:
-                paging.join()
+                with phases.phase("page_in"):  # what is left of the copy, waited for
+                    paging.join()
             with phases.phase("train"):
                 trained = gmodel.train_and_record(
                     start.model,
