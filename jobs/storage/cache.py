@@ -229,8 +229,9 @@ def hash_threads(cpus: int | None = None) -> int:
     two fewer, at least one and at most four. The hashes run beside work that needs a core each (the trainer
     imports gensim and takes the corpus while its parent is verified); on two CPUs, two hashing threads beside
     them slowed that import from 1.5 s to 2.7 s and the whole start by 0.7 s."""
-    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
-    return max(1, min(4, available - 2))
+    if cpus is None:  # readers use the cache too, on systems without CPU affinity (macOS)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cpus - 2))
 
 
 def _link(source: Path, target: Path) -> None:

@@ -106,11 +106,11 @@ def populate_matrices(model: Any, tokens: int, epochs: int) -> threading.Thread 
     epochs then write most pages of them anyway (each trained word's rows, and ``negative`` rows drawn for
     each), and a page copied ahead costs less than the same page faulted in by a training thread. The caller
     joins the thread before training; None when the run is too small for it to pay."""
+    if tokens * epochs < len(model.wv):
+        return None
     matrices = [model.wv.vectors, model.syn1neg]
     if hasattr(model.wv, "vectors_ngrams"):  # FastText
         matrices += [model.wv.vectors_vocab, model.wv.vectors_ngrams]
-    if tokens * epochs < len(model.wv):
-        return None
 
     def run() -> None:
         started = time.perf_counter()
